@@ -1,0 +1,204 @@
+"""Every exception aioflow raises, in one place.
+
+The tree::
+
+    AioflowError
+    ├── GraphError (ValueError)            a graph could not be loaded, validated or run as written
+    ├── OptionError (ValueError)           an execution or pool option is invalid
+    ├── MissingExtraError (ImportError)    an optional package is not installed
+    ├── TaskInputError (TypeError)         a task was called without a required input (raised in the worker)
+    ├── ExecutionError                     an execution stopped before its end; carries ``.results``
+    │   ├── NodeError                      a node's task raised; the task's exception is ``__cause__``
+    │   ├── ExecutionTimeoutError (TimeoutError)
+    │   └── IterationLimitError (RuntimeError)   a loop exceeded ``max_iterations``
+    └── PoolError
+        └── WorkerLostError (concurrent.futures.BrokenExecutor)   a worker process died
+
+Every class pickles round-trip (errors cross process boundaries): the keyword
+fields given to ``__init__`` are kept and replayed by ``__reduce__``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._results import Results
+
+__all__ = [
+    "AioflowError",
+    "ExecutionError",
+    "ExecutionTimeoutError",
+    "GraphError",
+    "IterationLimitError",
+    "MissingExtraError",
+    "NodeError",
+    "OptionError",
+    "PoolError",
+    "TaskInputError",
+    "WorkerLostError",
+]
+
+
+def format_node_id(node_id: object) -> str:
+    """The way messages show a node id: ``'a'``, ``3`` or ``('sub', 'a')``."""
+    return repr(node_id)
+
+
+class AioflowError(Exception):
+    """Base class of every aioflow error."""
+
+    # The keyword arguments __init__ was called with, replayed by __reduce__.
+    _fields: dict[str, Any]
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self._fields = fields
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self._fields), self.__dict__)
+
+
+def _rebuild(cls: type[AioflowError], message: str, fields: dict[str, Any]) -> AioflowError:
+    err = cls.__new__(cls)
+    AioflowError.__init__(err, message, **fields)
+    return err
+
+
+class GraphError(AioflowError, ValueError):
+    """A graph could not be loaded, validated or executed as written.
+
+    Attributes:
+        graph_id: the graph's id (or its source, when the id is not known yet).
+        problems: every problem found, one line each.
+    """
+
+    graph_id: str
+    problems: tuple[str, ...]
+
+    def __init__(self, graph_id: str, problems: Iterable[str]) -> None:
+        problems = tuple(problems)
+        if len(problems) == 1:
+            msg = f"graph {graph_id!r}: {problems[0]}"
+        else:
+            lines = "\n".join(f"  - {p}" for p in problems)
+            msg = f"graph {graph_id!r}: {len(problems)} problems:\n{lines}"
+        super().__init__(msg, graph_id=graph_id, problems=problems)
+
+
+class OptionError(AioflowError, ValueError):
+    """An option has a value it cannot take, e.g. ``max_workers must be >= 1 (got 0)``."""
+
+    def __init__(self, option: str, expected: str, got: object) -> None:
+        msg = f"{option!r} must be {expected} (got {got!r} that is a {type(got).__name__})"
+        super().__init__(msg, option=option, expected=expected, got=got)
+
+
+class MissingExtraError(AioflowError, ImportError):
+    """An optional package is needed for what was asked and is not installed."""
+
+    def __init__(self, what: str, package: str, extra: str) -> None:
+        msg = f"{what} needs the {package!r} package: pip install 'aioflow[{extra}]'"
+        super().__init__(msg, what=what, package=package, extra=extra)
+
+
+class TaskInputError(AioflowError, TypeError):
+    """A task was called without an input it requires.
+
+    Raised inside the worker, so it becomes the ``__cause__`` of a `NodeError`.
+    """
+
+    def __init__(self, task: str, missing: Iterable[str], detail: str = "") -> None:
+        missing = tuple(missing)
+        names = ", ".join(repr(m) for m in missing)
+        msg = f"task {task!r} is missing the required input(s) {names}"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg, task=task, missing=missing)
+
+
+class ExecutionError(AioflowError):
+    """An execution stopped before its end.
+
+    Attributes:
+        graph_id: the graph being executed.
+        results: the `aioflow.Results` of the nodes that did finish, selected
+            with the execution's ``outputs``/``merge_outputs``.
+    """
+
+    graph_id: str
+    results: Results
+
+
+class NodeError(ExecutionError):
+    """A node's task raised. The task's own exception is ``__cause__``.
+
+    Attributes:
+        node_id: the failed node.
+        error: the task's exception (the same object as ``__cause__``).
+    """
+
+    node_id: Any
+    error: BaseException
+
+    def __init__(self, graph_id: str, node_id: Any, error: BaseException, results: Results) -> None:
+        what = f"{type(error).__name__}: {error}"
+        msg = f"graph {graph_id!r}: node {format_node_id(node_id)} failed: {what}"
+        super().__init__(msg, graph_id=graph_id, node_id=node_id, error=error, results=results)
+
+
+class ExecutionTimeoutError(ExecutionError, TimeoutError):
+    """The execution ran longer than its ``timeout``; running tasks were stopped.
+
+    Attributes:
+        timeout: the limit, in seconds.
+        running: the nodes that were still running when it expired.
+    """
+
+    timeout: float
+    running: tuple[Any, ...]
+
+    def __init__(
+        self, graph_id: str, timeout: float, running: Iterable[Any], results: Results
+    ) -> None:
+        running = tuple(running)
+        where = ", ".join(format_node_id(n) for n in running) or "none"
+        msg = f"graph {graph_id!r}: timed out after {timeout:g} s (nodes still running: {where})"
+        super().__init__(msg, graph_id=graph_id, timeout=timeout, running=running, results=results)
+
+
+class IterationLimitError(ExecutionError, RuntimeError):
+    """A node was about to run more than ``max_iterations`` times (a runaway loop)."""
+
+    node_id: Any
+    max_iterations: int
+
+    def __init__(self, graph_id: str, node_id: Any, max_iterations: int, results: Results) -> None:
+        msg = (
+            f"graph {graph_id!r}: node {format_node_id(node_id)} would run more than "
+            f"max_iterations={max_iterations} times; check the loop's exit condition "
+            "or raise max_iterations"
+        )
+        super().__init__(
+            msg, graph_id=graph_id, node_id=node_id, max_iterations=max_iterations, results=results
+        )
+
+
+class PoolError(AioflowError):
+    """A worker pool failed."""
+
+
+class WorkerLostError(PoolError, concurrent.futures.BrokenExecutor):
+    """A worker process died while it ran a task (killed, crashed or exited)."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message, **fields)
+

@@ -1,0 +1,271 @@
+"""What runs inside a worker: one node's task, from a small picklable `TaskCall`.
+
+Nothing here knows about graphs or the scheduler. A `TaskCall` names the
+task (``task_type`` + ``task_identifier``) and carries the merged inputs;
+`run_task` resolves it and returns the node's outputs as a dict:
+
+- ``method``: ``func(*positional, **named)``; output ``return_value`` (spec §5.2);
+- ``ppfmethod`` / ``ppfport``: the ``_ppfdict`` convention (spec §5.3);
+- ``script``: a subprocess; outputs ``return_code``, ``out``, ``err`` (spec §5.4).
+
+Imported callables are cached per worker, so a warm worker imports a task
+module once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._errors import TaskInputError
+from ._results import MISSING
+
+__all__ = ["TaskCall", "import_callable", "run_task"]
+
+# A script that runs longer than this is checked for interruption this often
+# (a thread-pool task can only be interrupted between Python bytecodes).
+_SCRIPT_WAIT_SLICE = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCall:
+    """Everything a worker needs to run one node once."""
+
+    node_id: Any
+    label: str
+    task_type: str
+    task_identifier: Any
+    inputs: dict[Any, Any]
+
+
+def run_task(call: TaskCall) -> dict[Any, Any]:
+    """Run one task; return its outputs. Any exception is the task's failure."""
+    task_type = call.task_type
+    if task_type == "method":
+        return _run_method(call)
+    if task_type == "ppfmethod":
+        return _run_ppfmethod(call)
+    if task_type == "ppfport":
+        return {"_ppfdict": _ppf_arguments(call.inputs)}
+    if task_type == "script":
+        return _run_script(call)
+    msg = f"task_type {task_type!r} cannot run in a worker"
+    raise ValueError(msg)
+
+
+# --------------------------------------------------------------------------- imports
+
+_CALLABLES: dict[str, Callable[..., Any]] = {}
+
+
+def import_callable(identifier: str) -> Callable[..., Any]:
+    """Import ``"pkg.mod.func"``, ``"pkg.mod.Class.method"`` or ``"/path/file.py::func"``.
+
+    Raises:
+        ImportError: with the identifier and what could not be found.
+    """
+    cached = _CALLABLES.get(identifier)
+    if cached is not None:
+        return cached
+    if "::" in identifier:
+        path, _, qualname = identifier.partition("::")
+        obj: Any = _import_file(path)
+    else:
+        obj, qualname = _import_longest_module(identifier)
+    for part in qualname.split(".") if qualname else ():
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            msg = f"cannot import {identifier!r}: {getattr(obj, '__name__', obj)!r} has no attribute {part!r}"
+            raise ImportError(msg) from None
+    if not callable(obj):
+        msg = f"{identifier!r} is not callable (it is a {type(obj).__name__})"
+        raise ImportError(msg)
+    _CALLABLES[identifier] = obj
+    return obj
+
+
+def _import_longest_module(identifier: str) -> tuple[Any, str]:
+    parts = identifier.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            # Only "this prefix does not exist" means: try a shorter one. A
+            # missing import *inside* the task module is the real error.
+            if exc.name and module_name.startswith(exc.name) and (
+                exc.name == module_name or module_name.startswith(exc.name + ".")
+            ):
+                continue
+            raise
+        return module, ".".join(parts[cut:])
+    hint = ""
+    if parts[0] == "__main__":
+        hint = " (functions defined in __main__ or a notebook run only in the thread pool)"
+    msg = f"cannot import {identifier!r}: no module named {parts[0]!r}{hint}"
+    raise ImportError(msg)
+
+
+def _import_file(path: str) -> Any:
+    resolved = Path(path).resolve()
+    if not resolved.is_file():
+        msg = f"cannot import from {path!r}: no such file"
+        raise ImportError(msg)
+    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
+    name = f"aioflow_task_file_{resolved.stem}_{digest}"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, resolved)
+        if spec is None or spec.loader is None:
+            msg = f"cannot import from {path!r}: not a Python file"
+            raise ImportError(msg)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return module
+
+
+# --------------------------------------------------------------------------- method
+
+
+def _split_inputs(inputs: Mapping[Any, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Positional inputs in index order (gaps are MISSING) and non-missing named inputs."""
+    positions = sorted(k for k in inputs if isinstance(k, int))
+    args: list[Any] = []
+    if positions:
+        args = [MISSING] * (positions[-1] + 1)
+        for k in positions:
+            args[k] = inputs[k]
+    kwargs = {k: v for k, v in inputs.items() if isinstance(k, str) and v is not MISSING}
+    return args, kwargs
+
+
+def _run_method(call: TaskCall) -> dict[Any, Any]:
+    func = import_callable(call.task_identifier)
+    args, kwargs = _split_inputs(call.inputs)
+    try:
+        result = func(*args, **kwargs)
+    except TypeError as exc:
+        _raise_if_bad_call(call, func, args, kwargs, exc)
+        raise
+    return {"return_value": result}
+
+
+def _raise_if_bad_call(
+    call: TaskCall, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], exc: TypeError
+) -> None:
+    """Turn a TypeError raised by the call itself (not by the task) into a TaskInputError."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as bind_error:
+        missing = [
+            name
+            for i, (name, p) in enumerate(signature.parameters.items())
+            if p.default is inspect.Parameter.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            and name not in kwargs
+            and not (p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and i < len(args))
+        ]
+        raise TaskInputError(call.label, missing or ["?"], str(bind_error)) from exc
+
+
+# --------------------------------------------------------------------------- ppf
+
+
+def _ppf_arguments(inputs: Mapping[Any, Any]) -> dict[Any, Any]:
+    kwargs = {k: v for k, v in inputs.items() if v is not MISSING and k != "_method"}
+    incoming = kwargs.pop("_ppfdict", None)
+    if incoming:
+        kwargs.update(incoming)
+    return kwargs
+
+
+def _run_ppfmethod(call: TaskCall) -> dict[Any, Any]:
+    func = import_callable(call.task_identifier)
+    kwargs = _ppf_arguments(call.inputs)
+    try:
+        result = func(**kwargs)
+    except TypeError as exc:
+        _raise_if_bad_call(call, func, [], kwargs, exc)
+        raise
+    if not isinstance(result, Mapping):
+        msg = f"ppfmethod {call.task_identifier!r} must return a dict (got {type(result).__name__})"
+        raise TypeError(msg)
+    return {"_ppfdict": {**kwargs, **result}}
+
+
+# --------------------------------------------------------------------------- script
+
+
+def _script_command(identifier: str, inputs: Mapping[Any, Any]) -> list[str]:
+    path = Path(identifier)
+    if path.is_file():
+        with path.open("rb") as f:
+            has_shebang = f.read(2) == b"#!"
+        if has_shebang:
+            command = [str(path.resolve())]
+        elif path.suffix == ".py":
+            command = [sys.executable, str(path)]
+        else:
+            command = ["bash", str(path)]
+    else:
+        command = shlex.split(identifier) if identifier.strip() else []
+        if not command:
+            msg = "script task has an empty command"
+            raise ValueError(msg)
+    for name, value in inputs.items():
+        if not isinstance(name, str) or name.startswith("_") or value is MISSING:
+            continue
+        flag = f"-{name}" if len(name) == 1 else f"--{name}"
+        command.append(flag)
+        if value != "":
+            command.append(str(value))
+    positional = sorted(k for k in inputs if isinstance(k, int) and inputs[k] is not MISSING)
+    command.extend(str(inputs[k]) for k in positional)
+    return command
+
+
+def _run_script(call: TaskCall) -> dict[Any, Any]:
+    inputs = call.inputs
+    capture = bool(inputs.get("_capture_output", False))
+    merge_err = bool(inputs.get("_merge_err", False))
+    raise_on_error = bool(inputs.get("_raise_on_error", False))
+    command = _script_command(str(call.task_identifier), inputs)
+    stdout = subprocess.PIPE if capture else None
+    stderr = (subprocess.STDOUT if merge_err else subprocess.PIPE) if capture else None
+    proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, env=os.environ.copy())
+    try:
+        while True:
+            try:
+                out, err = proc.communicate(timeout=_SCRIPT_WAIT_SLICE)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        if proc.poll() is None:  # interrupted: the script must not outlive its task
+            proc.kill()
+            proc.wait()
+    if raise_on_error and proc.returncode != 0:
+        detail = f": {err.strip()[-500:]}" if err else ""
+        msg = f"script {' '.join(command)!r} exited with code {proc.returncode}{detail}"
+        raise RuntimeError(msg)
+    return {"return_code": proc.returncode, "out": out, "err": err}

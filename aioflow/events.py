@@ -1,0 +1,44 @@
+"""Event records: what an execution reports while it runs.
+
+Pass ``on_event=callback`` to `aioflow.execute_graph` or
+`aioflow.execute_graph_async`; the callback is called in the event loop's
+thread, in order, with one `Event` per step:
+
+``graph.started`` -> (``node.started`` -> ``node.finished`` | ``node.failed``)* -> ``graph.finished``
+
+Costs nothing when nobody listens. An exception raised by the callback stops
+the execution and is raised to the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Event", "EventKind"]
+
+EventKind = Literal["graph.started", "graph.finished", "node.started", "node.finished", "node.failed"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step of an execution.
+
+    Attributes:
+        kind: what happened.
+        graph_id: the graph.
+        node_id: the node (``None`` for graph events).
+        number: the node's execution number (1 the first time; loops count up).
+        time: ``time.monotonic()`` when it happened.
+        error: the exception, for ``node.failed``.
+        total: for ``graph.started``, the number of nodes (loops and
+            conditions may run more or fewer).
+    """
+
+    kind: EventKind
+    graph_id: str
+    time: float
+    node_id: Any = None
+    number: int = 0
+    error: BaseException | None = field(default=None, repr=False)
+    total: int = 0

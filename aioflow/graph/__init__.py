@@ -1,0 +1,15 @@
+"""Graphs: loading, validation and linear-time analysis. Pure and synchronous."""
+
+from __future__ import annotations
+
+from ._analysis import Analysis as Analysis
+from ._load import apply_inputs as apply_inputs
+from ._load import load_graph as load_graph
+from ._load import select_nodes as select_nodes
+from ._model import TASK_TYPES as TASK_TYPES
+from ._model import Graph as Graph
+from ._model import Link as Link
+from ._model import Node as Node
+from ._model import NodeId as NodeId
+
+__all__ = ["TASK_TYPES", "Analysis", "Graph", "Link", "Node", "NodeId", "apply_inputs", "load_graph", "select_nodes"]

@@ -1,0 +1,315 @@
+"""One linear pass over a graph: everything the scheduler needs, in O(nodes + links).
+
+Computed once per `Graph`, iteratively (no recursion, so a 100,000-node chain
+loads):
+
+- adjacency by link index (data links and error links kept apart);
+- link requiredness (spec §3.5) by one breadth-first propagation: a node is
+  *tainted* when some link into it or into one of its ancestors is optional by
+  itself (``required: false``, or conditional without ``required: true``);
+  an unmarked link is required unless it is conditional or its source is tainted;
+- start nodes (§4.1) and end nodes (§4.2);
+- strongly connected components (Tarjan's algorithm with an explicit stack):
+  the cycles, and the cycles that can never run (each of their nodes waits on
+  a required link from inside the cycle);
+- a stable order (Kahn's algorithm by generations on the condensation, ties
+  broken by declaration order) used wherever results are merged.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._model import Graph, NodeId
+
+__all__ = ["Analysis", "analyse"]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The result of `analyse`. Link lists hold indices into ``Graph.links``.
+
+    Attributes:
+        data_links_out: node -> indices of its outgoing links that are not error links.
+        error_links_out: node -> indices of its outgoing ``on_error`` links.
+        links_in: node -> indices of its incoming links.
+        link_required: per link, whether its target waits for it.
+        required_in_count: node -> number of required incoming links.
+        start_nodes / end_nodes: in stable order.
+        condition_values: node -> output name -> every value its conditional
+            links compare that output with (``V[name]`` of spec §3.3).
+        cycles: the strongly connected components that contain a cycle.
+        blocked_cycles: the cycles in which every node waits on a required link
+            from inside the cycle, so that none of them can ever run.
+        order: every node, in a stable topological order of the condensation.
+    """
+
+    data_links_out: dict[NodeId, tuple[int, ...]]
+    error_links_out: dict[NodeId, tuple[int, ...]]
+    links_in: dict[NodeId, tuple[int, ...]]
+    link_required: tuple[bool, ...]
+    required_in_count: dict[NodeId, int]
+    start_nodes: tuple[NodeId, ...]
+    end_nodes: tuple[NodeId, ...]
+    condition_values: dict[NodeId, dict[Any, list[Any]]]
+    cycles: tuple[tuple[NodeId, ...], ...]
+    blocked_cycles: tuple[tuple[NodeId, ...], ...]
+    order: tuple[NodeId, ...]
+
+
+def analyse(graph: Graph) -> Analysis:
+    """Analyse a graph whose links all refer to existing nodes."""
+    nodes = graph.nodes
+    links = graph.links
+    ids = list(nodes)
+    index_of = {n: i for i, n in enumerate(ids)}
+    n_nodes = len(ids)
+    data_out: list[list[int]] = [[] for _ in range(n_nodes)]
+    error_out: list[list[int]] = [[] for _ in range(n_nodes)]
+    links_in: list[list[int]] = [[] for _ in range(n_nodes)]
+    successors: list[list[int]] = [[] for _ in range(n_nodes)]
+    link_ends: list[tuple[int, int]] = []
+    for li, link in enumerate(links):
+        s = index_of[link.source]
+        t = index_of[link.target]
+        link_ends.append((s, t))
+        (error_out if link.on_error else data_out)[s].append(li)
+        links_in[t].append(li)
+        successors[s].append(t)
+
+    link_required = _link_requiredness(graph, link_ends, successors)
+    required_in_count = [0] * n_nodes
+    for li, (_, t) in enumerate(link_ends):
+        if link_required[li]:
+            required_in_count[t] += 1
+
+    order, components = _order_and_components(n_nodes, successors)
+    cycles: list[list[int]] = []
+    blocked: list[list[int]] = []
+    if components is not None:
+        component_of = [0] * n_nodes
+        for ci, component in enumerate(components):
+            for n in component:
+                component_of[n] = ci
+        for ci, component in enumerate(components):
+            first = component[0]
+            if len(component) == 1 and first not in successors[first]:
+                continue
+            cycles.append(component)
+            if all(
+                any(link_required[li] and component_of[link_ends[li][0]] == ci for li in links_in[n])
+                for n in component
+            ):
+                blocked.append(component)
+    position = [0] * n_nodes
+    for pos, n in enumerate(order):
+        position[n] = pos
+
+    condition_values: dict[NodeId, dict[Any, list[Any]]] = {}
+    for link in links:
+        if link.conditions:
+            per_name = condition_values.setdefault(link.source, {})
+            for name, value in link.conditions:
+                values = per_name.setdefault(name, [])
+                if not any(_same(value, v) for v in values):
+                    values.append(value)
+
+    node_list = list(nodes.values())
+    start = [i for i in range(n_nodes) if not links_in[i] or node_list[i].force_start_node]
+    end = [i for i in range(n_nodes) if not data_out[i]]
+    if not end:
+        end = [
+            i
+            for i in range(n_nodes)
+            if _has_uncovered_condition(condition_values.get(ids[i], {}), node_list[i].conditions_else_value)
+        ]
+
+    def in_order(seq: Sequence[int]) -> tuple[NodeId, ...]:
+        return tuple(ids[i] for i in sorted(seq, key=position.__getitem__))
+
+    return Analysis(
+        data_links_out=dict(zip(ids, map(tuple, data_out))),
+        error_links_out=dict(zip(ids, map(tuple, error_out))),
+        links_in=dict(zip(ids, map(tuple, links_in))),
+        link_required=link_required,
+        required_in_count=dict(zip(ids, required_in_count)),
+        start_nodes=in_order(start),
+        end_nodes=in_order(end),
+        condition_values=condition_values,
+        cycles=tuple(in_order(c) for c in cycles),
+        blocked_cycles=tuple(in_order(c) for c in blocked),
+        order=tuple(ids[i] for i in order),
+    )
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that never raises (values come from user documents)."""
+    try:
+        return bool(a == b)
+    except Exception:
+        return a is b
+
+
+def _locally_optional(required: bool | None, conditional: bool) -> bool:
+    if required is not None:
+        return not required
+    return conditional
+
+
+def _link_requiredness(
+    graph: Graph, link_ends: list[tuple[int, int]], successors: list[list[int]]
+) -> tuple[bool, ...]:
+    """Spec §3.5 in O(nodes + links): taint propagates downstream of optional links."""
+    tainted = [False] * len(successors)
+    queue: deque[int] = deque()
+    for link, (_, t) in zip(graph.links, link_ends):
+        if _locally_optional(link.required, link.conditional) and not tainted[t]:
+            tainted[t] = True
+            queue.append(t)
+    while queue:
+        for nxt in successors[queue.popleft()]:
+            if not tainted[nxt]:
+                tainted[nxt] = True
+                queue.append(nxt)
+    required: list[bool] = []
+    for link, (s, _) in zip(graph.links, link_ends):
+        if link.required is not None:
+            required.append(link.required)
+        else:
+            required.append(not link.conditional and not tainted[s])
+    return tuple(required)
+
+
+def _has_uncovered_condition(values_by_name: dict[Any, list[Any]], else_value: Any) -> bool:
+    """Spec §4.2, with booleans covered by their negation (or the else value).
+
+    A value is covered when another conditional link of the same node takes the
+    remaining cases: the else value for any value, or the opposite boolean.
+    """
+    for values in values_by_name.values():
+        for value in values:
+            covering = [else_value]
+            if _same(value, True):
+                covering.append(False)
+            elif _same(value, False):
+                covering.append(True)
+            if not any(_same(c, v) for c in covering for v in values):
+                return True
+    return False
+
+
+def _order_and_components(
+    n_nodes: int, successors: list[list[int]]
+) -> tuple[list[int], list[list[int]] | None]:
+    """A stable order of the nodes and, when the graph has cycles, its components.
+
+    Kahn's algorithm by generations: generation 0 holds the nodes without
+    predecessors in declaration order; each later generation is collected while
+    scanning the previous one in order and each node's successors in link order
+    (the order ewokscore's sequential engine runs a DAG in). When Kahn's
+    algorithm cannot place every node, the graph has cycles: the same ordering
+    is then applied to the condensation (strongly connected components), members
+    of one component keeping their declaration order.
+    """
+    indegree = [0] * n_nodes
+    for succ in successors:
+        for t in succ:
+            indegree[t] += 1
+    order = _kahn([[i] for i in range(n_nodes)], successors, indegree, list(range(n_nodes)))
+    if len(order) == n_nodes:
+        return order, None
+    components = _strongly_connected_components(n_nodes, successors)
+    component_of = [0] * n_nodes
+    for ci, component in enumerate(components):
+        for n in component:
+            component_of[n] = ci
+    comp_succ: list[list[int]] = [[] for _ in components]
+    comp_indegree = [0] * len(components)
+    for n in range(n_nodes):
+        cn = component_of[n]
+        for m in successors[n]:
+            cm = component_of[m]
+            if cm != cn:
+                comp_succ[cn].append(cm)
+                comp_indegree[cm] += 1
+    # Components listed by their first declared member.
+    by_first = sorted(range(len(components)), key=lambda c: components[c][0])
+    members = [components[c] for c in range(len(components))]
+    order = _kahn(members, comp_succ, comp_indegree, by_first)
+    return order, components
+
+
+def _kahn(
+    members: list[list[int]], successors: list[list[int]], indegree: list[int], declared: list[int]
+) -> list[int]:
+    """Kahn's algorithm by generations over groups of nodes (see `_order_and_components`)."""
+    generation = [g for g in declared if indegree[g] == 0]
+    order: list[int] = []
+    while generation:
+        following: list[int] = []
+        for g in generation:
+            order.extend(members[g])
+            for h in successors[g]:
+                indegree[h] -= 1
+                if indegree[h] == 0:
+                    following.append(h)
+        generation = following
+    return order
+
+
+def _strongly_connected_components(n_nodes: int, successors: list[list[int]]) -> list[list[int]]:
+    """Tarjan's algorithm with an explicit stack, O(nodes + links).
+
+    Each component's members are returned sorted (declaration order).
+    """
+    unvisited = -1
+    index_of = [unvisited] * n_nodes
+    lowlink = [0] * n_nodes
+    on_stack = [False] * n_nodes
+    stack: list[int] = []
+    components: list[list[int]] = []
+    counter = 0
+    for root in range(n_nodes):
+        if index_of[root] != unvisited:
+            continue
+        index_of[root] = lowlink[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack[root] = True
+        work: list[tuple[int, Iterator[int]]] = [(root, iter(successors[root]))]
+        while work:
+            node, it = work[-1]
+            descended = False
+            for nxt in it:
+                if index_of[nxt] == unvisited:
+                    index_of[nxt] = lowlink[nxt] = counter
+                    counter += 1
+                    stack.append(nxt)
+                    on_stack[nxt] = True
+                    work.append((nxt, iter(successors[nxt])))
+                    descended = True
+                    break
+                if on_stack[nxt] and index_of[nxt] < lowlink[node]:
+                    lowlink[node] = index_of[nxt]
+            if descended:
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                if lowlink[node] < lowlink[parent]:
+                    lowlink[parent] = lowlink[node]
+            if lowlink[node] == index_of[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack[member] = False
+                    component.append(member)
+                    if member == node:
+                        break
+                component.sort()
+                components.append(component)
+    return components

@@ -1,0 +1,81 @@
+"""Worker pools, by name. Each pool module is imported only when its pool is opened."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+from .._errors import OptionError
+from ._base import Pool as Pool
+from ._base import PoolOptions as PoolOptions
+
+__all__ = ["Pool", "PoolOptions", "available_pools", "default_pool_type", "open_pool", "pool_class"]
+
+# pool_type -> (module, class). A module is imported on first use, so that an
+# optional library is loaded only by the pool that needs it.
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "thread": ("aioflow.pools._thread", "ThreadPool"),
+    "process": ("aioflow.pools._process", "ProcessPool"),
+}
+_CLASSES: dict[str, type[Pool]] = {}
+
+
+def available_pools() -> tuple[str, ...]:
+    """The ``pool_type`` names this installation can open."""
+    return tuple(_REGISTRY)
+
+
+def default_pool_type() -> str:
+    """The pool used when ``pool_type`` is not given: ``process``."""
+    return "process"
+
+
+def pool_class(pool_type: str) -> type[Pool]:
+    """The `Pool` subclass registered under ``pool_type``.
+
+    Raises:
+        OptionError: no pool of that name.
+    """
+    cls = _CLASSES.get(pool_type)
+    if cls is not None:
+        return cls
+    if pool_type not in _REGISTRY:
+        import difflib
+
+        names = ", ".join(map(repr, _REGISTRY))
+        close = difflib.get_close_matches(str(pool_type), list(_REGISTRY), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise OptionError("pool_type", f"one of {names}{hint}", pool_type)
+    module_name, class_name = _REGISTRY[pool_type]
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    cls = getattr(module, class_name)
+    _CLASSES[pool_type] = cls
+    return cls
+
+
+def open_pool(
+    pool_type: str | None = None,
+    *,
+    max_workers: int | None = None,
+    scaling_workers: bool = True,
+    context: str | None = None,
+    pool_options: dict[str, Any] | None = None,
+) -> Pool:
+    """Open a pool that several executions can share.
+
+    Use it as a context manager, ``with`` or ``async with``; workers start on
+    first use and stop when the block ends. Pass it to ``execute_graph(...,
+    pool=pool)`` to reuse warm workers across executions.
+
+    Raises:
+        OptionError: an unknown pool type or an invalid option (before any
+            worker starts).
+    """
+    options = PoolOptions(
+        max_workers=max_workers,
+        scaling_workers=scaling_workers,
+        context=context,
+        extra=dict(pool_options or {}),
+    )
+    return pool_class(pool_type or default_pool_type())(options)

@@ -1,0 +1,219 @@
+"""The pool interface the scheduler sees, and the options every pool shares.
+
+A `Pool` owns one `concurrent.futures.Executor` (created on first use, so
+that opening a pool is cheap and validation happens before any worker
+starts). The scheduler offloads with ``loop.run_in_executor(pool.executor, ...)``
+and never looks inside.
+
+Life cycle and ownership: whoever opens a pool closes it (`Pool.aclose`,
+`Pool.close`, or leaving its ``with`` block). `Pool.abort` stops what is
+running now (workers are killed or threads interrupted) and leaves the pool
+usable: the next submission starts fresh workers.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar, TypeVar
+
+from .._errors import OptionError
+
+__all__ = ["Pool", "PoolOptions", "run_in_own_thread"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """Options shared by every pool type. Validated at construction.
+
+    Attributes:
+        max_workers: the most workers the pool runs at once (``None``: the pool's default).
+        scaling_workers: start workers only when tasks need them, and reuse idle
+            ones first (``True``), or start ``max_workers`` at once (``False``).
+        context: the multiprocessing start method of process-based pools
+            (``spawn``, ``fork``, ``forkserver``; ``None``: the platform default).
+        extra: pool-specific keyword arguments (``pool_options=``).
+    """
+
+    max_workers: int | None = None
+    scaling_workers: bool = True
+    context: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        mw = self.max_workers
+        if mw is not None and (isinstance(mw, bool) or not isinstance(mw, int) or mw < 1):
+            raise OptionError("max_workers", "an int >= 1 or None", mw)
+        if not isinstance(self.scaling_workers, bool):
+            raise OptionError("scaling_workers", "True or False", self.scaling_workers)
+        if self.context is not None:
+            import multiprocessing
+
+            methods = multiprocessing.get_all_start_methods()
+            if self.context not in methods:
+                raise OptionError("context", f"one of {', '.join(map(repr, methods))} or None", self.context)
+        if not isinstance(self.extra, dict):
+            raise OptionError("pool_options", "a dict", self.extra)
+
+
+class Pool(abc.ABC):
+    """A named kind of worker pool behind one executor.
+
+    Subclasses set `name`, implement `_create_executor` and `_abort_running`,
+    and may override `_validate`.
+    """
+
+    #: The ``pool_type`` string users type.
+    name: ClassVar[str]
+
+    def __init__(self, options: PoolOptions) -> None:
+        self.options = options
+        self._validate(options)
+        self._executor: concurrent.futures.Executor | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -------------------------------------------------------------- subclass API
+
+    def _validate(self, options: PoolOptions) -> None:
+        """Raise `OptionError` for options this pool cannot honour."""
+
+    @abc.abstractmethod
+    def _create_executor(self) -> concurrent.futures.Executor:
+        """Build the executor. Called on first use and after `abort`."""
+
+    @abc.abstractmethod
+    def _abort_running(self, executor: concurrent.futures.Executor) -> None:
+        """Stop every running task of ``executor`` and shut it down. Blocking."""
+
+    # -------------------------------------------------------------- public API
+
+    @property
+    def executor(self) -> concurrent.futures.Executor:
+        """The executor tasks are offloaded to (started on first access)."""
+        executor = self._executor
+        if executor is None:
+            with self._lock:
+                if self._closed:
+                    msg = f"the {self.name!r} pool is closed"
+                    raise RuntimeError(msg)
+                if self._executor is None:
+                    self._executor = self._create_executor()
+                executor = self._executor
+        return executor
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def abort_nowait(self) -> concurrent.futures.Executor | None:
+        """Detach the current executor (the next use builds a new one) and return it."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        return executor
+
+    def discard_broken(self, executor: concurrent.futures.Executor) -> None:
+        """Forget an executor that broke (a worker died); the next use builds a new one."""
+        with self._lock:
+            if self._executor is not executor:
+                return  # already replaced
+            self._executor = None
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    def abort(self) -> None:
+        """Stop what is running now; the pool stays usable. Blocking."""
+        executor = self.abort_nowait()
+        if executor is not None:
+            self._abort_running(executor)
+
+    async def aabort(self) -> None:
+        """`abort` without blocking the event loop."""
+        executor = self.abort_nowait()
+        if executor is not None:
+            await run_in_own_thread(self._abort_running, executor)
+
+    def close(self) -> None:
+        """Wait for submitted tasks, then stop the workers. Blocking."""
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    async def aclose(self) -> None:
+        """`close` without blocking the event loop."""
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            await run_in_own_thread(executor.shutdown, True)
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None:
+            self.abort()
+        self.close()
+
+    async def __aenter__(self) -> Pool:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None:
+            await self.aabort()
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._executor else "idle")
+        return f"<{type(self).__name__} {self.name!r} max_workers={self.options.max_workers} {state}>"
+
+
+async def run_in_own_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call in a short-lived thread of its own, without blocking the loop.
+
+    Used for pool shutdown: a thread from the loop's default executor would
+    outlive the execution, this one ends with the call. Cancelling the
+    awaiting task does not stop the call: it is waited for (shielded), because
+    a half-shut pool would leak workers.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def resolve(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(resolve, None, exc)
+        else:
+            loop.call_soon_threadsafe(resolve, result, None)
+
+    thread = threading.Thread(target=target, name=f"aioflow-{getattr(fn, '__name__', 'call')}", daemon=True)
+    thread.start()
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.shield(future)
+        raise
+    finally:
+        # The thread has posted its result: joining it takes no time.
+        thread.join()

@@ -1,0 +1,80 @@
+"""The ``process`` pool: a `concurrent.futures.ProcessPoolExecutor` that can be stopped at once.
+
+Data flow: the scheduler's ``run_in_executor`` pickles a small task call into
+the executor's call queue; a worker process runs it and sends back the
+outputs (or the exception, with the worker's traceback as ``__cause__``).
+
+Workers ignore SIGINT: Ctrl-C reaches the whole foreground process group, and
+the parent, not each worker, decides what stops. Stopping running tasks
+(timeout, cancellation, Ctrl-C, a failed node) kills every worker together
+with the processes its task started (the whole tree, via psutil), then shuts
+the executor down; the pool builds a new one on next use.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from ._base import Pool
+
+__all__ = ["ProcessPool", "kill_process_tree"]
+
+
+def _worker_initializer(user_initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if user_initializer is not None:
+        user_initializer(*initargs)
+
+
+def kill_process_tree(pid: int) -> None:
+    """SIGKILL a process and every process below it. Missing processes are ignored."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+class ProcessPool(Pool):
+    """Tasks run in worker processes: real parallelism; inputs and outputs are pickled."""
+
+    name = "process"
+
+    def _create_executor(self) -> concurrent.futures.Executor:
+        extra = dict(self.options.extra)
+        initializer = extra.pop("initializer", None)
+        initargs = tuple(extra.pop("initargs", ()))
+        context = multiprocessing.get_context(self.options.context)
+        # The stdlib's default: one worker per CPU.
+        max_workers = self.options.max_workers or os.cpu_count() or 1
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=max_workers,
+            mp_context=context,
+            initializer=_worker_initializer,
+            initargs=(initializer, initargs),
+            **extra,
+        )
+
+    def _abort_running(self, executor: concurrent.futures.Executor) -> None:
+        assert isinstance(executor, concurrent.futures.ProcessPoolExecutor)
+        # The executor keeps its worker processes in ``_processes`` (pid ->
+        # Process) on every CPython since 3.2; there is no public way to stop
+        # running tasks before 3.14's terminate_workers().
+        processes = dict(getattr(executor, "_processes", None) or {})
+        executor.shutdown(wait=False, cancel_futures=True)
+        for pid in processes:
+            kill_process_tree(pid)
+        executor.shutdown(wait=True)

@@ -1,0 +1,359 @@
+"""`execute_graph_async`: drive one execution inside an anyio task group.
+
+Actors:
+
+- the *driver* (`_Execution.run`): opens a task group, starts one task per
+  start firing, waits for the group to drain;
+- one *firing task* per node execution (`_Execution.execute`): offloads the
+  task call with ``loop.run_in_executor`` onto the pool, then hands the outcome
+  to the state machine and starts a task for every firing it unlocks.
+
+Every decision (what is ready, with which inputs) is made by the synchronous
+`ExecutionState`; this module only awaits. All state is touched from the
+event loop's thread only.
+
+Stopping: a failed node (with ``raise_on_error``), an exceeded loop limit, a
+timeout, or a cancellation from outside (Ctrl-C included) cancels the task
+group. Tasks that were running in the pool are then stopped by `Pool.aabort`
+(workers killed, threads interrupted), shielded from cancellation, before the
+error is raised. A pool opened here is closed here, in every outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from .._errors import (
+    ExecutionTimeoutError,
+    GraphError,
+    IterationLimitError,
+    MissingExtraError,
+    NodeError,
+    OptionError,
+    WorkerLostError,
+)
+from .._results import Results
+from .._tasks import TaskCall, run_task
+from ..events import Event, EventKind
+from ..graph import Graph, NodeId, load_graph
+from ..pools import Pool, open_pool
+from ._outputs import select_results, validate_outputs
+from ._state import ExecutionState, Firing, IterationLimitReached
+
+__all__ = ["execute_graph_async", "preflight"]
+
+logger = logging.getLogger("aioflow")
+
+# Task types that need ewokscore (the ``ewoks`` extra) to run.
+_EWOKS_TASK_TYPES = ("class", "generated", "notebook")
+
+
+async def execute_graph_async(
+    graph: Any,
+    *,
+    inputs: Sequence[Mapping[str, Any]] | None = None,
+    outputs: Sequence[Mapping[str, Any]] | None = None,
+    merge_outputs: bool = True,
+    raise_on_error: bool = True,
+    timeout: float | None = None,
+    pool_type: str | None = None,
+    max_workers: int | None = None,
+    scaling_workers: bool = True,
+    context: str | None = None,
+    pool_options: dict[str, Any] | None = None,
+    pool: Pool | None = None,
+    max_iterations: int | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    startargs: Mapping[str, Any] | None = None,
+    load_options: Mapping[str, Any] | None = None,
+) -> Results:
+    """Execute a graph and return its results.
+
+    Args:
+        graph: a `Graph`, or anything `aioflow.load_graph` accepts (dict, JSON
+            or YAML file path, JSON string).
+        inputs: ``[{"id"|"label"|"all": ..., "name": ..., "value": ...}]``,
+            written into the selected nodes' default inputs (start nodes when
+            no selector is given).
+        outputs: which outputs to return (default: every output of the end
+            nodes); see the graph format docs.
+        merge_outputs: one merged dict (``True``), or ``{node_id: outputs}``.
+        raise_on_error: raise `NodeError` on the first node that fails without
+            an ``on_error`` link (``True``), or run every branch that can run
+            and report failures in ``Results.errors``.
+        timeout: seconds; past it, running tasks are stopped and
+            `ExecutionTimeoutError` is raised.
+        pool_type: ``thread`` or ``process`` (default).
+        max_workers: the most tasks that run at once.
+        scaling_workers: start workers as tasks need them, reusing idle ones.
+        context: start method of process pools: ``spawn``, ``fork``, ``forkserver``.
+        pool_options: extra keyword arguments for the pool's executor.
+        pool: an open pool (`aioflow.open_pool`) to run on instead of opening
+            one; it stays open, with its warm workers, for later executions.
+        max_iterations: the most times any node may run (a guard against
+            runaway loops); ``None`` for no limit.
+        on_event: called with an `aioflow.events.Event` for every step.
+        startargs: inputs given to every start node (under its links' data).
+        load_options: keyword arguments for `aioflow.load_graph` (``root_dir``...).
+
+    Returns:
+        The selected outputs, as `aioflow.Results` (a dict).
+
+    Raises:
+        GraphError: the graph is invalid, or cannot run (no start node, a
+            cycle that can never fire).
+        OptionError: an option is invalid (checked before any worker starts).
+        MissingExtraError: the graph needs an optional package.
+        NodeError: a node failed (``raise_on_error=True``); ``.results`` holds
+            the outputs of the nodes that finished.
+        ExecutionTimeoutError: ``timeout`` expired.
+        IterationLimitError: a node would run more than ``max_iterations`` times.
+    """
+    loaded = load_graph(graph, inputs=inputs, **dict(load_options or {}))
+    _check_options(timeout, max_iterations, merge_outputs, raise_on_error)
+    validate_outputs(loaded, outputs)
+    preflight(loaded)
+    if pool is not None and (pool_type, max_workers, context, pool_options) != (None, None, None, None):
+        msg = "pass either an open pool or pool options (pool_type, max_workers, context, pool_options), not both"
+        raise OptionError("pool", msg, pool)
+    execution = _Execution(
+        loaded,
+        outputs=outputs,
+        merge_outputs=merge_outputs,
+        raise_on_error=raise_on_error,
+        timeout=timeout,
+        max_iterations=max_iterations,
+        on_event=on_event,
+        startargs=startargs,
+    )
+    if not loaded.nodes:
+        return Results({})
+    if pool is not None:
+        return await execution.run(pool)
+    owned = open_pool(
+        pool_type,
+        max_workers=max_workers,
+        scaling_workers=scaling_workers,
+        context=context,
+        pool_options=pool_options,
+    )
+    try:
+        return await execution.run(owned)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await owned.aclose()
+
+
+def _check_options(timeout: Any, max_iterations: Any, merge_outputs: Any, raise_on_error: Any) -> None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 or math.isnan(timeout)
+    ):
+        raise OptionError("timeout", "a number of seconds > 0, or None", timeout)
+    if max_iterations is not None and (
+        isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1
+    ):
+        raise OptionError("max_iterations", "an int >= 1, or None", max_iterations)
+    for name, value in (("merge_outputs", merge_outputs), ("raise_on_error", raise_on_error)):
+        if not isinstance(value, bool):
+            raise OptionError(name, "True or False", value)
+
+
+def preflight(graph: Graph) -> None:
+    """Refuse, before anything runs, a graph that cannot be executed as written.
+
+    Raises:
+        GraphError: no start node, or a cycle none of whose nodes can ever fire.
+        MissingExtraError: a node's task type needs the ``ewoks`` extra.
+    """
+    problems = []
+    if graph.nodes and not graph.start_nodes:
+        problems.append(
+            "has no start node: every node has a predecessor; "
+            'mark the node where execution begins with "force_start_node": true'
+        )
+    for cycle in graph.analysis.blocked_cycles:
+        names = " -> ".join(repr(n) for n in cycle)
+        problems.append(
+            f"the cycle {names} can never run: each of its nodes waits for a required link "
+            'from inside the cycle; make the link that closes the loop conditional or "required": false'
+        )
+    if problems:
+        raise GraphError(graph.id, problems)
+    for node in graph.nodes.values():
+        if node.task_type in _EWOKS_TASK_TYPES:
+            what = f"graph {graph.id!r}: node {node.id!r} (task_type {node.task_type!r})"
+            raise MissingExtraError(what, "ewokscore", "ewoks")
+
+
+class _NodeFailed:
+    """Why an execution stopped: this node failed and no ``on_error`` link handles it."""
+
+    __slots__ = ("error", "node_id")
+
+    def __init__(self, node_id: NodeId, error: BaseException) -> None:
+        self.node_id = node_id
+        self.error = error
+
+
+class _Execution:
+    """One run of one graph on one pool. Used once."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        outputs: Sequence[Mapping[str, Any]] | None,
+        merge_outputs: bool,
+        raise_on_error: bool,
+        timeout: float | None,
+        max_iterations: int | None,
+        on_event: Callable[[Event], None] | None,
+        startargs: Mapping[str, Any] | None,
+    ) -> None:
+        self.graph = graph
+        self.outputs = outputs
+        self.merge_outputs = merge_outputs
+        self.raise_on_error = raise_on_error
+        self.timeout = timeout
+        self.on_event = on_event
+        self.state = ExecutionState(graph, max_iterations=max_iterations, start_inputs=startargs)
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._pool: Pool | None = None
+        self._running: dict[int, Firing] = {}
+        self._keys = itertools.count()
+        self._interrupted: list[NodeId] = []
+        # The first reason the execution stops early (it is raised at the end).
+        self._stop_reason: BaseException | _NodeFailed | None = None
+
+    def results(self) -> Results:
+        return select_results(self.graph, self.state, self.outputs, self.merge_outputs)
+
+    def _emit(self, kind: EventKind, node_id: Any = None, number: int = 0, **extra: Any) -> None:
+        if self.on_event is None:
+            return
+        event = Event(kind=kind, graph_id=self.graph.id, time=time.monotonic(), node_id=node_id, number=number, **extra)
+        try:
+            self.on_event(event)
+        except Exception as exc:
+            self._stop(exc)
+
+    def _stop(self, reason: BaseException | _NodeFailed) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+
+    def _start_all(self, firings: list[Firing]) -> None:
+        assert self._task_group is not None
+        for firing in firings:
+            self._task_group.start_soon(self.execute, firing)
+
+    async def run(self, pool: Pool) -> Results:
+        self._pool = pool
+        self._emit("graph.started", total=len(self.graph.nodes))
+        timed_out = False
+        try:
+            with anyio.move_on_after(self.timeout) as deadline:
+                async with anyio.create_task_group() as tg:
+                    self._task_group = tg
+                    try:
+                        self._start_all(self.state.start())
+                    except IterationLimitReached as exc:
+                        self._stop(exc)
+            timed_out = deadline.cancelled_caught
+        finally:
+            if self._interrupted:
+                # Tasks we stopped waiting for may still be running in the pool.
+                with anyio.CancelScope(shield=True):
+                    await pool.aabort()
+        self._emit("graph.finished")
+        return self._outcome(timed_out)
+
+    def _outcome(self, timed_out: bool) -> Results:
+        results = self.results()
+        reason = self._stop_reason
+        graph_id = self.graph.id
+        if isinstance(reason, _NodeFailed):
+            raise NodeError(graph_id, reason.node_id, reason.error, results) from reason.error
+        if isinstance(reason, IterationLimitReached):
+            raise IterationLimitError(graph_id, reason.node_id, reason.max_iterations, results)
+        if reason is not None:
+            raise reason
+        if timed_out:
+            assert self.timeout is not None
+            raise ExecutionTimeoutError(graph_id, self.timeout, self._interrupted, results)
+        for nid, error in self.state.errors.items():
+            logger.warning("graph %r: node %r failed: %s: %s", graph_id, nid, type(error).__name__, error)
+        return results
+
+    async def execute(self, firing: Firing) -> None:
+        """Run one firing in the pool, then start what it unlocks."""
+        node = self.graph.nodes[firing.node_id]
+        call = TaskCall(firing.node_id, node.label, node.task_type, node.task_identifier, firing.inputs)
+        key = next(self._keys)
+        self._running[key] = firing
+        pool = self._pool
+        assert pool is not None
+        loop = asyncio.get_running_loop()
+        self._emit("node.started", firing.node_id, firing.number)
+        try:
+            executor = pool.executor
+            try:
+                outputs = await loop.run_in_executor(executor, run_task, call)
+            except anyio.get_cancelled_exc_class():
+                self._interrupted.append(firing.node_id)
+                raise
+            except Exception as exc:
+                error = self._translate(exc, firing, executor)
+                self._after_failure(firing, error)
+            else:
+                self._after_success(firing, outputs)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:  # a bug or a failing callback: stop and raise it
+            self._stop(exc)
+        finally:
+            del self._running[key]
+
+    def _translate(self, exc: Exception, firing: Firing, executor: concurrent.futures.Executor) -> Exception:
+        if isinstance(exc, concurrent.futures.BrokenExecutor) and not isinstance(exc, WorkerLostError):
+            assert self._pool is not None
+            self._pool.discard_broken(executor)
+            msg = (
+                f"graph {self.graph.id!r}: node {firing.node_id!r} lost its worker process "
+                "(it was killed or crashed: out of memory, a segfault, os._exit?)"
+            )
+            lost = WorkerLostError(msg, node_id=firing.node_id)
+            lost.__cause__ = exc
+            return lost
+        return exc
+
+    def _after_success(self, firing: Firing, outputs: Any) -> None:
+        self._emit("node.finished", firing.node_id, firing.number)
+        try:
+            nxt = self.state.succeeded(firing, outputs)
+        except IterationLimitReached as exc:
+            self._stop(exc)
+            return
+        self._start_all(nxt)
+
+    def _after_failure(self, firing: Firing, error: Exception) -> None:
+        self._emit("node.failed", firing.node_id, firing.number, error=error)
+        try:
+            nxt = self.state.failed(firing, error)
+        except IterationLimitReached as exc:
+            self._stop(exc)
+            return
+        if firing.node_id in self.state.errors and self.raise_on_error:
+            self._stop(_NodeFailed(firing.node_id, error))
+            return
+        self._start_all(nxt)

@@ -1,0 +1,105 @@
+"""`execute_graph`: the synchronous face of `execute_graph_async`.
+
+- No event loop running in the calling thread (a script, a batch job, the
+  CLI): the engine runs on a fresh loop in this thread (`asyncio.Runner`),
+  which turns Ctrl-C into a cancellation that stops every worker.
+- A loop already running in this thread (a Jupyter cell without ``await``,
+  or a call from inside a coroutine): the engine runs on its own loop in a
+  helper thread, and this thread waits for it. Ctrl-C while waiting cancels
+  the execution in the helper thread, waits for its cleanup, and re-raises.
+  No loop is re-entered (no nest_asyncio).
+
+uvloop is used when it is installed, unless ``uvloop=False``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from .._errors import MissingExtraError, OptionError
+from .._results import Results
+from ._run import execute_graph_async
+
+__all__ = ["execute_graph", "run_sync"]
+
+T = TypeVar("T")
+
+
+def _loop_factory(use_uvloop: bool | None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if use_uvloop is False:
+        return None
+    if use_uvloop not in (None, True):
+        raise OptionError("uvloop", "True, False or None", use_uvloop)
+    try:
+        import uvloop
+    except ImportError:
+        if use_uvloop:
+            raise MissingExtraError("uvloop=True", "uvloop", "uvloop") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]], *, uvloop: bool | None = None) -> T:
+    """Run a coroutine to completion from synchronous code, running loop or not."""
+    factory = _loop_factory(uvloop)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(make_coro())
+    return _run_in_helper_thread(make_coro, factory)
+
+
+def _run_in_helper_thread(
+    make_coro: Callable[[], Coroutine[Any, Any, T]],
+    factory: Callable[[], asyncio.AbstractEventLoop] | None,
+) -> T:
+    outcome: dict[str, Any] = {}
+    started = threading.Event()
+    handles: dict[str, Any] = {}
+
+    async def main() -> T:
+        handles["loop"] = asyncio.get_running_loop()
+        handles["task"] = asyncio.current_task()
+        started.set()
+        return await make_coro()
+
+    def target() -> None:
+        try:
+            with asyncio.Runner(loop_factory=factory) as runner:
+                outcome["value"] = runner.run(main())
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=target, name="aioflow-sync", daemon=True)
+    thread.start()
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        started.wait()
+        loop, task = handles.get("loop"), handles.get("task")
+        if loop is not None and task is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
+        thread.join()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
+
+
+def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> Results:
+    """Execute a graph from synchronous code; see `execute_graph_async` for the options.
+
+    Works whether or not an event loop is running in the calling thread.
+
+    Args:
+        graph: a `Graph`, or anything `aioflow.load_graph` accepts.
+        uvloop: use uvloop when installed (``None``), always (``True``), or never (``False``).
+        **options: the keyword arguments of `execute_graph_async`.
+    """
+    return run_sync(lambda: execute_graph_async(graph, **options), uvloop=uvloop)
