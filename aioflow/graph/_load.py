@@ -458,9 +458,11 @@ class _Loader:
                 return None
             key = legacy[0]
             if key != "graph":
+                instead = f"'task_type': {_LEGACY_KEYS[key]!r}"
+                if key != "ppfport":
+                    instead += " and 'task_identifier'"
                 warnings.warn(
-                    f"graph {self.name!r}: node {_fmt(nid)} uses the legacy key {key!r}; "
-                    f"write 'task_type': {_LEGACY_KEYS[key]!r} and 'task_identifier' instead",
+                    f"graph {self.name!r}: node {_fmt(nid)} uses the legacy key {key!r}; write {instead} instead",
                     DeprecationWarning,
                     stacklevel=5,
                 )
