@@ -111,18 +111,18 @@ class MissingExtraError(AioflowError, ImportError):
 
 
 class TaskInputError(AioflowError, TypeError):
-    """A task was called without an input it requires.
+    """A task cannot be called with the inputs it was given (a required one is missing,
+    or one it does not accept was passed).
 
     Raised inside the worker, so it becomes the ``__cause__`` of a `NodeError`.
+
+    Attributes:
+        task: the node's label.
+        missing: the names of the required inputs that were missing.
     """
 
-    def __init__(self, task: str, missing: Iterable[str], detail: str = "") -> None:
-        missing = tuple(missing)
-        names = ", ".join(repr(m) for m in missing)
-        msg = f"task {task!r} is missing the required input(s) {names}"
-        if detail:
-            msg += f" ({detail})"
-        super().__init__(msg, task=task, missing=missing)
+    def __init__(self, task: str, detail: str, missing: Iterable[str] = ()) -> None:
+        super().__init__(f"task {task!r}: {detail}", task=task, detail=detail, missing=tuple(missing))
 
 
 class ExecutionError(AioflowError):

@@ -185,7 +185,12 @@ def _raise_if_bad_call(
             and name not in kwargs
             and not (p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and i < len(args))
         ]
-        raise TaskInputError(call.label, missing or ["?"], str(bind_error)) from exc
+        if missing:
+            names = ", ".join(repr(m) for m in missing)
+            detail = f"missing the required input(s) {names}"
+        else:
+            detail = f"cannot take its inputs ({bind_error}); check the links' target_input names"
+        raise TaskInputError(call.label, detail, missing) from exc
 
 
 # --------------------------------------------------------------------------- ppf
