@@ -1,0 +1,131 @@
+"""Timeouts, cancellation and shared pools: every worker stops, nothing hangs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+from conftest import POOL_CONFIGS, ExecuteFn
+
+import aioflow
+from aioflow import ExecutionTimeoutError, OptionError
+
+
+def node(nid: Any, func: str = "tasks.inc", **attrs: Any) -> dict[str, Any]:
+    return {"id": nid, "task_type": "method", "task_identifier": func, **attrs}
+
+
+def slow_graph(seconds: float = 60) -> dict[str, Any]:
+    """A fast node, then two long ones in parallel (sleeping in small steps)."""
+    sleeper = {"default_inputs": [{"name": "seconds", "value": seconds}]}
+    return {
+        "graph": {"id": "slow"},
+        "nodes": [node("quick"), node("long1", "tasks.sleep_python", **sleeper), node("long2", "tasks.sleep_python", **sleeper)],
+        "links": [{"source": "quick", "target": "long1"}, {"source": "quick", "target": "long2"}],
+    }
+
+
+async def test_timeout_stops_running_tasks_and_keeps_results(execute: ExecuteFn) -> None:
+    """timeout= raises ExecutionTimeoutError naming the running nodes, with finished results."""
+    with pytest.raises(ExecutionTimeoutError) as info:
+        await execute(slow_graph(), timeout=1.0, outputs=[{"all": True}], merge_outputs=False)
+    err = info.value
+    assert isinstance(err, TimeoutError)
+    assert sorted(err.running) == ["long1", "long2"]
+    assert err.results == {"quick": {"return_value": 1}}
+    assert "graph 'slow': timed out after 1 s (nodes still running: " in str(err)
+    # The autouse leak check verifies that the workers are gone.
+
+
+async def test_cancellation_stops_running_tasks(execute: ExecuteFn) -> None:
+    """Cancelling the caller stops the workers before the cancellation propagates."""
+    started = anyio.Event()
+
+    def on_event(event: aioflow.Event) -> None:
+        if event.kind == "node.started" and event.node_id == "long1":
+            started.set()
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: execute(slow_graph(), on_event=on_event))
+            with anyio.fail_after(60):
+                await started.wait()
+            await anyio.sleep(0.2)  # let the task reach its worker
+            scope.cancel()
+    assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize("pool_type", ["thread", "process"])
+async def test_open_pool_reuses_warm_workers(pool_type: str) -> None:
+    """A pool passed to several executions runs them on the same worker."""
+    graph = {"nodes": [node("p", "tasks.pid")]}
+    async with aioflow.open_pool(pool_type, max_workers=1) as pool:
+        first = await aioflow.execute_graph_async(graph, pool=pool)
+        second = await aioflow.execute_graph_async(graph, pool=pool)
+    assert first == second
+    if pool_type == "process":
+        assert first["return_value"] != os.getpid()
+    assert pool.closed
+
+
+def test_open_pool_as_a_sync_context_manager() -> None:
+    """The sync facade accepts an open pool too, and the pool outlives each execution."""
+    graph = {"nodes": [node("p", "tasks.pid")]}
+    with aioflow.open_pool("process", max_workers=1, context="spawn") as pool:
+        first = aioflow.execute_graph(graph, pool=pool)
+        second = aioflow.execute_graph(graph, pool=pool)
+        workers = psutil.Process().children()
+        assert any(w.pid == first["return_value"] for w in workers)
+    assert first == second
+
+
+async def test_shared_pool_recovers_after_a_timeout() -> None:
+    """After a timeout aborted its workers, an open pool runs the next execution on fresh ones."""
+    async with aioflow.open_pool("process", max_workers=2, context="fork") as pool:
+        with pytest.raises(ExecutionTimeoutError):
+            await aioflow.execute_graph_async(slow_graph(), pool=pool, timeout=0.5)
+        assert await aioflow.execute_graph_async({"nodes": [node("a")]}, pool=pool) == {"return_value": 1}
+
+
+async def test_pool_and_pool_options_are_exclusive() -> None:
+    """Passing an open pool and pool options is refused."""
+    async with aioflow.open_pool("thread") as pool:
+        with pytest.raises(OptionError, match="either an open pool or pool options"):
+            await aioflow.execute_graph_async({"nodes": [node("a")]}, pool=pool, max_workers=3)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"pool_type": "threads"}, "'pool_type' must be one of 'thread', 'process'; did you mean 'thread'?"),
+        ({"max_workers": 0}, "'max_workers' must be an int >= 1 or None (got 0 that is a int)"),
+        ({"pool_type": "process", "context": "spoon"}, "'context' must be one of"),
+        ({"pool_type": "thread", "context": "spawn"}, "'context' must be None for the 'thread' pool"),
+        ({"timeout": -1}, "'timeout' must be a number of seconds > 0"),
+        ({"max_iterations": 0}, "'max_iterations' must be an int >= 1"),
+        ({"merge_outputs": "yes"}, "'merge_outputs' must be True or False"),
+    ],
+)
+async def test_invalid_options_fail_before_any_worker_starts(options: dict[str, Any], words: str) -> None:
+    """Option errors name the option and the value; no process is started."""
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(OptionError) as info:
+        await aioflow.execute_graph_async({"nodes": [node("a")]}, **options)
+    assert words in str(info.value)
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+
+
+PROCESS_CONFIGS = [p for p in POOL_CONFIGS if p.values[0]["pool_type"] == "process"]
+
+
+@pytest.mark.parametrize("pool_config", PROCESS_CONFIGS, indirect=True)
+async def test_worker_killed_during_a_task_is_reported(pool_config: dict[str, Any]) -> None:
+    """A process worker that dies fails its node with WorkerLostError; the execution does not hang."""
+    graph = {"graph": {"id": "dies"}, "nodes": [node("d", "os._exit", default_inputs=[{"name": 0, "value": 3}])]}
+    with pytest.raises(aioflow.NodeError) as info:
+        await aioflow.execute_graph_async(graph, **pool_config)
+    assert isinstance(info.value.error, aioflow.WorkerLostError)
+    assert "node 'd' lost its worker process" in str(info.value)

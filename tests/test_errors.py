@@ -1,0 +1,97 @@
+"""The exception tree: stdlib bases, messages built from fields, pickling round trips."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import pickle
+
+import pytest
+
+import aioflow
+from aioflow import (
+    AioflowError,
+    ExecutionError,
+    ExecutionTimeoutError,
+    GraphError,
+    IterationLimitError,
+    MissingExtraError,
+    NodeError,
+    OptionError,
+    PoolError,
+    Results,
+    TaskInputError,
+    WorkerLostError,
+)
+
+RESULTS = Results({"a": 1}, errors={"b": ValueError("x")}, executions={"a": 1, "b": 1})
+
+INSTANCES = [
+    GraphError("g", ["one problem"]),
+    GraphError("g", ["first", "second"]),
+    OptionError("max_workers", "an int >= 1", 0),
+    MissingExtraError("pool 'dask'", "distributed", "dask"),
+    TaskInputError("fit", "missing the required input(s) 'x'", ["x"]),
+    NodeError("g", "n", ValueError("boom"), RESULTS),
+    ExecutionTimeoutError("g", 2.5, ["n1", ("sub", "n2")], RESULTS),
+    IterationLimitError("g", "loop", 10, RESULTS),
+    WorkerLostError("graph 'g': node 'n' lost its worker process", node_id="n"),
+]
+
+
+@pytest.mark.parametrize("error", INSTANCES, ids=lambda e: type(e).__name__)
+def test_every_error_pickles_round_trip(error: AioflowError) -> None:
+    """Errors cross process boundaries: type, message and fields survive pickling."""
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    for name, value in error._fields.items():
+        if isinstance(value, BaseException):
+            assert type(getattr(copy, name)) is type(value)
+        else:
+            assert getattr(copy, name) == value
+
+
+@pytest.mark.parametrize(
+    ("cls", "bases"),
+    [
+        (GraphError, (AioflowError, ValueError)),
+        (OptionError, (AioflowError, ValueError)),
+        (MissingExtraError, (AioflowError, ImportError)),
+        (TaskInputError, (AioflowError, TypeError)),
+        (NodeError, (ExecutionError,)),
+        (ExecutionTimeoutError, (ExecutionError, TimeoutError)),
+        (IterationLimitError, (ExecutionError, RuntimeError)),
+        (WorkerLostError, (PoolError, concurrent.futures.BrokenExecutor)),
+    ],
+)
+def test_errors_derive_from_the_matching_stdlib_class(cls: type, bases: tuple[type, ...]) -> None:
+    """Existing except clauses for the stdlib classes keep catching aioflow errors."""
+    assert issubclass(cls, AioflowError)
+    for base in bases:
+        assert issubclass(cls, base)
+
+
+def test_messages_follow_one_template() -> None:
+    """Messages say where, what, and expected versus got."""
+    assert str(OptionError("max_workers", "an int >= 1", 0)) == "'max_workers' must be an int >= 1 (got 0 that is a int)"
+    assert str(MissingExtraError("pool 'dask'", "distributed", "dask")) == (
+        "pool 'dask' needs the 'distributed' package: pip install 'aioflow[dask]'"
+    )
+    assert str(GraphError("g", ["a", "b"])) == "graph 'g': 2 problems:\n  - a\n  - b"
+    assert str(NodeError("g", ("s", 1), KeyError("k"), RESULTS)) == "graph 'g': node ('s', 1) failed: KeyError: 'k'"
+
+
+def test_results_pickle_with_their_errors() -> None:
+    """Results keep errors and executions through pickling."""
+    copy = pickle.loads(pickle.dumps(RESULTS))
+    assert copy == {"a": 1}
+    assert list(copy.errors) == ["b"]
+    assert copy.executions == {"a": 1, "b": 1}
+    assert copy.failed
+
+
+def test_missing_is_a_falsy_singleton_across_pickling() -> None:
+    """MISSING keeps its identity through pickling and is falsy."""
+    assert pickle.loads(pickle.dumps(aioflow.MISSING)) is aioflow.MISSING
+    assert not aioflow.MISSING
+    assert repr(aioflow.MISSING) == "MISSING"

@@ -1,0 +1,41 @@
+"""The public API is declared once, and `import aioflow` stays light."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import aioflow
+
+
+def test_all_names_exist_and_public_names_are_listed() -> None:
+    """Every name in __all__ exists, and every public attribute is in __all__."""
+    for name in aioflow.__all__:
+        assert hasattr(aioflow, name), name
+    public = {n for n in vars(aioflow) if not n.startswith("_")}
+    subpackages = {"events", "graph", "pools", "scheduler", "cli"}
+    public.discard("annotations")  # from __future__ import annotations
+    assert public - subpackages <= set(aioflow.__all__)
+
+
+def test_reexported_classes_show_the_public_path() -> None:
+    """Reprs and tracebacks show aioflow.NodeError, not the private module."""
+    assert aioflow.NodeError.__module__ == "aioflow"
+    assert aioflow.Graph.__module__ == "aioflow"
+
+
+def test_import_loads_no_optional_library() -> None:
+    """import aioflow imports none of the optional or heavy libraries."""
+    code = "import sys, json, aioflow; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    modules = set(json.loads(out))
+    for lib in ("uvloop", "yaml", "rich", "psutil", "gevent", "billiard", "loky", "dask", "parsl", "mpi4py", "ewokscore"):
+        assert lib not in modules, lib
+
+
+def test_package_is_typed() -> None:
+    """The package ships py.typed."""
+    from importlib.resources import files
+
+    assert files("aioflow").joinpath("py.typed").is_file()
