@@ -87,6 +87,11 @@ def import_callable(identifier: str) -> Callable[..., Any]:
             obj = getattr(obj, part)
         except AttributeError:
             msg = f"cannot import {identifier!r}: {getattr(obj, '__name__', obj)!r} has no attribute {part!r}"
+            if getattr(obj, "__name__", None) == "__main__":
+                msg += (
+                    " (a function defined in __main__ or a notebook exists only in the interpreter that"
+                    " defined it: use the thread pool, or move it to an importable module)"
+                )
             raise ImportError(msg) from None
     if not callable(obj):
         msg = f"{identifier!r} is not callable (it is a {type(obj).__name__})"

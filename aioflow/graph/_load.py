@@ -62,6 +62,8 @@ _REFUSED_SCHEMAS = ("0.0", "0.0.1")
 # A graph that includes itself through subgraphs would never finish expanding.
 _MAX_SUBGRAPH_DEPTH = 64
 _FILE_SUFFIXES = (".json", ".yml", ".yaml")
+# Set on a document read from a file: the file's directory (never a graph key).
+_SOURCE_DIR_KEY = "\0aioflow-source-dir"
 
 
 def load_graph(
@@ -131,7 +133,11 @@ def _base_dir(root_dir: Any, root_module: str | None) -> Path | None:
 
 
 def _read_source(
-    source: Any, representation: str | None, base_dir: Path | None, root_module: str | None
+    source: Any,
+    representation: str | None,
+    base_dir: Path | None,
+    root_module: str | None,
+    search_dirs: Sequence[Path] = (),
 ) -> tuple[dict[str, Any], str]:
     """Return the graph document as a fresh dict, and a name for messages."""
     if representation is None:
@@ -163,7 +169,7 @@ def _read_source(
         path = (pkg_dir or Path.cwd()) / (stem + suffix)
         return _read_file(path, str(source))
     if representation in ("json", "yaml", "file"):
-        return _find_and_read_file(source, base_dir)
+        return _find_and_read_file(source, base_dir, search_dirs)
     raise GraphError(
         _short(source),
         [f"unknown representation {representation!r} (expected one of json, json_dict, json_string, yaml, json_module, yaml_module)"],
@@ -198,13 +204,18 @@ def _copy_structure(value: Any) -> Any:
     return value
 
 
-def _find_and_read_file(source: Any, base_dir: Path | None) -> tuple[dict[str, Any], str]:
+def _find_and_read_file(
+    source: Any, base_dir: Path | None, search_dirs: Sequence[Path] = ()
+) -> tuple[dict[str, Any], str]:
     path = Path(source)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     candidates = [path]
+    if not Path(source).is_absolute():
+        # A subgraph file named relative to the file that includes it.
+        candidates += [d / Path(source) for d in search_dirs]
     if path.suffix not in _FILE_SUFFIXES:
-        candidates += [path.with_name(path.name + s) for s in _FILE_SUFFIXES]
+        candidates += [c.with_name(c.name + s) for c in list(candidates) for s in _FILE_SUFFIXES]
     for candidate in candidates:
         if candidate.is_file():
             return _read_file(candidate, str(source))
@@ -224,6 +235,8 @@ def _read_file(path: Path, name: str) -> tuple[dict[str, Any], str]:
         raw = _parse_yaml(text, name)
     else:
         raw = _parse_text(text, name, yaml_fallback=path.suffix != ".json")
+    # Where the document came from, for subgraph files named relative to it.
+    raw[_SOURCE_DIR_KEY] = path.resolve().parent
     return raw, name
 
 
@@ -347,8 +360,9 @@ class _Loader:
 
     # ---- one level
 
-    def expand(self, raw: dict[str, Any], where: str, depth: int) -> _Flat:
+    def expand(self, raw: dict[str, Any], where: str, depth: int, parent_dir: Path | None = None) -> _Flat:
         flat = _Flat()
+        source_dir = raw.pop(_SOURCE_DIR_KEY, None) or parent_dir
         attrs = raw.get("graph", {})
         if attrs is None:
             attrs = {}
@@ -395,7 +409,7 @@ class _Loader:
             if node["task_type"] != "graph":
                 flat.nodes[nid] = node
                 continue
-            sub = self.load_subgraph(node, f"{where}subgraph {_fmt(nid)}: ", depth)
+            sub = self.load_subgraph(node, f"{where}subgraph {_fmt(nid)}: ", depth, source_dir)
             if sub is None:
                 continue
             subs[nid] = sub
@@ -596,18 +610,20 @@ class _Loader:
             ok = False
         return link if ok else None
 
-    def load_subgraph(self, node: dict[str, Any], where: str, depth: int) -> _Flat | None:
+    def load_subgraph(
+        self, node: dict[str, Any], where: str, depth: int, parent_dir: Path | None
+    ) -> _Flat | None:
         if depth >= _MAX_SUBGRAPH_DEPTH:
             self.problem(where, f"subgraphs nested more than {_MAX_SUBGRAPH_DEPTH} levels deep (does a graph include itself?)")
             return None
         source = node["task_identifier"]
         try:
-            raw, _ = _read_source(source, None, self.base_dir, None)
+            raw, _ = _read_source(source, None, self.base_dir, None, [parent_dir] if parent_dir else [])
         except GraphError as exc:
             for p in exc.problems:
                 self.problem(where, p)
             return None
-        sub = self.expand(raw, where, depth + 1)
+        sub = self.expand(raw, where, depth + 1, parent_dir)
         label = node.get("label")
         if label:
             sub.graph_attrs["label"] = label
@@ -674,7 +690,12 @@ class _Loader:
                 flat.links.append(merged)
         if target_attrs:
             for target, _ in targets:
-                flat.nodes[target].update(copy.deepcopy(target_attrs))
+                updated = {**flat.nodes[target], **copy.deepcopy(target_attrs), "id": target}
+                checked = self.normalise_node(updated, 0, f"{here}sub_target_attributes: ")
+                if checked is not None and checked["task_type"] == "graph":
+                    self.problem(here, "sub_target_attributes cannot turn a node into a graph node")
+                elif checked is not None:
+                    flat.nodes[target] = checked
 
     def resolve_aliases(
         self,

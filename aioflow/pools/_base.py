@@ -9,6 +9,14 @@ Life cycle and ownership: whoever opens a pool closes it (`Pool.aclose`,
 `Pool.close`, or leaving its ``with`` block). `Pool.abort` stops what is
 running now (workers are killed or threads interrupted) and leaves the pool
 usable: the next submission starts fresh workers.
+
+Several executions may share one open pool. Each one is an *owner*: the
+scheduler wraps its calls with `Pool.bind` and counts them with
+`Pool.enter`/`Pool.leave`, so that `Pool.aabort(owner)` stops that owner's
+tasks only. When no other owner has tasks in flight, aborting simply replaces
+the whole executor (every worker is killed); otherwise the pool stops just
+the owner's tasks where it can (threads are interrupted one by one) and
+leaves process workers running the others' tasks alone.
 """
 
 from __future__ import annotations
@@ -16,15 +24,18 @@ from __future__ import annotations
 import abc
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
-from .._errors import OptionError
+from .._errors import OptionError, PoolError
 
 __all__ = ["Pool", "PoolOptions", "run_in_own_thread"]
+
+logger = logging.getLogger("aioflow.pools")
 
 T = TypeVar("T")
 
@@ -79,6 +90,8 @@ class Pool(abc.ABC):
         self._executor: concurrent.futures.Executor | None = None
         self._lock = threading.Lock()
         self._closed = False
+        # owner -> number of its calls being awaited (touched under _lock).
+        self._inflight: dict[object, int] = {}
 
     # -------------------------------------------------------------- subclass API
 
@@ -93,17 +106,32 @@ class Pool(abc.ABC):
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
         """Stop every running task of ``executor`` and shut it down. Blocking."""
 
+    def _abort_owner(self, executor: concurrent.futures.Executor, owner: object) -> None:
+        """Stop the running tasks of one owner while others keep theirs. Blocking.
+
+        The default cannot single tasks out: they finish in the background.
+        """
+        logger.warning(
+            "the %r pool is shared with other running executions: the stopped execution's "
+            "running tasks finish in the background instead of being killed",
+            self.name,
+        )
+
     # -------------------------------------------------------------- public API
 
     @property
     def executor(self) -> concurrent.futures.Executor:
-        """The executor tasks are offloaded to (started on first access)."""
+        """The executor tasks are offloaded to (started on first access).
+
+        Raises:
+            PoolError: the pool was closed.
+        """
         executor = self._executor
         if executor is None:
             with self._lock:
                 if self._closed:
-                    msg = f"the {self.name!r} pool is closed"
-                    raise RuntimeError(msg)
+                    msg = f"the {self.name!r} pool is closed; open a new one with aioflow.open_pool()"
+                    raise PoolError(msg)
                 if self._executor is None:
                     self._executor = self._create_executor()
                 executor = self._executor
@@ -113,11 +141,23 @@ class Pool(abc.ABC):
     def closed(self) -> bool:
         return self._closed
 
-    def abort_nowait(self) -> concurrent.futures.Executor | None:
-        """Detach the current executor (the next use builds a new one) and return it."""
+    def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
+        """Wrap ``fn``, to be submitted to ``executor``, so the pool knows whose call it runs."""
+        return fn
+
+    def enter(self, owner: object) -> None:
+        """Count one call of ``owner`` as in flight."""
         with self._lock:
-            executor, self._executor = self._executor, None
-        return executor
+            self._inflight[owner] = self._inflight.get(owner, 0) + 1
+
+    def leave(self, owner: object) -> None:
+        """The call counted by `enter` is no longer awaited."""
+        with self._lock:
+            count = self._inflight.get(owner, 0) - 1
+            if count > 0:
+                self._inflight[owner] = count
+            else:
+                self._inflight.pop(owner, None)
 
     def discard_broken(self, executor: concurrent.futures.Executor) -> None:
         """Forget an executor that broke (a worker died); the next use builds a new one."""
@@ -127,17 +167,34 @@ class Pool(abc.ABC):
             self._executor = None
         executor.shutdown(wait=False, cancel_futures=True)
 
-    def abort(self) -> None:
-        """Stop what is running now; the pool stays usable. Blocking."""
-        executor = self.abort_nowait()
-        if executor is not None:
-            self._abort_running(executor)
+    def _take_for_abort(self, owner: object | None) -> tuple[concurrent.futures.Executor | None, bool]:
+        """The executor to act on, and whether it was detached (to be stopped whole)."""
+        with self._lock:
+            others_busy = any(n > 0 for o, n in self._inflight.items() if o is not owner)
+            if owner is not None and others_busy:
+                return self._executor, False
+            executor, self._executor = self._executor, None
+            return executor, True
 
-    async def aabort(self) -> None:
+    def abort(self, owner: object | None = None) -> None:
+        """Stop what ``owner`` (or anyone, when ``None``) is running; the pool stays usable. Blocking."""
+        executor, whole = self._take_for_abort(owner)
+        if executor is None:
+            return
+        if whole:
+            self._abort_running(executor)
+        else:
+            self._abort_owner(executor, owner)
+
+    async def aabort(self, owner: object | None = None) -> None:
         """`abort` without blocking the event loop."""
-        executor = self.abort_nowait()
-        if executor is not None:
+        executor, whole = self._take_for_abort(owner)
+        if executor is None:
+            return
+        if whole:
             await run_in_own_thread(self._abort_running, executor)
+        else:
+            await run_in_own_thread(self._abort_owner, executor, owner)
 
     def close(self) -> None:
         """Wait for submitted tasks, then stop the workers. Blocking."""

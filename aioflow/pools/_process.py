@@ -60,13 +60,22 @@ class ProcessPool(Pool):
         context = multiprocessing.get_context(self.options.context)
         # The stdlib's default: one worker per CPU.
         max_workers = self.options.max_workers or os.cpu_count() or 1
-        return concurrent.futures.ProcessPoolExecutor(
+        executor = concurrent.futures.ProcessPoolExecutor(
             max_workers=max_workers,
             mp_context=context,
             initializer=_worker_initializer,
             initargs=(initializer, initargs),
             **extra,
         )
+        if not self.options.scaling_workers:
+            # Start every worker now. The executor otherwise starts them as
+            # tasks arrive (spawn, forkserver) and reuses idle ones; fork
+            # contexts start them all on first use anyway. ``_launch_processes``
+            # is the executor's own start-up routine (CPython 3.9+).
+            launch = getattr(executor, "_launch_processes", None)
+            if launch is not None:
+                launch()
+        return executor
 
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
         assert isinstance(executor, concurrent.futures.ProcessPoolExecutor)

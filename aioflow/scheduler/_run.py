@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib.util
 import itertools
 import logging
 import math
@@ -123,8 +124,8 @@ async def execute_graph_async(
     validate_outputs(loaded, outputs)
     preflight(loaded)
     if pool is not None and (pool_type, max_workers, context, pool_options) != (None, None, None, None):
-        msg = "pass either an open pool or pool options (pool_type, max_workers, context, pool_options), not both"
-        raise OptionError("pool", msg, pool)
+        expected = "given without pool_type, max_workers, context and pool_options (they configure the pool it replaces)"
+        raise OptionError("pool", expected, pool)
     execution = _Execution(
         loaded,
         outputs=outputs,
@@ -191,7 +192,13 @@ def preflight(graph: Graph) -> None:
     for node in graph.nodes.values():
         if node.task_type in _EWOKS_TASK_TYPES:
             what = f"graph {graph.id!r}: node {node.id!r} (task_type {node.task_type!r})"
-            raise MissingExtraError(what, "ewokscore", "ewoks")
+            if importlib.util.find_spec("ewokscore") is None:
+                raise MissingExtraError(what, "ewokscore", "ewoks")
+            raise GraphError(
+                graph.id,
+                [f"node {node.id!r}: task_type {node.task_type!r} is not supported by this aioflow version yet; "
+                 "use 'method' or 'ppfmethod' tasks"],
+            )
 
 
 class _NodeFailed:
@@ -274,7 +281,7 @@ class _Execution:
             if self._interrupted:
                 # Tasks we stopped waiting for may still be running in the pool.
                 with anyio.CancelScope(shield=True):
-                    await pool.aabort()
+                    await pool.aabort(self)
         self._emit("graph.finished")
         return self._outcome(timed_out)
 
@@ -307,16 +314,21 @@ class _Execution:
         self._emit("node.started", firing.node_id, firing.number)
         try:
             executor = pool.executor
+            pool.enter(self)
             try:
-                outputs = await loop.run_in_executor(executor, run_task, call)
+                outputs = await loop.run_in_executor(executor, pool.bind(executor, self, run_task), call)
             except anyio.get_cancelled_exc_class():
                 self._interrupted.append(firing.node_id)
                 raise
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # the task's failure, SystemExit included
                 error = self._translate(exc, firing, executor)
                 self._after_failure(firing, error)
             else:
                 self._after_success(firing, outputs)
+            finally:
+                pool.leave(self)
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:  # a bug or a failing callback: stop and raise it
@@ -324,7 +336,7 @@ class _Execution:
         finally:
             del self._running[key]
 
-    def _translate(self, exc: Exception, firing: Firing, executor: concurrent.futures.Executor) -> Exception:
+    def _translate(self, exc: BaseException, firing: Firing, executor: concurrent.futures.Executor) -> BaseException:
         if isinstance(exc, concurrent.futures.BrokenExecutor) and not isinstance(exc, WorkerLostError):
             assert self._pool is not None
             self._pool.discard_broken(executor)
@@ -346,7 +358,7 @@ class _Execution:
             return
         self._start_all(nxt)
 
-    def _after_failure(self, firing: Firing, error: Exception) -> None:
+    def _after_failure(self, firing: Firing, error: BaseException) -> None:
         self._emit("node.failed", firing.node_id, firing.number, error=error)
         try:
             nxt = self.state.failed(firing, error)

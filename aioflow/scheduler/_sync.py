@@ -31,7 +31,7 @@ T = TypeVar("T")
 def _loop_factory(use_uvloop: bool | None) -> Callable[[], asyncio.AbstractEventLoop] | None:
     if use_uvloop is False:
         return None
-    if use_uvloop not in (None, True):
+    if use_uvloop is not None and use_uvloop is not True:
         raise OptionError("uvloop", "True, False or None", use_uvloop)
     try:
         import uvloop

@@ -192,3 +192,28 @@ def test_subgraph_default_error_handler_is_wired_inside_then_to_the_parent() -> 
     )
     error_links = {(lk.source, lk.target) for lk in graph.links if lk.on_error}
     assert error_links == {(("s", "w"), ("s", "ih")), ("a", "H"), (("s", "ih"), "H")}
+
+
+def test_subgraph_file_next_to_the_including_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without root_dir, a subgraph file is also looked for next to the file that names it."""
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    (folder / "inner.json").write_text(json.dumps(INNER))
+    (folder / "outer.json").write_text(
+        json.dumps({"nodes": [{"id": "sub", "task_type": "graph", "task_identifier": "inner.json"}]})
+    )
+    monkeypatch.chdir(tmp_path)
+    assert ("sub", "t1") in load_graph("wf/outer.json").nodes
+
+
+def test_sub_target_attributes_are_validated() -> None:
+    """Attributes merged into an inner node get the same checks as any node."""
+    inner = {"graph": {"input_nodes": [{"id": "in", "node": "t"}]}, "nodes": [node("t")]}
+    doc = {
+        "nodes": [node("p"), {"id": "s", "task_type": "graph", "task_identifier": inner}],
+        "links": [{"source": "p", "target": "s", "sub_target": "in", "sub_target_attributes": {"task_type": "nope"}}],
+    }
+    with pytest.raises(GraphError, match="sub_target_attributes: .*'task_type' must be one of"):
+        load_graph(doc)
+    doc["links"][0]["sub_target_attributes"] = {"default_inputs": [{"name": "0", "value": 1}]}
+    assert load_graph(doc).nodes[("s", "t")].default_inputs == {0: 1}

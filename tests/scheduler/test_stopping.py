@@ -93,7 +93,7 @@ async def test_shared_pool_recovers_after_a_timeout() -> None:
 async def test_pool_and_pool_options_are_exclusive() -> None:
     """Passing an open pool and pool options is refused."""
     async with aioflow.open_pool("thread") as pool:
-        with pytest.raises(OptionError, match="either an open pool or pool options"):
+        with pytest.raises(OptionError, match="'pool' must be given without pool_type, max_workers"):
             await aioflow.execute_graph_async({"nodes": [node("a")]}, pool=pool, max_workers=3)
 
 
@@ -129,3 +129,46 @@ async def test_worker_killed_during_a_task_is_reported(pool_config: dict[str, An
         await aioflow.execute_graph_async(graph, **pool_config)
     assert isinstance(info.value.error, aioflow.WorkerLostError)
     assert "node 'd' lost its worker process" in str(info.value)
+
+
+@pytest.mark.parametrize("pool_type", ["thread", "process"])
+async def test_stopping_one_execution_spares_others_on_a_shared_pool(pool_type: str) -> None:
+    """A timeout in one execution does not stop the tasks of another sharing the pool."""
+    patient = {"nodes": [node("p", "tasks.sleep_python", default_inputs=[{"name": "seconds", "value": 1.5}, {"name": "value", "value": "ok"}])]}
+    hasty = slow_graph(seconds=3)
+    outcome: dict[str, Any] = {}
+
+    async def run_patient() -> None:
+        outcome["patient"] = await aioflow.execute_graph_async(patient, pool=pool)
+
+    async def run_hasty() -> None:
+        with pytest.raises(ExecutionTimeoutError):
+            await aioflow.execute_graph_async(hasty, pool=pool, timeout=0.5)
+        outcome["hasty"] = "timed out"
+
+    async with aioflow.open_pool(pool_type, max_workers=4) as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_patient)
+            tg.start_soon(run_hasty)
+    assert outcome == {"patient": {"return_value": "ok"}, "hasty": "timed out"}
+
+
+@pytest.mark.parametrize(("scaling", "expected"), [(True, 1), (False, 3)])
+def test_scaling_workers_starts_workers_on_demand(scaling: bool, expected: int) -> None:
+    """scaling_workers=True starts workers as tasks need them; False starts max_workers at once."""
+    graph = {"nodes": [node("a")]}
+    with aioflow.open_pool("process", max_workers=3, context="spawn", scaling_workers=scaling) as pool:
+        aioflow.execute_graph(graph, pool=pool)
+        workers = [p for p in psutil.Process().children() if "resource_tracker" not in " ".join(p.cmdline())]
+        assert len(workers) == expected
+
+
+@pytest.mark.parametrize(("scaling", "expected"), [(True, 1), (False, 3)])
+def test_scaling_thread_workers(scaling: bool, expected: int) -> None:
+    """The thread pool follows scaling_workers the same way."""
+    import threading
+
+    graph = {"nodes": [node("a")]}
+    with aioflow.open_pool("thread", max_workers=3, scaling_workers=scaling) as pool:
+        aioflow.execute_graph(graph, pool=pool)
+        assert sum(t.name.startswith("aioflow-thread") for t in threading.enumerate()) == expected

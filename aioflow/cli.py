@@ -1,0 +1,575 @@
+"""The ``aioflow`` command line: run a graph and print its results, or check a graph.
+
+::
+
+    aioflow run GRAPH [-i NODE:NAME=VALUE ...] [options]   results as JSON on stdout
+    aioflow check GRAPH [--json]                           a summary of the graph
+    aioflow --version
+
+`main` returns the exit code instead of exiting, so that it can be called from
+Python (and from tests) as well as from the console script:
+
+==== ==========================================================================
+code meaning
+==== ==========================================================================
+0    success
+1    a node failed, the execution timed out, a loop ran past ``--max-iterations``
+     or a worker process was lost
+2    the graph is invalid or cannot run, an option is invalid, an extra is
+     missing, or the command line is wrong
+130  interrupted (Ctrl-C); every worker was stopped first
+==== ==========================================================================
+
+stdout carries nothing but the results; messages and the progress bar go to
+stderr. rich is imported only when a progress bar is shown (stderr is a
+terminal), so that ``import aioflow.cli`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, Self
+
+from ._errors import ExecutionError, GraphError, MissingExtraError, OptionError, PoolError
+from ._version import __version__
+from .graph import load_graph
+from .pools import available_pools
+from .scheduler import execute_graph, preflight
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    from ._results import Results
+    from .events import Event
+    from .graph import Graph, NodeId
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
+
+#: Everything went well.
+EXIT_OK = 0
+#: The graph ran and something failed: a node, the timeout, the loop limit, a worker.
+EXIT_FAILED = 1
+#: Nothing ran: the graph, an option or the command line is wrong (argparse uses 2 too).
+EXIT_USAGE = 2
+#: Ctrl-C: 128 + SIGINT, what shells report for a process stopped by SIGINT.
+EXIT_INTERRUPTED = 130
+
+PROG = "aioflow"
+
+# --outputs choice -> the ``outputs=`` argument of execute_graph (spec §6.6).
+_OUTPUTS: dict[str, list[dict[str, Any]] | None] = {
+    "end": None,  # the end nodes' outputs, the API's default
+    "all": [{"all": True}],
+    "none": [],
+}
+
+# An -i NODE that means "every node".
+_ALL_NODES = "*"
+# Node ids typed on the command line are text; these are tried as int ids too.
+_INT_TEXT = re.compile(r"-?[0-9]+")
+
+
+class _UsageError(Exception):
+    """The command line is wrong (raised instead of argparse's exit)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of exiting on a usage error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise _UsageError(message)
+
+
+# --------------------------------------------------------------------------- -i NODE:NAME=VALUE
+
+
+@dataclass(frozen=True)
+class InputArg:
+    """One ``-i [NODE:]NAME=VALUE`` argument, before the graph is known.
+
+    Attributes:
+        node: the node id as typed; ``None`` for the start nodes, ``"*"`` for every node.
+        name: the input name.
+        value: the value, parsed as JSON when it is valid JSON, else the text as typed.
+    """
+
+    node: str | None
+    name: str
+    value: Any
+
+    @classmethod
+    def parse(cls, text: str) -> InputArg:
+        """Parse ``[NODE:]NAME=VALUE``.
+
+        ``=`` splits at its first occurrence (a value may contain ``=`` and
+        ``:``); ``:`` splits the left part at its last occurrence (a node id
+        may contain ``:``, an input name may not).
+
+        Raises:
+            argparse.ArgumentTypeError: no ``=``, or an empty name or node.
+        """
+        target, sep, raw_value = text.partition("=")
+        if not sep:
+            msg = f"expected [NODE:]NAME=VALUE (got {text!r}: no '=')"
+            raise argparse.ArgumentTypeError(msg)
+        node: str | None
+        node, sep, name = target.rpartition(":")
+        if not sep:
+            node = None
+        elif not node:
+            msg = f"expected [NODE:]NAME=VALUE (got {text!r}: empty NODE before ':')"
+            raise argparse.ArgumentTypeError(msg)
+        if not name:
+            msg = f"expected [NODE:]NAME=VALUE (got {text!r}: empty NAME)"
+            raise argparse.ArgumentTypeError(msg)
+        try:
+            value = json.loads(raw_value)
+        except ValueError:
+            value = raw_value
+        return cls(node=node, name=name, value=value)
+
+    def to_input(self, graph: Graph) -> dict[str, Any]:
+        """The ``inputs=`` item of `aioflow.execute_graph` for this argument on ``graph``."""
+        item: dict[str, Any] = {"name": self.name, "value": self.value}
+        if self.node == _ALL_NODES:
+            item["all"] = True
+        elif self.node is not None:
+            item["id"] = resolve_node_id(graph, self.node)
+        return item
+
+
+def resolve_node_id(graph: Graph, text: str) -> NodeId:
+    """The node id of ``graph`` that ``text`` names.
+
+    Tried in order: the text itself; the int it spells (``"3"`` selects the
+    node ``3``); a JSON list, the way JSON writes tuple ids (``'["sub", "a"]'``).
+    An id that matches nothing is returned as typed, so that the loader
+    reports it (with a suggestion).
+    """
+    if text in graph.nodes:
+        return text
+    if _INT_TEXT.fullmatch(text) and int(text) in graph.nodes:
+        return int(text)
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return text
+        as_tuple: NodeId = _to_tuple(parsed)
+        if as_tuple in graph.nodes:
+            return as_tuple
+    return text
+
+
+def _to_tuple(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_to_tuple(v) for v in value)
+    return value
+
+
+# --------------------------------------------------------------------------- output
+
+
+def to_json(value: Any) -> str:
+    """Results as JSON text: keys JSON cannot hold (tuple node ids) become JSON text.
+
+    A tuple id ``("sub", "a")`` becomes the key ``'["sub", "a"]'``, the way
+    graph files write it, and which ``-i`` accepts back. Values JSON cannot
+    hold are written with ``repr``.
+    """
+    return json.dumps(_json_keys(value), indent=2, default=repr)
+
+
+def _json_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_json_key(k): _json_keys(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_keys(v) for v in value]
+    return value
+
+
+def _json_key(key: Any) -> Any:
+    if key is None or isinstance(key, (str, int, float, bool)):
+        return key
+    if isinstance(key, tuple):
+        return json.dumps(key, default=repr)
+    return repr(key)
+
+
+def _out(text: str) -> None:
+    """Write a line to stdout (results only)."""
+    sys.stdout.write(text + "\n")
+
+
+def _err(text: str) -> None:
+    """Write a line to stderr (messages)."""
+    sys.stderr.write(text + "\n")
+
+
+def _error(message: str) -> None:
+    _err(f"{PROG}: error: {message}")
+
+
+def _report(exc: BaseException, *, show_traceback: bool, known: bool = True) -> None:
+    """Print ``exc`` to stderr: one line, or its full traceback."""
+    if show_traceback:
+        traceback.print_exception(exc, file=sys.stderr)
+    elif known:
+        _error(str(exc))
+    else:
+        _error(f"{type(exc).__name__}: {exc} (run with --traceback to see where)")
+
+
+class _StderrHandler(logging.Handler):
+    """Shows aioflow's log records as ``aioflow: warning: ...`` on the current ``sys.stderr``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Like logging.StreamHandler: a failing handler reports itself and never raises.
+        try:
+            _err(f"{PROG}: {record.levelname.lower()}: {record.getMessage()}")
+        except Exception:  # noqa: BLE001
+            self.handleError(record)
+
+
+@contextmanager
+def _show_warnings() -> Iterator[None]:
+    """Show aioflow's warnings on stderr, unless logging is already configured."""
+    logger = logging.getLogger("aioflow")
+    if logger.hasHandlers():
+        yield
+        return
+    handler = _StderrHandler(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class ProgressBar:
+    """A rich progress bar on stderr, advanced by execution events.
+
+    Use it as a context manager and pass it as ``on_event``. The bar counts
+    node executions: it starts with the number of nodes as its total and
+    grows the total when loops run nodes more than once.
+
+    Attributes:
+        completed: node executions that ended (finished or failed).
+        failed: node executions that failed.
+        total: the bar's total (``None`` until ``graph.started``).
+    """
+
+    def __init__(self, label: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.completed = 0
+        self.failed = 0
+        self.total: int | None = None
+        # stdout is for results only: do not route it through the bar's console.
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=Console(stderr=True),
+            redirect_stdout=False,
+        )
+        self._task = self._progress.add_task(label, total=None, status="")
+
+    def __enter__(self) -> Self:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+    def __call__(self, event: Event) -> None:
+        """Advance the bar for one event."""
+        if event.kind == "graph.started":
+            self.total = event.total
+        elif event.kind in ("node.finished", "node.failed"):
+            self.completed += 1
+            self.failed += event.kind == "node.failed"
+            if self.total is not None and self.completed > self.total:
+                self.total = self.completed  # a loop ran some node again
+        else:
+            return
+        status = f"[red]{self.failed} failed" if self.failed else ""
+        self._progress.update(self._task, completed=self.completed, total=self.total, status=status)
+
+
+def _stderr_is_terminal() -> bool:
+    stream = sys.stderr
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[Event], None] | None]:
+    """Yield a progress bar's event callback when stderr is a terminal, else ``None``."""
+    if not _stderr_is_terminal():
+        yield None
+        return
+    with ProgressBar(label) as bar:
+        yield bar
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _prepend_cwd() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m`` does."""
+    cwd = os.getcwd()
+    if not sys.path or sys.path[0] != cwd:
+        sys.path.insert(0, cwd)
+
+
+def _graph_source(path: str, root_dir: str | None) -> str:
+    """The GRAPH argument for `load_graph`.
+
+    The loader resolves relative paths against ``root_dir``; a file named on
+    the command line relative to the current directory is made absolute so
+    that ``--root-dir`` affects only the paths inside the graph. A path found
+    only under ``--root-dir`` is left for the loader.
+    """
+    if root_dir is None or os.path.isabs(path):
+        return path
+    if any(os.path.isfile(path + suffix) for suffix in ("", ".json", ".yml", ".yaml")):
+        return os.path.abspath(path)
+    return path
+
+
+def _load(args: argparse.Namespace) -> Graph:
+    return load_graph(_graph_source(args.graph, args.root_dir), root_dir=args.root_dir)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    _prepend_cwd()
+    graph = _load(args)
+    options: dict[str, Any] = {
+        "inputs": [arg.to_input(graph) for arg in args.inputs],
+        "outputs": _OUTPUTS[args.outputs],
+        "merge_outputs": args.merge_outputs,
+        "raise_on_error": args.raise_on_error,
+        "timeout": args.timeout,
+        "pool_type": args.pool,
+        "max_workers": args.max_workers,
+        "context": args.context,
+        "max_iterations": args.max_iterations,
+    }
+    with _show_warnings(), _progress(graph.label) as on_event:
+        results: Results = execute_graph(graph, uvloop=False if args.no_uvloop else None, on_event=on_event, **options)
+    _out(to_json(results))
+    if not results.errors:
+        return EXIT_OK
+    if args.traceback:
+        for error in results.errors.values():
+            traceback.print_exception(error, file=sys.stderr)
+    failed = ", ".join(repr(nid) for nid in results.errors)
+    count = len(results.errors)
+    _error(f"graph {graph.id!r}: {count} node{'s' if count > 1 else ''} failed: {failed}")
+    return EXIT_FAILED
+
+
+def summarize(graph: Graph) -> dict[str, Any]:
+    """What ``aioflow check`` reports about a valid graph, as JSON-ready data."""
+    return {
+        "id": graph.id,
+        "label": graph.label,
+        "nodes": len(graph.nodes),
+        "links": len(graph.links),
+        "start_nodes": list(graph.start_nodes),
+        "end_nodes": list(graph.end_nodes),
+        "cycles": [list(cycle) for cycle in graph.cycles],
+    }
+
+
+def _ids(ids: Sequence[Any]) -> str:
+    return ", ".join(repr(n) for n in ids) or "none"
+
+
+def _summary_text(graph: Graph, problems: Sequence[str]) -> str:
+    state = "valid" if not problems else "INVALID"
+    label = f" ({graph.label})" if graph.label != graph.id else ""
+    lines = [
+        f"graph {graph.id!r}{label}: {state}",
+        f"  nodes:       {len(graph.nodes)}",
+        f"  links:       {len(graph.links)}",
+        f"  start nodes: {_ids(graph.start_nodes)}",
+        f"  end nodes:   {_ids(graph.end_nodes)}",
+    ]
+    if graph.cycles:
+        count = len(graph.cycles)
+        lines.append(f"  cycles:      {count} (each runs as a loop)")
+        lines.extend(f"    - {_ids(cycle)}" for cycle in graph.cycles)
+    else:
+        lines.append("  cycles:      none")
+    return "\n".join(lines)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    try:
+        graph = _load(args)
+    except GraphError as exc:
+        if args.json:
+            doc = {"id": exc.graph_id, "valid": False, "problems": list(exc.problems)}
+            _out(json.dumps(doc, indent=2, default=repr))
+        _error(str(exc))
+        return EXIT_USAGE
+    problems: list[str] = []
+    message = ""
+    try:
+        preflight(graph)
+    except GraphError as exc:
+        problems, message = list(exc.problems), str(exc)
+    except MissingExtraError as exc:
+        problems, message = [str(exc)], str(exc)
+    if args.json:
+        doc = {**summarize(graph), "valid": not problems, "problems": problems}
+        _out(json.dumps(doc, indent=2, default=repr))
+    else:
+        _out(_summary_text(graph, problems))
+    if problems:
+        _error(message)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``aioflow`` command."""
+    parser = _Parser(prog=PROG, description="Execute and check Ewoks workflow graphs.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run",
+        help="execute a graph and print its results as JSON",
+        description=(
+            "Execute a graph and print its results as JSON on stdout. Messages, and a progress "
+            "bar when stderr is a terminal, go to stderr. The current directory is put first on "
+            "sys.path (as 'python -m' does), so task modules next to the graph import by name. "
+            "Exit codes: 0 success, 1 a node failed (or timeout, loop limit, lost worker), "
+            "2 invalid graph or option, 130 interrupted."
+        ),
+    )
+    run.add_argument("graph", metavar="GRAPH", help="graph file (JSON or YAML; the suffix may be left out)")
+    run.add_argument(
+        "-i",
+        "--input",
+        dest="inputs",
+        metavar="[NODE:]NAME=VALUE",
+        type=InputArg.parse,
+        action="append",
+        default=[],
+        help=(
+            "an input for node NODE (an int-looking NODE also matches an int id, a JSON list a "
+            "subgraph node); without NODE: the start nodes; NODE '*': every node. VALUE is read "
+            "as JSON when it is valid JSON (42, true, [1, 2], '\"text\"'), else taken as a string. "
+            "Repeatable."
+        ),
+    )
+    run.add_argument("--pool", choices=available_pools(), help="pool type (default: process)")
+    run.add_argument("--max-workers", type=int, metavar="N", help="the most tasks that run at once")
+    run.add_argument("--context", choices=("spawn", "fork", "forkserver"), help="start method of the process pool")
+    run.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the running tasks and fail after this long")
+    run.add_argument(
+        "--outputs",
+        choices=tuple(_OUTPUTS),
+        default="end",
+        help="whose outputs to print: the end nodes (default), all nodes, or none",
+    )
+    run.add_argument(
+        "--no-merge-outputs",
+        dest="merge_outputs",
+        action="store_false",
+        help="print {node id: outputs} instead of one merged dict",
+    )
+    run.add_argument(
+        "--raise-on-error",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=(
+            "stop at the first node that fails (default); with --no-raise-on-error, run every branch "
+            "that can run, print the results, and exit 1 if a node failed"
+        ),
+    )
+    run.add_argument("--max-iterations", type=int, metavar="N", help="the most times any node may run (loops)")
+    run.add_argument(
+        "--no-uvloop", action="store_true", help="use asyncio's own event loop even if uvloop is installed"
+    )
+    run.add_argument("--traceback", action="store_true", help="print full tracebacks instead of one-line errors")
+    run.add_argument(
+        "--root-dir", metavar="DIR", help="directory against which relative paths in the graph are resolved"
+    )
+    run.set_defaults(handler=_cmd_run)
+
+    check = commands.add_parser(
+        "check",
+        help="load and validate a graph, and summarize it",
+        description=(
+            "Load and validate a graph, check that it can run (start nodes, cycles that can fire), "
+            "and print a summary. Exit codes: 0 valid, 2 invalid (every problem is listed on stderr)."
+        ),
+    )
+    check.add_argument("graph", metavar="GRAPH", help="graph file (JSON or YAML; the suffix may be left out)")
+    check.add_argument("--json", action="store_true", help="print the summary as JSON")
+    check.add_argument(
+        "--root-dir", metavar="DIR", help="directory against which relative paths in the graph are resolved"
+    )
+    check.set_defaults(handler=_cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``aioflow`` command.
+
+    Args:
+        argv: the arguments, without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: `EXIT_OK`, `EXIT_FAILED`, `EXIT_USAGE` or `EXIT_INTERRUPTED`.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    show_traceback = getattr(args, "traceback", False)
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:
+        _err(f"{PROG}: interrupted")
+        return EXIT_INTERRUPTED
+    except (GraphError, OptionError, MissingExtraError) as exc:
+        _report(exc, show_traceback=show_traceback)
+        return EXIT_USAGE
+    except (ExecutionError, PoolError) as exc:
+        _report(exc, show_traceback=show_traceback)
+        return EXIT_FAILED
+    # Anything else is a bug, in a task's callback or in aioflow: report it, do not lose it.
+    except Exception as exc:  # noqa: BLE001
+        _report(exc, show_traceback=show_traceback, known=False)
+        return EXIT_FAILED
+    return code
