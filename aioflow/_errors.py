@@ -21,10 +21,11 @@ fields given to ``__init__`` are kept and replayed by ``__reduce__``.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from ._results import Results
 
 __all__ = [
@@ -166,9 +167,7 @@ class ExecutionTimeoutError(ExecutionError, TimeoutError):
     timeout: float
     running: tuple[Any, ...]
 
-    def __init__(
-        self, graph_id: str, timeout: float, running: Iterable[Any], results: Results
-    ) -> None:
+    def __init__(self, graph_id: str, timeout: float, running: Iterable[Any], results: Results) -> None:
         running = tuple(running)
         where = ", ".join(format_node_id(n) for n in running) or "none"
         msg = f"graph {graph_id!r}: timed out after {timeout:g} s (nodes still running: {where})"
@@ -187,9 +186,7 @@ class IterationLimitError(ExecutionError, RuntimeError):
             f"max_iterations={max_iterations} times; check the loop's exit condition "
             "or raise max_iterations"
         )
-        super().__init__(
-            msg, graph_id=graph_id, node_id=node_id, max_iterations=max_iterations, results=results
-        )
+        super().__init__(msg, graph_id=graph_id, node_id=node_id, max_iterations=max_iterations, results=results)
 
 
 class PoolError(AioflowError):
@@ -201,4 +198,3 @@ class WorkerLostError(PoolError, concurrent.futures.BrokenExecutor):
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message, **fields)
-

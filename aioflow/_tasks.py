@@ -109,8 +109,10 @@ def _import_longest_module(identifier: str) -> tuple[Any, str]:
         except ModuleNotFoundError as exc:
             # Only "this prefix does not exist" means: try a shorter one. A
             # missing import *inside* the task module is the real error.
-            if exc.name and module_name.startswith(exc.name) and (
-                exc.name == module_name or module_name.startswith(exc.name + ".")
+            if (
+                exc.name
+                and module_name.startswith(exc.name)
+                and (exc.name == module_name or module_name.startswith(exc.name + "."))
             ):
                 continue
             raise

@@ -25,7 +25,7 @@ POOL_CONFIGS = [
 
 # Processes the stdlib starts once per interpreter and keeps on purpose: they
 # are not workers of any pool, and they end with the interpreter.
-_STDLIB_SINGLETONS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+STDLIB_SINGLETONS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
 
 # Generous: only a leak (or a deadlock) reaches it.
 LEAK_DEADLINE = 10.0
@@ -57,7 +57,7 @@ def _children() -> dict[int, str]:
             cmdline = " ".join(proc.cmdline())
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        if any(s in cmdline for s in _STDLIB_SINGLETONS):
+        if any(s in cmdline for s in STDLIB_SINGLETONS):
             continue
         result[proc.pid] = cmdline
     return result

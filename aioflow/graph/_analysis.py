@@ -19,11 +19,12 @@ loads):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
     from ._model import Graph, NodeId
 
 __all__ = ["Analysis", "analyse"]
@@ -101,8 +102,7 @@ def analyse(graph: Graph) -> Analysis:
                 continue
             cycles.append(component)
             if all(
-                any(link_required[li] and component_of[link_ends[li][0]] == ci for li in links_in[n])
-                for n in component
+                any(link_required[li] and component_of[link_ends[li][0]] == ci for li in links_in[n]) for n in component
             ):
                 blocked.append(component)
     position = [0] * n_nodes
@@ -132,11 +132,11 @@ def analyse(graph: Graph) -> Analysis:
         return tuple(ids[i] for i in sorted(seq, key=position.__getitem__))
 
     return Analysis(
-        data_links_out=dict(zip(ids, map(tuple, data_out))),
-        error_links_out=dict(zip(ids, map(tuple, error_out))),
-        links_in=dict(zip(ids, map(tuple, links_in))),
+        data_links_out=dict(zip(ids, map(tuple, data_out), strict=False)),
+        error_links_out=dict(zip(ids, map(tuple, error_out), strict=False)),
+        links_in=dict(zip(ids, map(tuple, links_in), strict=False)),
         link_required=link_required,
-        required_in_count=dict(zip(ids, required_in_count)),
+        required_in_count=dict(zip(ids, required_in_count, strict=False)),
         start_nodes=in_order(start),
         end_nodes=in_order(end),
         condition_values=condition_values,
@@ -160,13 +160,11 @@ def _locally_optional(required: bool | None, conditional: bool) -> bool:
     return conditional
 
 
-def _link_requiredness(
-    graph: Graph, link_ends: list[tuple[int, int]], successors: list[list[int]]
-) -> tuple[bool, ...]:
+def _link_requiredness(graph: Graph, link_ends: list[tuple[int, int]], successors: list[list[int]]) -> tuple[bool, ...]:
     """Spec §3.5 in O(nodes + links): taint propagates downstream of optional links."""
     tainted = [False] * len(successors)
     queue: deque[int] = deque()
-    for link, (_, t) in zip(graph.links, link_ends):
+    for link, (_, t) in zip(graph.links, link_ends, strict=False):
         if _locally_optional(link.required, link.conditional) and not tainted[t]:
             tainted[t] = True
             queue.append(t)
@@ -176,7 +174,7 @@ def _link_requiredness(
                 tainted[nxt] = True
                 queue.append(nxt)
     required: list[bool] = []
-    for link, (s, _) in zip(graph.links, link_ends):
+    for link, (s, _) in zip(graph.links, link_ends, strict=False):
         if link.required is not None:
             required.append(link.required)
         else:
@@ -202,9 +200,7 @@ def _has_uncovered_condition(values_by_name: dict[Any, list[Any]], else_value: A
     return False
 
 
-def _order_and_components(
-    n_nodes: int, successors: list[list[int]]
-) -> tuple[list[int], list[list[int]] | None]:
+def _order_and_components(n_nodes: int, successors: list[list[int]]) -> tuple[list[int], list[list[int]] | None]:
     """A stable order of the nodes and, when the graph has cycles, its components.
 
     Kahn's algorithm by generations: generation 0 holds the nodes without
@@ -243,9 +239,7 @@ def _order_and_components(
     return order, components
 
 
-def _kahn(
-    members: list[list[int]], successors: list[list[int]], indegree: list[int], declared: list[int]
-) -> list[int]:
+def _kahn(members: list[list[int]], successors: list[list[int]], indegree: list[int], declared: list[int]) -> list[int]:
     """Kahn's algorithm by generations over groups of nodes (see `_order_and_components`)."""
     generation = [g for g in declared if indegree[g] == 0]
     order: list[int] = []
@@ -300,8 +294,7 @@ def _strongly_connected_components(n_nodes: int, successors: list[list[int]]) ->
             work.pop()
             if work:
                 parent = work[-1][0]
-                if lowlink[node] < lowlink[parent]:
-                    lowlink[parent] = lowlink[node]
+                lowlink[parent] = min(lowlink[parent], lowlink[node])
             if lowlink[node] == index_of[node]:
                 component = []
                 while True:

@@ -155,7 +155,9 @@ def _read_source(
 
     if representation == "json_dict":
         if not isinstance(source, Mapping):
-            raise GraphError(_short(source), [f"representation 'json_dict' needs a dict (got a {type(source).__name__})"])
+            raise GraphError(
+                _short(source), [f"representation 'json_dict' needs a dict (got a {type(source).__name__})"]
+            )
         # Copy dicts and lists (the structure this module edits); leaf values
         # are shared, never mutated. Much faster than deepcopy on large graphs.
         raw = _copy_structure(source)
@@ -172,7 +174,9 @@ def _read_source(
         return _find_and_read_file(source, base_dir, search_dirs)
     raise GraphError(
         _short(source),
-        [f"unknown representation {representation!r} (expected one of json, json_dict, json_string, yaml, json_module, yaml_module)"],
+        [
+            f"unknown representation {representation!r} (expected one of json, json_dict, json_string, yaml, json_module, yaml_module)"
+        ],
     )
 
 
@@ -220,7 +224,9 @@ def _find_and_read_file(
         if candidate.is_file():
             return _read_file(candidate, str(source))
     tried = ", ".join(str(c) for c in candidates)
-    hint = " (relative paths are resolved against root_dir, else the current directory)" if not path.is_absolute() else ""
+    hint = (
+        " (relative paths are resolved against root_dir, else the current directory)" if not path.is_absolute() else ""
+    )
     raise GraphError(str(source), [f"no such graph file (tried: {tried}){hint}"])
 
 
@@ -428,8 +434,12 @@ class _Loader:
         for link in links:
             self.resolve_link(link, level, subs, flat, where)
 
-        flat.input_aliases = self.resolve_aliases(attrs.get("input_nodes"), "input_nodes", level, subs, where, inputs=True)
-        flat.output_aliases = self.resolve_aliases(attrs.get("output_nodes"), "output_nodes", level, subs, where, inputs=False)
+        flat.input_aliases = self.resolve_aliases(
+            attrs.get("input_nodes"), "input_nodes", level, subs, where, inputs=True
+        )
+        flat.output_aliases = self.resolve_aliases(
+            attrs.get("output_nodes"), "output_nodes", level, subs, where, inputs=False
+        )
 
         flat.links = self.merge_duplicate_links(flat.links, where)
         self.wire_default_error_handlers(flat, where)
@@ -441,7 +451,9 @@ class _Loader:
             return
         version = str(version)
         if version in _REFUSED_SCHEMAS:
-            self.problem(where, f"schema_version {version!r} is no longer supported (supported: {', '.join(_SUPPORTED_SCHEMAS)})")
+            self.problem(
+                where, f"schema_version {version!r} is no longer supported (supported: {', '.join(_SUPPORTED_SCHEMAS)})"
+            )
         elif version not in _SUPPORTED_SCHEMAS:
             self.problem(
                 where,
@@ -459,7 +471,9 @@ class _Loader:
             return None
         nid = _normalise_id(node["id"])
         if nid is None:
-            self.problem(where, f"nodes[{position}]: 'id' must be a string, an int or a list of those (got {node['id']!r})")
+            self.problem(
+                where, f"nodes[{position}]: 'id' must be a string, an int or a list of those (got {node['id']!r})"
+            )
             return None
         node["id"] = nid
         here = f"{where}node {_fmt(nid)}: "
@@ -486,7 +500,10 @@ class _Loader:
                 node["task_identifier"] = value
         task_type = node["task_type"]
         if task_type not in TASK_TYPES:
-            self.problem(here, f"'task_type' must be one of {', '.join(TASK_TYPES)} (got {task_type!r}){_did_you_mean(task_type, TASK_TYPES)}")
+            self.problem(
+                here,
+                f"'task_type' must be one of {', '.join(TASK_TYPES)} (got {task_type!r}){_did_you_mean(task_type, TASK_TYPES)}",
+            )
             return None
         if task_type == "ppfport":
             if node.get("task_identifier") is not None:
@@ -516,7 +533,9 @@ class _Loader:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.problem(here, f"'default_inputs' must be a list of {{'name', 'value'}} objects (got a {type(value).__name__})")
+            self.problem(
+                here, f"'default_inputs' must be a list of {{'name', 'value'}} objects (got a {type(value).__name__})"
+            )
             return []
         result = []
         for i, item in enumerate(value):
@@ -582,7 +601,10 @@ class _Loader:
                         continue
                     target_input = _input_name(item["target_input"])
                     if target_input is None:
-                        self.problem(here, f"data_mapping[{i}]: 'target_input' must be a string or an int (got {item['target_input']!r})")
+                        self.problem(
+                            here,
+                            f"data_mapping[{i}]: 'target_input' must be a string or an int (got {item['target_input']!r})",
+                        )
                         ok = False
                         continue
                     items.append({"source_output": item["source_output"], "target_input": target_input})
@@ -595,7 +617,9 @@ class _Loader:
             else:
                 for i, item in enumerate(conditions):
                     if not isinstance(item, dict) or "source_output" not in item or "value" not in item:
-                        self.problem(here, f"conditions[{i}] must be an object with 'source_output' and 'value' (got {item!r})")
+                        self.problem(
+                            here, f"conditions[{i}] must be an object with 'source_output' and 'value' (got {item!r})"
+                        )
                         ok = False
         for flag in ("map_all_data", "on_error", "cache_if_optional"):
             if flag in link and not isinstance(link[flag], bool):
@@ -610,11 +634,11 @@ class _Loader:
             ok = False
         return link if ok else None
 
-    def load_subgraph(
-        self, node: dict[str, Any], where: str, depth: int, parent_dir: Path | None
-    ) -> _Flat | None:
+    def load_subgraph(self, node: dict[str, Any], where: str, depth: int, parent_dir: Path | None) -> _Flat | None:
         if depth >= _MAX_SUBGRAPH_DEPTH:
-            self.problem(where, f"subgraphs nested more than {_MAX_SUBGRAPH_DEPTH} levels deep (does a graph include itself?)")
+            self.problem(
+                where, f"subgraphs nested more than {_MAX_SUBGRAPH_DEPTH} levels deep (does a graph include itself?)"
+            )
             return None
         source = node["task_identifier"]
         try:
@@ -644,11 +668,17 @@ class _Loader:
         address = link.get(sub_key)
         if level[nid]["task_type"] != "graph":
             if address is not None:
-                self.problem(here, f"{sub_key!r} is only allowed when the {end} is a graph node ({_fmt(nid)} is a {level[nid]['task_type']!r} node)")
+                self.problem(
+                    here,
+                    f"{sub_key!r} is only allowed when the {end} is a graph node ({_fmt(nid)} is a {level[nid]['task_type']!r} node)",
+                )
                 return None
             return [(nid, {})]
         if address is None:
-            self.problem(here, f"the {end} {_fmt(nid)} is a graph node: the link needs {sub_key!r} (an alias of its {'output' if end == 'source' else 'input'}_nodes or one of its node ids)")
+            self.problem(
+                here,
+                f"the {end} {_fmt(nid)} is a graph node: the link needs {sub_key!r} (an alias of its {'output' if end == 'source' else 'input'}_nodes or one of its node ids)",
+            )
             return None
         sub = subs.get(nid)
         if sub is None:  # the subgraph failed to load; already reported
@@ -665,7 +695,10 @@ class _Loader:
             return [((graph_node, address), {})]
         known = list(aliases) + list(sub.nodes)
         kind = "input_nodes" if inputs else "output_nodes"
-        self.problem(here, f"subgraph {_fmt(graph_node)} has no {kind} alias and no node {_fmt(address)}{_did_you_mean(address, known)}")
+        self.problem(
+            here,
+            f"subgraph {_fmt(graph_node)} has no {kind} alias and no node {_fmt(address)}{_did_you_mean(address, known)}",
+        )
         return None
 
     def resolve_link(
@@ -734,7 +767,9 @@ class _Loader:
                 if "sub_node" not in item:
                     self.problem(here, f"node {_fmt(nid)} is a graph node: the alias needs 'sub_node'")
                     continue
-                resolved = self.resolve_in_sub(sub, _normalise_id(item["sub_node"]), inputs=inputs, here=here, graph_node=nid)
+                resolved = self.resolve_in_sub(
+                    sub, _normalise_id(item["sub_node"]), inputs=inputs, here=here, graph_node=nid
+                )
                 if resolved is None:
                     continue
                 # An outer alias's attributes beat the inner alias's.
@@ -887,7 +922,7 @@ class _Loader:
                         self.problem(
                             f"node {_fmt(nid)}: ",
                             f"{what} to its input {target_input!r} through required links; "
-                            "make one of them optional (\"required\": false) or map to another input",
+                            'make one of them optional ("required": false) or map to another input',
                         )
                     writer[target_input] = link.source
 

@@ -7,17 +7,18 @@ and keeps the result in `Graph.analysis`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._analysis import Analysis
 
 __all__ = ["TASK_TYPES", "Graph", "Link", "Node", "NodeId"]
 
 #: A node id: a string, an int, or a tuple of ids for nodes that come from a subgraph.
-NodeId = Union[str, int, tuple[Any, ...]]
+NodeId = str | int | tuple[Any, ...]
 
 #: Every ``task_type`` of the Ewoks format. ``graph`` nodes are flattened at
 #: load time and never reach a `Graph`.

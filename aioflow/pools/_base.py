@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError, PoolError
+
+if TYPE_CHECKING:
+    import concurrent.futures
+    from collections.abc import Callable
+    from types import TracebackType
 
 __all__ = ["Pool", "PoolOptions", "run_in_own_thread"]
 

@@ -17,10 +17,12 @@ import concurrent.futures
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._base import Pool
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["ProcessPool", "kill_process_tree"]
 

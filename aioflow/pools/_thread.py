@@ -22,11 +22,13 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import OptionError
 from ._base import Pool, PoolOptions
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["INTERRUPT_GRACE", "TaskInterrupted", "ThreadPool"]
 
@@ -39,7 +41,7 @@ logger = logging.getLogger("aioflow.pools")
 INTERRUPT_GRACE = 5.0
 
 
-class TaskInterrupted(BaseException):  # noqa: N818 - a BaseException, like KeyboardInterrupt
+class TaskInterrupted(BaseException):
     """Raised inside a thread-pool task that the execution no longer waits for.
 
     A `BaseException`, so that a task's ``except Exception`` does not swallow it.
@@ -95,7 +97,9 @@ class ThreadPool(Pool):
 
     def _validate(self, options: PoolOptions) -> None:
         if options.context is not None:
-            raise OptionError("context", "None for the 'thread' pool (start methods apply to process pools)", options.context)
+            raise OptionError(
+                "context", "None for the 'thread' pool (start methods apply to process pools)", options.context
+            )
 
     def _create_executor(self) -> concurrent.futures.Executor:
         # The stdlib's default: enough threads for I/O-bound tasks without

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import GraphError
 from .._results import MISSING, Results
 from ..graph import Graph, NodeId, select_nodes
-from ._state import ExecutionState
+
+if TYPE_CHECKING:
+    from ._state import ExecutionState
 
 __all__ = ["select_results", "validate_outputs"]
 

@@ -28,8 +28,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -49,6 +48,9 @@ from ..graph import Graph, NodeId, load_graph
 from ..pools import Pool, open_pool
 from ._outputs import select_results, validate_outputs
 from ._state import ExecutionState, Firing, IterationLimitReached
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["execute_graph_async", "preflight"]
 
@@ -124,7 +126,9 @@ async def execute_graph_async(
     validate_outputs(loaded, outputs)
     preflight(loaded)
     if pool is not None and (pool_type, max_workers, context, pool_options) != (None, None, None, None):
-        expected = "given without pool_type, max_workers, context and pool_options (they configure the pool it replaces)"
+        expected = (
+            "given without pool_type, max_workers, context and pool_options (they configure the pool it replaces)"
+        )
         raise OptionError("pool", expected, pool)
     execution = _Execution(
         loaded,
@@ -196,8 +200,12 @@ def preflight(graph: Graph) -> None:
                 raise MissingExtraError(what, "ewokscore", "ewoks")
             raise GraphError(
                 graph.id,
-                [f"node {node.id!r}: task_type {node.task_type!r} is not supported by this aioflow version yet; "
-                 "use 'method' or 'ppfmethod' tasks"],
+                [
+                    (
+                        f"node {node.id!r}: task_type {node.task_type!r} is not supported by this aioflow version yet; "
+                        "use 'method' or 'ppfmethod' tasks"
+                    )
+                ],
             )
 
 

@@ -33,10 +33,12 @@ from __future__ import annotations
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._results import MISSING
-from ..graph import Graph, Link, NodeId
+
+if TYPE_CHECKING:
+    from ..graph import Graph, Link, NodeId
 
 __all__ = ["ExecutionState", "Firing", "IterationLimitReached"]
 

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError
-from .._results import Results
 from ._run import execute_graph_async
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from .._results import Results
 
 __all__ = ["execute_graph", "run_sync"]
 

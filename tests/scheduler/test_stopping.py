@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import psutil
 import pytest
-from conftest import POOL_CONFIGS, ExecuteFn
+from conftest import POOL_CONFIGS, STDLIB_SINGLETONS, ExecuteFn
 
 import aioflow
 from aioflow import ExecutionTimeoutError, OptionError
@@ -159,7 +159,7 @@ def test_scaling_workers_starts_workers_on_demand(scaling: bool, expected: int) 
     graph = {"nodes": [node("a")]}
     with aioflow.open_pool("process", max_workers=3, context="spawn", scaling_workers=scaling) as pool:
         aioflow.execute_graph(graph, pool=pool)
-        workers = [p for p in psutil.Process().children() if "resource_tracker" not in " ".join(p.cmdline())]
+        workers = [p for p in psutil.Process().children() if not any(s in " ".join(p.cmdline()) for s in STDLIB_SINGLETONS)]
         assert len(workers) == expected
 
 
