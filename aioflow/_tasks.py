@@ -96,8 +96,9 @@ def import_callable(identifier: str) -> Callable[..., Any]:
     if not callable(obj):
         msg = f"{identifier!r} is not callable (it is a {type(obj).__name__})"
         raise ImportError(msg)
-    _CALLABLES[identifier] = obj
-    return obj
+    func: Callable[..., Any] = obj
+    _CALLABLES[identifier] = func
+    return func
 
 
 def _import_longest_module(identifier: str) -> tuple[Any, str]:

@@ -753,7 +753,7 @@ class _Loader:
                 continue
             alias = _normalise_id(item["id"])
             nid = _normalise_id(item["node"])
-            if nid not in level:
+            if nid is None or nid not in level:
                 self.problem(here, f"no node {_fmt(item['node'])}{_did_you_mean(item['node'], level)}")
                 continue
             attrs = item.get("link_attributes") or {}
@@ -973,7 +973,7 @@ def select_nodes(graph: Graph, item: Mapping[str, Any], default: Sequence[NodeId
     """The nodes an ``inputs``/``outputs`` item selects (spec §6.5 and §6.6)."""
     if "id" in item:
         nid = _normalise_id(item["id"])
-        if nid not in graph.nodes:
+        if nid is None or nid not in graph.nodes:
             raise GraphError(graph.id, [f"no node {_fmt(item['id'])}{_did_you_mean(item['id'], graph.nodes)}"])
         return [nid]
     if "label" in item or "task_identifier" in item:

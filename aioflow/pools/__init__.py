@@ -37,9 +37,9 @@ def pool_class(pool_type: str) -> type[Pool]:
     Raises:
         OptionError: no pool of that name.
     """
-    cls = _CLASSES.get(pool_type)
-    if cls is not None:
-        return cls
+    known = _CLASSES.get(pool_type)
+    if known is not None:
+        return known
     if pool_type not in _REGISTRY:
         import difflib
 
@@ -49,7 +49,7 @@ def pool_class(pool_type: str) -> type[Pool]:
         raise OptionError("pool_type", f"one of {names}{hint}", pool_type)
     module_name, class_name = _REGISTRY[pool_type]
     module = sys.modules.get(module_name) or importlib.import_module(module_name)
-    cls = getattr(module, class_name)
+    cls: type[Pool] = getattr(module, class_name)
     _CLASSES[pool_type] = cls
     return cls
 

@@ -1,0 +1,3 @@
+"""A powder X-ray diffraction reduction: simulate, correct, search, fit and report."""
+
+from __future__ import annotations
