@@ -158,9 +158,10 @@ def _read_source(
             raise GraphError(
                 _short(source), [f"representation 'json_dict' needs a dict (got a {type(source).__name__})"]
             )
-        # Copy dicts and lists (the structure this module edits); leaf values
-        # are shared, never mutated. Much faster than deepcopy on large graphs.
-        raw = _copy_structure(source)
+        # No copy here: the loader never edits the documents it reads (it builds
+        # new dicts and lists), and the values a Graph keeps are copied when the
+        # nodes are built. Copying a 100,000-node document up front costs seconds.
+        raw = dict(source)
         return raw, _graph_name(raw, "dict")
     if representation == "json_string":
         return _parse_text(str(source), "JSON string", yaml_fallback=False), _graph_name_from_text(str(source))
@@ -201,9 +202,11 @@ def _graph_name_from_text(text: str) -> str:
 
 
 def _copy_structure(value: Any) -> Any:
-    if isinstance(value, Mapping):
+    # Exact type checks first: isinstance(x, Mapping) is slow on large documents.
+    kind = type(value)
+    if kind is dict or (kind is not list and isinstance(value, Mapping)):
         return {k: _copy_structure(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if kind is list:
         return [_copy_structure(v) for v in value]
     return value
 
@@ -311,6 +314,22 @@ def _fmt(node_id: Any) -> str:
     return repr(node_id)
 
 
+class _At:
+    """Where a problem is, formatted only when a problem is reported (loading stays fast)."""
+
+    __slots__ = ("ids", "kind", "prefix")
+
+    def __init__(self, prefix: str, kind: str, *ids: Any) -> None:
+        self.prefix = prefix
+        self.kind = kind
+        self.ids = ids
+
+    def __str__(self) -> str:
+        if self.kind == "link":
+            return f"{self.prefix}link {_fmt(self.ids[0])} -> {_fmt(self.ids[1])}: "
+        return f"{self.prefix}{self.kind} {_fmt(self.ids[0])}: "
+
+
 def _did_you_mean(wanted: Any, known: Iterable[Any]) -> str:
     names = {str(k): k for k in known}
     close = difflib.get_close_matches(str(wanted), list(names), n=1)
@@ -340,7 +359,7 @@ class _Loader:
         self.base_dir = base_dir
         self.problems: list[str] = []
 
-    def problem(self, where: str, text: str) -> None:
+    def problem(self, where: str | _At, text: str) -> None:
         self.problems.append(f"{where}{text}")
 
     def raise_if_problems(self) -> None:
@@ -476,7 +495,7 @@ class _Loader:
             )
             return None
         node["id"] = nid
-        here = f"{where}node {_fmt(nid)}: "
+        here = _At(where, "node", nid)
 
         if "task_type" not in node:
             legacy = [k for k in _LEGACY_KEYS if k in node]
@@ -529,7 +548,7 @@ class _Loader:
             self.problem(here, f"'default_error_attributes' must be an object (got a {type(dea).__name__})")
         return node
 
-    def normalise_inputs(self, value: Any, here: str) -> list[dict[str, Any]]:
+    def normalise_inputs(self, value: Any, here: str | _At) -> list[dict[str, Any]]:
         if value is None:
             return []
         if not isinstance(value, list):
@@ -569,7 +588,7 @@ class _Loader:
             link[end] = nid
         if not ok:
             return None
-        here = f"{where}link {_fmt(link['source'])} -> {_fmt(link['target'])}: "
+        here = _At(where, "link", link["source"], link["target"])
         for end in ("source", "target"):
             if link[end] not in level:
                 self.problem(here, f"no node {_fmt(link[end])}{_did_you_mean(link[end], level)}")
@@ -661,7 +680,7 @@ class _Loader:
         end: str,
         level: Mapping[NodeId, dict[str, Any]],
         subs: Mapping[NodeId, _Flat],
-        here: str,
+        here: str | _At,
     ) -> list[tuple[NodeId, dict[str, Any]]] | None:
         nid = link[end]
         sub_key = "sub_source" if end == "source" else "sub_target"
@@ -686,7 +705,7 @@ class _Loader:
         return self.resolve_in_sub(sub, address, inputs=end == "target", here=here, graph_node=nid)
 
     def resolve_in_sub(
-        self, sub: _Flat, address: Any, *, inputs: bool, here: str, graph_node: NodeId
+        self, sub: _Flat, address: Any, *, inputs: bool, here: str | _At, graph_node: NodeId
     ) -> list[tuple[NodeId, dict[str, Any]]] | None:
         aliases = sub.input_aliases if inputs else sub.output_aliases
         if address in aliases:
@@ -709,7 +728,7 @@ class _Loader:
         flat: _Flat,
         where: str,
     ) -> None:
-        here = f"{where}link {_fmt(link['source'])} -> {_fmt(link['target'])}: "
+        here = _At(where, "link", link["source"], link["target"])
         sources = self.resolve_endpoint(link, "source", level, subs, here)
         targets = self.resolve_endpoint(link, "target", level, subs, here)
         if sources is None or targets is None:
@@ -864,8 +883,8 @@ class _Loader:
 
     def build_node(self, nid: NodeId, attrs: dict[str, Any]) -> Node:
         label = attrs.get("label") or (":".join(_flatten_id(nid)))
-        defaults = {item["name"]: item["value"] for item in attrs.get("default_inputs") or []}
-        other = {k: v for k, v in attrs.items() if k not in _NODE_KEYS}
+        defaults = {item["name"]: _copy_structure(item["value"]) for item in attrs.get("default_inputs") or []}
+        other = {k: _copy_structure(v) for k, v in attrs.items() if k not in _NODE_KEYS}
         return Node(
             id=nid,
             task_type=attrs["task_type"],
@@ -879,7 +898,7 @@ class _Loader:
         )
 
     def build_link(self, attrs: dict[str, Any]) -> Link:
-        here = f"link {_fmt(attrs['source'])} -> {_fmt(attrs['target'])}: "
+        here = _At("", "link", attrs["source"], attrs["target"])
         mapping = attrs.get("data_mapping") or []
         conditions = attrs.get("conditions") or []
         if attrs.get("map_all_data") and mapping:
@@ -891,13 +910,13 @@ class _Loader:
         for c in conditions:
             by_name.pop(c["source_output"], None)
             by_name[c["source_output"]] = c["value"]
-        other = {k: v for k, v in attrs.items() if k not in _LINK_KEYS}
+        other = {k: _copy_structure(v) for k, v in attrs.items() if k not in _LINK_KEYS}
         return Link(
             source=attrs["source"],
             target=attrs["target"],
             data_mapping=tuple((m["source_output"], m["target_input"]) for m in mapping),
             map_all_data=bool(attrs.get("map_all_data", False)),
-            conditions=tuple(by_name.items()),
+            conditions=tuple((k, _copy_structure(v)) for k, v in by_name.items()),
             on_error=bool(attrs.get("on_error", False)),
             required=attrs.get("required"),
             cache_if_optional=bool(attrs.get("cache_if_optional", False)),

@@ -389,3 +389,14 @@ def test_inputs_unknown_id_and_malformed_items() -> None:
 def test_public_api_reexports_load_graph() -> None:
     """aioflow.load_graph is the graph loader."""
     assert aioflow.load_graph is load_graph
+
+
+def test_graph_does_not_share_values_with_the_source() -> None:
+    """Changing the source dict after loading does not change the graph."""
+    values = [1, 2]
+    doc = {"nodes": [node("a", default_inputs=[{"name": "x", "value": values}], uiProps={"pos": [0, 0]})]}
+    graph = load_graph(doc)
+    values.append(3)
+    doc["nodes"][0]["uiProps"]["pos"].append(9)
+    assert graph.nodes["a"].default_inputs == {"x": [1, 2]}
+    assert graph.nodes["a"].attributes["uiProps"] == {"pos": [0, 0]}
