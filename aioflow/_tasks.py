@@ -118,10 +118,7 @@ def _import_longest_module(identifier: str) -> tuple[Any, str]:
                 continue
             raise
         return module, ".".join(parts[cut:])
-    hint = ""
-    if parts[0] == "__main__":
-        hint = " (functions defined in __main__ or a notebook run only in the thread pool)"
-    msg = f"cannot import {identifier!r}: no module named {parts[0]!r}{hint}"
+    msg = f"cannot import {identifier!r}: no module named {parts[0]!r}"
     raise ImportError(msg)
 
 

@@ -236,7 +236,7 @@ class _StderrHandler(logging.Handler):
         # Like logging.StreamHandler: a failing handler reports itself and never raises.
         try:
             _err(f"{PROG}: {record.levelname.lower()}: {record.getMessage()}")
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.handleError(record)
 
 
@@ -373,7 +373,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "context": args.context,
         "max_iterations": args.max_iterations,
     }
-    with _show_warnings(), _progress(graph.label) as on_event:
+    with _progress(graph.label) as on_event:
         results: Results = execute_graph(graph, uvloop=False if args.no_uvloop else None, on_event=on_event, **options)
     _out(to_json(results))
     if not results.errors:
@@ -558,7 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     show_traceback = getattr(args, "traceback", False)
     try:
-        code: int = args.handler(args)
+        with _show_warnings():
+            code: int = args.handler(args)
     except KeyboardInterrupt:
         _err(f"{PROG}: interrupted")
         return EXIT_INTERRUPTED
@@ -569,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         _report(exc, show_traceback=show_traceback)
         return EXIT_FAILED
     # Anything else is a bug, in a task's callback or in aioflow: report it, do not lose it.
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         _report(exc, show_traceback=show_traceback, known=False)
         return EXIT_FAILED
     return code

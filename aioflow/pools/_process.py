@@ -24,7 +24,7 @@ from ._base import Pool
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["ProcessPool", "kill_process_tree"]
+__all__ = ["ProcessPool", "kill_process_trees"]
 
 
 def _worker_initializer(user_initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
@@ -33,15 +33,23 @@ def _worker_initializer(user_initializer: Callable[..., Any] | None, initargs: t
         user_initializer(*initargs)
 
 
-def kill_process_tree(pid: int) -> None:
-    """SIGKILL a process and every process below it. Missing processes are ignored."""
+def kill_process_trees(pids: list[int]) -> None:
+    """SIGKILL processes and every process below them. Missing processes are ignored.
+
+    Every tree is listed before anything is killed: once one worker of a
+    ``ProcessPoolExecutor`` dies, the executor terminates the others, and the
+    processes their tasks started would be re-parented (and lost to a later
+    look-up) before we got to them.
+    """
     import psutil
 
-    try:
-        root = psutil.Process(pid)
-        procs = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return
+    procs: list[psutil.Process] = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs += [*root.children(recursive=True), root]
+        except psutil.NoSuchProcess:
+            continue
     for proc in procs:
         try:
             proc.kill()
@@ -84,8 +92,7 @@ class ProcessPool(Pool):
         # The executor keeps its worker processes in ``_processes`` (pid ->
         # Process) on every CPython since 3.2; there is no public way to stop
         # running tasks before 3.14's terminate_workers().
-        processes = dict(getattr(executor, "_processes", None) or {})
+        pids = list(getattr(executor, "_processes", None) or {})
         executor.shutdown(wait=False, cancel_futures=True)
-        for pid in processes:
-            kill_process_tree(pid)
+        kill_process_trees(pids)
         executor.shutdown(wait=True)

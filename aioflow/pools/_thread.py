@@ -1,17 +1,28 @@
-"""The ``thread`` pool: a `concurrent.futures.ThreadPoolExecutor` whose running tasks can be interrupted.
+"""The ``thread`` pool: an executor of daemon threads whose running tasks can be interrupted.
+
+Data flow: ``submit`` puts a work item on a queue and, when no thread is
+idle, starts a new one (up to ``max_workers``); a thread runs items until
+the executor shuts down. Idle threads are reused before new ones start.
 
 Threads cannot be killed. To stop a running task (timeout, cancellation,
 Ctrl-C), the pool raises `TaskInterrupted` inside the thread that runs it
 (``PyThreadState_SetAsyncExc``). Python code sees it at its next bytecode, so
 a task blocked inside one long C call (``time.sleep(3600)``, a blocking read)
 only stops when that call returns. The pool waits `INTERRUPT_GRACE` seconds
-for interrupted threads, then gives up on them with a warning naming the
+for interrupted tasks, then gives up on them with a warning naming the
 thread; use a process pool when tasks must be stoppable at any moment.
 
-Who owns what: ``_running`` (thread ident -> the owner of the task it runs)
-is guarded by ``_running_lock``; an interruption is only ever sent to a
-thread in that map, under the lock, and a thread leaving the map clears any
-pending one.
+Why our own executor rather than `concurrent.futures.ThreadPoolExecutor`:
+its threads are joined at interpreter exit, so one task stuck in a C call
+after an abort would keep the program from exiting after Ctrl-C. Ours are
+daemon threads: `ThreadPool.close` still waits for them, but an abandoned one
+never blocks exit.
+
+Who owns what: ``_running`` (thread ident -> owner of the task it runs) is
+guarded by the ``_running_changed`` condition; an interruption is only ever
+sent to a thread in that map, under its lock, and a thread leaving the map
+clears any pending one. ``_threads``, ``_shutdown`` and the queue's sentinel
+are guarded by ``_lock``.
 """
 
 from __future__ import annotations
@@ -19,16 +30,16 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import functools
+import itertools
 import logging
 import os
+import queue
 import threading
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .._errors import OptionError
 from ._base import Pool, PoolOptions
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 __all__ = ["INTERRUPT_GRACE", "TaskInterrupted", "ThreadPool"]
 
@@ -36,13 +47,13 @@ T = TypeVar("T")
 
 logger = logging.getLogger("aioflow.pools")
 
-#: Seconds to wait for interrupted threads to finish. Python-level code stops
+#: Seconds to wait for interrupted tasks to stop. Python-level code stops
 #: within microseconds; anything longer is stuck in a C call we cannot break.
 INTERRUPT_GRACE = 5.0
 
 
 class TaskInterrupted(BaseException):
-    """Raised inside a thread-pool task that the execution no longer waits for.
+    """Raised inside a thread-pool task that its execution no longer waits for.
 
     A `BaseException`, so that a task's ``except Exception`` does not swallow it.
     """
@@ -53,11 +64,108 @@ def _async_raise(ident: int, exc_type: type[BaseException] | None) -> None:
     set_async_exc(ctypes.c_ulong(ident), ctypes.py_object(exc_type) if exc_type else None)
 
 
-class _InterruptibleThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+_WorkItem = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+class _ThreadExecutor(concurrent.futures.Executor):
+    """A `concurrent.futures.Executor` of daemon threads, started on demand."""
+
+    _counter = itertools.count()
+
+    def __init__(
+        self,
+        max_workers: int,
+        thread_name_prefix: str = "aioflow-thread",
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
+        self._max_workers = max_workers
+        self._prefix = thread_name_prefix
+        self._initializer = initializer
+        self._initargs = initargs
+        self._queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._shutdown = False
+        self._broken: str | None = None
         self._running: dict[int, object] = {}
         self._running_changed = threading.Condition(threading.Lock())
+
+    # ------------------------------------------------------------ Executor API
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        with self._lock:
+            if self._broken:
+                raise concurrent.futures.BrokenExecutor(self._broken)
+            if self._shutdown:
+                msg = "cannot schedule new futures after shutdown"
+                raise RuntimeError(msg)
+            future: concurrent.futures.Future[T] = concurrent.futures.Future()
+            self._queue.put((future, fn, args, kwargs))
+            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
+                self._start_thread()
+            return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            if cancel_futures:
+                self._cancel_queued()
+            self._queue.put(None)  # each thread passes the sentinel on and exits
+            threads = list(self._threads)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    # ------------------------------------------------------------ internals
+
+    def start_all(self) -> None:
+        """Start every worker now (``scaling_workers=False``)."""
+        with self._lock:
+            while len(self._threads) < self._max_workers:
+                self._start_thread()
+
+    def _start_thread(self) -> None:
+        name = f"{self._prefix}_{next(self._counter)}"
+        thread = threading.Thread(target=self._work, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _cancel_queued(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item[0].cancel()
+
+    def _work(self) -> None:
+        if self._initializer is not None:
+            try:
+                self._initializer(*self._initargs)
+            except BaseException:
+                logger.exception("the thread pool's initializer failed")
+                with self._lock:
+                    self._broken = "a thread initializer failed; the pool is no longer usable"
+                    self._cancel_queued()
+                return
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._queue.put(None)
+                return
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del item, future, fn, args, kwargs
+            self._idle.release()
 
     def run_owned(self, owner: object, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn`` in this worker thread, recorded as ``owner``'s."""
@@ -73,7 +181,7 @@ class _InterruptibleThreadPoolExecutor(concurrent.futures.ThreadPoolExecutor):
                 self._running_changed.notify_all()
 
     def interrupt(self, owner: object | None = None) -> list[str]:
-        """Interrupt the running tasks of ``owner`` (all when None), wait for them.
+        """Interrupt the running tasks of ``owner`` (all when None) and wait for them.
 
         Returns the names of the threads still running one of them after
         `INTERRUPT_GRACE` seconds.
@@ -100,27 +208,27 @@ class ThreadPool(Pool):
             raise OptionError(
                 "context", "None for the 'thread' pool (start methods apply to process pools)", options.context
             )
+        unknown = set(options.extra) - {"initializer", "initargs", "thread_name_prefix"}
+        if unknown:
+            raise OptionError(
+                "pool_options", "a dict with keys among initializer, initargs, thread_name_prefix", options.extra
+            )
 
     def _create_executor(self) -> concurrent.futures.Executor:
         # The stdlib's default: enough threads for I/O-bound tasks without
         # oversubscribing small machines.
         max_workers = self.options.max_workers or min(32, (os.cpu_count() or 1) + 4)
-        executor = _InterruptibleThreadPoolExecutor(
-            max_workers=max_workers, thread_name_prefix="aioflow-thread", **self.options.extra
-        )
+        executor = _ThreadExecutor(max_workers=max_workers, **self.options.extra)
         if not self.options.scaling_workers:
-            # Start every thread now; by default the executor starts one per
-            # submission until max_workers, reusing idle threads first.
-            for _ in range(max_workers):
-                executor._adjust_thread_count()
+            executor.start_all()
         return executor
 
     def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
-        assert isinstance(executor, _InterruptibleThreadPoolExecutor)
+        assert isinstance(executor, _ThreadExecutor)
         return functools.partial(executor.run_owned, owner, fn)
 
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
-        assert isinstance(executor, _InterruptibleThreadPoolExecutor)
+        assert isinstance(executor, _ThreadExecutor)
         executor.shutdown(wait=False, cancel_futures=True)
         stuck = executor.interrupt()
         _warn_stuck(stuck)
@@ -129,7 +237,7 @@ class ThreadPool(Pool):
                 thread.join(INTERRUPT_GRACE)
 
     def _abort_owner(self, executor: concurrent.futures.Executor, owner: object) -> None:
-        assert isinstance(executor, _InterruptibleThreadPoolExecutor)
+        assert isinstance(executor, _ThreadExecutor)
         _warn_stuck(executor.interrupt(owner))
 
 

@@ -15,6 +15,8 @@ uvloop is used when it is installed, unless ``uvloop=False``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,7 +24,7 @@ from .._errors import MissingExtraError, OptionError
 from ._run import execute_graph_async
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable, Coroutine, Iterator
 
     from .._results import Results
 
@@ -62,6 +64,10 @@ def _run_in_helper_thread(
 ) -> T:
     outcome: dict[str, Any] = {}
     started = threading.Event()
+    # Set when the helper thread is completely done, cleanup included. Waiting
+    # on an Event survives a KeyboardInterrupt; Thread.join() does not (on 3.11
+    # an interrupted join marks the thread as stopped while it still runs).
+    done = threading.Event()
     handles: dict[str, Any] = {}
 
     async def main() -> T:
@@ -78,21 +84,47 @@ def _run_in_helper_thread(
             outcome["error"] = exc
         finally:
             started.set()
+            done.set()
 
     thread = threading.Thread(target=target, name="aioflow-sync", daemon=True)
-    thread.start()
-    try:
-        thread.join()
-    except KeyboardInterrupt:
-        started.wait()
-        loop, task = handles.get("loop"), handles.get("task")
-        if loop is not None and task is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(task.cancel)
-        thread.join()
-        raise
+    with _plain_sigint():
+        thread.start()
+        try:
+            done.wait()
+        except KeyboardInterrupt:
+            started.wait()
+            loop, task = handles.get("loop"), handles.get("task")
+            if loop is not None and task is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(task.cancel)
+            done.wait()
+            thread.join()
+            raise
+    thread.join()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def _plain_sigint() -> Iterator[None]:
+    """While the calling thread waits, Ctrl-C raises KeyboardInterrupt in it.
+
+    A running loop may have replaced the SIGINT handler (``asyncio.run`` does:
+    its handler only cancels the loop's main task, which is blocked here, so
+    the first Ctrl-C would do nothing). Only the main thread can change it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, signal.default_int_handler, None):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> Results:
