@@ -16,7 +16,9 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import select
 import signal
+import threading
 from typing import TYPE_CHECKING, Any
 
 from ._base import Pool
@@ -27,10 +29,38 @@ if TYPE_CHECKING:
 __all__ = ["ProcessPool", "kill_process_trees"]
 
 
-def _worker_initializer(user_initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
+def _worker_initializer(owner_pid: int, user_initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_owner, args=(owner_pid,), name="aioflow-parent-watch", daemon=True).start()
     if user_initializer is not None:
         user_initializer(*initargs)
+
+
+def _exit_with_owner(owner_pid: int) -> None:
+    """In a worker: when the pool's process dies (even by SIGKILL), stop the task's processes and exit.
+
+    Blocks on a pidfd of the owner (Linux), else on the multiprocessing parent
+    sentinel; no polling. The owner is not always our parent: forkserver
+    workers are children of the fork server. Without this, a worker in the
+    middle of a task would run on, orphaned, until its task ended.
+    """
+    try:
+        fd = os.pidfd_open(owner_pid)
+    except (AttributeError, OSError):
+        parent = multiprocessing.parent_process()
+        if parent is None:
+            return
+        parent.join()
+    else:
+        select.select([fd], [], [])
+    kill_process_trees([child.pid for child in _children()])
+    os._exit(1)
+
+
+def _children() -> list[Any]:
+    import psutil
+
+    return list(psutil.Process().children())
 
 
 def kill_process_trees(pids: list[int]) -> None:
@@ -74,7 +104,7 @@ class ProcessPool(Pool):
             max_workers=max_workers,
             mp_context=context,
             initializer=_worker_initializer,
-            initargs=(initializer, initargs),
+            initargs=(os.getpid(), initializer, initargs),
             **extra,
         )
         if not self.options.scaling_workers:

@@ -18,8 +18,8 @@ target node:
 - after the first firing, every delivery fires the node again.
 
 The inputs of one firing are, later entries winning: the start trigger, the
-required caches, the optional caches, the optional delivery; the node's
-default inputs lie underneath all of them.
+required caches (in link order), the optional caches (in link order), the
+optional delivery; the node's default inputs lie underneath all of them.
 
 Cost: a delivery is O(1) plus the size of the merged inputs, a completion is
 O(the node's out-links). Nothing rescans the graph.
@@ -111,6 +111,7 @@ class ExecutionState:
         self._required_in = analysis.required_in_count
         self._data_out = analysis.data_links_out
         self._error_out = analysis.error_links_out
+        self._links_in = analysis.links_in
         self._condition_values = analysis.condition_values
         self._nodes: dict[NodeId, _NodeState] = {}
         self.outputs: dict[NodeId, dict[Any, Any]] = {}
@@ -213,10 +214,19 @@ class ExecutionState:
         dynamic: dict[Any, Any] = {}
         if st.start is not None:
             dynamic.update(st.start)
-        for data in st.required_cache.values():
-            dynamic.update(data)
-        for data in st.optional_cache.values():
-            dynamic.update(data)
+        # Caches merge in link order (the order links are written), whatever
+        # order their data arrived in: the result must not depend on timing.
+        links_in = self._links_in[nid]
+        if st.required_cache:
+            for li in links_in:
+                data = st.required_cache.get(li)
+                if data is not None:
+                    dynamic.update(data)
+        if st.optional_cache:
+            for li in links_in:
+                data = st.optional_cache.get(li)
+                if data is not None:
+                    dynamic.update(data)
         if optional is not None:
             dynamic.update(optional)
         defaults = self.graph.nodes[nid].default_inputs
