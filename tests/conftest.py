@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -29,6 +30,13 @@ STDLIB_SINGLETONS = ("multiprocessing.forkserver", "multiprocessing.resource_tra
 
 # Generous: only a leak (or a deadlock) reaches it.
 LEAK_DEADLINE = 10.0
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test runs on the default asyncio loop and on uvloop."""
+    import uvloop
+
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(params=POOL_CONFIGS)
