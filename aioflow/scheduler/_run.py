@@ -280,10 +280,11 @@ class _Execution:
             with anyio.move_on_after(self.timeout) as deadline:
                 async with anyio.create_task_group() as tg:
                     self._task_group = tg
-                    try:
-                        self._start_all(self.state.start())
-                    except IterationLimitReached as exc:
-                        self._stop(exc)
+                    if self._stop_reason is None:  # on_event may already have failed
+                        try:
+                            self._start_all(self.state.start())
+                        except IterationLimitReached as exc:
+                            self._stop(exc)
             timed_out = deadline.cancelled_caught
         finally:
             if self._interrupted:

@@ -330,3 +330,17 @@ async def test_callback_error_stops_the_execution(execute: ExecuteFn) -> None:
 
     with pytest.raises(KeyError, match="from callback"):
         await execute(DIAMOND, on_event=callback)
+
+
+async def test_callback_failing_at_start_runs_nothing(execute: ExecuteFn) -> None:
+    """An on_event that fails on graph.started stops the execution before any node runs."""
+    ran: list[str] = []
+
+    def callback(event: aioflow.Event) -> None:
+        ran.append(event.kind)
+        if event.kind == "graph.started":
+            raise KeyError("refused")
+
+    with pytest.raises(KeyError, match="refused"):
+        await execute(DIAMOND, on_event=callback)
+    assert "node.started" not in ran
