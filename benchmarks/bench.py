@@ -1,0 +1,705 @@
+"""aioflow's performance targets, each checked as a ratio to a baseline measured in the same run.
+
+Every measurement runs in a fresh interpreter (`child.py`), is repeated
+(median of ``--repeats``), and is written as one JSON line to the results
+file; the end of the run prints a Markdown table: each figure, its baseline,
+the ratio, the target and PASS or MISS.
+
+    python benchmarks/bench.py                  # the full run (several minutes)
+    python benchmarks/bench.py --smoke          # every benchmark once, tiny sizes (CI)
+    python benchmarks/bench.py --only 'load'    # rows whose name matches a regex
+    python benchmarks/bench.py --profile chain:10000 --pool thread   # cProfile of one aioflow run
+    python benchmarks/bench.py --profile load:random:100000          # cProfile of load_graph
+
+The exit code is non-zero only when a measurement crashed, timed out or
+computed a wrong checksum, never for a missed target: shared machines are
+too noisy for that. See ``benchmarks/README.md`` and ``docs/performance.md``.
+"""
+
+# ruff: noqa: T201 - a command-line tool: printing is its output
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CHILD = HERE / "child.py"
+RESULTS_DIR = HERE / "results"
+
+sys.path.insert(0, str(HERE))
+
+import benchtasks  # needs the path above when run as a script
+
+#: Seconds a single measurement may take before its process group is killed.
+#: The slowest full-size measurement (the 100x100 lattice) takes about 30 s.
+DEFAULT_TIMEOUT = 600.0
+
+#: Fresh interpreters per side for the import-time figure (median).
+IMPORT_RUNS_FULL = 9
+IMPORT_RUNS_SMOKE = 3
+
+
+# --------------------------------------------------------------------- sizes
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The workload sizes of one mode (full or smoke)."""
+
+    load_chain: tuple[int, int, int]  # small, medium, large: each 10x the previous
+    load_random: tuple[int, int]  # medium, large
+    thread_chain: int
+    thread_fanout: int
+    lattice: tuple[int, int]  # width, depth
+    process_fanout: int
+    process_chain: int
+    cpu_tasks: int
+    cpu_task_s: float
+    rss_fanout: int
+
+
+FULL = Sizes(
+    load_chain=(1_000, 10_000, 100_000),
+    load_random=(10_000, 100_000),
+    thread_chain=10_000,
+    thread_fanout=10_000,
+    lattice=(100, 100),
+    process_fanout=1_000,
+    process_chain=1_000,
+    cpu_tasks=8,
+    cpu_task_s=0.25,
+    rss_fanout=10_000,
+)
+
+SMOKE = Sizes(
+    load_chain=(50, 500, 5_000),
+    load_random=(500, 5_000),
+    thread_chain=50,
+    thread_fanout=50,
+    lattice=(5, 5),
+    process_fanout=50,
+    process_chain=50,
+    cpu_tasks=2,
+    cpu_task_s=0.01,
+    rss_fanout=50,
+)
+
+
+# --------------------------------------------------------------- measurements
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One measurement: a child spec (run by `child.py`) or an interpreter start (``import``)."""
+
+    label: str
+    spec: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, label: str, **spec: Any) -> Measure:
+        return cls(label, tuple(sorted(spec.items())))
+
+    @property
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.spec)
+
+    @property
+    def key(self) -> str:
+        return json.dumps(self.as_dict, sort_keys=True)
+
+
+def load(workload: str) -> Measure:
+    return Measure.of(f"load_graph {workload}", kind="load", workload=workload)
+
+
+def toposort(workload: str) -> Measure:
+    return Measure.of(f"plain toposort {workload}", kind="toposort", workload=workload)
+
+
+def run(
+    engine: str, workload: str, pool: str, *, loop: str = "asyncio", cpu_iters: int = 0, warm: bool = False
+) -> Measure:
+    spec: dict[str, Any] = {"kind": "exec", "engine": engine, "workload": workload, "pool": pool, "workers": 2}
+    if warm:
+        spec["warm"] = True
+    if pool == "process":
+        spec["context"] = "fork"
+    if loop != "asyncio":
+        spec["loop"] = loop
+    if cpu_iters:
+        spec["cpu_iters"] = cpu_iters
+    if engine == "seq":
+        label = f"sequential {workload}"
+        spec.pop("workers")
+        spec.pop("context", None)
+        spec["pool"] = "none"
+    else:
+        name = "aioflow" if engine == "aioflow" else "raw floor"
+        label = f"{name} {pool} x2 {workload}" + (f" ({loop})" if loop != "asyncio" else "") + (" warm" if warm else "")
+    return Measure.of(label, **spec)
+
+
+def interpreter(module: str | None) -> Measure:
+    label = f"python -c 'import {module}'" if module else "python -c pass"
+    return Measure.of(label, kind="import", module=module)
+
+
+# ----------------------------------------------------------------------- rows
+
+
+@dataclass
+class Row:
+    """One line of the table: a figure, its baseline, and how they must compare.
+
+    ``compare`` is one of ``ratio`` (figure / baseline), ``speedup``
+    (baseline / figure), ``delta`` (figure - baseline, seconds) or
+    ``absolute`` (the figure alone); ``metric`` is what is read from the
+    records (``seconds`` or ``maxrss_mb``).
+    """
+
+    name: str
+    figure: Measure
+    baseline: Measure | None
+    compare: str
+    limit: float | None  # None: reported, no target
+    at_least: bool = False  # the target is a lower bound (speedups)
+    metric: str = "seconds"
+    note: str = ""
+    measures: list[Measure] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.measures = [m for m in (self.baseline, self.figure) if m is not None]
+
+
+def build_rows(sizes: Sizes, cpu_iters: int, *, uvloop: bool) -> list[Row]:
+    """The benchmark table, at the given sizes."""
+    small, medium, large = (f"chain:{n}" for n in sizes.load_chain)
+    rmed, rlarge = (f"random:{n}" for n in sizes.load_random)
+    rows = [
+        Row(f"load chain {_n(large)} / {_n(medium)}", load(large), load(medium), "ratio", 12.0),
+        Row(
+            "  reference: plain toposort of the same dicts",
+            toposort(large),
+            toposort(medium),
+            "ratio",
+            None,
+            note="what this machine does for linear Python code",
+        ),
+        Row(f"load chain {_n(medium)} / {_n(small)}", load(medium), load(small), "ratio", None, note="for reference"),
+        Row(f"load random DAG {_n(rlarge)} / {_n(rmed)}", load(rlarge), load(rmed), "ratio", 12.0),
+        Row(
+            "  reference: plain toposort of the same dicts",
+            toposort(rlarge),
+            toposort(rmed),
+            "ratio",
+            None,
+            note="what this machine does for linear Python code",
+        ),
+        Row(
+            f"load chain {_n(large)}, seconds",
+            load(large),
+            None,
+            "absolute",
+            2.0 if sizes is FULL else None,
+        ),
+    ]
+
+    thread_workloads = [
+        f"chain:{sizes.thread_chain}",
+        f"fanout:{sizes.thread_fanout}",
+        "lattice:{}x{}".format(*sizes.lattice),
+    ]
+    rows.extend(
+        Row(f"thread x2 {w}", run("aioflow", w, "thread"), run("raw", w, "thread"), "ratio", 1.3)
+        for w in thread_workloads
+    )
+    for w in (f"fanout:{sizes.process_fanout}", f"chain:{sizes.process_chain}"):
+        rows.append(Row(f"process x2 fork {w}", run("aioflow", w, "process"), run("raw", w, "process"), "ratio", 1.3))
+        rows.append(
+            Row(
+                f"  process x2 fork {w}, warm: a 1-node graph ran first",
+                run("aioflow", w, "process", warm=True),
+                run("raw", w, "process", warm=True),
+                "ratio",
+                None,
+                note="one-time costs left out",
+            )
+        )
+
+    cpu = f"cpufan:{sizes.cpu_tasks}"
+    seq = run("seq", cpu, "none", cpu_iters=cpu_iters)
+    rows.append(
+        Row(
+            f"cpu fan {sizes.cpu_tasks} x {sizes.cpu_task_s:g} s, process x2: speedup",
+            run("aioflow", cpu, "process", cpu_iters=cpu_iters),
+            seq,
+            "speedup",
+            1.5,
+            at_least=True,
+        )
+    )
+    rows.append(
+        Row(
+            "  the same, raw process floor: speedup",
+            run("raw", cpu, "process", cpu_iters=cpu_iters),
+            seq,
+            "speedup",
+            None,
+            at_least=True,
+            note="what this machine allows",
+        )
+    )
+
+    rows.append(
+        Row("import aioflow, seconds over bare start", interpreter("aioflow"), interpreter(None), "delta", 0.15)
+    )
+
+    rss = f"fanout:{sizes.rss_fanout}"
+    rows.append(
+        Row(
+            f"peak RSS thread x2 {rss}",
+            run("aioflow", rss, "thread"),
+            run("raw", rss, "thread"),
+            "ratio",
+            1.3,
+            metric="maxrss_mb",
+        )
+    )
+
+    if uvloop:
+        rows.extend(
+            Row(
+                f"thread x2 {w}, uvloop",
+                run("aioflow", w, "thread", loop="uvloop"),
+                run("raw", w, "thread", loop="uvloop"),
+                "ratio",
+                None,
+                note="uvloop on both sides",
+            )
+            for w in thread_workloads[:2]
+        )
+    return rows
+
+
+def _n(spec: str) -> str:
+    """``chain:100000`` -> ``100k``."""
+    n = int(spec.partition(":")[2])
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+# -------------------------------------------------------------------- running
+
+
+def child_env() -> dict[str, str]:
+    """The environment of measurement processes: ``benchmarks/`` on ``PYTHONPATH``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _run_process(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str, str, float]:
+    """Run a process in its own session; kill the whole group on timeout or when it leaves workers behind.
+
+    Returns:
+        ``(returncode or None on timeout, stdout, stderr, wall seconds)``.
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return None, out, err, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    left = _leftovers(proc.pid)
+    if left:
+        err += f"\n{left} process(es) of the run were still alive after it exited (killed)"
+        return 99, out, err, wall
+    return proc.returncode, out, err, wall
+
+
+def _leftovers(pgid: int) -> int:
+    """Kill the processes still in group ``pgid`` (workers a run left behind); return how many."""
+    import psutil
+
+    left = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid:
+                left.append(p)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    for p in left:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    return len(left)
+
+
+def measure_once(m: Measure, timeout: float) -> dict[str, Any]:
+    """Run one measurement in a fresh process and return its record."""
+    spec = m.as_dict
+    if spec["kind"] == "import":
+        code = f"import {spec['module']}" if spec["module"] else "pass"
+        # The same environment for both sides: only the import differs.
+        rc, out, err, wall = _run_process([sys.executable, "-c", code], dict(os.environ), timeout)
+        record: dict[str, Any] = {"status": "ok" if rc == 0 else "error", "seconds": wall}
+        if rc != 0:
+            record["error"] = "timeout" if rc is None else (err.strip().splitlines() or [f"exit {rc}"])[-1]
+        return record
+    rc, out, err, wall = _run_process([sys.executable, str(CHILD), json.dumps(spec)], child_env(), timeout)
+    record = {"status": "error", "wall_seconds": wall}
+    if rc is None:
+        record["status"] = "timeout"
+        record["error"] = f"no result within {timeout:g} s; process group killed"
+        return record
+    for line in out.splitlines():
+        if line.startswith("BENCHRESULT "):
+            record.update(json.loads(line[len("BENCHRESULT ") :]))
+            break
+    else:
+        record["error"] = f"exit code {rc}, no result line; stderr: {err.strip()[-1500:]}"
+    if rc != 0 and record["status"] == "ok":
+        record["status"] = "error"
+        record["error"] = f"exit code {rc}; stderr: {err.strip()[-1500:]}"
+    return record
+
+
+@dataclass
+class Collected:
+    """Every record of one measurement."""
+
+    measure: Measure
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def ok(self, name: str = "seconds") -> list[float]:
+        return [r[name] for r in self.records if r.get("status") == "ok" and name in r]
+
+    def median(self, name: str = "seconds") -> float | None:
+        values = self.ok(name)
+        return statistics.median(values) if values else None
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("status") != "ok"]
+
+
+def run_all(
+    rows: list[Row],
+    repeats: int,
+    import_runs: int,
+    timeout: float,
+    write: Callable[[dict[str, Any]], None],
+) -> dict[str, Collected]:
+    """Run every measurement of ``rows`` ``repeats`` times, interleaved, and record each run.
+
+    Repeat ``r`` of every measurement runs before repeat ``r+1`` of any, and a
+    row's baseline runs next to its figure, so that a slow phase of a noisy
+    machine hits both sides of a ratio alike.
+    """
+    collected: dict[str, Collected] = {}
+    order: list[Measure] = []
+    for row in rows:
+        for m in row.measures:
+            if m.key not in collected:
+                collected[m.key] = Collected(m)
+                order.append(m)
+    total = sum(import_runs if m.as_dict["kind"] == "import" else repeats for m in order)
+    done = 0
+    for rep in range(max(repeats, import_runs)):
+        for m in order:
+            n = import_runs if m.as_dict["kind"] == "import" else repeats
+            if rep >= n:
+                continue
+            record = measure_once(m, timeout)
+            done += 1
+            record = {"type": "measurement", "label": m.label, "spec": m.as_dict, "repeat": rep, **record}
+            collected[m.key].records.append(record)
+            write(record)
+            _progress(done, total, m, record)
+    return collected
+
+
+def _progress(done: int, total: int, m: Measure, record: dict[str, Any]) -> None:
+    if record.get("status") == "ok":
+        what = f"{record['seconds']:.4f} s"
+        if "maxrss_mb" in record:
+            what += f", {record['maxrss_mb']:.0f} MB"
+    else:
+        what = f"{record.get('status')}: {record.get('error', '')[:200]}"
+    print(f"[{done}/{total}] {m.label}: {what}", file=sys.stderr, flush=True)
+
+
+# -------------------------------------------------------------------- report
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "MB":
+        return f"{value:.1f} MB"
+    return f"{value:.3f} s" if value >= 0.1 else f"{value * 1000:.1f} ms"
+
+
+def evaluate(row: Row, collected: dict[str, Collected]) -> dict[str, Any]:
+    """The row's figure, baseline, ratio and verdict (PASS, MISS, INFO or ERROR)."""
+    unit = "MB" if row.metric == "maxrss_mb" else "s"
+    fig = collected[row.figure.key]
+    base = collected[row.baseline.key] if row.baseline else None
+    figure = fig.median(row.metric)
+    baseline = base.median(row.metric) if base else None
+    failed = bool(fig.failures or (base and base.failures))
+    value: float | None = None
+    if figure is not None and (row.baseline is None or baseline):
+        if row.compare == "ratio":
+            value = figure / baseline  # type: ignore[operator]
+        elif row.compare == "speedup":
+            value = baseline / figure  # type: ignore[operator]
+        elif row.compare == "delta":
+            value = figure - baseline  # type: ignore[operator]
+        else:
+            value = figure
+    if failed or value is None:
+        verdict = "ERROR"
+    elif row.limit is None:
+        verdict = "INFO"
+    elif row.at_least:
+        verdict = "PASS" if value >= row.limit else "MISS"
+    else:
+        verdict = "PASS" if value <= row.limit else "MISS"
+    if row.compare == "speedup":
+        shown, target = _x(value), (f">= {row.limit:g}x" if row.limit else "-")
+    elif row.compare == "delta":
+        shown = "-" if value is None else f"{value:+.3f} s"
+        target = f"<= {row.limit:g} s" if row.limit else "-"
+    elif row.compare == "absolute":
+        shown = "-"
+        target = f"< {row.limit:g} s" if row.limit else "-"
+    else:
+        shown, target = _x(value), (f"<= {row.limit:g}x" if row.limit else "-")
+    return {
+        "type": "row",
+        "name": row.name,
+        "figure_label": row.figure.label,
+        "figure": figure,
+        "baseline_label": row.baseline.label if row.baseline else None,
+        "baseline": baseline,
+        "compare": row.compare,
+        "value": value,
+        "limit": row.limit,
+        "at_least": row.at_least,
+        "metric": row.metric,
+        "verdict": verdict,
+        "cells": [
+            row.name,
+            f"{_fmt(figure, unit)} ({row.figure.label})",
+            f"{_fmt(baseline, unit)} ({row.baseline.label})" if row.baseline else "-",
+            shown,
+            target,
+            verdict + (f" ({row.note})" if row.note and verdict == "INFO" else ""),
+        ],
+    }
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def markdown(rows: Iterable[dict[str, Any]]) -> str:
+    """The results table in Markdown."""
+    lines = ["| benchmark | measured (median) | baseline (median, same run) | ratio | target | result |"]
+    lines.append("|---|---|---|---|---|---|")
+    lines.extend("| " + " | ".join(r["cells"]) + " |" for r in rows)
+    return "\n".join(lines)
+
+
+def details(collected: dict[str, Collected]) -> str:
+    """Every measurement: runs, median, min, max, and aioflow's share spent loading."""
+    lines = ["| measurement | ok runs | median | min | max | median load_graph part | median peak RSS |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for c in collected.values():
+        values = c.ok()
+        load_part = c.median("load_seconds")
+        rss = c.median("maxrss_mb")
+        lines.append(
+            f"| {c.measure.label} | {len(values)}/{len(c.records)} | {_fmt(c.median(), 's')} | "
+            f"{_fmt(min(values) if values else None, 's')} | {_fmt(max(values) if values else None, 's')} | "
+            f"{_fmt(load_part, 's') if load_part is not None else '-'} | "
+            f"{_fmt(rss, 'MB') if rss is not None else '-'} |"
+        )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------- profile
+
+
+def profile(target: str, pool: str, top: int, timeout: float, out: Path | None) -> int:
+    """Run one aioflow measurement under cProfile and print where the time goes."""
+    import pstats
+
+    if target.startswith("load:"):
+        spec: dict[str, Any] = {"kind": "load", "workload": target[len("load:") :]}
+    else:
+        spec = run("aioflow", target, pool).as_dict
+        if target.startswith("cpufan:"):
+            spec["cpu_iters"] = benchtasks.calibrate_cpu(0.25)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = out or Path(tmp) / "profile.prof"
+        spec["profile"] = str(path)
+        rc, stdout, stderr, _ = _run_process([sys.executable, str(CHILD), json.dumps(spec)], child_env(), timeout)
+        print(stdout.strip())
+        if rc != 0:
+            print(stderr, file=sys.stderr)
+            return 1
+        stats = pstats.Stats(str(path))
+        stats.strip_dirs()
+        print(f"\n## {target} ({pool}): top {top} by own time\n")
+        stats.sort_stats("tottime").print_stats(top)
+        print(f"\n## {target} ({pool}): top {top} by cumulative time\n")
+        stats.sort_stats("cumulative").print_stats(top)
+    return 0
+
+
+# ---------------------------------------------------------------------- main
+
+
+def _machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+    }
+    try:
+        info["git_commit"] = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "aioflow"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        info["aioflow_modified"] = bool(dirty.strip())
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="every benchmark once, at tiny sizes (for CI)")
+    p.add_argument("--repeats", type=int, default=None, help="runs per measurement (default 3; 1 with --smoke)")
+    p.add_argument("--import-runs", type=int, default=None, help="fresh interpreters per side for the import figure")
+    p.add_argument("--only", default=None, help="regex: keep the rows whose name matches")
+    p.add_argument("--no-uvloop", action="store_true", help="leave out the uvloop rows")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per measurement")
+    p.add_argument("--out", type=Path, default=None, help="results file (JSON lines)")
+    p.add_argument("--profile", metavar="WORKLOAD", help="cProfile one aioflow run: chain:10000, load:random:100000...")
+    p.add_argument("--pool", default="thread", choices=("thread", "process"), help="pool of --profile")
+    p.add_argument("--top", type=int, default=30, help="functions listed by --profile")
+    p.add_argument("--profile-out", type=Path, default=None, help="keep the .prof file of --profile here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks; return the exit code (1 when a measurement crashed)."""
+    args = parse_args(argv)
+    if args.profile:
+        return profile(args.profile, args.pool, args.top, args.timeout, args.profile_out)
+
+    sizes = SMOKE if args.smoke else FULL
+    repeats = args.repeats or (1 if args.smoke else 3)
+    import_runs = args.import_runs or (IMPORT_RUNS_SMOKE if args.smoke else IMPORT_RUNS_FULL)
+    mode = "smoke" if args.smoke else "full"
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out: Path = args.out or (RESULTS_DIR / ("smoke.jsonl" if args.smoke else f"bench-{stamp}.jsonl"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    t_start = time.perf_counter()
+    cpu_iters, cpu_s = benchtasks.calibrate_cpu(sizes.cpu_task_s)
+    try:
+        import uvloop  # noqa: F401 - only checks that it is installed
+    except ImportError:
+        have_uvloop = False
+    else:
+        have_uvloop = True
+    rows = build_rows(sizes, cpu_iters, uvloop=have_uvloop and not args.no_uvloop)
+    if args.only:
+        rows = [r for r in rows if re.search(args.only, r.name)]
+
+    header = {
+        "type": "run",
+        "mode": mode,
+        "started": stamp,
+        "repeats": repeats,
+        "import_runs": import_runs,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "cpu_iters": cpu_iters,
+        "cpu_task_s_measured": cpu_s,
+        **_machine(),
+    }
+    with out.open("w") as f:
+
+        def write(record: dict[str, Any]) -> None:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+        write(header)
+        print(
+            f"{mode} run: {len(rows)} rows, {repeats} repeat(s); cpu task {cpu_s:.3f} s = {cpu_iters} steps; "
+            f"results -> {out}",
+            file=sys.stderr,
+            flush=True,
+        )
+        collected = run_all(rows, repeats, import_runs, args.timeout, write)
+        evaluated = [evaluate(row, collected) for row in rows]
+        for row_record in evaluated:
+            write({k: v for k, v in row_record.items() if k != "cells"})
+        elapsed = time.perf_counter() - t_start
+        write({"type": "end", "seconds": elapsed, "loadavg_end": os.getloadavg()})
+
+    failures = [r for c in collected.values() for r in c.failures]
+    table = markdown(evaluated)
+    report = (
+        f"## aioflow benchmarks ({mode}, median of {repeats}; import: median of {import_runs})\n\n"
+        f"{table}\n\n### Every measurement\n\n{details(collected)}\n"
+    )
+    out.with_suffix(".md").write_text(report)
+    print(report)
+    print(f"{mode} run took {elapsed:.0f} s; records in {out}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} measurement(s) failed:", file=sys.stderr)
+        for r in failures:
+            print(f"  {r['label']} (repeat {r['repeat']}): {r.get('status')}: {r.get('error', '')}", file=sys.stderr)
+            if r.get("traceback"):
+                print("    " + r["traceback"].replace("\n", "\n    "), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Run ONE measurement in this fresh process and print it as one ``BENCHRESULT {json}`` line.
+
+``bench.py`` starts this module once per measurement, with the measurement
+as a JSON argument::
+
+    python benchmarks/child.py '{"kind": "exec", "engine": "raw", "workload": "chain:1000", "pool": "thread"}'
+
+Kinds:
+
+- ``load``: time ``aioflow.load_graph(graph_dict)`` (which validates the graph
+  and runs its analysis) on workload ``workload``;
+- ``toposort``: time a plain-Python topological sort of the same dict
+  (`workloads.plan`), a reference for what linear code costs at each size;
+- ``exec``: run workload ``workload`` once with ``engine``:
+
+  - ``aioflow``: ``aioflow.load_graph`` then ``aioflow.execute_graph`` on
+    ``pool`` (``thread`` or ``process``) with ``workers`` workers, start
+    method ``context``, on the default asyncio loop or uvloop (``loop``);
+  - ``raw``: the floor: one asyncio task per node, awaiting its predecessors'
+    tasks, then ``loop.run_in_executor`` on a ``ThreadPoolExecutor`` or
+    ``ProcessPoolExecutor`` created (and shut down) inside the timed call;
+  - ``seq``: plain function calls in topological order.
+
+  With ``"warm": true``, the engine first runs a one-node graph the same
+  way, before the clock starts, so that one-time costs (lazy imports, the
+  first pool start) are left out.
+
+The graph dict is built before the clock starts, in every engine, so that
+each process holds the same input; only the engine's own work is timed. The
+printed record has ``seconds`` (the timed call), ``checksum_ok``, and
+``maxrss_mb`` (``ru_maxrss`` of this process at the end: the thread pool
+runs in this process, so it is the peak of the whole run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+import workloads  # needs the path above when run as a script
+
+_T_START = time.perf_counter()
+
+
+def _maxrss_mb() -> float:
+    # Linux reports kilobytes (macOS bytes; the benchmark targets Linux).
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _avoid_async_exc_clear_hang() -> None:
+    """Let the thread pool run under a profiler (known issue, reported).
+
+    On CPython 3.11, ``PyThreadState_SetAsyncExc(ident, NULL)`` (clearing a
+    pending interruption) leaves the interpreter's "async exception pending"
+    signal set; with a profile or trace function installed in the main
+    thread, the event loop then spins and never sees a finished task.
+    aioflow's thread pool clears after every task, so a profiled
+    thread-pool run never ends. Profiling only: drop the clear calls (no
+    interruption is ever sent in a benchmark run).
+    """
+    try:
+        from aioflow.pools import _thread
+    except ImportError:
+        return
+    original = getattr(_thread, "_async_raise", None)
+    if original is None:
+        return
+
+    def raise_only(ident: int, exc_type: type[BaseException] | None) -> None:
+        if exc_type is not None:
+            original(ident, exc_type)
+
+    _thread._async_raise = raise_only
+
+
+def _profiled(spec: dict[str, Any], fn: Callable[[], Any]) -> Any:
+    """Call ``fn``, under cProfile when ``spec["profile"]`` names an output file."""
+    path = spec.get("profile")
+    if not path:
+        return fn()
+    import cProfile
+
+    _avoid_async_exc_clear_hang()
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(fn)
+    finally:
+        profiler.dump_stats(path)
+
+
+def measure_load(spec: dict[str, Any], out: dict[str, Any]) -> None:
+    """Time ``aioflow.load_graph`` on a graph dict, analysis included."""
+    import aioflow
+
+    work = workloads.make(spec["workload"])
+    out.update(n_nodes=work.n_nodes, n_links=work.n_links)
+
+    def load() -> Any:
+        graph = aioflow.load_graph(work.graph)
+        # The analysis runs when the Graph is built; touch it anyway, so that
+        # a lazier implementation would still be timed in full.
+        return len(graph.analysis.order), len(graph.start_nodes), len(graph.end_nodes)
+
+    t0 = time.perf_counter()
+    n_order, _, n_end = _profiled(spec, load)
+    out["seconds"] = time.perf_counter() - t0
+    out["checksum_ok"] = n_order == work.n_nodes and n_end == len(work.sinks)
+
+
+def measure_toposort(spec: dict[str, Any], out: dict[str, Any]) -> None:
+    """Time `workloads.plan` (Kahn's algorithm over the same dict): linear Python code, for reference."""
+    work = workloads.make(spec["workload"])
+    out.update(n_nodes=work.n_nodes, n_links=work.n_links)
+    t0 = time.perf_counter()
+    steps = _profiled(spec, lambda: workloads.plan(work.graph))
+    out["seconds"] = time.perf_counter() - t0
+    out["checksum_ok"] = len(steps) == work.n_nodes
+
+
+def _raw_floor(steps: list[workloads.PlanStep], sinks: list[str], spec: dict[str, Any]) -> int:
+    import asyncio
+    import functools
+    import multiprocessing
+    from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+    import benchtasks
+
+    workers = spec.get("workers", 2)
+
+    async def run_graph() -> int:
+        loop = asyncio.get_running_loop()
+        executor: Executor
+        if spec["pool"] == "thread":
+            executor = ThreadPoolExecutor(max_workers=workers)
+        else:
+            context = multiprocessing.get_context(spec.get("context") or "fork")
+            executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        with executor:
+            tasks: dict[str, asyncio.Future[Any]] = {}
+
+            async def one(step: workloads.PlanStep, upstream: list[asyncio.Future[Any]]) -> Any:
+                if upstream:
+                    await asyncio.gather(*upstream)
+                kwargs = dict(step.static)
+                for (_, name), task in zip(step.preds, upstream, strict=True):
+                    kwargs[name] = task.result()
+                fn = functools.partial(getattr(benchtasks, step.func), **kwargs)
+                return await loop.run_in_executor(executor, fn)
+
+            for step in steps:
+                tasks[step.node_id] = asyncio.ensure_future(  # noqa: RUF006 - kept in tasks
+                    one(step, [tasks[s] for s, _ in step.preds])
+                )
+            await asyncio.gather(*tasks.values())
+            return sum(tasks[s].result() for s in sinks)
+
+    if spec.get("loop") == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(run_graph())
+    return asyncio.run(run_graph())
+
+
+def _sequential(steps: list[workloads.PlanStep], sinks: list[str]) -> int:
+    import benchtasks
+
+    results: dict[str, Any] = {}
+    for step in steps:
+        kwargs = dict(step.static)
+        for source, name in step.preds:
+            kwargs[name] = results[source]
+        results[step.node_id] = getattr(benchtasks, step.func)(**kwargs)
+    return sum(results[s] for s in sinks)
+
+
+def measure_exec(spec: dict[str, Any], out: dict[str, Any]) -> None:
+    """Run one workload once with one engine."""
+    work = workloads.make(spec["workload"], cpu_iters=spec.get("cpu_iters", 0))
+    out.update(n_nodes=work.n_nodes, n_links=work.n_links)
+    engine = spec["engine"]
+    if engine == "aioflow":
+        # The task module is imported before the clock starts, as for the floor.
+        import benchtasks
+
+        import aioflow
+
+        if spec.get("loop") == "uvloop":
+            import uvloop  # imported before the clock starts, as for the floor
+
+        options = {
+            "pool_type": spec["pool"],
+            "max_workers": spec.get("workers", 2),
+            "context": spec.get("context"),
+            "uvloop": spec.get("loop") == "uvloop",
+            "merge_outputs": False,
+        }
+        timings: dict[str, float] = {}
+        if spec.get("warm"):
+            # One-time costs (lazy imports, first pool start) paid before the clock.
+            aioflow.execute_graph(workloads.make("chain:1").graph, **options)
+
+        def run() -> Any:
+            t0 = time.perf_counter()
+            graph = aioflow.load_graph(work.graph)
+            timings["load_seconds"] = time.perf_counter() - t0
+            return aioflow.execute_graph(graph, **options)
+
+        t0 = time.perf_counter()
+        results = _profiled(spec, run)
+        out["seconds"] = time.perf_counter() - t0
+        out.update(timings)
+        checksum = sum(results[s]["return_value"] for s in work.sinks)
+    else:
+        steps = workloads.plan(work.graph)
+        # Every module the engine needs is imported before the clock starts
+        # (aioflow's are, by "import aioflow"): only the run is timed.
+        import benchtasks  # noqa: F401
+
+        if engine == "raw":
+            import asyncio  # noqa: F401
+            import concurrent.futures  # noqa: F401
+            import multiprocessing  # noqa: F401
+
+            if spec.get("loop") == "uvloop":
+                import uvloop  # noqa: F401
+            if spec.get("warm"):
+                one = workloads.make("chain:1")
+                _raw_floor(workloads.plan(one.graph), one.sinks, spec)
+            t0 = time.perf_counter()
+            checksum = _profiled(spec, lambda: _raw_floor(steps, work.sinks, spec))
+        elif engine == "seq":
+            t0 = time.perf_counter()
+            checksum = _profiled(spec, lambda: _sequential(steps, work.sinks))
+        else:
+            msg = f"unknown engine {engine!r} (expected aioflow, raw or seq)"
+            raise ValueError(msg)
+        out["seconds"] = time.perf_counter() - t0
+    out["checksum_ok"] = checksum == work.checksum
+    if not out["checksum_ok"]:
+        out["error"] = f"checksum {checksum} != expected {work.checksum}"
+
+
+def main(argv: list[str]) -> int:
+    """Run the measurement given as JSON in ``argv[0]``; print its record.
+
+    Returns:
+        The exit code: 0 when the measurement ran and its checksum held.
+    """
+    spec = json.loads(argv[0])
+    out: dict[str, Any] = {"status": "error"}
+    try:
+        if spec["kind"] == "load":
+            measure_load(spec, out)
+        elif spec["kind"] == "exec":
+            measure_exec(spec, out)
+        elif spec["kind"] == "toposort":
+            measure_toposort(spec, out)
+        else:
+            msg = f"unknown kind {spec['kind']!r}"
+            raise ValueError(msg)
+        out["status"] = "ok" if out.get("checksum_ok") else "error"
+    except BaseException as exc:  # report every failure as a record; the driver decides
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        out["traceback"] = traceback.format_exc()[-3000:]
+    out["maxrss_mb"] = _maxrss_mb()
+    out["process_seconds"] = time.perf_counter() - _T_START
+    sys.stdout.flush()
+    print("BENCHRESULT " + json.dumps(out), flush=True)  # noqa: T201 - the protocol with bench.py
+    return 0 if out["status"] == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
