@@ -90,6 +90,7 @@ class _ThreadExecutor(concurrent.futures.Executor):
         self._shutdown = False
         self._broken: str | None = None
         self._running: dict[int, object] = {}
+        self._interrupted: set[int] = set()  # threads sent a TaskInterrupted
         self._running_changed = threading.Condition(threading.Lock())
 
     # ------------------------------------------------------------ Executor API
@@ -177,7 +178,12 @@ class _ThreadExecutor(concurrent.futures.Executor):
         finally:
             with self._running_changed:
                 self._running.pop(ident, None)
-                _async_raise(ident, None)  # clear an interruption that came too late
+                if ident in self._interrupted:
+                    # Clear an interruption that arrived after the task ended.
+                    # Only then: clearing is not free (and, with a profiler or
+                    # tracer installed, not harmless) on the normal path.
+                    self._interrupted.discard(ident)
+                    _async_raise(ident, None)
                 self._running_changed.notify_all()
 
     def interrupt(self, owner: object | None = None) -> list[str]:
@@ -192,6 +198,7 @@ class _ThreadExecutor(concurrent.futures.Executor):
 
         with self._running_changed:
             for ident in busy():
+                self._interrupted.add(ident)
                 _async_raise(ident, TaskInterrupted)
             self._running_changed.wait_for(lambda: not busy(), timeout=INTERRUPT_GRACE)
             stuck = busy()
