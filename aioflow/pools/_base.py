@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -108,6 +109,10 @@ class Pool(abc.ABC):
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
         """Stop every running task of ``executor`` and shut it down. Blocking."""
 
+    def _default_max_workers(self) -> int:
+        """The number of workers when ``max_workers`` is not given."""
+        return os.cpu_count() or 1
+
     def _abort_owner(self, executor: concurrent.futures.Executor, owner: object) -> None:
         """Stop the running tasks of one owner while others keep theirs. Blocking.
 
@@ -142,6 +147,11 @@ class Pool(abc.ABC):
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def capacity(self) -> int:
+        """How many tasks the pool runs at once: ``max_workers``, or the pool's default."""
+        return self.options.max_workers or self._default_max_workers()
 
     def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
         """Wrap ``fn``, to be submitted to ``executor``, so the pool knows whose call it runs."""

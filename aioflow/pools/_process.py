@@ -98,8 +98,8 @@ class ProcessPool(Pool):
         initializer = extra.pop("initializer", None)
         initargs = tuple(extra.pop("initargs", ()))
         context = multiprocessing.get_context(self.options.context)
-        # The stdlib's default: one worker per CPU.
-        max_workers = self.options.max_workers or os.cpu_count() or 1
+        # Default (Pool._default_max_workers): one worker per CPU, as the stdlib.
+        max_workers = self.capacity
         executor = concurrent.futures.ProcessPoolExecutor(
             max_workers=max_workers,
             mp_context=context,

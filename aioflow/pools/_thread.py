@@ -221,10 +221,13 @@ class ThreadPool(Pool):
                 "pool_options", "a dict with keys among initializer, initargs, thread_name_prefix", options.extra
             )
 
-    def _create_executor(self) -> concurrent.futures.Executor:
+    def _default_max_workers(self) -> int:
         # The stdlib's default: enough threads for I/O-bound tasks without
         # oversubscribing small machines.
-        max_workers = self.options.max_workers or min(32, (os.cpu_count() or 1) + 4)
+        return min(32, (os.cpu_count() or 1) + 4)
+
+    def _create_executor(self) -> concurrent.futures.Executor:
+        max_workers = self.capacity
         executor = _ThreadExecutor(max_workers=max_workers, **self.options.extra)
         if not self.options.scaling_workers:
             executor.start_all()

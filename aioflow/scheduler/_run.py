@@ -2,11 +2,13 @@
 
 Actors:
 
-- the *driver* (`_Execution.run`): opens a task group, starts one task per
-  start firing, waits for the group to drain;
-- one *firing task* per node execution (`_Execution.execute`): offloads the
-  task call with ``loop.run_in_executor`` onto the pool, then hands the outcome
-  to the state machine and starts a task for every firing it unlocks.
+- the *driver* (`_Execution._drive`), one task in the execution's task
+  group: it offloads every ready firing with ``loop.run_in_executor`` onto the
+  pool (at most a window of them at once), then awaits completions;
+- the executor's *done-callbacks* (`_Execution._on_done`), run by the event
+  loop when a call finishes: they queue the finished future and wake the
+  driver, which hands the outcomes to the state machine and submits the
+  firings they unlock.
 
 Every decision (what is ready, with which inputs) is made by the synchronous
 `ExecutionState`; this module only awaits. All state is touched from the
@@ -14,9 +16,10 @@ event loop's thread only.
 
 Stopping: a failed node (with ``raise_on_error``), an exceeded loop limit, a
 timeout, or a cancellation from outside (Ctrl-C included) cancels the task
-group. Tasks that were running in the pool are then stopped by `Pool.aabort`
-(workers killed, threads interrupted), shielded from cancellation, before the
-error is raised. A pool opened here is closed here, in every outcome.
+group. Calls still in the pool are then cancelled (queued ones) or stopped by
+`Pool.aabort` (running ones: workers killed, threads interrupted), shielded
+from cancellation, before the error is raised. A pool opened here is closed
+here, in every outcome.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import importlib.util
-import itertools
 import logging
 import math
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -55,6 +58,12 @@ if TYPE_CHECKING:
 __all__ = ["execute_graph_async", "preflight"]
 
 logger = logging.getLogger("aioflow")
+
+# The driver keeps at most this many calls per worker in the pool at once
+# (and at least _MIN_WINDOW): enough to keep workers fed between two wake-ups
+# of the loop, few enough to bound memory on wide fans.
+_WINDOW_PER_WORKER = 8
+_MIN_WINDOW = 32
 
 # Task types that need ewokscore (the ``ewoks`` extra) to run.
 _EWOKS_TASK_TYPES = ("class", "generated", "notebook")
@@ -220,7 +229,14 @@ class _NodeFailed:
 
 
 class _Execution:
-    """One run of one graph on one pool. Used once."""
+    """One run of one graph on one pool. Used once.
+
+    The driver keeps a bounded window of firings in the pool (`_window`); the
+    firings the state machine unlocked beyond it wait in `_ready`. A finished
+    call's done-callback queues its future in `_completed` and wakes the
+    driver, which hands every completed call to the state machine in one go
+    and tops the window up. No task per firing, no polling.
+    """
 
     def __init__(
         self,
@@ -243,8 +259,11 @@ class _Execution:
         self.state = ExecutionState(graph, max_iterations=max_iterations, start_inputs=startargs)
         self._task_group: anyio.abc.TaskGroup | None = None
         self._pool: Pool | None = None
-        self._running: dict[int, Firing] = {}
-        self._keys = itertools.count()
+        self._ready: deque[Firing] = deque()
+        self._inflight: dict[asyncio.Future[Any], tuple[Firing, concurrent.futures.Executor]] = {}
+        self._completed: deque[asyncio.Future[Any]] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._window = 0
         self._interrupted: list[NodeId] = []
         # The first reason the execution stops early (it is raised at the end).
         self._stop_reason: BaseException | _NodeFailed | None = None
@@ -267,13 +286,12 @@ class _Execution:
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
 
-    def _start_all(self, firings: list[Firing]) -> None:
-        assert self._task_group is not None
-        for firing in firings:
-            self._task_group.start_soon(self.execute, firing)
-
     async def run(self, pool: Pool) -> Results:
         self._pool = pool
+        # Enough calls in the pool to keep every worker busy while the loop
+        # hands out the next ones; few enough that a 10,000-wide fan does not
+        # hold 10,000 queued calls.
+        self._window = max(_MIN_WINDOW, _WINDOW_PER_WORKER * pool.capacity)
         self._emit("graph.started", total=len(self.graph.nodes))
         timed_out = False
         try:
@@ -281,14 +299,16 @@ class _Execution:
                 async with anyio.create_task_group() as tg:
                     self._task_group = tg
                     if self._stop_reason is None:  # on_event may already have failed
-                        try:
-                            self._start_all(self.state.start())
-                        except IterationLimitReached as exc:
-                            self._stop(exc)
+                        tg.start_soon(self._drive)
             timed_out = deadline.cancelled_caught
         finally:
-            if self._interrupted:
-                # Tasks we stopped waiting for may still be running in the pool.
+            if self._inflight:
+                # Calls we stopped waiting for: cancel the queued ones, stop the running ones.
+                self._interrupted = [firing.node_id for firing, _ in self._inflight.values()]
+                for future in self._inflight:
+                    future.cancel()
+                    pool.leave(self)
+                self._inflight.clear()
                 with anyio.CancelScope(shield=True):
                     await pool.aabort(self)
         self._emit("graph.finished")
@@ -311,39 +331,79 @@ class _Execution:
             logger.warning("graph %r: node %r failed: %s: %s", graph_id, nid, type(error).__name__, error)
         return results
 
-    async def execute(self, firing: Firing) -> None:
-        """Run one firing in the pool, then start what it unlocks."""
-        node = self.graph.nodes[firing.node_id]
-        call = TaskCall(firing.node_id, node.label, node.task_type, node.task_identifier, firing.inputs)
-        key = next(self._keys)
-        self._running[key] = firing
+    # ------------------------------------------------------------------ the driver
+
+    async def _drive(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._ready.extend(self.state.start())
+        except IterationLimitReached as exc:
+            self._stop(exc)
+            return
+        while True:
+            self._submit_ready(loop)
+            if not self._inflight:
+                return  # nothing runs and nothing is ready: the execution is over
+            if not self._completed:
+                self._wakeup = loop.create_future()
+                await self._wakeup
+            while self._completed:
+                self._finish(self._completed.popleft())
+                if self._stop_reason is not None:
+                    return
+
+    def _on_done(self, future: asyncio.Future[Any]) -> None:
+        self._completed.append(future)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def _submit_ready(self, loop: asyncio.AbstractEventLoop) -> None:
         pool = self._pool
         assert pool is not None
-        loop = asyncio.get_running_loop()
-        self._emit("node.started", firing.node_id, firing.number)
-        try:
-            executor = pool.executor
-            pool.enter(self)
+        while self._ready and len(self._inflight) < self._window and self._stop_reason is None:
+            firing = self._ready.popleft()
+            node = self.graph.nodes[firing.node_id]
+            call = TaskCall(firing.node_id, node.label, node.task_type, node.task_identifier, firing.inputs)
+            self._emit("node.started", firing.node_id, firing.number)
             try:
-                outputs = await loop.run_in_executor(executor, pool.bind(executor, self, run_task), call)
-            except anyio.get_cancelled_exc_class():
-                self._interrupted.append(firing.node_id)
-                raise
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # the task's failure, SystemExit included
-                error = self._translate(exc, firing, executor)
-                self._after_failure(firing, error)
-            else:
-                self._after_success(firing, outputs)
-            finally:
-                pool.leave(self)
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception as exc:  # a bug or a failing callback: stop and raise it
+                executor = pool.executor
+                future = loop.run_in_executor(executor, pool.bind(executor, self, run_task), call)
+            except Exception as exc:  # the pool refused the call (closed, broken)
+                self._fail(firing, exc)
+                continue
+            pool.enter(self)
+            self._inflight[future] = (firing, executor)
+            future.add_done_callback(self._on_done)
+
+    def _finish(self, future: asyncio.Future[Any]) -> None:
+        entry = self._inflight.pop(future, None)
+        if entry is None:
+            return  # cancelled by run()'s cleanup
+        firing, executor = entry
+        assert self._pool is not None
+        self._pool.leave(self)
+        error = future.exception()
+        if error is not None:
+            self._fail(firing, self._translate(error, firing, executor))
+            return
+        self._emit("node.finished", firing.node_id, firing.number)
+        try:
+            self._ready.extend(self.state.succeeded(firing, future.result()))
+        except IterationLimitReached as exc:
             self._stop(exc)
-        finally:
-            del self._running[key]
+
+    def _fail(self, firing: Firing, error: BaseException) -> None:
+        self._emit("node.failed", firing.node_id, firing.number, error=error)
+        try:
+            nxt = self.state.failed(firing, error)
+        except IterationLimitReached as exc:
+            self._stop(exc)
+            return
+        if firing.node_id in self.state.errors and self.raise_on_error:
+            self._stop(_NodeFailed(firing.node_id, error))
+            return
+        self._ready.extend(nxt)
 
     def _translate(self, exc: BaseException, firing: Firing, executor: concurrent.futures.Executor) -> BaseException:
         if isinstance(exc, concurrent.futures.BrokenExecutor) and not isinstance(exc, WorkerLostError):
@@ -357,24 +417,3 @@ class _Execution:
             lost.__cause__ = exc
             return lost
         return exc
-
-    def _after_success(self, firing: Firing, outputs: Any) -> None:
-        self._emit("node.finished", firing.node_id, firing.number)
-        try:
-            nxt = self.state.succeeded(firing, outputs)
-        except IterationLimitReached as exc:
-            self._stop(exc)
-            return
-        self._start_all(nxt)
-
-    def _after_failure(self, firing: Firing, error: BaseException) -> None:
-        self._emit("node.failed", firing.node_id, firing.number, error=error)
-        try:
-            nxt = self.state.failed(firing, error)
-        except IterationLimitReached as exc:
-            self._stop(exc)
-            return
-        if firing.node_id in self.state.errors and self.raise_on_error:
-            self._stop(_NodeFailed(firing.node_id, error))
-            return
-        self._start_all(nxt)
