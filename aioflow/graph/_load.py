@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import gc
 import json
 import logging
 import os
@@ -57,6 +58,7 @@ _LINK_KEYS = {
     "required", "cache_if_optional", "sub_source", "sub_target", "sub_target_attributes",
 }  # fmt: skip
 _LINK_LISTS = ("data_mapping", "conditions")
+_SUB_KEYS = frozenset(("sub_source", "sub_target", "sub_target_attributes"))
 _SUPPORTED_SCHEMAS = ("1.0", "1.1", "1.2")
 _REFUSED_SCHEMAS = ("0.0", "0.0.1")
 # A graph that includes itself through subgraphs would never finish expanding.
@@ -97,6 +99,25 @@ def load_graph(
         GraphError: the source cannot be read, or the graph is not valid. The
             message lists every problem found.
     """
+    # Loading allocates millions of small containers and frees almost none:
+    # the cyclic garbage collector would rescan them again and again (most of
+    # the time on large graphs) and find nothing to collect.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _load_graph(source, inputs, representation, root_dir, root_module)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _load_graph(
+    source: Any,
+    inputs: Sequence[Mapping[str, Any]] | None,
+    representation: str | None,
+    root_dir: str | os.PathLike[str] | None,
+    root_module: str | None,
+) -> Graph:
     base_dir = _base_dir(root_dir, root_module)
     if isinstance(source, Graph):
         graph = source
@@ -728,6 +749,10 @@ class _Loader:
         flat: _Flat,
         where: str,
     ) -> None:
+        if not subs and not (link.keys() & _SUB_KEYS):
+            # No subgraph at this level: the link is final as it is.
+            flat.links.append(link)
+            return
         here = _At(where, "link", link["source"], link["target"])
         sources = self.resolve_endpoint(link, "source", level, subs, here)
         targets = self.resolve_endpoint(link, "target", level, subs, here)
@@ -804,10 +829,10 @@ class _Loader:
         merged: dict[tuple[NodeId, NodeId], dict[str, Any]] = {}
         for link in links:
             key = (link["source"], link["target"])
-            if key not in merged:
-                merged[key] = {k: (list(v) if k in _LINK_LISTS and v is not None else v) for k, v in link.items()}
+            into = merged.get(key)
+            if into is None:
+                merged[key] = link  # our own dict; its lists are only replaced, never extended
                 continue
-            into = merged[key]
             for attr, value in link.items():
                 if attr in _LINK_LISTS:
                     into[attr] = list(into.get(attr) or []) + list(value or [])
@@ -898,29 +923,44 @@ class _Loader:
         )
 
     def build_link(self, attrs: dict[str, Any]) -> Link:
-        here = _At("", "link", attrs["source"], attrs["target"])
-        mapping = attrs.get("data_mapping") or []
-        conditions = attrs.get("conditions") or []
-        if attrs.get("map_all_data") and mapping:
-            self.problem(here, "'map_all_data' and 'data_mapping' cannot be used together")
-        if attrs.get("on_error") and conditions:
-            self.problem(here, "'on_error' and 'conditions' cannot be used together")
-        # One link listing the same source_output twice: the last entry wins (spec §3.3).
-        by_name: dict[Any, Any] = {}
-        for c in conditions:
-            by_name.pop(c["source_output"], None)
-            by_name[c["source_output"]] = c["value"]
-        other = {k: _copy_structure(v) for k, v in attrs.items() if k not in _LINK_KEYS}
+        # The hot path of loading (once per link): no work for absent attributes.
+        get = attrs.get
+        mapping = get("data_mapping")
+        conditions = get("conditions")
+        map_all_data = bool(get("map_all_data", False))
+        on_error = bool(get("on_error", False))
+        if map_all_data and mapping:
+            self.problem(
+                _At("", "link", attrs["source"], attrs["target"]),
+                "'map_all_data' and 'data_mapping' cannot be used together",
+            )
+        if on_error and conditions:
+            self.problem(
+                _At("", "link", attrs["source"], attrs["target"]), "'on_error' and 'conditions' cannot be used together"
+            )
+        condition_items: tuple[tuple[Any, Any], ...] = ()
+        if conditions:
+            # One link listing the same source_output twice: the last entry wins (spec §3.3).
+            by_name: dict[Any, Any] = {}
+            for c in conditions:
+                by_name.pop(c["source_output"], None)
+                by_name[c["source_output"]] = c["value"]
+            condition_items = tuple((k, _copy_structure(v)) for k, v in by_name.items())
+        other = (
+            {}
+            if attrs.keys() <= _LINK_KEYS
+            else {k: _copy_structure(v) for k, v in attrs.items() if k not in _LINK_KEYS}
+        )
         return Link(
-            source=attrs["source"],
-            target=attrs["target"],
-            data_mapping=tuple((m["source_output"], m["target_input"]) for m in mapping),
-            map_all_data=bool(attrs.get("map_all_data", False)),
-            conditions=tuple((k, _copy_structure(v)) for k, v in by_name.items()),
-            on_error=bool(attrs.get("on_error", False)),
-            required=attrs.get("required"),
-            cache_if_optional=bool(attrs.get("cache_if_optional", False)),
-            attributes=other,
+            attrs["source"],
+            attrs["target"],
+            tuple([(m["source_output"], m["target_input"]) for m in mapping]) if mapping else (),
+            map_all_data,
+            condition_items,
+            on_error,
+            get("required"),
+            bool(get("cache_if_optional", False)),
+            other,
         )
 
     def check_input_conflicts(self, graph: Graph) -> None:

@@ -25,7 +25,7 @@ NodeId = str | int | tuple[Any, ...]
 TASK_TYPES = ("class", "method", "ppfmethod", "ppfport", "script", "notebook", "generated", "graph")
 
 
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=True, slots=True)
 class Node:
     """One node of a graph.
 
@@ -52,7 +52,7 @@ class Node:
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, eq=True)
+@dataclass(frozen=True, eq=True, slots=True)
 class Link:
     """One link ``source -> target``, after duplicates were merged.
 
