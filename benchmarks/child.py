@@ -57,32 +57,6 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _avoid_async_exc_clear_hang() -> None:
-    """Let the thread pool run under a profiler (known issue, reported).
-
-    On CPython 3.11, ``PyThreadState_SetAsyncExc(ident, NULL)`` (clearing a
-    pending interruption) leaves the interpreter's "async exception pending"
-    signal set; with a profile or trace function installed in the main
-    thread, the event loop then spins and never sees a finished task.
-    aioflow's thread pool clears after every task, so a profiled
-    thread-pool run never ends. Profiling only: drop the clear calls (no
-    interruption is ever sent in a benchmark run).
-    """
-    try:
-        from aioflow.pools import _thread
-    except ImportError:
-        return
-    original = getattr(_thread, "_async_raise", None)
-    if original is None:
-        return
-
-    def raise_only(ident: int, exc_type: type[BaseException] | None) -> None:
-        if exc_type is not None:
-            original(ident, exc_type)
-
-    _thread._async_raise = raise_only
-
-
 def _profiled(spec: dict[str, Any], fn: Callable[[], Any]) -> Any:
     """Call ``fn``, under cProfile when ``spec["profile"]`` names an output file."""
     path = spec.get("profile")
@@ -90,7 +64,6 @@ def _profiled(spec: dict[str, Any], fn: Callable[[], Any]) -> Any:
         return fn()
     import cProfile
 
-    _avoid_async_exc_clear_hang()
     profiler = cProfile.Profile()
     try:
         return profiler.runcall(fn)
