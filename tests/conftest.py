@@ -32,7 +32,9 @@ STDLIB_SINGLETONS = ("multiprocessing.forkserver", "multiprocessing.resource_tra
 LEAK_DEADLINE = 10.0
 
 
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Every async test runs on the default asyncio loop and on uvloop."""
     import uvloop
 

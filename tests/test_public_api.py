@@ -30,7 +30,19 @@ def test_import_loads_no_optional_library() -> None:
     code = "import sys, json, aioflow; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     modules = set(json.loads(out))
-    for lib in ("uvloop", "yaml", "rich", "psutil", "gevent", "billiard", "loky", "dask", "parsl", "mpi4py", "ewokscore"):
+    for lib in (
+        "uvloop",
+        "yaml",
+        "rich",
+        "psutil",
+        "gevent",
+        "billiard",
+        "loky",
+        "dask",
+        "parsl",
+        "mpi4py",
+        "ewokscore",
+    ):
         assert lib not in modules, lib
 
 

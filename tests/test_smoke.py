@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import ExecuteFn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from conftest import ExecuteFn
 
 
 def chain(n: int) -> dict:

@@ -433,9 +433,15 @@ class _Loader:
 
         # Nodes of this level, before subgraph expansion.
         level: dict[NodeId, dict[str, Any]] = {}
+        # Ids of nodes that are declared but invalid (already reported): links
+        # to them are not reported again as links to unknown nodes.
+        invalid: set[NodeId] = set()
         for position, raw_node in enumerate(raw_nodes):
             node = self.normalise_node(raw_node, position, where)
             if node is None:
+                declared = _normalise_id(raw_node.get("id")) if isinstance(raw_node, dict) else None
+                if declared is not None:
+                    invalid.add(declared)
                 continue
             nid = node["id"]
             if nid in level:
@@ -445,7 +451,7 @@ class _Loader:
 
         links: list[dict[str, Any]] = []
         for position, raw_link in enumerate(raw_links):
-            link = self.normalise_link(raw_link, position, where, level)
+            link = self.normalise_link(raw_link, position, where, level, invalid)
             if link is not None:
                 links.append(link)
 
@@ -590,7 +596,12 @@ class _Loader:
         return result
 
     def normalise_link(
-        self, raw: Any, position: int, where: str, level: Mapping[NodeId, dict[str, Any]]
+        self,
+        raw: Any,
+        position: int,
+        where: str,
+        level: Mapping[NodeId, dict[str, Any]],
+        invalid: set[NodeId] = frozenset(),  # type: ignore[assignment]
     ) -> dict[str, Any] | None:
         if not isinstance(raw, dict):
             self.problem(where, f"links[{position}] must be an object (got a {type(raw).__name__})")
@@ -612,7 +623,9 @@ class _Loader:
         here = _At(where, "link", link["source"], link["target"])
         for end in ("source", "target"):
             if link[end] not in level:
-                self.problem(here, f"no node {_fmt(link[end])}{_did_you_mean(link[end], level)}")
+                if link[end] not in invalid:
+                    known = [*level, *invalid]
+                    self.problem(here, f"no node {_fmt(link[end])}{_did_you_mean(link[end], known)}")
                 ok = False
         for sub_key in ("sub_source", "sub_target"):
             if sub_key in link:

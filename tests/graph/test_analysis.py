@@ -22,7 +22,7 @@ def cond(value: Any, name: str = "return_value") -> list[dict[str, Any]]:
 
 
 def required(graph: Graph) -> dict[tuple[Any, Any], bool]:
-    return {(lk.source, lk.target): r for lk, r in zip(graph.links, graph.analysis.link_required)}
+    return {(lk.source, lk.target): r for lk, r in zip(graph.links, graph.analysis.link_required, strict=False)}
 
 
 def test_plain_links_are_required() -> None:
@@ -61,7 +61,11 @@ def test_explicit_required_wins() -> None:
     graph = load_graph(
         {
             "nodes": [node("a"), node("b"), node("c")],
-            "links": [link("a", "b", conditions=cond(1), required=True), link("b", "c"), link("a", "c", required=False)],
+            "links": [
+                link("a", "b", conditions=cond(1), required=True),
+                link("b", "c"),
+                link("a", "c", required=False),
+            ],
         }
     )
     # a->b is required explicitly, so it does not make what follows b optional.
@@ -148,13 +152,15 @@ def test_end_nodes_are_nodes_without_data_successors() -> None:
         ([2, 3], None, True),
     ],
 )
-def test_end_nodes_of_a_graph_where_every_node_has_successors(values: list[Any], else_value: Any, uncovered: bool) -> None:
+def test_end_nodes_of_a_graph_where_every_node_has_successors(
+    values: list[Any], else_value: Any, uncovered: bool
+) -> None:
     """Without pure end nodes, nodes with an uncovered condition are the end nodes."""
     targets = [f"t{i}" for i in range(len(values))]
     graph = load_graph(
         {
             "nodes": [node("a", force_start_node=True, conditions_else_value=else_value)] + [node(t) for t in targets],
-            "links": [link("a", t, conditions=cond(v)) for t, v in zip(targets, values)]
+            "links": [link("a", t, conditions=cond(v)) for t, v in zip(targets, values, strict=False)]
             + [link(t, "a", conditions=cond(-1)) for t in targets],
         }
     )
@@ -224,7 +230,13 @@ def test_default_error_handler_skips_nodes_with_handlers_and_downstream_nodes() 
                 node("a"),
                 node("own"),
                 node("mine"),
-                node("h", default_error_node=True, default_error_attributes={"data_mapping": [{"source_output": "WorkflowException", "target_input": "e"}]}),
+                node(
+                    "h",
+                    default_error_node=True,
+                    default_error_attributes={
+                        "data_mapping": [{"source_output": "WorkflowException", "target_input": "e"}]
+                    },
+                ),
                 node("after"),
             ],
             "links": [link("a", "own"), link("own", "mine", on_error=True), link("h", "after")],
@@ -269,7 +281,11 @@ def test_no_start_node_is_reported_before_running() -> None:
     from aioflow.scheduler import preflight
 
     graph = load_graph(
-        {"graph": {"id": "ring"}, "nodes": [node("a"), node("b")], "links": [link("a", "b"), link("b", "a", conditions=cond(1))]}
+        {
+            "graph": {"id": "ring"},
+            "nodes": [node("a"), node("b")],
+            "links": [link("a", "b"), link("b", "a", conditions=cond(1))],
+        }
     )
-    with pytest.raises(GraphError, match="has no start node.*force_start_node"):
+    with pytest.raises(GraphError, match=r"has no start node.*force_start_node"):
         preflight(graph)

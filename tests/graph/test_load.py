@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import aioflow
 from aioflow import GraphError, load_graph
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def node(nid: Any, func: str = "tasks.inc", **attrs: Any) -> dict[str, Any]:
@@ -55,7 +57,9 @@ def test_json_string_source() -> None:
 def test_json_file_yaml_file_and_extension_search(tmp_path: Path) -> None:
     """.json and .yaml files load, and a path without extension finds them."""
     (tmp_path / "one.json").write_text(json.dumps({"graph": {"id": "one"}, "nodes": [node("a")]}))
-    (tmp_path / "two.yaml").write_text("graph: {id: two}\nnodes:\n  - {id: a, task_type: method, task_identifier: tasks.inc}\n")
+    (tmp_path / "two.yaml").write_text(
+        "graph: {id: two}\nnodes:\n  - {id: a, task_type: method, task_identifier: tasks.inc}\n"
+    )
     assert load_graph(tmp_path / "one.json").id == "one"
     assert load_graph(str(tmp_path / "two.yaml")).id == "two"
     assert load_graph(str(tmp_path / "two")).id == "two"
@@ -66,7 +70,8 @@ def test_missing_file_names_every_candidate(tmp_path: Path) -> None:
     """A missing file lists the paths that were tried."""
     (problem,) = problems_of(str(tmp_path / "nope"))
     assert "no such graph file" in problem
-    assert "nope.json" in problem and "nope.yaml" in problem
+    assert "nope.json" in problem
+    assert "nope.yaml" in problem
 
 
 @pytest.mark.parametrize("source", [None, "", {}])
@@ -144,7 +149,8 @@ def test_supported_schema_versions(version: str) -> None:
 def test_refused_schema_versions(version: str, words: str) -> None:
     """Old and unknown versions are refused with the supported list."""
     (problem,) = problems_of({"graph": {"schema_version": version}, "nodes": []})
-    assert words in problem and "1.2" in problem
+    assert words in problem
+    assert "1.2" in problem
 
 
 # ----------------------------------------------------------------- nodes
@@ -167,7 +173,8 @@ def test_every_problem_is_reported_in_one_error() -> None:
     )
     text = "\n".join(problems)
     assert "node 'x': needs 'task_type'" in text
-    assert "node 'y': 'task_type' must be one of" in text and "did you mean 'method'" in text
+    assert "node 'y': 'task_type' must be one of" in text
+    assert "did you mean 'method'" in text
     assert "node 'load' is declared more than once" in text
     assert "link 'load' -> 'fitt': no node 'fitt' (did you mean 'fit'?)" in text
     assert "no 'target_input'" in text
@@ -245,7 +252,10 @@ def test_digit_input_names_are_positional() -> None:
 @pytest.mark.parametrize(
     ("attrs", "words"),
     [
-        ({"map_all_data": True, "data_mapping": [{"source_output": "a", "target_input": "b"}]}, "cannot be used together"),
+        (
+            {"map_all_data": True, "data_mapping": [{"source_output": "a", "target_input": "b"}]},
+            "cannot be used together",
+        ),
         ({"on_error": True, "conditions": [{"source_output": "a", "value": 1}]}, "cannot be used together"),
         ({"data_mapping": {"a": "b"}}, "'data_mapping' must be a list"),
         ({"data_mapping": [{"target_input": "b"}]}, "no 'source_output'"),
@@ -305,7 +315,8 @@ def test_required_links_writing_one_input_conflict() -> None:
             ],
         }
     )
-    assert "node 'c'" in problem and "both connect to its input 'x'" in problem
+    assert "node 'c'" in problem
+    assert "both connect to its input 'x'" in problem
 
 
 def test_optional_links_may_write_one_input() -> None:
@@ -331,7 +342,10 @@ def test_conditions_repeating_a_name_keep_the_last() -> None:
                 link(
                     "a",
                     "b",
-                    conditions=[{"source_output": "return_value", "value": 1}, {"source_output": "return_value", "value": 2}],
+                    conditions=[
+                        {"source_output": "return_value", "value": 1},
+                        {"source_output": "return_value", "value": 2},
+                    ],
                 )
             ],
         }
@@ -400,3 +414,12 @@ def test_graph_does_not_share_values_with_the_source() -> None:
     doc["nodes"][0]["uiProps"]["pos"].append(9)
     assert graph.nodes["a"].default_inputs == {"x": [1, 2]}
     assert graph.nodes["a"].attributes["uiProps"] == {"pos": [0, 0]}
+
+
+def test_links_to_an_invalid_node_are_not_reported_twice() -> None:
+    """A link to a declared but invalid node reports only the node's problem; suggestions include it."""
+    problems = problems_of({"nodes": [node("a"), {"id": "fit"}], "links": [link("a", "fit"), link("a", "fitt")]})
+    assert problems == (
+        "node 'fit': needs 'task_type' and 'task_identifier' (found none)",
+        "link 'a' -> 'fitt': no node 'fitt' (did you mean 'fit'?)",
+    )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from aioflow import GraphError, load_graph
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def node(nid: Any, func: str = "tasks.inc", **attrs: Any) -> dict[str, Any]:
@@ -20,8 +22,16 @@ INNER = {
         "id": "inner",
         "input_nodes": [{"id": "in", "node": "t1"}],
         "output_nodes": [
-            {"id": "ok", "node": "t1", "link_attributes": {"conditions": [{"source_output": "return_value", "value": True}]}},
-            {"id": "bad", "node": "t1", "link_attributes": {"conditions": [{"source_output": "return_value", "value": False}]}},
+            {
+                "id": "ok",
+                "node": "t1",
+                "link_attributes": {"conditions": [{"source_output": "return_value", "value": True}]},
+            },
+            {
+                "id": "bad",
+                "node": "t1",
+                "link_attributes": {"conditions": [{"source_output": "return_value", "value": False}]},
+            },
         ],
     },
     "nodes": [node("t1", "m.check")],
@@ -38,7 +48,12 @@ def test_spec_example_is_flattened() -> None:
                 node("yes"),
             ],
             "links": [
-                {"source": "pre", "target": "sub", "sub_target": "in", "data_mapping": [{"source_output": "return_value", "target_input": "x"}]},
+                {
+                    "source": "pre",
+                    "target": "sub",
+                    "sub_target": "in",
+                    "data_mapping": [{"source_output": "return_value", "target_input": "x"}],
+                },
                 {"source": "sub", "sub_source": "ok", "target": "yes"},
             ],
         }
@@ -56,7 +71,12 @@ def test_outer_link_attributes_beat_alias_attributes() -> None:
         {
             "nodes": [{"id": "sub", "task_type": "graph", "task_identifier": INNER}, node("z")],
             "links": [
-                {"source": "sub", "sub_source": "ok", "target": "z", "conditions": [{"source_output": "return_value", "value": 7}]}
+                {
+                    "source": "sub",
+                    "sub_source": "ok",
+                    "target": "z",
+                    "conditions": [{"source_output": "return_value", "value": 7}],
+                }
             ],
         }
     )
@@ -83,7 +103,10 @@ def test_alias_fans_out_and_literal_inner_ids_work() -> None:
 
 def test_nested_subgraphs_get_nested_ids() -> None:
     """A subgraph inside a subgraph gives ids (outer, (inner, node)), addressable with lists."""
-    innermost = {"graph": {"input_nodes": [{"id": "i", "node": "x"}], "output_nodes": [{"id": "o", "node": "x"}]}, "nodes": [node("x")]}
+    innermost = {
+        "graph": {"input_nodes": [{"id": "i", "node": "x"}], "output_nodes": [{"id": "o", "node": "x"}]},
+        "nodes": [node("x")],
+    }
     middle = {
         "graph": {
             "input_nodes": [{"id": "mi", "node": "deep", "sub_node": "i"}],
@@ -112,19 +135,36 @@ def test_graph_node_attributes_overwrite_input_node_attributes() -> None:
         "nodes": [node("t", default_inputs=[{"name": "a", "value": 1}, {"name": "b", "value": 2}])],
     }
     graph = load_graph(
-        {"nodes": [{"id": "s", "task_type": "graph", "task_identifier": inner, "default_inputs": [{"name": "c", "value": 3}]}]}
+        {
+            "nodes": [
+                {
+                    "id": "s",
+                    "task_type": "graph",
+                    "task_identifier": inner,
+                    "default_inputs": [{"name": "c", "value": 3}],
+                }
+            ]
+        }
     )
     assert graph.nodes[("s", "t")].default_inputs == {"c": 3}
 
 
 def test_sub_target_attributes_are_merged_into_the_target() -> None:
     """sub_target_attributes overwrite whole keys of the resolved inner node."""
-    inner = {"graph": {"input_nodes": [{"id": "in", "node": "t"}]}, "nodes": [node("t", default_inputs=[{"name": "a", "value": 1}])]}
+    inner = {
+        "graph": {"input_nodes": [{"id": "in", "node": "t"}]},
+        "nodes": [node("t", default_inputs=[{"name": "a", "value": 1}])],
+    }
     graph = load_graph(
         {
             "nodes": [node("p"), {"id": "s", "task_type": "graph", "task_identifier": inner}],
             "links": [
-                {"source": "p", "target": "s", "sub_target": "in", "sub_target_attributes": {"default_inputs": [{"name": "z", "value": 9}]}}
+                {
+                    "source": "p",
+                    "target": "s",
+                    "sub_target": "in",
+                    "sub_target_attributes": {"default_inputs": [{"name": "z", "value": 9}]},
+                }
             ],
         }
     )
@@ -186,7 +226,11 @@ def test_subgraph_default_error_handler_is_wired_inside_then_to_the_parent() -> 
     }
     graph = load_graph(
         {
-            "nodes": [node("a"), {"id": "s", "task_type": "graph", "task_identifier": inner}, node("H", default_error_node=True)],
+            "nodes": [
+                node("a"),
+                {"id": "s", "task_type": "graph", "task_identifier": inner},
+                node("H", default_error_node=True),
+            ],
             "links": [{"source": "a", "target": "s", "sub_target": "in"}],
         }
     )
@@ -213,7 +257,7 @@ def test_sub_target_attributes_are_validated() -> None:
         "nodes": [node("p"), {"id": "s", "task_type": "graph", "task_identifier": inner}],
         "links": [{"source": "p", "target": "s", "sub_target": "in", "sub_target_attributes": {"task_type": "nope"}}],
     }
-    with pytest.raises(GraphError, match="sub_target_attributes: .*'task_type' must be one of"):
+    with pytest.raises(GraphError, match=r"sub_target_attributes: .*'task_type' must be one of"):
         load_graph(doc)
     doc["links"][0]["sub_target_attributes"] = {"default_inputs": [{"name": "0", "value": 1}]}
     assert load_graph(doc).nodes[("s", "t")].default_inputs == {0: 1}

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import ExecuteFn
 
 import aioflow
 from aioflow import MISSING, GraphError, IterationLimitError, MissingExtraError, NodeError, TaskInputError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from conftest import ExecuteFn
 
 
 def node(nid: Any, func: str = "tasks.inc", **attrs: Any) -> dict[str, Any]:
@@ -19,7 +22,12 @@ def node(nid: Any, func: str = "tasks.inc", **attrs: Any) -> dict[str, Any]:
 
 def rv(source: Any, target: Any, name: str = "x", **attrs: Any) -> dict[str, Any]:
     """A link passing return_value as input `name`."""
-    return {"source": source, "target": target, "data_mapping": [{"source_output": "return_value", "target_input": name}], **attrs}
+    return {
+        "source": source,
+        "target": target,
+        "data_mapping": [{"source_output": "return_value", "target_input": name}],
+        **attrs,
+    }
 
 
 def defaults(**values: Any) -> list[dict[str, Any]]:
@@ -41,7 +49,13 @@ async def test_diamond(execute: ExecuteFn) -> None:
 async def test_positional_inputs(execute: ExecuteFn) -> None:
     """Int input names are positional arguments, in order."""
     graph = {
-        "nodes": [node("a", "tasks.echo", default_inputs=[{"name": 1, "value": "b"}, {"name": "0", "value": "a"}, {"name": "k", "value": 1}])],
+        "nodes": [
+            node(
+                "a",
+                "tasks.echo",
+                default_inputs=[{"name": 1, "value": "b"}, {"name": "0", "value": "a"}, {"name": "k", "value": 1}],
+            )
+        ],
     }
     assert await execute(graph) == {"return_value": {"args": ["a", "b"], "kwargs": {"k": 1}}}
 
@@ -105,7 +119,14 @@ async def test_default_error_node_catches_every_failure(execute: ExecuteFn) -> N
         "nodes": [
             node("a"),
             node("b", "tasks.fail"),
-            node("handler", "tasks.identity", default_error_node=True, default_error_attributes={"data_mapping": [{"source_output": "WorkflowExceptionInstance", "target_input": "value"}]}),
+            node(
+                "handler",
+                "tasks.identity",
+                default_error_node=True,
+                default_error_attributes={
+                    "data_mapping": [{"source_output": "WorkflowExceptionInstance", "target_input": "value"}]
+                },
+            ),
         ],
         "links": [rv("a", "b")],
     }
@@ -115,16 +136,37 @@ async def test_default_error_node_catches_every_failure(execute: ExecuteFn) -> N
 
 async def test_conditions_route_and_else_value(execute: ExecuteFn) -> None:
     """ppfmethod outputs are tested inside _ppfdict; the else branch takes the rest."""
+
     def route_graph(d: int) -> dict[str, Any]:
         return {
             "nodes": [
-                {"id": "route", "task_type": "ppfmethod", "task_identifier": "tasks.ppf_route", "default_inputs": defaults(d=d)},
-                {"id": "small", "task_type": "ppfmethod", "task_identifier": "tasks.ppf_add", "default_inputs": defaults(a=100)},
+                {
+                    "id": "route",
+                    "task_type": "ppfmethod",
+                    "task_identifier": "tasks.ppf_route",
+                    "default_inputs": defaults(d=d),
+                },
+                {
+                    "id": "small",
+                    "task_type": "ppfmethod",
+                    "task_identifier": "tasks.ppf_add",
+                    "default_inputs": defaults(a=100),
+                },
                 {"id": "other", "task_type": "ppfport"},
             ],
             "links": [
-                {"source": "route", "target": "small", "map_all_data": True, "conditions": [{"source_output": "d", "value": 7}]},
-                {"source": "route", "target": "other", "map_all_data": True, "conditions": [{"source_output": "d", "value": None}]},
+                {
+                    "source": "route",
+                    "target": "small",
+                    "map_all_data": True,
+                    "conditions": [{"source_output": "d", "value": 7}],
+                },
+                {
+                    "source": "route",
+                    "target": "other",
+                    "map_all_data": True,
+                    "conditions": [{"source_output": "d", "value": None}],
+                },
             ],
         }
 
@@ -146,14 +188,34 @@ async def test_loop_until_condition(execute: ExecuteFn) -> None:
     """A loop closed by a conditional link runs until the condition stops holding; results are the last outputs."""
     graph = {
         "nodes": [
-            {"id": "start", "task_type": "ppfmethod", "task_identifier": "tasks.ppf_inc_until", "default_inputs": defaults(value=0, limit=4)},
+            {
+                "id": "start",
+                "task_type": "ppfmethod",
+                "task_identifier": "tasks.ppf_inc_until",
+                "default_inputs": defaults(value=0, limit=4),
+            },
             {"id": "again", "task_type": "ppfmethod", "task_identifier": "tasks.ppf_inc_until"},
             {"id": "end", "task_type": "ppfport"},
         ],
         "links": [
-            {"source": "start", "target": "again", "map_all_data": True, "conditions": [{"source_output": "small", "value": True}]},
-            {"source": "again", "target": "again", "map_all_data": True, "conditions": [{"source_output": "small", "value": True}]},
-            {"source": "again", "target": "end", "map_all_data": True, "conditions": [{"source_output": "small", "value": False}]},
+            {
+                "source": "start",
+                "target": "again",
+                "map_all_data": True,
+                "conditions": [{"source_output": "small", "value": True}],
+            },
+            {
+                "source": "again",
+                "target": "again",
+                "map_all_data": True,
+                "conditions": [{"source_output": "small", "value": True}],
+            },
+            {
+                "source": "again",
+                "target": "end",
+                "map_all_data": True,
+                "conditions": [{"source_output": "small", "value": False}],
+            },
         ],
     }
     results = await execute(graph)
@@ -193,7 +255,14 @@ async def test_iteration_limit_stops_a_runaway_loop(execute: ExecuteFn) -> None:
     graph = {
         "graph": {"id": "forever"},
         "nodes": [node("a", "tasks.identity", force_start_node=True, default_inputs=defaults(value=True))],
-        "links": [{"source": "a", "target": "a", "map_all_data": False, "conditions": [{"source_output": "return_value", "value": True}]}],
+        "links": [
+            {
+                "source": "a",
+                "target": "a",
+                "map_all_data": False,
+                "conditions": [{"source_output": "return_value", "value": True}],
+            }
+        ],
     }
     with pytest.raises(IterationLimitError, match="node 'a' would run more than max_iterations=5 times") as info:
         await execute(graph, max_iterations=5)
@@ -202,7 +271,11 @@ async def test_iteration_limit_stops_a_runaway_loop(execute: ExecuteFn) -> None:
 
 async def test_blocked_cycle_is_refused_before_running(execute: ExecuteFn) -> None:
     """A cycle of required links cannot run: GraphError names its nodes."""
-    graph = {"graph": {"id": "stuck"}, "nodes": [node("s"), node("a"), node("b")], "links": [rv("s", "a"), rv("a", "b"), rv("b", "a", "y")]}
+    graph = {
+        "graph": {"id": "stuck"},
+        "nodes": [node("s"), node("a"), node("b")],
+        "links": [rv("s", "a"), rv("a", "b"), rv("b", "a", "y")],
+    }
     with pytest.raises(GraphError, match="the cycle 'a' -> 'b' can never run"):
         await execute(graph)
 
@@ -212,10 +285,16 @@ async def test_blocked_cycle_is_refused_before_running(execute: ExecuteFn) -> No
     [
         ({}, {"return_value": 4}),
         ({"merge_outputs": False}, {"d": {"return_value": 4}}),
-        ({"outputs": [{"all": True}], "merge_outputs": False}, {"a": {"return_value": 1}, "b": {"return_value": 2}, "c": {"return_value": 2}, "d": {"return_value": 4}}),
+        (
+            {"outputs": [{"all": True}], "merge_outputs": False},
+            {"a": {"return_value": 1}, "b": {"return_value": 2}, "c": {"return_value": 2}, "d": {"return_value": 4}},
+        ),
         ({"outputs": [{"all": True}]}, {"return_value": 4}),
         ({"outputs": [{"id": "b", "name": "return_value", "new_name": "bee"}]}, {"bee": 2}),
-        ({"outputs": [{"id": "b", "name": "return_value", "new_name": "bee"}], "merge_outputs": False}, {"b": {"bee": 2}}),
+        (
+            {"outputs": [{"id": "b", "name": "return_value", "new_name": "bee"}], "merge_outputs": False},
+            {"b": {"bee": 2}},
+        ),
         ({"outputs": [{"id": "b", "name": "nope"}]}, {"nope": MISSING}),
         ({"outputs": []}, {}),
     ],
@@ -241,7 +320,7 @@ async def test_inputs_and_startargs(execute: ExecuteFn) -> None:
 async def test_unexpected_input_is_a_clear_node_error(execute: ExecuteFn) -> None:
     """A method given an input it does not accept fails with TaskInputError naming it."""
     graph = {"nodes": [node("a", default_inputs=defaults(y=1))]}
-    with pytest.raises(NodeError, match="cannot take its inputs .*unexpected keyword argument 'y'") as info:
+    with pytest.raises(NodeError, match=r"cannot take its inputs .*unexpected keyword argument 'y'") as info:
         await execute(graph)
     assert isinstance(info.value.__cause__, TaskInputError)
 
@@ -296,7 +375,10 @@ async def test_unknown_task_function_fails_the_node(execute: ExecuteFn) -> None:
 async def test_class_tasks_need_the_ewoks_extra(execute: ExecuteFn) -> None:
     """A class node is refused before running, naming the extra."""
     graph = {"graph": {"id": "cls"}, "nodes": [{"id": "c", "task_type": "class", "task_identifier": "pkg.Task"}]}
-    with pytest.raises(MissingExtraError, match=r"node 'c' \(task_type 'class'\) needs the 'ewokscore' package: pip install 'aioflow\[ewoks\]'"):
+    with pytest.raises(
+        MissingExtraError,
+        match=r"node 'c' \(task_type 'class'\) needs the 'ewokscore' package: pip install 'aioflow\[ewoks\]'",
+    ):
         await execute(graph)
 
 

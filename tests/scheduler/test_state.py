@@ -42,7 +42,12 @@ def test_target_waits_for_every_required_link() -> None:
 
 def test_defaults_lie_under_link_data() -> None:
     """Default inputs fill what links do not give, and links override them."""
-    state = make({"nodes": [node("a"), node("b", default_inputs=[{"name": "x", "value": 0}, {"name": "z", "value": 5}])], "links": [mapped("a", "b", "x")]})
+    state = make(
+        {
+            "nodes": [node("a"), node("b", default_inputs=[{"name": "x", "value": 0}, {"name": "z", "value": 5}])],
+            "links": [mapped("a", "b", "x")],
+        }
+    )
     (fa,) = state.start()
     (fb,) = state.succeeded(fa, {"v": 1})
     assert fb.inputs == {"x": 1, "z": 5}
@@ -53,7 +58,11 @@ def test_optional_triggers_before_first_firing_are_buffered() -> None:
     """Optional deliveries before the first firing fire the node once each, once required data is there."""
     doc = {
         "nodes": [node("r"), node("o1"), node("o2"), node("t")],
-        "links": [mapped("r", "t", "req"), mapped("o1", "t", "opt", required=False), mapped("o2", "t", "opt", required=False)],
+        "links": [
+            mapped("r", "t", "req"),
+            mapped("o1", "t", "opt", required=False),
+            mapped("o2", "t", "opt", required=False),
+        ],
     }
     state = make(doc)
     fr, fo1, fo2 = state.start()
@@ -133,15 +142,35 @@ def test_else_value_routing(actual: Any, expected_targets: list[str]) -> None:
     """The else branch takes values no other condition names, and the else value itself (spec §3.3)."""
     doc = {
         "nodes": [
-            {"id": "route", "task_type": "ppfmethod", "task_identifier": "tasks.ppf_route", "conditions_else_value": "__other__"},
+            {
+                "id": "route",
+                "task_type": "ppfmethod",
+                "task_identifier": "tasks.ppf_route",
+                "conditions_else_value": "__other__",
+            },
             node("small"),
             node("big"),
             node("other"),
         ],
         "links": [
-            {"source": "route", "target": "small", "map_all_data": True, "conditions": [{"source_output": "d", "value": 7}]},
-            {"source": "route", "target": "big", "map_all_data": True, "conditions": [{"source_output": "d", "value": 13}]},
-            {"source": "route", "target": "other", "map_all_data": True, "conditions": [{"source_output": "d", "value": "__other__"}]},
+            {
+                "source": "route",
+                "target": "small",
+                "map_all_data": True,
+                "conditions": [{"source_output": "d", "value": 7}],
+            },
+            {
+                "source": "route",
+                "target": "big",
+                "map_all_data": True,
+                "conditions": [{"source_output": "d", "value": 13}],
+            },
+            {
+                "source": "route",
+                "target": "other",
+                "map_all_data": True,
+                "conditions": [{"source_output": "d", "value": "__other__"}],
+            },
         ],
     }
     state = make(doc)

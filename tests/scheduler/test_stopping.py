@@ -23,7 +23,11 @@ def slow_graph(seconds: float = 60) -> dict[str, Any]:
     sleeper = {"default_inputs": [{"name": "seconds", "value": seconds}]}
     return {
         "graph": {"id": "slow"},
-        "nodes": [node("quick"), node("long1", "tasks.sleep_python", **sleeper), node("long2", "tasks.sleep_python", **sleeper)],
+        "nodes": [
+            node("quick"),
+            node("long1", "tasks.sleep_python", **sleeper),
+            node("long2", "tasks.sleep_python", **sleeper),
+        ],
         "links": [{"source": "quick", "target": "long1"}, {"source": "quick", "target": "long2"}],
     }
 
@@ -134,7 +138,15 @@ async def test_worker_killed_during_a_task_is_reported(pool_config: dict[str, An
 @pytest.mark.parametrize("pool_type", ["thread", "process"])
 async def test_stopping_one_execution_spares_others_on_a_shared_pool(pool_type: str) -> None:
     """A timeout in one execution does not stop the tasks of another sharing the pool."""
-    patient = {"nodes": [node("p", "tasks.sleep_python", default_inputs=[{"name": "seconds", "value": 1.5}, {"name": "value", "value": "ok"}])]}
+    patient = {
+        "nodes": [
+            node(
+                "p",
+                "tasks.sleep_python",
+                default_inputs=[{"name": "seconds", "value": 1.5}, {"name": "value", "value": "ok"}],
+            )
+        ]
+    }
     hasty = slow_graph(seconds=3)
     outcome: dict[str, Any] = {}
 
@@ -146,10 +158,9 @@ async def test_stopping_one_execution_spares_others_on_a_shared_pool(pool_type: 
             await aioflow.execute_graph_async(hasty, pool=pool, timeout=0.5)
         outcome["hasty"] = "timed out"
 
-    async with aioflow.open_pool(pool_type, max_workers=4) as pool:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run_patient)
-            tg.start_soon(run_hasty)
+    async with aioflow.open_pool(pool_type, max_workers=4) as pool, anyio.create_task_group() as tg:
+        tg.start_soon(run_patient)
+        tg.start_soon(run_hasty)
     assert outcome == {"patient": {"return_value": "ok"}, "hasty": "timed out"}
 
 
@@ -159,7 +170,9 @@ def test_scaling_workers_starts_workers_on_demand(scaling: bool, expected: int) 
     graph = {"nodes": [node("a")]}
     with aioflow.open_pool("process", max_workers=3, context="spawn", scaling_workers=scaling) as pool:
         aioflow.execute_graph(graph, pool=pool)
-        workers = [p for p in psutil.Process().children() if not any(s in " ".join(p.cmdline()) for s in STDLIB_SINGLETONS)]
+        workers = [
+            p for p in psutil.Process().children() if not any(s in " ".join(p.cmdline()) for s in STDLIB_SINGLETONS)
+        ]
         assert len(workers) == expected
 
 
