@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from conftest import ExecuteFn
 
 
-def chain(n: int) -> dict:
+def chain(n: int) -> dict[str, Any]:
     return {
         "graph": {"id": f"chain{n}"},
         "nodes": [{"id": i, "task_type": "method", "task_identifier": "tasks.inc"} for i in range(n)],

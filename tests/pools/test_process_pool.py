@@ -40,7 +40,7 @@ def _wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
 
 def _alive(proc: psutil.Process) -> bool:
     try:
-        return proc.status() != psutil.STATUS_ZOMBIE
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 

@@ -348,7 +348,9 @@ async def test_script_command_line_and_exit_code(execute: ExecuteFn) -> None:
     """A command line runs split on spaces; a non-zero exit fails only with _raise_on_error."""
     ok = {"nodes": [{"id": "s", "task_type": "script", "task_identifier": f"{sys.executable} -c pass"}]}
     assert (await execute(ok))["return_code"] == 0
-    failing = {"nodes": [{"id": "s", "task_type": "script", "task_identifier": f"{sys.executable} -c exit(3)"}]}
+    failing: dict[str, Any] = {
+        "nodes": [{"id": "s", "task_type": "script", "task_identifier": f"{sys.executable} -c exit(3)"}]
+    }
     assert (await execute(failing))["return_code"] == 3
     failing["nodes"][0]["default_inputs"] = defaults(_raise_on_error=True)
     with pytest.raises(NodeError, match="exited with code 3"):

@@ -54,7 +54,11 @@ async def test_cancellation_stops_running_tasks(execute: ExecuteFn) -> None:
 
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: execute(slow_graph(), on_event=on_event))
+
+            async def run() -> None:
+                await execute(slow_graph(), on_event=on_event)
+
+            tg.start_soon(run)
             with anyio.fail_after(60):
                 await started.wait()
             await anyio.sleep(0.2)  # let the task reach its worker
@@ -122,7 +126,7 @@ async def test_invalid_options_fail_before_any_worker_starts(options: dict[str, 
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
 
 
-PROCESS_CONFIGS = [p for p in POOL_CONFIGS if p.values[0]["pool_type"] == "process"]
+PROCESS_CONFIGS = [p for p in POOL_CONFIGS if "process" in str(p.id)]
 
 
 @pytest.mark.parametrize("pool_config", PROCESS_CONFIGS, indirect=True)
