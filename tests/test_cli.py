@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
+from graphs import COUNTING_LOOP
 
 import aioflow
 from aioflow import cli
@@ -54,39 +55,7 @@ ECHOES = {
     "nodes": [node("a", "tasks.echo"), node("b", "tasks.echo")],
     "links": [{"source": "a", "target": "b"}],
 }
-LOOP = {
-    "graph": {"id": "loop"},
-    "nodes": [
-        {
-            "id": "start",
-            "task_type": "ppfmethod",
-            "task_identifier": "tasks.ppf_inc_until",
-            "default_inputs": defaults(value=0, limit=4),
-        },
-        {"id": "again", "task_type": "ppfmethod", "task_identifier": "tasks.ppf_inc_until"},
-        {"id": "end", "task_type": "ppfport"},
-    ],
-    "links": [
-        {
-            "source": "start",
-            "target": "again",
-            "map_all_data": True,
-            "conditions": [{"source_output": "small", "value": True}],
-        },
-        {
-            "source": "again",
-            "target": "again",
-            "map_all_data": True,
-            "conditions": [{"source_output": "small", "value": True}],
-        },
-        {
-            "source": "again",
-            "target": "end",
-            "map_all_data": True,
-            "conditions": [{"source_output": "small", "value": False}],
-        },
-    ],
-}
+LOOP = COUNTING_LOOP
 FOREVER = {
     "graph": {"id": "forever"},
     "nodes": [node("a", "tasks.identity", force_start_node=True, default_inputs=defaults(value=True))],

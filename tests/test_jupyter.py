@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
+from conftest import STDLIB_SINGLETONS
+from graphs import NB_DIAMOND, method_node, return_value_link
 from jupyter_client.manager import KernelManager, start_new_kernel
 
 if TYPE_CHECKING:
@@ -37,45 +39,9 @@ KERNEL_START_DEADLINE = 60.0
 # Waiting for processes (workers to start, the kernel's tree to exit).
 PROCESS_DEADLINE = 60.0
 
-# Processes the stdlib starts once per interpreter (not pool workers).
-_STDLIB_SINGLETONS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
-
-
-def node(node_id: str, identifier: str, **defaults: Any) -> dict[str, Any]:
-    """A ``method`` node with default inputs."""
-    return {
-        "id": node_id,
-        "task_type": "method",
-        "task_identifier": identifier,
-        "default_inputs": [{"name": k, "value": v} for k, v in defaults.items()],
-    }
-
-
-def link(source: str, target: str, target_input: str) -> dict[str, Any]:
-    """A link passing ``return_value`` of ``source`` to ``target_input`` of ``target``."""
-    return {
-        "source": source,
-        "target": target,
-        "data_mapping": [{"source_output": "return_value", "target_input": target_input}],
-    }
-
-
-# start=2 -> left=inc(2)=3, right=square(2)=4 -> total=add(3, 4)=7
-DIAMOND = {
-    "graph": {"id": "diamond"},
-    "nodes": [
-        node("start", "tasks.inc", x=1),
-        node("left", "tasks.inc"),
-        node("right", "nb_tasks.square"),
-        node("total", "tasks.add"),
-    ],
-    "links": [
-        link("start", "left", "x"),
-        link("start", "right", "x"),
-        link("left", "total", "a"),
-        link("right", "total", "b"),
-    ],
-}
+node = method_node
+link = return_value_link
+DIAMOND = NB_DIAMOND
 DIAMOND_RESULT = {"return_value": 7}
 
 # "first" succeeds, then "second" raises ValueError.
@@ -220,7 +186,7 @@ class Kernel:
                 cmdline = " ".join(proc.cmdline())
             except psutil.NoSuchProcess:
                 continue
-            if not any(s in cmdline for s in _STDLIB_SINGLETONS):
+            if not any(s in cmdline for s in STDLIB_SINGLETONS):
                 result.append(proc)
         return result
 

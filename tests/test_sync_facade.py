@@ -15,6 +15,8 @@ from typing import Any
 import psutil
 import pytest
 import uvloop
+from conftest import STDLIB_SINGLETONS
+from graphs import NB_DIAMOND, method_node, return_value_link
 
 import aioflow
 
@@ -28,45 +30,9 @@ SYNC_THREAD = "aioflow-sync"
 PROCESS_DEADLINE = 60.0  # a script to start its workers, a process tree to exit
 INTERRUPT_DEADLINE = 30.0  # a script to end after Ctrl-C (it takes well under a second)
 
-# Processes the stdlib starts once per interpreter (not pool workers).
-_STDLIB_SINGLETONS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
-
-
-def node(node_id: str, identifier: str, **defaults: Any) -> dict[str, Any]:
-    """A ``method`` node with default inputs."""
-    return {
-        "id": node_id,
-        "task_type": "method",
-        "task_identifier": identifier,
-        "default_inputs": [{"name": k, "value": v} for k, v in defaults.items()],
-    }
-
-
-def link(source: str, target: str, target_input: str) -> dict[str, Any]:
-    """A link passing ``return_value`` of ``source`` to ``target_input`` of ``target``."""
-    return {
-        "source": source,
-        "target": target,
-        "data_mapping": [{"source_output": "return_value", "target_input": target_input}],
-    }
-
-
-# start=2 -> left=inc(2)=3, right=square(2)=4 -> total=add(3, 4)=7
-DIAMOND = {
-    "graph": {"id": "diamond"},
-    "nodes": [
-        node("start", "tasks.inc", x=1),
-        node("left", "tasks.inc"),
-        node("right", "nb_tasks.square"),
-        node("total", "tasks.add"),
-    ],
-    "links": [
-        link("start", "left", "x"),
-        link("start", "right", "x"),
-        link("left", "total", "a"),
-        link("right", "total", "b"),
-    ],
-}
+node = method_node
+link = return_value_link
+DIAMOND = NB_DIAMOND
 DIAMOND_BY_NODE = {
     "start": {"return_value": 2},
     "left": {"return_value": 3},
@@ -388,7 +354,7 @@ def test_ctrl_c_interrupts_execution_and_stops_every_worker(tmp_path: Path, mode
     try:
         wait_for_markers(proc, markers)
         tree = psutil.Process(proc.pid).children(recursive=True)
-        workers = [p for p in tree if not any(s in " ".join(p.cmdline()) for s in _STDLIB_SINGLETONS)]
+        workers = [p for p in tree if not any(s in " ".join(p.cmdline()) for s in STDLIB_SINGLETONS)]
         assert len(workers) == len(markers)
         # A terminal's Ctrl-C sends SIGINT to the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from conftest import ExecuteFn
+from graphs import COUNTING_LOOP
 
 
 def node(nid: Any, func: str = "tasks.inc", **attrs: Any) -> dict[str, Any]:
@@ -186,39 +187,7 @@ async def test_ppfmethod_must_return_a_dict(execute: ExecuteFn) -> None:
 
 async def test_loop_until_condition(execute: ExecuteFn) -> None:
     """A loop closed by a conditional link runs until the condition stops holding; results are the last outputs."""
-    graph = {
-        "nodes": [
-            {
-                "id": "start",
-                "task_type": "ppfmethod",
-                "task_identifier": "tasks.ppf_inc_until",
-                "default_inputs": defaults(value=0, limit=4),
-            },
-            {"id": "again", "task_type": "ppfmethod", "task_identifier": "tasks.ppf_inc_until"},
-            {"id": "end", "task_type": "ppfport"},
-        ],
-        "links": [
-            {
-                "source": "start",
-                "target": "again",
-                "map_all_data": True,
-                "conditions": [{"source_output": "small", "value": True}],
-            },
-            {
-                "source": "again",
-                "target": "again",
-                "map_all_data": True,
-                "conditions": [{"source_output": "small", "value": True}],
-            },
-            {
-                "source": "again",
-                "target": "end",
-                "map_all_data": True,
-                "conditions": [{"source_output": "small", "value": False}],
-            },
-        ],
-    }
-    results = await execute(graph)
+    results = await execute(COUNTING_LOOP)
     assert results == {"_ppfdict": {"value": 4, "limit": 4, "small": False}}
     assert results.executions == {"start": 1, "again": 3, "end": 1}
 
