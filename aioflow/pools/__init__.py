@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from typing import Any
 
@@ -13,17 +14,27 @@ from ._base import PoolOptions as PoolOptions
 __all__ = ["Pool", "PoolOptions", "available_pools", "default_pool_type", "open_pool", "pool_class"]
 
 # pool_type -> (module, class). A module is imported on first use, so that an
-# optional library is loaded only by the pool that needs it.
+# optional library is loaded only by the pool that needs it. A pool whose
+# module is not part of this installation is not offered.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "thread": ("aioflow.pools._thread", "ThreadPool"),
     "process": ("aioflow.pools._process", "ProcessPool"),
+    "ndprocess": ("aioflow.pools._ndprocess", "NonDaemonicProcessPool"),
+    "multiprocessing": ("aioflow.pools._multiprocessing", "MultiprocessingPool"),
+    "ndmultiprocessing": ("aioflow.pools._multiprocessing", "NonDaemonicMultiprocessingPool"),
+    "billiard": ("aioflow.pools._billiard", "BilliardPool"),
+    "gevent": ("aioflow.pools._gevent", "GeventPool"),
 }
 _CLASSES: dict[str, type[Pool]] = {}
 
 
+def _registered() -> dict[str, tuple[str, str]]:
+    return {name: entry for name, entry in _REGISTRY.items() if importlib.util.find_spec(entry[0]) is not None}
+
+
 def available_pools() -> tuple[str, ...]:
-    """The ``pool_type`` names this installation can open."""
-    return tuple(_REGISTRY)
+    """The ``pool_type`` names this installation can open (optional libraries aside)."""
+    return tuple(_registered())
 
 
 def default_pool_type() -> str:
@@ -40,11 +51,12 @@ def pool_class(pool_type: str) -> type[Pool]:
     known = _CLASSES.get(pool_type)
     if known is not None:
         return known
-    if pool_type not in _REGISTRY:
+    registered = _registered()
+    if pool_type not in registered:
         import difflib
 
-        names = ", ".join(map(repr, _REGISTRY))
-        close = difflib.get_close_matches(str(pool_type), list(_REGISTRY), n=1)
+        names = ", ".join(map(repr, registered))
+        close = difflib.get_close_matches(str(pool_type), list(registered), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise OptionError("pool_type", f"one of {names}{hint}", pool_type)
     module_name, class_name = _REGISTRY[pool_type]
