@@ -23,6 +23,7 @@ from ._errors import NodeError as NodeError
 from ._errors import OptionError as OptionError
 from ._errors import PoolError as PoolError
 from ._errors import TaskInputError as TaskInputError
+from ._errors import TransferError as TransferError
 from ._errors import WorkerLostError as WorkerLostError
 from ._results import MISSING as MISSING
 from ._results import Results as Results
@@ -56,6 +57,7 @@ __all__ = [
     "PoolError",
     "Results",
     "TaskInputError",
+    "TransferError",
     "WorkerLostError",
     "__version__",
     "available_pools",

@@ -7,6 +7,7 @@ The tree::
     ├── OptionError (ValueError)           an execution or pool option is invalid
     ├── MissingExtraError (ImportError)    an optional package is not installed
     ├── TaskInputError (TypeError)         a task was called without a required input (raised in the worker)
+    ├── TransferError (TypeError)          a task, its inputs or outputs cannot be sent to or from a worker process
     ├── ExecutionError                     an execution stopped before its end; carries ``.results``
     │   ├── NodeError                      a node's task raised; the task's exception is ``__cause__``
     │   ├── ExecutionTimeoutError (TimeoutError)
@@ -39,6 +40,7 @@ __all__ = [
     "OptionError",
     "PoolError",
     "TaskInputError",
+    "TransferError",
     "WorkerLostError",
 ]
 
@@ -124,6 +126,22 @@ class TaskInputError(AioflowError, TypeError):
 
     def __init__(self, task: str, detail: str, missing: Iterable[str] = ()) -> None:
         super().__init__(f"task {task!r}: {detail}", task=task, detail=detail, missing=tuple(missing))
+
+
+class TransferError(AioflowError, TypeError):
+    """A task, one of its inputs or its outputs cannot be sent to or from a worker process.
+
+    Attributes:
+        where: the graph and node.
+        type_name: the type of the value that could not be pickled (``"?"`` when unknown).
+    """
+
+    def __init__(self, where: str, type_name: str, detail: str) -> None:
+        msg = (
+            f"{where}: a value of type {type_name!r} cannot be sent between processes ({detail}); "
+            "use pool_type='thread', or pass picklable values and importable module-level functions"
+        )
+        super().__init__(msg, where=where, type_name=type_name, detail=detail)
 
 
 class ExecutionError(AioflowError):

@@ -20,6 +20,7 @@ from aioflow import (
     PoolError,
     Results,
     TaskInputError,
+    TransferError,
     WorkerLostError,
 )
 
@@ -35,6 +36,7 @@ INSTANCES = [
     ExecutionTimeoutError("g", 2.5, ["n1", ("sub", "n2")], RESULTS),
     IterationLimitError("g", "loop", 10, RESULTS),
     WorkerLostError("graph 'g': node 'n' lost its worker process", node_id="n"),
+    TransferError("graph 'g': node 'n'", "_thread.lock", "cannot pickle '_thread.lock' object"),
 ]
 
 
@@ -58,6 +60,7 @@ def test_every_error_pickles_round_trip(error: AioflowError) -> None:
         (OptionError, (AioflowError, ValueError)),
         (MissingExtraError, (AioflowError, ImportError)),
         (TaskInputError, (AioflowError, TypeError)),
+        (TransferError, (AioflowError, TypeError)),
         (NodeError, (ExecutionError,)),
         (ExecutionTimeoutError, (ExecutionError, TimeoutError)),
         (IterationLimitError, (ExecutionError, RuntimeError)),

@@ -171,6 +171,10 @@ class Pool(abc.ABC):
             else:
                 self._inflight.pop(owner, None)
 
+    def describe_lost_workers(self, executor: concurrent.futures.Executor) -> str | None:
+        """For a broken executor: which worker died and how (``pid 42, killed by SIGKILL``), if known."""
+        return None
+
     def discard_broken(self, executor: concurrent.futures.Executor) -> None:
         """Forget an executor that broke (a worker died); the next use builds a new one."""
         with self._lock:

@@ -88,6 +88,29 @@ def kill_process_trees(pids: list[int]) -> None:
     psutil.wait_procs(procs, timeout=5)
 
 
+def describe_exits(exits: list[tuple[int, int | None]]) -> str | None:
+    """Describe the workers that ended, e.g. ``pid 42, killed by SIGKILL``.
+
+    When one worker dies, the executor terminates the others (SIGTERM): those
+    are named only when no other exit explains the loss.
+    """
+    ended = [(pid, code) for pid, code in exits if code is not None]
+    if not ended:
+        return None
+    first = [(pid, code) for pid, code in ended if code != -signal.SIGTERM] or ended
+    parts = []
+    for pid, code in first:
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            parts.append(f"pid {pid}, killed by {name}")
+        else:
+            parts.append(f"pid {pid}, exit code {code}")
+    return "; ".join(parts)
+
+
 class ProcessPool(Pool):
     """Tasks run in worker processes: real parallelism; inputs and outputs are pickled."""
 
@@ -116,6 +139,10 @@ class ProcessPool(Pool):
             if launch is not None:
                 launch()
         return executor
+
+    def describe_lost_workers(self, executor: concurrent.futures.Executor) -> str | None:
+        processes = dict(getattr(executor, "_processes", None) or {})
+        return describe_exits([(pid, proc.exitcode) for pid, proc in processes.items()])
 
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
         assert isinstance(executor, concurrent.futures.ProcessPoolExecutor)

@@ -29,6 +29,8 @@ import concurrent.futures
 import importlib.util
 import logging
 import math
+import pickle
+import re
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,7 @@ from .._errors import (
     MissingExtraError,
     NodeError,
     OptionError,
+    TransferError,
     WorkerLostError,
 )
 from .._results import Results
@@ -64,6 +67,10 @@ logger = logging.getLogger("aioflow")
 # of the loop, few enough to bound memory on wide fans.
 _WINDOW_PER_WORKER = 8
 _MIN_WINDOW = 32
+
+# "cannot pickle '_thread.lock' object", "Can't pickle <function <lambda> ...>",
+# "Can't pickle local object 'f.<locals>.g'"
+_PICKLE_TYPE = re.compile(r"[Cc]an(?:not|'t) pickle (?:local object )?'?<?([\w.<>]+)")
 
 # Task types that need ewokscore (the ``ewoks`` extra) to run.
 _EWOKS_TASK_TYPES = ("class", "generated", "notebook")
@@ -406,14 +413,32 @@ class _Execution:
         self._ready.extend(nxt)
 
     def _translate(self, exc: BaseException, firing: Firing, executor: concurrent.futures.Executor) -> BaseException:
+        """Turn a pool's low-level failure into an error that says what happened and what to do."""
+        assert self._pool is not None
+        where = f"graph {self.graph.id!r}: node {firing.node_id!r}"
         if isinstance(exc, concurrent.futures.BrokenExecutor) and not isinstance(exc, WorkerLostError):
-            assert self._pool is not None
+            detail = self._pool.describe_lost_workers(executor)
             self._pool.discard_broken(executor)
-            msg = (
-                f"graph {self.graph.id!r}: node {firing.node_id!r} lost its worker process "
-                "(it was killed or crashed: out of memory, a segfault, os._exit?)"
-            )
+            msg = f"{where} lost its worker process ({detail or 'it was killed or crashed'}; out of memory, a segfault, os._exit?)"
             lost = WorkerLostError(msg, node_id=firing.node_id)
             lost.__cause__ = exc
             return lost
+        transfer = _unpicklable_type(exc)
+        if transfer is not None:
+            error = TransferError(where, transfer, str(exc))
+            error.__cause__ = exc
+            return error
         return exc
+
+
+def _unpicklable_type(exc: BaseException) -> str | None:
+    """The type named by a pickling failure (``cannot pickle 'X' object``), or None."""
+    if not isinstance(exc, (pickle.PicklingError, TypeError, AttributeError)):
+        return None
+    text = str(exc)
+    match = _PICKLE_TYPE.search(text)
+    if match:
+        return match.group(1)
+    if "pickle" in text.lower():
+        return "?"
+    return None

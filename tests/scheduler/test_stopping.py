@@ -136,7 +136,8 @@ async def test_worker_killed_during_a_task_is_reported(pool_config: dict[str, An
     with pytest.raises(aioflow.NodeError) as info:
         await aioflow.execute_graph_async(graph, **pool_config)
     assert isinstance(info.value.error, aioflow.WorkerLostError)
-    assert "node 'd' lost its worker process" in str(info.value)
+    assert "node 'd' lost its worker process (pid " in str(info.value)
+    assert "exit code 3" in str(info.value)
 
 
 @pytest.mark.parametrize("pool_type", ["thread", "process"])
@@ -189,3 +190,37 @@ def test_scaling_thread_workers(scaling: bool, expected: int) -> None:
     with aioflow.open_pool("thread", max_workers=3, scaling_workers=scaling) as pool:
         aioflow.execute_graph(graph, pool=pool)
         assert sum(t.name.startswith("aioflow-thread") for t in threading.enumerate()) == expected
+
+
+@pytest.mark.parametrize("pool_config", PROCESS_CONFIGS, indirect=True)
+async def test_unpicklable_output_names_the_node_and_the_type(pool_config: dict[str, Any]) -> None:
+    """An output that cannot come back from a worker gives TransferError naming node and type."""
+    graph = {"graph": {"id": "lock"}, "nodes": [node("l", "tasks.unpicklable_output")]}
+    with pytest.raises(aioflow.NodeError) as info:
+        await aioflow.execute_graph_async(graph, **pool_config)
+    error = info.value.error
+    assert isinstance(error, aioflow.TransferError)
+    assert "graph 'lock': node 'l': a value of type '_thread.lock' cannot be sent between processes" in str(error)
+    assert "use pool_type='thread'" in str(error)
+
+
+@pytest.mark.parametrize("pool_config", PROCESS_CONFIGS, indirect=True)
+async def test_unpicklable_input_names_the_node_and_the_type(pool_config: dict[str, Any]) -> None:
+    """An input that cannot be sent to a worker gives TransferError naming node and type."""
+    import threading
+
+    graph = {"graph": {"id": "lock"}, "nodes": [node("i", "tasks.identity")]}
+    with pytest.raises(aioflow.NodeError) as info:
+        await aioflow.execute_graph_async(graph, startargs={"value": threading.Lock()}, **pool_config)
+    assert isinstance(info.value.error, aioflow.TransferError)
+    assert "node 'i': a value of type '_thread.lock'" in str(info.value.error)
+
+
+async def test_unpicklable_values_are_fine_on_the_thread_pool() -> None:
+    """The thread pool passes values as they are."""
+    import threading
+
+    lock = threading.Lock()
+    graph = {"nodes": [node("i", "tasks.identity")]}
+    results = await aioflow.execute_graph_async(graph, pool_type="thread", startargs={"value": lock})
+    assert results["return_value"] is lock
