@@ -32,7 +32,7 @@ def cfpool() -> int:
 def mppool() -> int:
     """A multiprocessing.Pool inside the task."""
     with multiprocessing.Pool(1) as pool:
-        return pool.apply(abs, (-4,))
+        return int(pool.apply(abs, (-4,)))
 
 
 def mpprocess() -> int:
