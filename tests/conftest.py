@@ -24,9 +24,14 @@ POOL_CONFIGS = [
     pytest.param({"pool_type": "process", "max_workers": 2, "context": "forkserver"}, id="process-forkserver"),
 ]
 
-# Processes the stdlib starts once per interpreter and keeps on purpose: they
-# are not workers of any pool, and they end with the interpreter.
-STDLIB_SINGLETONS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+# Processes the stdlib (and billiard) start once per interpreter and keep on
+# purpose: they are not workers of any pool, and they end with the interpreter.
+STDLIB_SINGLETONS = (
+    "multiprocessing.forkserver",
+    "multiprocessing.resource_tracker",
+    "billiard.semaphore_tracker",
+    "billiard.forkserver",
+)
 
 # Generous: only a leak (or a deadlock) reaches it.
 LEAK_DEADLINE = 10.0

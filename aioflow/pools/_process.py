@@ -19,6 +19,7 @@ import os
 import select
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ._base import Pool
@@ -85,7 +86,28 @@ def kill_process_trees(pids: list[int]) -> None:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(procs, timeout=5)
+    _wait_gone(procs)
+
+
+def _wait_gone(procs: list[Any], timeout: float = 5.0) -> None:
+    """Wait until killed processes are gone. A zombie counts as gone: an orphan is
+    reaped by init, which may take its time, and it holds no resources but its pid."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    alive = procs
+    while alive and time.monotonic() < deadline:
+        _, alive = psutil.wait_procs(alive, timeout=0.05)
+        alive = [p for p in alive if _running(p)]
+
+
+def _running(proc: Any) -> bool:
+    import psutil
+
+    try:
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 def describe_exits(exits: list[tuple[int, int | None]]) -> str | None:
@@ -120,7 +142,7 @@ class ProcessPool(Pool):
         extra = dict(self.options.extra)
         initializer = extra.pop("initializer", None)
         initargs = tuple(extra.pop("initargs", ()))
-        context = multiprocessing.get_context(self.options.context)
+        context = self._mp_context()
         # Default (Pool._default_max_workers): one worker per CPU, as the stdlib.
         max_workers = self.capacity
         executor = concurrent.futures.ProcessPoolExecutor(
@@ -140,8 +162,14 @@ class ProcessPool(Pool):
                 launch()
         return executor
 
+    def _mp_context(self) -> Any:
+        """The multiprocessing context the workers start from."""
+        return multiprocessing.get_context(self.options.context)
+
     def describe_lost_workers(self, executor: concurrent.futures.Executor) -> str | None:
         processes = dict(getattr(executor, "_processes", None) or {})
+        for proc in processes.values():
+            proc.join(0.1)  # a worker that just died may not be reaped yet
         return describe_exits([(pid, proc.exitcode) for pid, proc in processes.items()])
 
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:

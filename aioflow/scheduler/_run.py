@@ -373,11 +373,12 @@ class _Execution:
             node = self.graph.nodes[firing.node_id]
             call = TaskCall(firing.node_id, node.label, node.task_type, node.task_identifier, firing.inputs)
             self._emit("node.started", firing.node_id, firing.number)
+            executor = None
             try:
                 executor = pool.executor
                 future = loop.run_in_executor(executor, pool.bind(executor, self, run_task), call)
             except Exception as exc:  # the pool refused the call (closed, broken)
-                self._fail(firing, exc)
+                self._fail(firing, self._translate(exc, firing, executor) if executor is not None else exc)
                 continue
             pool.enter(self)
             self._inflight[future] = (firing, executor)
