@@ -38,7 +38,15 @@ def available_pools() -> tuple[str, ...]:
 
 
 def default_pool_type() -> str:
-    """The pool used when ``pool_type`` is not given: ``process``."""
+    """The pool used when ``pool_type`` is not given.
+
+    ``gevent`` in a process gevent has monkey-patched (process pools can hang
+    there), ``process`` otherwise.
+    """
+    from ..scheduler._gevent_bridge import is_patched
+
+    if is_patched() and "gevent" in _registered():
+        return "gevent"
     return "process"
 
 

@@ -111,7 +111,9 @@ async def execute_graph_async(
             and report failures in ``Results.errors``.
         timeout: seconds; past it, running tasks are stopped and
             `ExecutionTimeoutError` is raised.
-        pool_type: ``thread`` or ``process`` (default).
+        pool_type: a name from `aioflow.available_pools()`: ``thread``, ``process``
+            (the default; ``gevent`` when gevent has monkey-patched the process),
+            ``ndprocess``, ``multiprocessing``, ``ndmultiprocessing``, ``billiard``.
         max_workers: the most tasks that run at once.
         scaling_workers: start workers as tasks need them, reusing idle ones.
         context: start method of process pools: ``spawn``, ``fork``, ``forkserver``.

@@ -8,6 +8,11 @@
   helper thread, and this thread waits for it. Ctrl-C while waiting cancels
   the execution in the helper thread, waits for its cleanup, and re-raises.
   No loop is re-entered (no nest_asyncio).
+- gevent has monkey-patched the process and the execution uses the
+  ``gevent`` pool (the default there): the engine runs on its own loop in a
+  real OS thread (see `aioflow.scheduler._gevent_bridge`) while the calling
+  greenlet waits in the gevent hub, so that other greenlets, the pool's
+  tasks among them, keep running.
 
 uvloop is used when it is installed, unless ``uvloop=False``.
 """
@@ -21,6 +26,7 @@ import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError
+from ._gevent_bridge import is_patched, run_in_bridge_thread
 from ._run import execute_graph_async
 
 if TYPE_CHECKING:
@@ -137,4 +143,16 @@ def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> 
         uvloop: use uvloop when installed (``None``), always (``True``), or never (``False``).
         **options: the keyword arguments of `execute_graph_async`.
     """
+    if is_patched() and _uses_gevent_pool(options):
+        return run_in_bridge_thread(lambda: execute_graph_async(graph, **options), loop_factory=_loop_factory(uvloop))
     return run_sync(lambda: execute_graph_async(graph, **options), uvloop=uvloop)
+
+
+def _uses_gevent_pool(options: dict[str, Any]) -> bool:
+    """Whether these `execute_graph_async` options select the ``gevent`` pool."""
+    from ..pools import default_pool_type
+
+    pool = options.get("pool")
+    if pool is not None:
+        return getattr(pool, "name", None) == "gevent"
+    return (options.get("pool_type") or default_pool_type()) == "gevent"

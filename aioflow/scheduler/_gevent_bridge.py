@@ -1,0 +1,201 @@
+"""Running the asyncio engine in a process that gevent has monkey-patched.
+
+Actors: the *caller*, a greenlet of the gevent hub of the calling thread
+(usually the main thread); the *bridge thread*, a real OS thread that runs an
+asyncio loop on the unpatched selector; and the tasks of the ``gevent`` pool,
+greenlets of the caller's hub.
+
+Why a real thread: in a patched process `threading.Thread` starts a greenlet,
+not a thread, and even the original ``Thread`` class hangs (its ``start``
+waits on an event that patching turned into a gevent primitive). The bridge
+thread is started with the original ``_thread.start_new_thread``, and its loop
+selects with the original ``selectors.DefaultSelector``, so that it blocks
+its own OS thread and never the hub.
+
+Hand-offs, none of them polling:
+
+- caller -> bridge: the thread starts with the coroutine factory; Ctrl-C or
+  a kill of the caller cancels the engine's task with
+  ``loop.call_soon_threadsafe``.
+- bridge -> caller: when the loop has finished (cleanup included), the
+  thread ``send``\\s a hub ``async_`` watcher, whose callback (run by the hub)
+  sets a `gevent.event.AsyncResult` the caller waits on. While it waits, the
+  hub keeps running every other greenlet, the pool's tasks included.
+
+Ownership: the caller owns the thread and the watcher; it returns only after
+the thread has released its exit latch (a real lock), so no thread outlives
+the call. The caller's hub is made available to the coroutine (and to the
+tasks it creates) through a context variable, `bridge_hub`, which is how a
+``gevent`` pool created inside the engine finds the hub its tasks run in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import sys
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+__all__ = ["bridge_hub", "is_patched", "new_bridge_loop", "run_in_bridge_thread"]
+
+T = TypeVar("T")
+
+_BRIDGE_HUB: contextvars.ContextVar[Any] = contextvars.ContextVar("aioflow_gevent_bridge_hub", default=None)
+
+
+def is_patched() -> bool:
+    """Whether gevent has monkey-patched ``threading`` in this process.
+
+    gevent is imported only when something already imported it: an unpatched
+    program never pays for it.
+    """
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("threading"))
+
+
+def bridge_hub() -> Any:
+    """The gevent hub of the greenlet that called `run_in_bridge_thread`, or ``None`` outside one."""
+    return _BRIDGE_HUB.get()
+
+
+def new_bridge_loop() -> asyncio.AbstractEventLoop:
+    """An asyncio loop on the original (unpatched) selector, for a real OS thread."""
+    from gevent import monkey
+
+    selector_class = monkey.get_original("selectors", "DefaultSelector")
+    return asyncio.SelectorEventLoop(selector_class())
+
+
+def run_in_bridge_thread(
+    make_coro: Callable[[], Coroutine[Any, Any, T]],
+    *,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T:
+    """Run a coroutine on an asyncio loop in a real OS thread; wait for it in the hub.
+
+    Called from a greenlet (the main one included) of a gevent-patched
+    process. Other greenlets keep running while it waits. Ctrl-C (or killing
+    the calling greenlet) while waiting cancels the coroutine, waits for its
+    cleanup, then re-raises.
+
+    Args:
+        make_coro: builds the coroutine; called in the bridge thread.
+        loop_factory: builds the bridge thread's loop (default `new_bridge_loop`).
+
+    Returns:
+        The coroutine's result; its exception is re-raised here.
+    """
+    import gevent
+    import gevent.event
+    from gevent import monkey
+
+    hub = gevent.get_hub()
+    start_new_thread = monkey.get_original("_thread", "start_new_thread")
+    allocate_lock = monkey.get_original("_thread", "allocate_lock")
+    factory = loop_factory or new_bridge_loop
+
+    outcome: dict[str, Any] = {}
+    handles: dict[str, Any] = {}
+    handles_lock = allocate_lock()  # guards handles and the "cancelled" flag
+    exited = allocate_lock()  # held by the bridge thread until its very last step
+    exited.acquire()
+    finished: gevent.event.AsyncResult = gevent.event.AsyncResult()
+    watcher = hub.loop.async_()
+    watcher.start(finished.set, None)
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        with handles_lock:
+            handles["loop"], handles["task"] = asyncio.get_running_loop(), task
+            cancelled = handles.get("cancelled", False)
+        if cancelled:
+            task.cancel()
+        _BRIDGE_HUB.set(hub)
+        return await make_coro()
+
+    def target() -> None:
+        try:
+            with asyncio.Runner(loop_factory=factory) as runner:
+                outcome["value"] = runner.run(main())
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            _destroy_own_hub()
+            _forget_dummy_thread()
+            watcher.send()
+            exited.release()
+
+    def cancel() -> None:
+        with handles_lock:
+            handles["cancelled"] = True
+            loop, task = handles.get("loop"), handles.get("task")
+        if loop is not None and task is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:  # the loop closed in the meantime: nothing left to cancel
+                pass
+
+    def wait_finished() -> None:
+        """Wait for the thread in the hub, surviving further interrupts."""
+        while True:
+            try:
+                finished.get()
+            except BaseException:  # noqa: S112 - the thread's cleanup must be awaited
+                continue
+            return
+
+    try:
+        start_new_thread(target, ())
+        try:
+            finished.get()
+        except BaseException:
+            cancel()
+            wait_finished()
+            raise
+        finally:
+            # The thread has sent its last signal: it is about to return.
+            exited.acquire()
+            exited.release()
+    finally:
+        watcher.close()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
+
+
+def _forget_dummy_thread() -> None:
+    """Drop the placeholder `threading` made for this thread (asyncio asks for `threading.current_thread`).
+
+    With ``threading`` patched, the placeholder is keyed by the thread's
+    greenlet and never removed: each bridge call would leave one behind.
+    """
+    import threading
+
+    active = getattr(threading, "_active", None)
+    dummy = getattr(threading, "_DummyThread", None)
+    if isinstance(active, dict) and dummy is not None:
+        ident = threading.get_ident()
+        if isinstance(active.get(ident), dummy):
+            active.pop(ident, None)
+
+
+def _destroy_own_hub() -> None:
+    """Destroy the hub gevent made for this thread, if anything in it made one.
+
+    A patched `threading.Thread` started in this thread (`run_in_own_thread`
+    does, to close a pool) runs as a greenlet of a hub of this thread. Without
+    this, each bridge call would leave that hub's loop (and its file
+    descriptors) behind.
+    """
+    from gevent._hub_local import get_hub_if_exists
+
+    hub = get_hub_if_exists()
+    if hub is not None:
+        hub.destroy(destroy_loop=True)

@@ -1,0 +1,71 @@
+"""Task functions for the gevent pool tests. Imported in gevent-patched interpreters only."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import gevent
+from gevent import monkey
+
+#: Names given to `announce_and_nap` calls that have started.
+STARTED: list[str] = []
+#: Names given to `announce_and_nap` calls that have ended, however.
+ENDED: list[str] = []
+#: Names given to `nap_recording_kill` calls whose greenlet was killed.
+KILLED: list[str] = []
+#: The most `nap_counting` calls seen running at once.
+PEAK = [0]
+_RUNNING = [0]
+
+
+def nap(seconds: float = 0.05, value: Any = None) -> Any:
+    """Yield to the hub for ``seconds``, then return ``value``."""
+    gevent.sleep(seconds)
+    return value
+
+
+def nap_counting(seconds: float = 0.05, value: Any = None) -> Any:
+    """`nap`, recording in `PEAK` how many of these run at once."""
+    _RUNNING[0] += 1
+    PEAK[0] = max(PEAK[0], _RUNNING[0])
+    try:
+        gevent.sleep(seconds)
+    finally:
+        _RUNNING[0] -= 1
+    return value
+
+
+def nap_recording_kill(seconds: float = 3600.0, name: str = "") -> None:
+    """Sleep (in the hub) for ``seconds``; record ``name`` in `KILLED` if the greenlet is killed."""
+    try:
+        gevent.sleep(seconds)
+    except gevent.GreenletExit:
+        KILLED.append(name)
+        raise
+
+
+def announce_and_nap(seconds: float = 3600.0, name: str = "") -> None:
+    """Record ``name`` in `STARTED`, print ``started <name>``, `nap_recording_kill`, record ``name`` in `ENDED`."""
+    STARTED.append(name)
+    try:
+        sys.stdout.write(f"started {name}\n")
+        sys.stdout.flush()
+        nap_recording_kill(seconds, name)
+    finally:
+        ENDED.append(name)
+
+
+def os_thread() -> int:
+    """The identifier of the OS thread running the task (not of its greenlet)."""
+    return int(monkey.get_original("_thread", "get_ident")())
+
+
+def square(x: int = 0) -> int:
+    return x * x
+
+
+def broken(**kwargs: Any) -> None:
+    """Always fail, with a recognisable message."""
+    msg = "broken on purpose"
+    raise ValueError(msg)

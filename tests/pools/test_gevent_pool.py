@@ -1,0 +1,540 @@
+"""The gevent pool and the bridge thread that runs the engine in a gevent-patched process.
+
+gevent patches the whole process, so every test runs a small script in a
+fresh interpreter whose first line is ``monkey.patch_all()``, and checks
+what it prints.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent.parent
+POOLS = Path(__file__).resolve().parent
+
+# Generous: only a hang reaches it.
+DEADLINE = 120
+
+PATCHED = "from gevent import monkey; monkey.patch_all()\n"
+
+COMMON = '''
+import time
+import gevent
+import aioflow
+import gevent_tasks
+from aioflow.scheduler._gevent_bridge import run_in_bridge_thread
+from graphs import method_node, return_value_link
+
+
+def run(graph, **options):
+    """execute_graph_async on the gevent pool, through the bridge thread."""
+    if "pool" not in options:
+        options.setdefault("pool_type", "gevent")
+    return run_in_bridge_thread(lambda: aioflow.execute_graph_async(graph, **options))
+
+
+def fan(count, task="gevent_tasks.nap", named=False, **inputs):
+    """``count`` independent nodes ``n0``, ``n1``... running ``task`` (given ``name=<node id>`` if named)."""
+    nodes = [method_node(f"n{i}", task, **inputs, **({"name": f"n{i}"} if named else {})) for i in range(count)]
+    return {"graph": {"id": "fan"}, "nodes": nodes}
+'''
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(POOLS)])}
+
+
+def _write(tmp_path: Path, body: str, *, patched: bool = True) -> Path:
+    script = tmp_path / "script.py"
+    prelude = (PATCHED + COMMON) if patched else ""
+    script.write_text(prelude + textwrap.dedent(body))
+    return script
+
+
+def run_script(tmp_path: Path, body: str, *, patched: bool = True) -> list[str]:
+    """Run ``body`` in a fresh (by default gevent-patched) interpreter; return its stdout lines."""
+    script = _write(tmp_path, body, patched=patched)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+# ------------------------------------------------------------------ results
+
+
+def test_diamond_through_the_bridge(tmp_path: Path) -> None:
+    """A diamond graph executed on the gevent pool through the bridge thread gives the right result."""
+    lines = run_script(
+        tmp_path,
+        """
+        graph = {
+            "graph": {"id": "diamond"},
+            "nodes": [
+                method_node("start", "tasks.inc", x=1),
+                method_node("left", "tasks.inc"),
+                method_node("right", "gevent_tasks.square"),
+                method_node("total", "tasks.add"),
+            ],
+            "links": [
+                return_value_link("start", "left", "x"),
+                return_value_link("start", "right", "x"),
+                return_value_link("left", "total", "a"),
+                return_value_link("right", "total", "b"),
+            ],
+        }
+        results = run(graph)
+        print(dict(results), dict(results.executions))
+        """,
+    )
+    assert lines == ["{'return_value': 7} {'start': 1, 'left': 1, 'right': 1, 'total': 1}"]
+
+
+def test_tasks_are_greenlets_of_the_main_thread(tmp_path: Path) -> None:
+    """Tasks run in the main thread's hub, not in the bridge thread."""
+    lines = run_script(
+        tmp_path,
+        """
+        import threading
+        from gevent import monkey
+        get_ident = monkey.get_original("_thread", "get_ident")
+        main = get_ident()
+        graph = {"nodes": [method_node("a", "gevent_tasks.os_thread")]}
+        print(run(graph)["return_value"] == main)
+        """,
+    )
+    assert lines == ["True"]
+
+
+def test_uvloop_in_the_bridge_thread(tmp_path: Path) -> None:
+    """The bridge thread may run uvloop instead of the selector loop."""
+    lines = run_script(
+        tmp_path,
+        """
+        import uvloop
+        graph = fan(20, value=1)
+        results = run_in_bridge_thread(
+            lambda: aioflow.execute_graph_async(graph, pool_type="gevent", merge_outputs=False),
+            loop_factory=uvloop.new_event_loop,
+        )
+        print(sorted(r["return_value"] for r in results.values()) == [1] * 20)
+        """,
+    )
+    assert lines == ["True"]
+
+
+# ------------------------------------------------------------------ concurrency
+
+
+def test_sleep_fan_runs_concurrently(tmp_path: Path) -> None:
+    """100 tasks of 50 ms with max_workers=100 overlap: far less than the 5 s of a serial run."""
+    lines = run_script(
+        tmp_path,
+        """
+        start = time.monotonic()
+        results = run(fan(100, "gevent_tasks.nap_counting", seconds=0.05), max_workers=100, merge_outputs=False)
+        elapsed = time.monotonic() - start
+        print(len(results), gevent_tasks.PEAK[0] > 2, elapsed < 2.5, round(elapsed, 3))
+        """,
+    )
+    count, overlapped, fast, elapsed = lines[0].split()
+    assert (count, overlapped) == ("100", "True")
+    assert fast == "True", f"100 x 50 ms took {elapsed} s"
+
+
+def test_max_workers_caps_the_running_greenlets(tmp_path: Path) -> None:
+    """With max_workers=2 at most 2 tasks run at once, so 100 x 50 ms takes at least 50 x 50 ms."""
+    lines = run_script(
+        tmp_path,
+        """
+        start = time.monotonic()
+        results = run(fan(100, "gevent_tasks.nap_counting", seconds=0.05), max_workers=2, merge_outputs=False)
+        elapsed = time.monotonic() - start
+        print(len(results), gevent_tasks.PEAK[0], elapsed >= 2.0, round(elapsed, 3))
+        """,
+    )
+    count, peak, slow, elapsed = lines[0].split()
+    assert (count, peak) == ("100", "2")
+    assert slow == "True", f"100 x 50 ms on 2 workers took only {elapsed} s"
+
+
+def test_default_max_workers(tmp_path: Path) -> None:
+    """Without max_workers the pool runs up to DEFAULT_MAX_WORKERS greenlets at once."""
+    lines = run_script(
+        tmp_path,
+        """
+        from aioflow.pools._gevent import DEFAULT_MAX_WORKERS
+        pool = aioflow.open_pool("gevent")
+        print(pool.capacity == DEFAULT_MAX_WORKERS)
+        results = run(fan(150, "gevent_tasks.nap_counting", seconds=0.2), merge_outputs=False)
+        print(len(results), gevent_tasks.PEAK[0] == DEFAULT_MAX_WORKERS)
+        """,
+    )
+    assert lines == ["True", "150 True"]
+
+
+def test_caller_keeps_running_other_greenlets(tmp_path: Path) -> None:
+    """While the main greenlet waits for an execution, other greenlets of its hub keep running."""
+    lines = run_script(
+        tmp_path,
+        """
+        ticks = []
+
+        def tick():
+            while True:
+                ticks.append(time.monotonic())
+                gevent.sleep(0.01)
+
+        ticker = gevent.spawn(tick)
+        gevent.sleep(0)
+        start = time.monotonic()
+        run(fan(3, seconds=0.5))
+        end = time.monotonic()
+        ticker.kill()
+        print(sum(1 for t in ticks if start < t < end) >= 5)
+        """,
+    )
+    assert lines == ["True"]
+
+
+# ------------------------------------------------------------------ failures and stopping
+
+
+def test_failing_task_gives_node_error(tmp_path: Path) -> None:
+    """A task raising in its greenlet fails the execution with NodeError, the task's exception as cause."""
+    lines = run_script(
+        tmp_path,
+        """
+        graph = {"graph": {"id": "g"}, "nodes": [method_node("bad", "gevent_tasks.broken")]}
+        try:
+            run(graph)
+        except aioflow.NodeError as exc:
+            print(exc.node_id, repr(exc.__cause__))
+        results = run(graph, raise_on_error=False)
+        print(list(results.errors))
+        """,
+    )
+    assert lines == ["bad ValueError('broken on purpose')", "['bad']"]
+
+
+def test_timeout_kills_running_greenlets(tmp_path: Path) -> None:
+    """A timeout raises ExecutionTimeoutError after killing the running greenlets."""
+    lines = run_script(
+        tmp_path,
+        """
+        graph = fan(3, "gevent_tasks.nap_recording_kill", named=True, seconds=3600)
+        try:
+            run(graph, timeout=0.5)
+        except aioflow.ExecutionTimeoutError as exc:
+            print(sorted(exc.running), sorted(gevent_tasks.KILLED))
+        """,
+    )
+    assert lines[0] == "['n0', 'n1', 'n2'] ['n0', 'n1', 'n2']"
+
+
+def test_killing_the_caller_cancels_the_execution(tmp_path: Path) -> None:
+    """Killing the greenlet that waits for an execution cancels it and kills its tasks."""
+    lines = run_script(
+        tmp_path,
+        """
+        import threading
+        graph = fan(2, "gevent_tasks.announce_and_nap", named=True, seconds=3600)
+        caller = gevent.spawn(run, graph)
+        while len(gevent_tasks.STARTED) < 2:
+            gevent.sleep(0.01)
+        caller.kill(block=True, timeout=60)
+        print(caller.dead, sorted(gevent_tasks.KILLED), len(threading.enumerate()))
+        """,
+    )
+    assert lines[-1] == "True ['n0', 'n1'] 1"
+
+
+def test_ctrl_c_interrupts_the_execution(tmp_path: Path) -> None:
+    """Ctrl-C while the main greenlet waits raises KeyboardInterrupt there, after the tasks have ended."""
+    script = _write(
+        tmp_path,
+        """
+        graph = fan(1, "gevent_tasks.announce_and_nap", named=True, seconds=3600)
+        try:
+            run(graph)
+        except KeyboardInterrupt:
+            # Ctrl-C lands in the main greenlet, or in the task if it was
+            # running Python code at that instant: it ends either way.
+            print("interrupted", gevent_tasks.ENDED, flush=True)
+        """,
+    )
+    with subprocess.Popen(
+        [sys.executable, str(script)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "started n0"
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=DEADLINE)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["interrupted ['n0']"]
+
+
+def test_shared_pool_opened_in_the_main_greenlet(tmp_path: Path) -> None:
+    """A pool opened in the main greenlet serves several executions and closes from there."""
+    lines = run_script(
+        tmp_path,
+        """
+        with aioflow.open_pool("gevent", max_workers=4) as pool:
+            for value in (1, 2):
+                print(run(fan(1, value=value), pool=pool)["return_value"])
+        print(pool.closed)
+        """,
+    )
+    assert lines == ["1", "2", "True"]
+
+
+def test_abort_on_a_shared_pool_kills_only_the_owner_tasks(tmp_path: Path) -> None:
+    """Two executions share a pool: one times out, only its greenlets are killed, the other finishes."""
+    lines = run_script(
+        tmp_path,
+        """
+        doomed = fan(2, "gevent_tasks.nap_recording_kill", named=True, seconds=3600)
+        with aioflow.open_pool("gevent") as pool:
+            survivor = gevent.spawn(run, fan(2, seconds=1.5, value=5), pool=pool, merge_outputs=False)
+            gevent.sleep(0.2)
+            try:
+                run(doomed, pool=pool, timeout=0.3)
+            except aioflow.ExecutionTimeoutError:
+                print("timed out", sorted(gevent_tasks.KILLED))
+            results = survivor.get(timeout=60)
+        print(sorted(r["return_value"] for r in results.values()))
+        """,
+    )
+    assert lines == ["timed out ['n0', 'n1']", "[5, 5]"]
+
+
+# ------------------------------------------------------------------ options and environment
+
+
+def test_context_and_pool_options_are_refused(tmp_path: Path) -> None:
+    """A start method or pool_options make no sense for greenlets: OptionError before anything runs."""
+    lines = run_script(
+        tmp_path,
+        """
+        for options in ({"context": "spawn"}, {"pool_options": {"initializer": print}}):
+            try:
+                aioflow.open_pool("gevent", **options)
+            except aioflow.OptionError as exc:
+                print(exc.option)
+        """,
+    )
+    assert lines == ["context", "pool_options"]
+
+
+def test_unpatched_process_is_refused(tmp_path: Path) -> None:
+    """Without monkey.patch_all() the gevent pool refuses to open, saying why."""
+    lines = run_script(
+        tmp_path,
+        """
+        import aioflow
+        try:
+            aioflow.open_pool("gevent")
+        except aioflow.AioflowError as exc:
+            print("patch_all" in str(exc))
+        """,
+        patched=False,
+    )
+    assert lines == ["True"]
+
+
+def test_missing_gevent_is_a_missing_extra(tmp_path: Path) -> None:
+    """Without gevent installed, the gevent pool raises MissingExtraError naming the extra."""
+    lines = run_script(
+        tmp_path,
+        """
+        import sys
+        sys.modules["gevent"] = None  # as if not installed
+        import aioflow
+        try:
+            aioflow.open_pool("gevent")
+        except aioflow.MissingExtraError as exc:
+            print(isinstance(exc, ImportError), "gevent" in str(exc))
+        """,
+        patched=False,
+    )
+    assert lines == ["True True"]
+
+
+def test_is_patched_does_not_import_gevent(tmp_path: Path) -> None:
+    """is_patched() is False in a plain process and does not import gevent; True after patch_all()."""
+    lines = run_script(
+        tmp_path,
+        """
+        import sys
+        from aioflow.scheduler._gevent_bridge import is_patched
+        print(is_patched(), "gevent" in sys.modules)
+        import gevent
+        print(is_patched())
+        from gevent import monkey
+        monkey.patch_all()
+        print(is_patched())
+        """,
+        patched=False,
+    )
+    assert lines == ["False False", "False", "True"]
+
+
+def test_bridge_leaves_no_thread_behind(tmp_path: Path) -> None:
+    """Many bridge calls leave no thread, thread record or file descriptor behind."""
+    lines = run_script(
+        tmp_path,
+        """
+        import gc
+        import threading
+        import psutil
+        run(fan(2, value=1))
+        gc.collect()
+        before = psutil.Process().num_fds()
+        for _ in range(20):
+            run(fan(2, value=1))
+        gc.collect()
+        print([t.name for t in threading.enumerate()], psutil.Process().num_fds() - before)
+        """,
+    )
+    assert lines == ["['MainThread'] 0"]
+
+
+def test_bridge_returns_and_raises(tmp_path: Path) -> None:
+    """run_in_bridge_thread returns the coroutine's result and re-raises its exception."""
+    lines = run_script(
+        tmp_path,
+        """
+        import asyncio
+
+        async def answer():
+            await asyncio.sleep(0.01)
+            return 42
+
+        async def fail():
+            raise LookupError("nope")
+
+        print(run_in_bridge_thread(answer))
+        try:
+            run_in_bridge_thread(fail)
+        except LookupError as exc:
+            print(repr(exc))
+        """,
+    )
+    assert lines == ["42", "LookupError('nope')"]
+
+
+def test_pool_outside_main_thread_and_bridge_is_refused(tmp_path: Path) -> None:
+    """Opening the gevent pool in a thread that is neither the main one nor a bridge raises PoolError."""
+    lines = run_script(
+        tmp_path,
+        """
+        from gevent import monkey
+        start_new_thread = monkey.get_original("_thread", "start_new_thread")
+        allocate_lock = monkey.get_original("_thread", "allocate_lock")
+        done = allocate_lock()
+        done.acquire()
+        seen = []
+
+        def target():
+            try:
+                aioflow.open_pool("gevent")
+            except aioflow.PoolError as exc:
+                seen.append("main thread" in str(exc))
+            finally:
+                done.release()
+
+        start_new_thread(target, ())
+        done.acquire()
+        print(seen)
+        """,
+    )
+    assert lines == ["[True]"]
+
+
+def test_loop_in_the_hub_thread_on_gevent_selector(tmp_path: Path) -> None:
+    """Without a bridge, an asyncio loop made after patch_all() (gevent's selector) also runs the tasks."""
+    lines = run_script(
+        tmp_path,
+        """
+        import asyncio
+        results = asyncio.run(aioflow.execute_graph_async(fan(10, value=3), pool_type="gevent", merge_outputs=False))
+        print(sorted(r["return_value"] for r in results.values()) == [3] * 10)
+        """,
+    )
+    assert lines == ["True"]
+
+
+def test_loop_blocking_the_hub_is_refused(tmp_path: Path) -> None:
+    """uvloop in the hub's own thread would starve the tasks: PoolError instead of a hang."""
+    lines = run_script(
+        tmp_path,
+        """
+        import uvloop
+        try:
+            uvloop.run(aioflow.execute_graph_async(fan(1), pool_type="gevent"))
+        except aioflow.PoolError as exc:
+            print("execute_graph()" in str(exc))
+        """,
+    )
+    assert lines == ["True"]
+
+
+SYNC_DEFAULT = """
+from gevent import monkey
+
+monkey.patch_all()
+import time
+
+import gevent
+
+import aioflow
+
+graph = {
+    "nodes": [
+        {"id": i, "task_type": "method", "task_identifier": "tasks.sleep", "default_inputs": [{"name": "seconds", "value": 0.05}]}
+        for i in range(100)
+    ]
+}
+ticks = []
+
+
+def tick():
+    for _ in range(10):
+        ticks.append(1)
+        gevent.sleep(0.01)
+
+
+ticker = gevent.spawn(tick)
+start = time.monotonic()
+results = aioflow.execute_graph(graph, merge_outputs=False)
+elapsed = time.monotonic() - start
+ticker.join()
+print(aioflow.pools.default_pool_type(), len(results), elapsed < 2.5, len(ticks))
+"""
+
+
+def test_sync_facade_defaults_to_the_gevent_pool_when_patched(tmp_path: Path) -> None:
+    """In a patched process, plain execute_graph uses the gevent pool, concurrently, without blocking greenlets."""
+    script = tmp_path / "sync_default.py"
+    script.write_text(SYNC_DEFAULT)
+    done = subprocess.run(
+        [sys.executable, str(script)], env=_env(), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["gevent", "100", "True", "10"]
