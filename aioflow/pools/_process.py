@@ -168,8 +168,11 @@ class ProcessPool(Pool):
 
     def describe_lost_workers(self, executor: concurrent.futures.Executor) -> str | None:
         processes = dict(getattr(executor, "_processes", None) or {})
+        # A worker that just died may not be reaped yet: give each up to the
+        # rest of one second (only on this failure path).
+        deadline = time.monotonic() + 1.0
         for proc in processes.values():
-            proc.join(0.1)  # a worker that just died may not be reaped yet
+            proc.join(max(0.0, deadline - time.monotonic()))
         return describe_exits([(pid, proc.exitcode) for pid, proc in processes.items()])
 
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:

@@ -44,6 +44,7 @@ from .._errors import (
     MissingExtraError,
     NodeError,
     OptionError,
+    PoolError,
     TransferError,
     WorkerLostError,
 )
@@ -319,7 +320,12 @@ class _Execution:
                     pool.leave(self)
                 self._inflight.clear()
                 with anyio.CancelScope(shield=True):
-                    await pool.aabort(self)
+                    try:
+                        await pool.aabort(self)
+                    except KeyboardInterrupt:
+                        # A second Ctrl-C must not skip the stop: finish it here.
+                        pool.abort(self)
+                        raise
         self._emit("graph.finished")
         return self._outcome(timed_out)
 
@@ -393,6 +399,10 @@ class _Execution:
         firing, executor = entry
         assert self._pool is not None
         self._pool.leave(self)
+        if future.cancelled():  # the pool gave up on the call (not this execution)
+            lost = PoolError(f"graph {self.graph.id!r}: node {firing.node_id!r}: the pool cancelled the call")
+            self._fail(firing, lost)
+            return
         error = future.exception()
         if error is not None:
             self._fail(firing, self._translate(error, firing, executor))

@@ -1,0 +1,665 @@
+"""The ``multiprocessing`` and ``ndmultiprocessing`` pools: a `multiprocessing.Pool` behind an executor.
+
+Actors and who owns what:
+
+- `_MultiprocessingExecutor` (parent process) owns one `multiprocessing.Pool`
+  and the futures it handed out (``_jobs``: job id -> `_Job`, guarded by
+  ``_lock``). ``submit`` sends ``_call_in_worker(job_id, fn, args)`` with
+  ``apply_async``; the pool's result-handler thread runs our callbacks,
+  which resolve the future.
+- The *workers* (the pool's processes) report on a pipe of our own, the
+  *channel* (one writer lock shared by all workers): ``hello`` when they
+  start, ``start`` with the job id before they run a call, ``bye`` when they
+  exit cleanly (a `multiprocessing.util.Finalize` hook, which SIGKILL and
+  ``os._exit`` skip), ``initfailed`` when the pool's initializer raised.
+- The *watcher* thread (parent) waits on the channel and on every worker's
+  sentinel. A worker that dies without ``bye`` died abnormally: the calls it
+  was running can never finish (``multiprocessing.Pool`` silently replaces
+  the worker and waits forever), and its death may leave the pool's queue
+  locks held. The watcher then fails those calls' futures at once with
+  `BrokenMultiprocessingPool` naming the pid and exit code, marks the
+  executor broken (as `concurrent.futures.ProcessPoolExecutor` does), stops
+  the whole pool and fails every other pending future. After
+  ``shutdown`` it joins the pool once every call has finished, then ends.
+
+Shutdown order. ``shutdown`` closes the pool (queued calls still run), the
+watcher joins it when the last call finishes. `_MultiprocessingExecutor.abort`
+(a timeout, a cancellation, a failed node) fails every pending future,
+raises a shared *stop flag* (a worker that picks up a call after it skips
+the call), kills every worker with the processes its task started
+(`kill_process_trees`), frees the queue locks the killed workers may hold
+(a worker waiting for a task holds the task queue's read lock, and
+``Pool.terminate`` would wait for it forever), terminates the pool, then
+joins the watcher. The broken path runs the same stop from the watcher.
+
+Worker processes ignore SIGINT and exit with the owning process (see
+`aioflow.pools._process._worker_initializer`).
+
+Limits. A call cannot be taken back once ``apply_async`` queued it:
+cancelling its future (before a worker reported ``start``) only stops the
+caller from waiting, the call still runs unless the stop flag is up
+(``shutdown(cancel_futures=True)``, an abort). On a pool shared by several
+executions, stopping one of them while others run lets its running calls
+finish in the background (`Pool._abort_owner`'s default). The pool's
+internals this module reads, present in every CPython 3: ``Pool._pool`` (the
+worker processes), ``Pool._inqueue._rlock`` and ``Pool._outqueue._wlock``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import itertools
+import logging
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.context
+import multiprocessing.pool
+import multiprocessing.util
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from .._errors import OptionError
+from ._base import Pool, PoolOptions
+from ._process import _worker_initializer, kill_process_trees
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["BrokenMultiprocessingPool", "MultiprocessingPool", "NonDaemonicMultiprocessingPool"]
+
+logger = logging.getLogger("aioflow.pools")
+
+T = TypeVar("T")
+
+#: The keys ``pool_options`` may hold: keyword arguments of `multiprocessing.Pool`.
+_EXTRA_KEYS = ("initializer", "initargs", "maxtasksperchild")
+
+#: The message of the assertion `multiprocessing.Process.start` raises in a daemonic process.
+_DAEMONIC_ASSERTION = "daemonic processes are not allowed to have children"
+
+#: Seconds the watcher waits for the pool to reap a dead worker before it reads the exit code itself.
+_REAP_GRACE = 2.0
+
+
+class BrokenMultiprocessingPool(concurrent.futures.BrokenExecutor):
+    """A worker of a ``multiprocessing`` pool died, or the pool was stopped, before a call finished."""
+
+
+class _RemoteTraceback(Exception):
+    """The worker's traceback text, attached as ``__cause__`` of a task's exception."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+@dataclass
+class _WorkerLink:
+    """What a worker process needs to report to its executor (module global in each worker)."""
+
+    writer: multiprocessing.connection.Connection
+    lock: Any  # a multiprocessing Lock of the pool's context
+    stop: Any  # a shared c_bool: calls picked up after it is set are skipped
+    daemonic: bool
+
+
+_LINK: _WorkerLink | None = None
+
+
+def _send(link: _WorkerLink, message: tuple[Any, ...]) -> None:
+    with link.lock:
+        link.writer.send(message)
+
+
+def _pool_initializer(
+    link: _WorkerLink,
+    owner_pid: int,
+    user_initializer: Callable[..., Any] | None,
+    initargs: tuple[Any, ...],
+) -> None:
+    """Run in each new worker: report it, ignore SIGINT, watch the owner, then the user's initializer."""
+    global _LINK
+    _LINK = link
+    pid = os.getpid()
+    _send(link, ("hello", pid, None))
+    # Runs when the worker leaves cleanly (pool closed, maxtasksperchild
+    # reached, initializer failed), never after SIGKILL or os._exit.
+    multiprocessing.util.Finalize(None, _say_bye, args=(link, pid), exitpriority=100)
+    try:
+        _worker_initializer(owner_pid, user_initializer, initargs)
+    except BaseException:
+        _send(link, ("initfailed", pid, traceback.format_exc()))
+        raise
+
+
+def _say_bye(link: _WorkerLink, pid: int) -> None:
+    # A process forked by a task (os.fork) inherits the hook: only the worker speaks for itself.
+    if os.getpid() == pid:
+        _send(link, ("bye", pid, None))
+
+
+def _call_in_worker(job_id: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Run ``fn(*args)`` in a worker; return ``("ok", value)``, ``("error", exc, tb)`` or ``("skipped",)``.
+
+    Every exception, `BaseException` included, comes back as a value: the
+    pool's own worker loop only catches `Exception` and would exit on the
+    others, losing the call.
+    """
+    link = _LINK
+    assert link is not None, "the worker was not initialised by the aioflow pool"
+    if link.stop.value:
+        return ("skipped",)
+    _send(link, ("start", os.getpid(), job_id))
+    try:
+        return ("ok", fn(*args))
+    except BaseException as exc:
+        error = _clarify(exc, link.daemonic)
+        return ("error", error, "".join(traceback.format_exception(error)))
+
+
+def _clarify(exc: BaseException, daemonic: bool) -> BaseException:
+    """Turn the stdlib's terse assertion about daemonic workers into an error that says what to do."""
+    if not (daemonic and isinstance(exc, AssertionError) and _DAEMONIC_ASSERTION in str(exc)):
+        return exc
+    msg = (
+        f"a task tried to start a process, but the workers of the 'multiprocessing' pool are "
+        f"daemonic ({_DAEMONIC_ASSERTION}); run the graph with pool_type 'ndmultiprocessing', "
+        "'ndprocess' or 'process', whose workers may start processes and pools"
+    )
+    clear = RuntimeError(msg)
+    clear.__cause__ = exc
+    return clear
+
+
+# --------------------------------------------------------------------------- non-daemonic workers
+
+
+class _NonDaemonic:
+    """Mixin: ``daemon`` is always False, whatever the pool assigns.
+
+    `multiprocessing.Pool` sets ``worker.daemon = True`` on every worker, and a
+    daemonic process may not start children. Ignoring the assignment leaves
+    the worker's ``_config`` without the ``daemon`` flag, so that tasks can
+    start processes and pools of their own.
+    """
+
+    @property
+    def daemon(self) -> bool:
+        return False
+
+    @daemon.setter
+    def daemon(self, value: bool) -> None:
+        pass
+
+
+# Module-level classes, one per start method: spawn and forkserver pickle the
+# process object by its class's qualified name.
+class _NonDaemonicForkProcess(_NonDaemonic, multiprocessing.context.ForkProcess):
+    pass
+
+
+class _NonDaemonicSpawnProcess(_NonDaemonic, multiprocessing.context.SpawnProcess):
+    pass
+
+
+class _NonDaemonicForkServerProcess(_NonDaemonic, multiprocessing.context.ForkServerProcess):
+    pass
+
+
+_NON_DAEMONIC: dict[str, type[multiprocessing.process.BaseProcess]] = {
+    "fork": _NonDaemonicForkProcess,
+    "spawn": _NonDaemonicSpawnProcess,
+    "forkserver": _NonDaemonicForkServerProcess,
+}
+
+
+class _NonDaemonicPool(multiprocessing.pool.Pool):
+    """A `multiprocessing.Pool` whose workers are not daemonic."""
+
+    @staticmethod
+    def Process(ctx: Any, *args: Any, **kwds: Any) -> Any:
+        return _NON_DAEMONIC[ctx.get_start_method()](*args, **kwds)
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+@dataclass
+class _Job:
+    future: concurrent.futures.Future[Any]
+    pid: int | None = None  # the worker running it, once it reported ``start``
+
+
+class _MultiprocessingExecutor(concurrent.futures.Executor):
+    """A `concurrent.futures.Executor` over a `multiprocessing.Pool` that notices dead workers."""
+
+    def __init__(
+        self,
+        *,
+        processes: int,
+        context: multiprocessing.context.BaseContext,
+        daemonic: bool,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        maxtasksperchild: int | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[int, _Job] = {}
+        self._ids = itertools.count()
+        self._state = "running"  # -> "closing" -> "closed", or -> "broken" / "aborted"
+        self._stopped = False  # the pool was terminated (guarded by _stop_lock)
+        self._pool_done = threading.Event()  # the pool was terminated or joined: its pipes may close
+        self._stop_lock = threading.Lock()
+        self._reader, writer = context.Pipe(duplex=False)
+        self._wake_reader, self._wake_writer = multiprocessing.connection.Pipe(duplex=False)
+        self._stop_flag: Any = context.RawValue(ctypes.c_bool, False)
+        link = _WorkerLink(writer=writer, lock=context.Lock(), stop=self._stop_flag, daemonic=daemonic)
+        self._writer = writer
+        self._known: dict[int, multiprocessing.process.BaseProcess] = {}  # pid -> worker, until its death is handled
+        self._clean_exits: set[int] = set()  # pids that said ``bye``
+        self._handled: set[int] = set()  # pids whose exit was handled
+        self._unmatched: set[int] = set()  # pids that said ``hello`` before the pool listed them
+        self._broken_reason: str | None = None
+        pool_cls = multiprocessing.pool.Pool if daemonic else _NonDaemonicPool
+        self._pool = pool_cls(
+            processes=processes,
+            initializer=_pool_initializer,
+            initargs=(link, os.getpid(), initializer, initargs),
+            maxtasksperchild=maxtasksperchild,
+            context=context,
+        )
+        # Priority 16: before the pool's own exit hook (15).
+        multiprocessing.util.Finalize(
+            self, _stop_at_exit, args=(self._pool, self._stop_flag, self._known, self._pool_done), exitpriority=16
+        )
+        self._watcher = threading.Thread(target=self._watch, name="aioflow-mp-watcher", daemon=True)
+        self._watcher.start()
+
+    # ------------------------------------------------------------ Executor API
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        if kwargs:
+            msg = "the multiprocessing pools take positional arguments only"
+            raise TypeError(msg)
+        with self._lock:
+            if self._broken_reason is not None:
+                raise BrokenMultiprocessingPool(self._broken_reason)
+            if self._state != "running":
+                msg = "cannot schedule new futures after shutdown"
+                raise RuntimeError(msg)
+            job_id = next(self._ids)
+            future: concurrent.futures.Future[T] = concurrent.futures.Future()
+            self._jobs[job_id] = _Job(future)
+            self._pool.apply_async(
+                _call_in_worker,
+                (job_id, fn, args),
+                callback=lambda outcome: self._on_result(job_id, outcome),
+                error_callback=lambda exc: self._on_error(job_id, exc),
+            )
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            if self._state == "running":
+                self._state = "closing"
+                self._pool.close()
+            if cancel_futures and self._state == "closing":
+                self._stop_flag.value = True  # calls not started yet are skipped
+                for job in self._jobs.values():
+                    job.future.cancel()
+        self._wake()
+        if wait:
+            self._watcher.join()
+
+    # ------------------------------------------------------------ stopping
+
+    def abort(self) -> None:
+        """Stop every call now: fail the pending futures, kill the workers and their processes. Blocking."""
+        with self._lock:
+            if self._state not in ("broken", "aborted"):
+                self._state = "aborted"
+            jobs = self._take_jobs()
+        _fail_all(jobs, "the pool was stopped while the call was pending")
+        self._stop_pool()
+        self._wake()
+        self._watcher.join()
+
+    def _take_jobs(self) -> list[_Job]:
+        jobs = list(self._jobs.values())
+        self._jobs.clear()
+        return jobs
+
+    def _stop_pool(self) -> None:
+        """Kill every worker tree, free the queue locks they may hold, terminate the pool. Idempotent."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            try:
+                with self._lock:
+                    pids = set(self._known) | self._unmatched
+                _kill_and_terminate(self._pool, self._stop_flag, pids)
+            finally:
+                self._pool_done.set()
+
+    def _wake(self) -> None:
+        with self._lock:
+            if self._wake_writer.closed:
+                return
+            try:
+                self._wake_writer.send_bytes(b"")
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------ results
+
+    def _on_result(self, job_id: int, outcome: tuple[Any, ...]) -> None:
+        with self._lock:
+            job = self._jobs.pop(job_id, None)
+            last = not self._jobs
+        if job is not None:
+            if outcome[0] == "ok":
+                _resolve(job.future, result=outcome[1])
+            elif outcome[0] == "error":
+                error: BaseException = outcome[1]
+                error.__cause__ = _RemoteTraceback(outcome[2])
+                _resolve(job.future, error=error)
+            elif not job.future.cancel():  # skipped after a stop: it never started
+                _resolve(job.future, error=BrokenMultiprocessingPool("the pool was stopped before the call started"))
+        if last:
+            self._wake()
+
+    def _on_error(self, job_id: int, exc: BaseException) -> None:
+        # The call or its result could not be pickled (the pool's own errors).
+        with self._lock:
+            job = self._jobs.pop(job_id, None)
+            last = not self._jobs
+        if job is not None:
+            _resolve(job.future, error=exc)
+        if last:
+            self._wake()
+
+    # ------------------------------------------------------------ the watcher
+
+    def _watch(self) -> None:
+        try:
+            self._watch_loop()
+        except Exception:
+            logger.exception("the multiprocessing pool's watcher failed; stopping the pool")
+            self._break("the pool's watcher failed")
+        finally:
+            # Workers started while the pool stops still need the channel.
+            self._pool_done.wait()
+            with self._lock:
+                self._wake_writer.close()
+            self._wake_reader.close()
+            self._reader.close()
+            self._writer.close()
+
+    def _watch_loop(self) -> None:
+        while True:
+            with self._lock:
+                state = self._state
+                idle = not self._jobs
+            if state in ("broken", "aborted"):
+                return
+            if state == "closing" and idle:
+                self._pool.join()
+                self._pool_done.set()
+                with self._lock:
+                    if self._state == "closing":
+                        self._state = "closed"
+                    # Every worker has exited: never signal their pids again.
+                    self._known.clear()
+                    self._unmatched.clear()
+                return
+            self._refresh_known()
+            sentinels: dict[Any, int] = {p.sentinel: pid for pid, p in self._known.items()}
+            timeout = 0.05 if self._unmatched else None
+            ready = multiprocessing.connection.wait([self._reader, self._wake_reader, *sentinels], timeout)
+            if self._wake_reader in ready:
+                while self._wake_reader.poll():
+                    self._wake_reader.recv_bytes()
+            # Read every report first: a dead worker's last words are already in the pipe.
+            self._drain()
+            for obj in ready:
+                pid = sentinels.get(obj)
+                if pid is not None:
+                    self._on_worker_exit(pid)
+            self._check_unmatched()
+
+    def _drain(self) -> None:
+        while self._reader.poll():
+            kind, pid, data = self._reader.recv()
+            if kind == "hello":
+                self._unmatched.add(pid)
+            elif kind == "bye":
+                self._clean_exits.add(pid)
+            elif kind == "start":
+                with self._lock:
+                    job = self._jobs.get(data)
+                    if job is not None:
+                        job.pid = pid
+                        job.future.set_running_or_notify_cancel()
+            elif kind == "initfailed":
+                self._break(f"the pool's initializer failed in worker {pid}:\n{data}")
+
+    def _refresh_known(self) -> None:
+        with self._lock:
+            for proc in _workers(self._pool):
+                pid = proc.pid
+                if pid is not None and pid not in self._known and pid not in self._handled:
+                    self._known[pid] = proc
+                    self._unmatched.discard(pid)
+
+    def _check_unmatched(self) -> None:
+        """A worker that reported and died before the pool listed it is only seen here."""
+        import psutil
+
+        dead = []
+        for pid in list(self._unmatched):
+            if pid in self._known or pid in self._handled or pid in self._clean_exits:
+                self._unmatched.discard(pid)
+                continue
+            try:
+                alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                alive = False
+            if not alive:
+                dead.append(pid)
+        if not dead:
+            return
+        # Seen dead now: its ``bye``, if it said one, is in the pipe by now.
+        self._drain()
+        for pid in dead:
+            self._unmatched.discard(pid)
+            self._handled.add(pid)
+            if pid in self._clean_exits:
+                self._clean_exits.discard(pid)
+            else:
+                self._lost(pid, None)
+
+    def _on_worker_exit(self, pid: int) -> None:
+        proc = self._known.pop(pid)
+        self._handled.add(pid)
+        if pid in self._clean_exits:
+            self._clean_exits.discard(pid)
+            return
+        with self._lock:
+            if self._state in ("broken", "aborted"):
+                return  # killed by us
+        self._lost(pid, self._exit_code(proc))
+
+    def _exit_code(self, proc: multiprocessing.process.BaseProcess) -> int | None:
+        # Let the pool's own thread reap the worker first: two threads reading
+        # one exit status race (a forkserver worker's status is read from a
+        # pipe, once).
+        deadline = time.monotonic() + _REAP_GRACE
+        while proc in _workers(self._pool) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return proc.exitcode
+
+    def _lost(self, pid: int, exitcode: int | None) -> None:
+        how = _describe_exit(exitcode)
+        with self._lock:
+            ids = [job_id for job_id, job in self._jobs.items() if job.pid == pid]
+            affected = [self._jobs.pop(job_id) for job_id in ids]
+        msg = (
+            f"worker process {pid} of the multiprocessing pool {how} while it ran the call "
+            "(killed, crashed, or the task ended its process)"
+        )
+        _fail_all(affected, msg)
+        self._break(f"worker process {pid} of the multiprocessing pool {how}")
+
+    def _break(self, reason: str) -> None:
+        with self._lock:
+            if self._state in ("broken", "aborted"):
+                return
+            self._state = "broken"
+            self._broken_reason = f"{reason}; the pool was stopped"
+            jobs = self._take_jobs()
+        self._stop_pool()
+        _fail_all(jobs, f"{reason}; the pool was stopped before the call finished")
+
+
+def _kill_and_terminate(pool: multiprocessing.pool.Pool, stop_flag: Any, pids: set[int]) -> None:
+    """Kill every worker tree, free the queue locks the dead may hold, terminate ``pool``."""
+    stop_flag.value = True
+    pids |= {p.pid for p in _workers(pool) if p.pid is not None}
+    kill_process_trees(sorted(pids))
+    # A worker waiting for a task holds the task queue's read lock, one
+    # killed while sending a result holds the result queue's write lock;
+    # Pool.terminate takes both. Both are plain semaphores: releasing
+    # them from here is allowed.
+    for lock in (_private(pool, "_inqueue", "_rlock"), _private(pool, "_outqueue", "_wlock")):
+        if lock is not None:
+            lock.acquire(False)
+            lock.release()
+    pool.terminate()
+
+
+def _stop_at_exit(
+    pool: multiprocessing.pool.Pool, stop_flag: Any, known: dict[int, Any], done: threading.Event
+) -> None:
+    """At interpreter exit, stop a pool nobody stopped (the program was interrupted mid-shutdown).
+
+    Runs before `multiprocessing.Pool`'s own exit hook, which would only
+    SIGTERM the workers and leave the processes their tasks started running.
+    """
+    if not done.is_set():
+        _kill_and_terminate(pool, stop_flag, set(known))
+
+
+def _fail_all(jobs: list[_Job], msg: str) -> None:
+    # Failed, not cancelled: a caller sees why its call will never run
+    # (as concurrent.futures.ProcessPoolExecutor does when it breaks).
+    for job in jobs:
+        _resolve(job.future, error=BrokenMultiprocessingPool(msg))
+
+
+def _resolve(future: concurrent.futures.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled, or already failed by the watcher
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "died (exit code unknown)"
+    if exitcode < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"was killed by {name} (exit code {exitcode})"
+    return f"exited with code {exitcode}"
+
+
+def _workers(pool: multiprocessing.pool.Pool) -> list[multiprocessing.process.BaseProcess]:
+    # ``Pool._pool``, the list of worker processes, on every CPython 3.
+    return list(getattr(pool, "_pool", None) or [])
+
+
+def _private(obj: object, *names: str) -> Any:
+    for name in names:
+        obj = getattr(obj, name, None)
+        if obj is None:
+            return None
+    return obj
+
+
+# --------------------------------------------------------------------------- the pools
+
+
+class MultiprocessingPool(Pool):
+    """Tasks run in the daemonic worker processes of a `multiprocessing.Pool`.
+
+    ``multiprocessing.Pool`` starts all its workers when it is created, so
+    this pool always behaves as ``scaling_workers=False``: ``max_workers``
+    processes (one per CPU by default) start when the pool is first used and
+    are reused for every task. Its workers are daemonic, as the stdlib makes
+    them: a task may not start processes of its own (use ``ndmultiprocessing``).
+
+    ``pool_options`` may hold ``initializer``, ``initargs`` and
+    ``maxtasksperchild`` (passed to `multiprocessing.Pool`).
+
+    A worker that dies during a call fails that call with
+    `BrokenMultiprocessingPool` (the scheduler reports `aioflow.WorkerLostError`)
+    and stops the whole pool, failing the other pending calls too: the dead
+    worker may hold the pool's queue locks. The next use starts a new pool.
+    """
+
+    name = "multiprocessing"
+    _daemonic: ClassVar[bool] = True
+
+    def _validate(self, options: PoolOptions) -> None:
+        unknown = set(options.extra) - set(_EXTRA_KEYS)
+        if unknown:
+            raise OptionError("pool_options", f"a dict with keys among {', '.join(_EXTRA_KEYS)}", options.extra)
+
+    def _create_executor(self) -> concurrent.futures.Executor:
+        extra = self.options.extra
+        return _MultiprocessingExecutor(
+            processes=self.capacity,
+            context=multiprocessing.get_context(self.options.context),
+            daemonic=self._daemonic,
+            initializer=extra.get("initializer"),
+            initargs=tuple(extra.get("initargs", ())),
+            maxtasksperchild=extra.get("maxtasksperchild"),
+        )
+
+    def _abort_running(self, executor: concurrent.futures.Executor) -> None:
+        assert isinstance(executor, _MultiprocessingExecutor)
+        executor.abort()
+
+
+class NonDaemonicMultiprocessingPool(MultiprocessingPool):
+    """`MultiprocessingPool` with non-daemonic workers: tasks may start processes and pools.
+
+    ``multiprocessing.Pool`` marks its workers daemonic, and a daemonic
+    process may not have children (the stdlib asserts it in
+    ``Process.start``), so a task that uses a ``multiprocessing.Pool`` of its
+    own fails in the ``multiprocessing`` pool. Here the workers are built from
+    a process class whose ``daemon`` flag is always False. The processes a
+    task starts are killed with its worker when the execution stops early.
+    """
+
+    name = "ndmultiprocessing"
+    _daemonic = False
