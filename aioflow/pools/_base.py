@@ -87,8 +87,14 @@ class Pool(abc.ABC):
     #: The ``pool_type`` string users type.
     name: ClassVar[str]
 
+    #: Whether the workers are processes started with multiprocessing (or
+    #: billiard), whose queues and locks hang in a gevent-patched process.
+    uses_processes: ClassVar[bool] = False
+
     def __init__(self, options: PoolOptions) -> None:
         self.options = options
+        if self.uses_processes:
+            _refuse_under_gevent(self.name)
         self._validate(options)
         self._executor: concurrent.futures.Executor | None = None
         self._lock = threading.Lock()
@@ -251,6 +257,17 @@ class Pool(abc.ABC):
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._executor else "idle")
         return f"<{type(self).__name__} {self.name!r} max_workers={self.options.max_workers} {state}>"
+
+
+def _refuse_under_gevent(name: str) -> None:
+    from ..scheduler._gevent_bridge import is_patched
+
+    if is_patched():
+        msg = (
+            f"the {name!r} pool cannot run in a process that gevent has monkey-patched "
+            "(multiprocessing's queues and locks hang there); use pool_type='gevent' (the default there) or 'thread'"
+        )
+        raise PoolError(msg)
 
 
 async def run_in_own_thread(fn: Callable[..., T], *args: Any) -> T:

@@ -560,6 +560,7 @@ class BilliardPool(Pool):
     """
 
     name = "billiard"
+    uses_processes = True
 
     def _validate(self, options: PoolOptions) -> None:
         billiard = _import_billiard()

@@ -627,6 +627,7 @@ class MultiprocessingPool(Pool):
     """
 
     name = "multiprocessing"
+    uses_processes = True
     _daemonic: ClassVar[bool] = True
 
     def _validate(self, options: PoolOptions) -> None:

@@ -137,6 +137,7 @@ class ProcessPool(Pool):
     """Tasks run in worker processes: real parallelism; inputs and outputs are pickled."""
 
     name = "process"
+    uses_processes = True
 
     def _create_executor(self) -> concurrent.futures.Executor:
         extra = dict(self.options.extra)

@@ -143,8 +143,19 @@ def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> 
         uvloop: use uvloop when installed (``None``), always (``True``), or never (``False``).
         **options: the keyword arguments of `execute_graph_async`.
     """
-    if is_patched() and _uses_gevent_pool(options):
-        return run_in_bridge_thread(lambda: execute_graph_async(graph, **options), loop_factory=_loop_factory(uvloop))
+    if is_patched():
+        if _uses_gevent_pool(options):
+            return run_in_bridge_thread(
+                lambda: execute_graph_async(graph, **options), loop_factory=_loop_factory(uvloop)
+            )
+        # Other pools run on asyncio's own loop in this thread: gevent has
+        # patched its selector, so the hub keeps running while it waits.
+        # uvloop's loop is not patched and would block the hub (and hang).
+        if uvloop:
+            raise OptionError(
+                "uvloop", "False or None in a process gevent has monkey-patched (except with the 'gevent' pool)", uvloop
+            )
+        uvloop = False
     return run_sync(lambda: execute_graph_async(graph, **options), uvloop=uvloop)
 
 

@@ -538,3 +538,42 @@ def test_sync_facade_defaults_to_the_gevent_pool_when_patched(tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["gevent", "100", "True", "10"]
+
+
+PATCHED_OTHER_POOLS = """
+from gevent import monkey
+
+monkey.patch_all()
+import aioflow
+
+graph = {"nodes": [{"id": "a", "task_type": "method", "task_identifier": "tasks.inc"}]}
+for pool in ("process", "ndprocess", "multiprocessing", "ndmultiprocessing", "billiard"):
+    try:
+        aioflow.execute_graph(graph, pool_type=pool, timeout=10)
+    except aioflow.PoolError as exc:
+        print(pool, "refused", "pool_type='gevent'" in str(exc))
+print("thread", aioflow.execute_graph(graph, pool_type="thread", timeout=10)["return_value"])
+try:
+    aioflow.execute_graph(graph, pool_type="thread", uvloop=True)
+except aioflow.OptionError as exc:
+    print("uvloop refused", exc.option)
+"""
+
+
+def test_patched_process_refuses_process_pools_and_runs_threads(tmp_path: Path) -> None:
+    """After patch_all, process-based pools fail fast with advice, the thread pool works, nothing hangs."""
+    script = tmp_path / "patched_pools.py"
+    script.write_text(PATCHED_OTHER_POOLS)
+    done = subprocess.run(
+        [sys.executable, str(script)], env=_env(), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "process refused True",
+        "ndprocess refused True",
+        "multiprocessing refused True",
+        "ndmultiprocessing refused True",
+        "billiard refused True",
+        "thread 1",
+        "uvloop refused uvloop",
+    ]
