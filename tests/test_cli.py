@@ -638,8 +638,19 @@ def wait_for(predicate: Any, what: str, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("context", ["fork", "spawn", "forkserver"])
-def test_ctrl_c_exits_130_and_stops_every_worker(tmp_path: Path, context: str) -> None:
+@pytest.mark.parametrize(
+    ("pool", "context"),
+    [
+        ("process", "fork"),
+        ("process", "spawn"),
+        ("process", "forkserver"),
+        ("ndprocess", "spawn"),
+        ("multiprocessing", "fork"),
+        ("ndmultiprocessing", "forkserver"),
+        ("billiard", "fork"),
+    ],
+)
+def test_ctrl_c_exits_130_and_stops_every_worker(tmp_path: Path, pool: str, context: str) -> None:
     """SIGINT to ``aioflow run`` exits 130 and leaves no process of its tree alive (workers and their children)."""
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -653,7 +664,7 @@ def test_ctrl_c_exits_130_and_stops_every_worker(tmp_path: Path, context: str) -
     }
     write_graph(tmp_path, graph)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
-    argv = [sys.executable, "-m", "aioflow", "run", "graph.json", "--pool", "process", "--max-workers", "2"]
+    argv = [sys.executable, "-m", "aioflow", "run", "graph.json", "--pool", pool, "--max-workers", "2"]
     argv += ["--context", context]
     # Files, not pipes: a surviving grandchild would hold a pipe open and hide the exit.
     with (tmp_path / "out").open("wb") as out, (tmp_path / "err").open("wb") as err, sigint_not_ignored():
