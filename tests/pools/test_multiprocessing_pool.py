@@ -9,10 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
+from graphs import method_node, return_value_link
 
 import aioflow
 from aioflow.pools._multiprocessing import BrokenMultiprocessingPool
@@ -31,21 +31,10 @@ def task(name: str) -> str:
     return f"{MP_TASKS}::{name}"
 
 
-def node(node_id: str, identifier: str, **inputs: Any) -> dict[str, Any]:
-    return {
-        "id": node_id,
-        "task_type": "method",
-        "task_identifier": identifier,
-        "default_inputs": [{"name": k, "value": v} for k, v in inputs.items()],
-    }
+node = method_node
 
 
-def link(source: str, target: str, target_input: str) -> dict[str, Any]:
-    return {
-        "source": source,
-        "target": target,
-        "data_mapping": [{"source_output": "return_value", "target_input": target_input}],
-    }
+link = return_value_link
 
 
 DIAMOND = {

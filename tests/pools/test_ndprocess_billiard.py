@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
-from graphs import NB_DIAMOND
+from graphs import NB_DIAMOND, method_node
 
 import aioflow
 from aioflow.pools._billiard import BilliardExecutor
@@ -32,14 +32,7 @@ def task(name: str) -> str:
     return f"{HERE / 'nd_tasks.py'}::{name}"
 
 
-def node(node_id: str, identifier: str, **inputs: Any) -> dict[str, Any]:
-    """A method node with default inputs."""
-    return {
-        "id": node_id,
-        "task_type": "method",
-        "task_identifier": identifier,
-        "default_inputs": [{"name": k, "value": v} for k, v in inputs.items()],
-    }
+node = method_node
 
 
 @pytest.fixture(scope="module", autouse=True)
