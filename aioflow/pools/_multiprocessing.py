@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError
 from ._base import Pool, PoolOptions
-from ._process import _worker_initializer, kill_process_trees
+from ._process import _worker_initializer, kill_process_trees, signal_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -582,13 +582,7 @@ def _describe_exit(exitcode: int | None) -> str:
     if exitcode is None:
         return "died (exit code unknown)"
     if exitcode < 0:
-        import signal
-
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        return f"was killed by {name} (exit code {exitcode})"
+        return f"was killed by {signal_name(exitcode)} (exit code {exitcode})"
     return f"exited with code {exitcode}"
 
 

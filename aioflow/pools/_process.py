@@ -20,6 +20,7 @@ import select
 import signal
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ._base import Pool
@@ -27,7 +28,7 @@ from ._base import Pool
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["ProcessPool", "kill_process_trees"]
+__all__ = ["ProcessPool", "describe_exits", "kill_process_trees", "signal_name"]
 
 
 def _worker_initializer(owner_pid: int, user_initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
@@ -123,14 +124,31 @@ def describe_exits(exits: list[tuple[int, int | None]]) -> str | None:
     parts = []
     for pid, code in first:
         if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            parts.append(f"pid {pid}, killed by {name}")
+            parts.append(f"pid {pid}, killed by {signal_name(code)}")
         else:
             parts.append(f"pid {pid}, exit code {code}")
     return "; ".join(parts)
+
+
+# executor -> its ``_processes`` dict (pid -> Process), kept from creation:
+# the executor drops the attribute when it shuts down, which a broken pool
+# does on its own, possibly before we ask which worker died.
+_WORKER_MAPS: weakref.WeakKeyDictionary[concurrent.futures.Executor, dict[int, Any]] = weakref.WeakKeyDictionary()
+
+
+def _worker_map(executor: concurrent.futures.Executor) -> dict[int, Any]:
+    found = _WORKER_MAPS.get(executor)
+    if found is None:
+        found = getattr(executor, "_processes", None) or {}
+    return found
+
+
+def signal_name(exitcode: int) -> str:
+    """The signal behind a negative multiprocessing exit code: ``SIGKILL`` for -9."""
+    try:
+        return signal.Signals(-exitcode).name
+    except ValueError:
+        return f"signal {-exitcode}"
 
 
 class ProcessPool(Pool):
@@ -153,6 +171,11 @@ class ProcessPool(Pool):
             initargs=(os.getpid(), initializer, initargs),
             **extra,
         )
+        # ``_processes`` (pid -> Process) is the same dict for the executor's
+        # whole life; kept here because the executor drops it at shutdown.
+        processes = getattr(executor, "_processes", None)
+        if isinstance(processes, dict):
+            _WORKER_MAPS[executor] = processes
         if not self.options.scaling_workers:
             # Start every worker now. The executor otherwise starts them as
             # tasks arrive (spawn, forkserver) and reuses idle ones; fork
@@ -168,7 +191,7 @@ class ProcessPool(Pool):
         return multiprocessing.get_context(self.options.context)
 
     def describe_lost_workers(self, executor: concurrent.futures.Executor) -> str | None:
-        processes = dict(getattr(executor, "_processes", None) or {})
+        processes = dict(_worker_map(executor))
         # A worker that just died may not be reaped yet: give each up to the
         # rest of one second (only on this failure path).
         deadline = time.monotonic() + 1.0
@@ -181,7 +204,7 @@ class ProcessPool(Pool):
         # The executor keeps its worker processes in ``_processes`` (pid ->
         # Process) on every CPython since 3.2; there is no public way to stop
         # running tasks before 3.14's terminate_workers().
-        pids = list(getattr(executor, "_processes", None) or {})
+        pids = list(_worker_map(executor))
         executor.shutdown(wait=False, cancel_futures=True)
         kill_process_trees(pids)
         executor.shutdown(wait=True)
