@@ -101,7 +101,7 @@ class OptionError(AioflowError, ValueError):
     """An option has a value it cannot take, e.g. ``max_workers must be >= 1 (got 0)``."""
 
     def __init__(self, option: str, expected: str, got: object) -> None:
-        msg = f"{option!r} must be {expected} (got {got!r} that is a {type(got).__name__})"
+        msg = f"{option!r} must be {expected} (got {got!r} of type {type(got).__name__})"
         super().__init__(msg, option=option, expected=expected, got=got)
 
 

@@ -371,6 +371,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "pool_type": args.pool,
         "max_workers": args.max_workers,
         "context": args.context,
+        **({} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}),
         "max_iterations": args.max_iterations,
     }
     with _progress(graph.label) as on_event:
@@ -490,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pool", choices=available_pools(), help="pool type (default: process)")
     run.add_argument("--max-workers", type=int, metavar="N", help="the most tasks that run at once")
     run.add_argument("--context", choices=("spawn", "fork", "forkserver"), help="start method of the process pool")
+    run.add_argument(
+        "--idle-timeout", type=float, metavar="SECONDS", help="retire a worker idle for this long (default: 60)"
+    )
     run.add_argument("--timeout", type=float, metavar="SECONDS", help="stop the running tasks and fail after this long")
     run.add_argument(
         "--outputs",

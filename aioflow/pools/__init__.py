@@ -8,10 +8,19 @@ import sys
 from typing import Any
 
 from .._errors import OptionError
+from ._base import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
 from ._base import Pool as Pool
 from ._base import PoolOptions as PoolOptions
 
-__all__ = ["Pool", "PoolOptions", "available_pools", "default_pool_type", "open_pool", "pool_class"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "Pool",
+    "PoolOptions",
+    "available_pools",
+    "default_pool_type",
+    "open_pool",
+    "pool_class",
+]
 
 # pool_type -> (module, class). A module is imported on first use, so that an
 # optional library is loaded only by the pool that needs it. A pool whose
@@ -80,13 +89,16 @@ def open_pool(
     max_workers: int | None = None,
     scaling_workers: bool = True,
     context: str | None = None,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     pool_options: dict[str, Any] | None = None,
 ) -> Pool:
     """Open a pool that several executions can share.
 
     Use it as a context manager, ``with`` or ``async with``; workers start on
     first use and stop when the block ends. Pass it to ``execute_graph(...,
-    pool=pool)`` to reuse warm workers across executions.
+    pool=pool)`` to reuse warm workers across executions. With
+    ``scaling_workers``, a worker idle for ``idle_timeout`` seconds is retired
+    (``None``: never), so a long-lived pool gives memory back between bursts.
 
     Raises:
         OptionError: an unknown pool type or an invalid option (before any
@@ -96,6 +108,7 @@ def open_pool(
         max_workers=max_workers,
         scaling_workers=scaling_workers,
         context=context,
+        idle_timeout=idle_timeout,
         extra=dict(pool_options or {}),
     )
     return pool_class(pool_type or default_pool_type())(options)

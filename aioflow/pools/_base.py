@@ -36,11 +36,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
-__all__ = ["Pool", "PoolOptions", "run_in_own_thread"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "Pool", "PoolOptions", "run_in_own_thread"]
 
 logger = logging.getLogger("aioflow.pools")
 
 T = TypeVar("T")
+
+#: Seconds a scaling pool keeps an idle worker before retiring it. A process
+#: worker costs tens of megabytes while idle and tens to hundreds of
+#: milliseconds to start again: after a minute without work, the memory is
+#: worth more than the restart it would save.
+DEFAULT_IDLE_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -53,12 +59,15 @@ class PoolOptions:
             ones first (``True``), or start ``max_workers`` at once (``False``).
         context: the multiprocessing start method of process-based pools
             (``spawn``, ``fork``, ``forkserver``; ``None``: the platform default).
+        idle_timeout: with ``scaling_workers``, seconds after which a worker
+            with nothing to do is retired (``None``: never).
         extra: pool-specific keyword arguments (``pool_options=``).
     """
 
     max_workers: int | None = None
     scaling_workers: bool = True
     context: str | None = None
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,6 +82,9 @@ class PoolOptions:
             methods = multiprocessing.get_all_start_methods()
             if self.context not in methods:
                 raise OptionError("context", f"one of {', '.join(map(repr, methods))} or None", self.context)
+        it = self.idle_timeout
+        if it is not None and (isinstance(it, bool) or not isinstance(it, (int, float)) or not it > 0):
+            raise OptionError("idle_timeout", "a number of seconds > 0, or None (never retire idle workers)", it)
         if not isinstance(self.extra, dict):
             raise OptionError("pool_options", "a dict", self.extra)
 

@@ -52,7 +52,7 @@ from .._results import Results
 from .._tasks import TaskCall, run_task
 from ..events import Event, EventKind
 from ..graph import Graph, NodeId, load_graph
-from ..pools import Pool, open_pool
+from ..pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
 from ._outputs import select_results, validate_outputs
 from ._state import ExecutionState, Firing, IterationLimitReached
 
@@ -89,6 +89,7 @@ async def execute_graph_async(
     max_workers: int | None = None,
     scaling_workers: bool = True,
     context: str | None = None,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     pool_options: dict[str, Any] | None = None,
     pool: Pool | None = None,
     max_iterations: int | None = None,
@@ -118,6 +119,8 @@ async def execute_graph_async(
         max_workers: the most tasks that run at once.
         scaling_workers: start workers as tasks need them, reusing idle ones.
         context: start method of process pools: ``spawn``, ``fork``, ``forkserver``.
+        idle_timeout: with ``scaling_workers``, retire a worker idle for this
+            many seconds (``None``: never).
         pool_options: extra keyword arguments for the pool's executor.
         pool: an open pool (`aioflow.open_pool`) to run on instead of opening
             one; it stays open, with its warm workers, for later executions.
@@ -168,6 +171,7 @@ async def execute_graph_async(
         max_workers=max_workers,
         scaling_workers=scaling_workers,
         context=context,
+        idle_timeout=idle_timeout,
         pool_options=pool_options,
     )
     try:
