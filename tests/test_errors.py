@@ -76,9 +76,7 @@ def test_errors_derive_from_the_matching_stdlib_class(cls: type, bases: tuple[ty
 
 def test_messages_follow_one_template() -> None:
     """Messages say where, what, and expected versus got."""
-    assert (
-        str(OptionError("max_workers", "an int >= 1", 0)) == "'max_workers' must be an int >= 1 (got 0 of type int)"
-    )
+    assert str(OptionError("max_workers", "an int >= 1", 0)) == "'max_workers' must be an int >= 1 (got 0 of type int)"
     assert str(MissingExtraError("pool 'dask'", "distributed", "dask")) == (
         "pool 'dask' needs the 'distributed' package: pip install 'aioflow[dask]'"
     )

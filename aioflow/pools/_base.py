@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -32,11 +33,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from .._errors import OptionError, PoolError
 
 if TYPE_CHECKING:
-    import concurrent.futures
     from collections.abc import Callable
     from types import TracebackType
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "Pool", "PoolOptions", "run_in_own_thread"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "InitializerFailed", "Pool", "PoolOptions", "run_in_own_thread"]
 
 logger = logging.getLogger("aioflow.pools")
 
@@ -47,6 +47,13 @@ T = TypeVar("T")
 #: milliseconds to start again: after a minute without work, the memory is
 #: worth more than the restart it would save.
 DEFAULT_IDLE_TIMEOUT = 60.0
+
+
+class InitializerFailed(concurrent.futures.BrokenExecutor):
+    """The ``initializer`` of ``pool_options`` raised in a new worker: the pool cannot start workers.
+
+    Its ``__cause__`` is the initializer's exception.
+    """
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,17 @@ class Pool(abc.ABC):
     def describe_lost_workers(self, executor: concurrent.futures.Executor) -> str | None:
         """For a broken executor: which worker died and how (``pid 42, killed by SIGKILL``), if known."""
         return None
+
+    def lost_worker(self, executor: concurrent.futures.Executor, error: BaseException) -> str | None:
+        """A call failed with ``error``, a `concurrent.futures.BrokenExecutor`: describe the lost worker.
+
+        Returns which worker died and how (``pid 42, killed by SIGKILL``), if
+        known. By default the executor is broken as a whole: it is discarded,
+        and the next use builds a new one.
+        """
+        detail = self.describe_lost_workers(executor)
+        self.discard_broken(executor)
+        return detail
 
     def discard_broken(self, executor: concurrent.futures.Executor) -> None:
         """Forget an executor that broke (a worker died); the next use builds a new one."""

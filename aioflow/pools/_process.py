@@ -1,32 +1,43 @@
-"""The ``process`` pool: a `concurrent.futures.ProcessPoolExecutor` that can be stopped at once.
+"""The ``process`` pool: worker processes that scale, retire when idle, and can be stopped at once.
 
-Data flow: the scheduler's ``run_in_executor`` pickles a small task call into
-the executor's call queue; a worker process runs it and sends back the
-outputs (or the exception, with the worker's traceback as ``__cause__``).
+Data flow: the scheduler's ``run_in_executor`` hands a small task call to
+the pool's `aioflow.pools._workers.WorkerProcessExecutor`, whose dispatcher
+thread pickles it to an idle worker over that worker's own pipe; the worker
+runs it and sends back the outputs (or the exception, with the worker's
+traceback as ``__cause__``).
 
 Workers ignore SIGINT: Ctrl-C reaches the whole foreground process group, and
-the parent, not each worker, decides what stops. Stopping running tasks
-(timeout, cancellation, Ctrl-C, a failed node) kills every worker together
-with the processes its task started (the whole tree, via psutil), then shuts
-the executor down; the pool builds a new one on next use.
+the parent, not each worker, decides what stops. Stopping an execution's
+running tasks (timeout, cancellation, Ctrl-C, a failed node) kills the
+workers running them together with the processes those tasks started (the
+whole tree, via psutil); on a pool no other execution is using, every
+worker goes and the pool builds a new executor on next use. A worker that
+dies fails only its own task (`aioflow.WorkerLostError` with its pid and
+exit code or signal); the other workers carry on.
+
+This module also holds the process helpers every process-based pool uses:
+the worker initializer (ignore SIGINT, exit with the owner), killing process
+trees, and naming exit signals.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import multiprocessing
 import os
 import select
 import signal
 import threading
 import time
-import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._base import Pool
+from .._errors import OptionError
+from ._base import Pool, PoolOptions
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from collections.abc import Callable
+
+T = TypeVar("T")
 
 __all__ = ["ProcessPool", "describe_exits", "kill_process_trees", "signal_name"]
 
@@ -130,19 +141,6 @@ def describe_exits(exits: list[tuple[int, int | None]]) -> str | None:
     return "; ".join(parts)
 
 
-# executor -> its ``_processes`` dict (pid -> Process), kept from creation:
-# the executor drops the attribute when it shuts down, which a broken pool
-# does on its own, possibly before we ask which worker died.
-_WORKER_MAPS: weakref.WeakKeyDictionary[concurrent.futures.Executor, dict[int, Any]] = weakref.WeakKeyDictionary()
-
-
-def _worker_map(executor: concurrent.futures.Executor) -> dict[int, Any]:
-    found = _WORKER_MAPS.get(executor)
-    if found is None:
-        found = getattr(executor, "_processes", None) or {}
-    return found
-
-
 def signal_name(exitcode: int) -> str:
     """The signal behind a negative multiprocessing exit code: ``SIGKILL`` for -9."""
     try:
@@ -157,54 +155,49 @@ class ProcessPool(Pool):
     name = "process"
     uses_processes = True
 
+    def _validate(self, options: PoolOptions) -> None:
+        unknown = set(options.extra) - {"initializer", "initargs"}
+        if unknown:
+            raise OptionError("pool_options", "a dict with keys among initializer, initargs", options.extra)
+
     def _create_executor(self) -> concurrent.futures.Executor:
+        from ._workers import WorkerProcessExecutor
+
         extra = dict(self.options.extra)
-        initializer = extra.pop("initializer", None)
-        initargs = tuple(extra.pop("initargs", ()))
-        context = self._mp_context()
         # Default (Pool._default_max_workers): one worker per CPU, as the stdlib.
-        max_workers = self.capacity
-        executor = concurrent.futures.ProcessPoolExecutor(
-            max_workers=max_workers,
-            mp_context=context,
-            initializer=_worker_initializer,
-            initargs=(os.getpid(), initializer, initargs),
-            **extra,
+        return WorkerProcessExecutor(
+            max_workers=self.capacity,
+            mp_context=self._mp_context(),
+            initializer=extra.get("initializer"),
+            initargs=tuple(extra.get("initargs", ())),
+            scaling=self.options.scaling_workers,
+            idle_timeout=self.options.idle_timeout,
         )
-        # ``_processes`` (pid -> Process) is the same dict for the executor's
-        # whole life; kept here because the executor drops it at shutdown.
-        processes = getattr(executor, "_processes", None)
-        if isinstance(processes, dict):
-            _WORKER_MAPS[executor] = processes
-        if not self.options.scaling_workers:
-            # Start every worker now. The executor otherwise starts them as
-            # tasks arrive (spawn, forkserver) and reuses idle ones; fork
-            # contexts start them all on first use anyway. ``_launch_processes``
-            # is the executor's own start-up routine (CPython 3.9+).
-            launch = getattr(executor, "_launch_processes", None)
-            if launch is not None:
-                launch()
-        return executor
 
     def _mp_context(self) -> Any:
         """The multiprocessing context the workers start from."""
         return multiprocessing.get_context(self.options.context)
 
-    def describe_lost_workers(self, executor: concurrent.futures.Executor) -> str | None:
-        processes = dict(_worker_map(executor))
-        # A worker that just died may not be reaped yet: give each up to the
-        # rest of one second (only on this failure path).
-        deadline = time.monotonic() + 1.0
-        for proc in processes.values():
-            proc.join(max(0.0, deadline - time.monotonic()))
-        return describe_exits([(pid, proc.exitcode) for pid, proc in processes.items()])
+    def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
+        from ._workers import Owned
+
+        return Owned(owner, fn)
+
+    def lost_worker(self, executor: concurrent.futures.Executor, error: BaseException) -> str | None:
+        from ._workers import WorkerDied
+
+        if isinstance(error, WorkerDied):
+            return error.detail  # only that call failed: the executor carries on
+        return super().lost_worker(executor, error)
 
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
-        assert isinstance(executor, concurrent.futures.ProcessPoolExecutor)
-        # The executor keeps its worker processes in ``_processes`` (pid ->
-        # Process) on every CPython since 3.2; there is no public way to stop
-        # running tasks before 3.14's terminate_workers().
-        pids = list(_worker_map(executor))
-        executor.shutdown(wait=False, cancel_futures=True)
-        kill_process_trees(pids)
-        executor.shutdown(wait=True)
+        from ._workers import WorkerProcessExecutor
+
+        assert isinstance(executor, WorkerProcessExecutor)
+        executor.terminate()
+
+    def _abort_owner(self, executor: concurrent.futures.Executor, owner: object) -> None:
+        from ._workers import WorkerProcessExecutor
+
+        assert isinstance(executor, WorkerProcessExecutor)
+        executor.kill_owner(owner)

@@ -2,7 +2,8 @@
 
 Data flow: ``submit`` puts a work item on a queue and, when no thread is
 idle, starts a new one (up to ``max_workers``); a thread runs items until
-the executor shuts down. Idle threads are reused before new ones start.
+the executor shuts down, or, with an ``idle_timeout``, until it has waited
+that long for an item. Idle threads are reused before new ones start.
 
 Threads cannot be killed. To stop a running task (timeout, cancellation,
 Ctrl-C), the pool raises `TaskInterrupted` inside the thread that runs it
@@ -78,13 +79,20 @@ class _ThreadExecutor(concurrent.futures.Executor):
         thread_name_prefix: str = "aioflow-thread",
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
+        idle_timeout: float | None = None,
     ) -> None:
         self._max_workers = max_workers
+        self._idle_timeout = idle_timeout
         self._prefix = thread_name_prefix
         self._initializer = initializer
         self._initargs = initargs
         self._queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
+        # Exact counts, under _lock: items put on the queue and not yet taken
+        # by a thread, and threads waiting for one. ``submit`` starts a thread
+        # only when the items outnumber the waiting threads; a thread whose wait
+        # timed out retires only when no item is on its way.
+        self._unclaimed = 0
+        self._waiting = 0
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._shutdown = False
@@ -104,7 +112,8 @@ class _ThreadExecutor(concurrent.futures.Executor):
                 raise RuntimeError(msg)
             future: concurrent.futures.Future[T] = concurrent.futures.Future()
             self._queue.put((future, fn, args, kwargs))
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
+            self._unclaimed += 1
+            if self._unclaimed > self._waiting and len(self._threads) < self._max_workers:
                 self._start_thread()
             return future
 
@@ -140,6 +149,7 @@ class _ThreadExecutor(concurrent.futures.Executor):
             except queue.Empty:
                 return
             if item is not None:
+                self._unclaimed -= 1
                 item[0].cancel()
 
     def _work(self) -> None:
@@ -153,7 +163,22 @@ class _ThreadExecutor(concurrent.futures.Executor):
                     self._cancel_queued()
                 return
         while True:
-            item = self._queue.get()
+            with self._lock:
+                self._waiting += 1
+            try:
+                item = self._queue.get(timeout=self._idle_timeout)
+                timed_out = False
+            except queue.Empty:
+                item, timed_out = None, True
+            with self._lock:
+                self._waiting -= 1
+                if timed_out:
+                    if self._unclaimed == 0:  # idle for idle_timeout: retire
+                        self._threads.remove(threading.current_thread())
+                        return
+                    continue  # an item was put just now: take it
+                if item is not None:
+                    self._unclaimed -= 1
             if item is None:
                 self._queue.put(None)
                 return
@@ -166,7 +191,6 @@ class _ThreadExecutor(concurrent.futures.Executor):
                 else:
                     future.set_result(result)
             del item, future, fn, args, kwargs
-            self._idle.release()
 
     def run_owned(self, owner: object, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn`` in this worker thread, recorded as ``owner``'s."""
@@ -228,7 +252,8 @@ class ThreadPool(Pool):
 
     def _create_executor(self) -> concurrent.futures.Executor:
         max_workers = self.capacity
-        executor = _ThreadExecutor(max_workers=max_workers, **self.options.extra)
+        idle_timeout = self.options.idle_timeout if self.options.scaling_workers else None
+        executor = _ThreadExecutor(max_workers=max_workers, idle_timeout=idle_timeout, **self.options.extra)
         if not self.options.scaling_workers:
             executor.start_all()
         return executor

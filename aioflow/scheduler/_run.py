@@ -53,6 +53,7 @@ from .._tasks import TaskCall, run_task
 from ..events import Event, EventKind
 from ..graph import Graph, NodeId, load_graph
 from ..pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
+from ..pools._base import InitializerFailed
 from ._outputs import select_results, validate_outputs
 from ._state import ExecutionState, Firing, IterationLimitReached
 
@@ -433,9 +434,13 @@ class _Execution:
         """Turn a pool's low-level failure into an error that says what happened and what to do."""
         assert self._pool is not None
         where = f"graph {self.graph.id!r}: node {firing.node_id!r}"
-        if isinstance(exc, concurrent.futures.BrokenExecutor) and not isinstance(exc, WorkerLostError):
-            detail = self._pool.describe_lost_workers(executor)
+        if isinstance(exc, InitializerFailed):
             self._pool.discard_broken(executor)
+            refused = PoolError(f"{where} could not run: {exc}")
+            refused.__cause__ = exc.__cause__
+            return refused
+        if isinstance(exc, concurrent.futures.BrokenExecutor) and not isinstance(exc, WorkerLostError):
+            detail = self._pool.lost_worker(executor, exc)
             msg = f"{where} lost its worker process ({detail or 'it was killed or crashed'}; out of memory, a segfault, os._exit?)"
             lost = WorkerLostError(msg, node_id=firing.node_id)
             lost.__cause__ = exc
