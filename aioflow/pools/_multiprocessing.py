@@ -26,11 +26,14 @@ Shutdown order. ``shutdown`` closes the pool (queued calls still run), the
 watcher joins it when the last call finishes. `_MultiprocessingExecutor.abort`
 (a timeout, a cancellation, a failed node) fails every pending future,
 raises a shared *stop flag* (a worker that picks up a call after it skips
-the call), kills every worker with the processes its task started
-(`kill_process_trees`), frees the queue locks the killed workers may hold
-(a worker waiting for a task holds the task queue's read lock, and
-``Pool.terminate`` would wait for it forever), terminates the pool, then
+the call), stops the pool's worker thread (else every killed worker is
+replaced at once, by one the kill misses), kills every worker with the
+processes its task started (`kill_process_trees`), frees the result
+queue's write lock a killed worker may hold, terminates the pool, then
 joins the watcher. The broken path runs the same stop from the watcher.
+A worker killed in the middle of reading a task or writing a result leaves
+a pipe out of step: `_Pool` terminates whatever the pipes hold (see there),
+and no error of the stop escapes the watcher.
 
 Worker processes ignore SIGINT and exit with the owning process (see
 `aioflow.pools._process._worker_initializer`).
@@ -41,14 +44,17 @@ caller from waiting, the call still runs unless the stop flag is up
 (``shutdown(cancel_futures=True)``, an abort). On a pool shared by several
 executions, stopping one of them while others run lets its running calls
 finish in the background (`Pool._abort_owner`'s default). The pool's
-internals this module reads, present in every CPython 3: ``Pool._pool`` (the
-worker processes), ``Pool._inqueue._rlock`` and ``Pool._outqueue._wlock``.
+internals this module reads and overrides, present in every CPython 3.8+:
+``Pool._pool`` (the worker processes), ``Pool._worker_handler``,
+``Pool._change_notifier``, ``Pool._outqueue``, ``Pool._setup_queues``,
+``Pool._help_stuff_finish`` and ``Pool._terminate_pool``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import ctypes
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -84,6 +90,18 @@ _DAEMONIC_ASSERTION = "daemonic processes are not allowed to have children"
 
 #: Seconds the watcher waits for the pool to reap a dead worker before it reads the exit code itself.
 _REAP_GRACE = 2.0
+
+#: Seconds a stop waits for each of the pool's threads and workers (only a stuck one reaches it).
+_THREAD_GRACE = 10.0
+
+#: Seconds a stop waits for a queue lock before it takes the holder for a dead worker.
+_LOCK_GRACE = 0.5
+
+#: Longest wait between two reads while the task pipe is drained.
+_DRAIN_WAIT = 0.05
+
+#: ``multiprocessing.pool.TERMINATE``: the state that ends each of the pool's threads.
+_TERMINATE = "TERMINATE"
 
 
 class BrokenMultiprocessingPool(concurrent.futures.BrokenExecutor):
@@ -132,7 +150,12 @@ def _pool_initializer(
     global _LINK
     _LINK = link
     pid = os.getpid()
-    _send(link, ("hello", pid, None))
+    try:
+        _send(link, ("hello", pid, None))
+    except OSError:
+        # The executor closed its end: the pool was stopped while this
+        # worker was starting. Nothing will ever be asked of it.
+        os._exit(0)
     # Runs when the worker leaves cleanly (pool closed, maxtasksperchild
     # reached, initializer failed), never after SIGKILL or os._exit.
     multiprocessing.util.Finalize(None, _say_bye, args=(link, pid), exitpriority=100)
@@ -224,7 +247,86 @@ _NON_DAEMONIC: dict[str, type[multiprocessing.process.BaseProcess]] = {
 }
 
 
-class _NonDaemonicPool(multiprocessing.pool.Pool):
+class _Pool(multiprocessing.pool.Pool):
+    """A `multiprocessing.Pool` that stops cleanly whatever its killed workers left in its pipes.
+
+    Both queues are pipes of length-prefixed pickles. A worker killed in the
+    middle of reading a task leaves the rest of that message in the task
+    pipe; one killed while writing a result leaves part of a message in the
+    result pipe. Every later read of that pipe is then out of step: the
+    stdlib's ``terminate`` unpickles what is left in the task pipe and raises
+    (``EOFError: Ran out of input``), after which it never stops the pool's
+    threads; its result thread dies on a garbled result, or waits forever
+    for the rest of a message that will never come. Here:
+
+    - ``terminate`` drains the task pipe as raw bytes (`_drain_raw`), never
+      unpickling them; it runs once every worker is dead (`_kill_and_terminate`);
+    - a result that cannot be read ends the result thread, as the end of the
+      pipe does, and reports it (``on_results_lost``) instead of raising there;
+    - ``terminate`` waits for each thread and worker a bounded time, and ends
+      the result thread, even one stuck in the middle of a message, by
+      closing the result pipe's last write end (the workers' closed with them).
+
+    Only stopping changes: results and tasks travel as in the stdlib.
+    """
+
+    def __init__(self, *args: Any, on_results_lost: Callable[[str], None], **kwargs: Any) -> None:
+        self._on_results_lost = on_results_lost  # _setup_queues, called by __init__, needs it
+        super().__init__(*args, **kwargs)
+
+    def _setup_queues(self) -> None:
+        super()._setup_queues()  # type: ignore[misc]
+        self._quick_get = functools.partial(_receive_result, self._outqueue._reader, self._on_results_lost)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _help_stuff_finish(inqueue: Any, task_handler: Any, size: int) -> None:
+        _drain_raw(inqueue._reader, task_handler)
+
+    @classmethod
+    def _terminate_pool(
+        cls,
+        taskqueue: Any,
+        inqueue: Any,
+        outqueue: Any,
+        pool: list[Any],
+        change_notifier: Any,
+        worker_handler: Any,
+        task_handler: Any,
+        result_handler: Any,
+        cache: Any,
+    ) -> None:
+        # The stdlib's steps, in its order, with bounded waits and no assertion
+        # that the result thread is alive (a garbled result may have ended it).
+        current = threading.current_thread()
+        worker_handler._state = _TERMINATE
+        task_handler._state = _TERMINATE
+        change_notifier.put(None)
+        cls._help_stuff_finish(inqueue, task_handler, len(pool))
+        result_handler._state = _TERMINATE
+        change_notifier.put(None)
+        try:
+            outqueue.put(None)  # the result thread's end marker
+        except OSError:
+            pass
+        _join_thread(worker_handler, current)
+        for worker in pool:
+            if worker.exitcode is None:
+                worker.terminate()
+        _join_thread(task_handler, current)
+        # Nothing writes results any more. Closing the last write end (the
+        # workers' closed when they died) lets the result thread read what
+        # the pipe holds, then the end of the pipe: it ends even when stuck
+        # in the middle of a message a killed worker began.
+        outqueue._writer.close()
+        _join_thread(result_handler, current)
+        for worker in pool:
+            worker.join(_THREAD_GRACE)
+            if worker.exitcode is None:
+                worker.kill()
+                worker.join(_THREAD_GRACE)
+
+
+class _NonDaemonicPool(_Pool):
     """A `multiprocessing.Pool` whose workers are not daemonic."""
 
     @staticmethod
@@ -271,13 +373,15 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
         self._handled: set[int] = set()  # pids whose exit was handled
         self._unmatched: set[int] = set()  # pids that said ``hello`` before the pool listed them
         self._broken_reason: str | None = None
-        pool_cls = multiprocessing.pool.Pool if daemonic else _NonDaemonicPool
+        self._results_lost: str | None = None  # why the result pipe can no longer be read
+        pool_cls = _Pool if daemonic else _NonDaemonicPool
         self._pool = pool_cls(
             processes=processes,
             initializer=_pool_initializer,
             initargs=(link, os.getpid(), initializer, initargs),
             maxtasksperchild=maxtasksperchild,
             context=context,
+            on_results_lost=self._on_results_lost,
         )
         # Priority 16: before the pool's own exit hook (15).
         multiprocessing.util.Finalize(
@@ -350,6 +454,9 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 with self._lock:
                     pids = set(self._known) | self._unmatched
                 _kill_and_terminate(self._pool, self._stop_flag, pids)
+            except Exception:
+                # Nothing may stop the stop (the watcher runs it on a lost worker).
+                logger.exception("stopping the multiprocessing pool failed")
             finally:
                 self._pool_done.set()
 
@@ -389,6 +496,12 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             _resolve(job.future, error=exc)
         if last:
             self._wake()
+
+    def _on_results_lost(self, reason: str) -> None:
+        # In the pool's result thread, which is ending: the watcher stops the pool.
+        with self._lock:
+            self._results_lost = reason
+        self._wake()
 
     # ------------------------------------------------------------ the watcher
 
@@ -438,6 +551,10 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 if pid is not None:
                     self._on_worker_exit(pid)
             self._check_unmatched()
+            with self._lock:
+                results_lost = self._results_lost
+            if results_lost is not None:
+                self._break(results_lost)
 
     def _drain(self) -> None:
         while self._reader.poll():
@@ -536,16 +653,15 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
 def _kill_and_terminate(pool: multiprocessing.pool.Pool, stop_flag: Any, pids: set[int]) -> None:
     """Kill every worker tree, free the queue locks the dead may hold, terminate ``pool``."""
     stop_flag.value = True
+    # First no more replacements, then the kill: the set of workers is final.
+    _stop_replacing_workers(pool)
     pids |= {p.pid for p in _workers(pool) if p.pid is not None}
     kill_process_trees(sorted(pids))
-    # A worker waiting for a task holds the task queue's read lock, one
-    # killed while sending a result holds the result queue's write lock;
-    # Pool.terminate takes both. Both are plain semaphores: releasing
-    # them from here is allowed.
-    for lock in (_private(pool, "_inqueue", "_rlock"), _private(pool, "_outqueue", "_wlock")):
-        if lock is not None:
-            lock.acquire(False)
-            lock.release()
+    # A worker killed while sending a result holds the result queue's write
+    # lock, which the pool's threads take to send their end markers. (A
+    # worker waiting for a task holds the task queue's read lock: _Pool's
+    # terminate does not take it.)
+    _free_lock(_private(pool, "_outqueue", "_wlock"))
     pool.terminate()
 
 
@@ -597,6 +713,76 @@ def _private(obj: object, *names: str) -> Any:
         if obj is None:
             return None
     return obj
+
+
+def _stop_replacing_workers(pool: multiprocessing.pool.Pool) -> None:
+    """Stop the pool's worker thread, which replaces every worker that exits, and wait for it.
+
+    Killing workers while it runs only makes it start new ones, which the
+    kill misses and which would read the pipes while they are drained.
+    """
+    handler = _private(pool, "_worker_handler")
+    notifier = _private(pool, "_change_notifier")
+    if handler is None or notifier is None:
+        return
+    handler._state = _TERMINATE
+    notifier.put(None)  # wakes it
+    _join_thread(handler, threading.current_thread())
+
+
+def _free_lock(lock: Any) -> None:
+    """Make ``lock`` free, even if a worker that died holding it left it taken.
+
+    Our own threads hold it only for one short write: a lock still taken
+    after the grace belongs to a dead worker, and a multiprocessing lock may
+    be released by another process.
+    """
+    if lock is not None:
+        lock.acquire(True, _LOCK_GRACE)
+        lock.release()
+
+
+def _drain_raw(reader: multiprocessing.connection.Connection, task_handler: threading.Thread) -> None:
+    """Discard what the task pipe holds, as raw bytes, until the task thread has ended.
+
+    The task thread may be blocked writing to a full pipe, and ends once it
+    has sent its end markers. Called when every worker is dead: nobody else
+    reads the pipe. Unpickling what is left would fail on a message a killed
+    worker half read.
+    """
+    deadline = time.monotonic() + _THREAD_GRACE
+    fd = reader.fileno()
+    while task_handler.is_alive() and time.monotonic() < deadline:
+        if multiprocessing.connection.wait([reader], _DRAIN_WAIT):
+            try:
+                os.read(fd, 1 << 16)
+            except OSError:
+                return
+
+
+def _receive_result(reader: multiprocessing.connection.Connection, on_lost: Callable[[str], None]) -> Any:
+    """The result thread's read: one result; a message that cannot be read ends the thread.
+
+    ``EOFError`` and ``OSError`` end billiard's and the stdlib's result
+    thread quietly; any other error there (a garbled message) would kill it
+    with a traceback. The pipe is out of step from then on: no later
+    result can be trusted, so the executor is told to stop the pool.
+    """
+    try:
+        return reader.recv()
+    except (EOFError, OSError):
+        raise
+    except Exception as exc:
+        on_lost(f"a result could not be read ({type(exc).__name__}: {exc}): a worker died while sending one")
+        raise EOFError from exc
+
+
+def _join_thread(thread: Any, current: threading.Thread) -> None:
+    if thread is current:
+        return
+    thread.join(_THREAD_GRACE)
+    if thread.is_alive():
+        logger.warning("the multiprocessing pool's %s thread did not end; leaving it (a daemon thread)", thread.name)
 
 
 # --------------------------------------------------------------------------- the pools

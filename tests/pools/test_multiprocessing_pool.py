@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from graphs import method_node, return_value_link
 
 import aioflow
-from aioflow.pools._multiprocessing import BrokenMultiprocessingPool
+from aioflow.pools._multiprocessing import BrokenMultiprocessingPool, _MultiprocessingExecutor
 
 MP_TASKS = Path(__file__).resolve().parent / "mp_tasks.py"
 
@@ -301,3 +305,50 @@ def test_sigint_ignored_and_stop_is_prompt_for_a_long_task() -> None:
     with pytest.raises(aioflow.ExecutionTimeoutError):
         aioflow.execute_graph(graph, pool_type="ndmultiprocessing", context="fork", max_workers=1, timeout=1)
     assert time.monotonic() - started < HANG_LIMIT
+
+
+# --------------------------------------------------------------------------- stopping whatever the pipes hold
+
+
+def _half_task(executor: Any) -> None:
+    """The task pipe holds the rest of a message whose header a worker read before it was killed."""
+    payload = ForkingPickler.dumps(None)
+    os.write(executor._pool._inqueue._writer.fileno(), bytes(payload))
+
+
+def _half_result(executor: Any) -> None:
+    """The result pipe holds the start of a message a worker was killed while writing: its reader waits for the rest."""
+    os.write(executor._pool._outqueue._writer.fileno(), struct.pack("!i", 1 << 20) + b"partial")
+
+
+def _garbled_result(executor: Any) -> None:
+    """The result pipe holds a whole message that does not unpickle (read out of step after a kill)."""
+    os.write(executor._pool._outqueue._writer.fileno(), struct.pack("!i", 8) + b"garbage!")
+
+
+@pytest.mark.timeout(HANG_LIMIT, method="thread")
+@pytest.mark.parametrize("daemonic", [True, False])
+@pytest.mark.parametrize("corrupt", [_half_task, _half_result, _garbled_result])
+def test_stopping_survives_what_killed_workers_leave_in_the_pipes(corrupt: Any, daemonic: bool) -> None:
+    """Aborting a pool whose task or result pipe a killed worker left out of step raises nothing and ends everything.
+
+    The state is written into the pool's real pipes while the only worker
+    is busy (nobody else reads them), as a worker killed in the middle of a
+    read or a write leaves them.
+    """
+    executor = _MultiprocessingExecutor(processes=1, context=multiprocessing.get_context("fork"), daemonic=daemonic)
+    pool: Any = executor._pool
+    threads = [executor._watcher, pool._worker_handler, pool._task_handler, pool._result_handler]
+    workers = [p.pid for p in pool._pool]
+    future = executor.submit(time.sleep, 3600)
+    deadline = time.monotonic() + HANG_LIMIT / 2
+    while not future.running():
+        assert time.monotonic() < deadline, "the call did not start"
+        time.sleep(0.01)
+    corrupt(executor)
+    executor.abort()
+    assert isinstance(future.exception(timeout=HANG_LIMIT / 2), BrokenMultiprocessingPool)
+    for thread in threads:
+        thread.join(timeout=HANG_LIMIT / 2)
+        assert not thread.is_alive(), thread.name
+    assert not [pid for pid in workers if _alive(pid)]
