@@ -2,7 +2,7 @@
 
 Layering (each layer imports only the ones below it):
 
-    faces       execute_graph, execute_graph_async, load_graph, open_pool, cli
+    faces       execute_graph, execute_graph_async, load_graph, open_pool, Executor, cli
     engine      scheduler/ (pure state machine + async driver)
     execution   pools/ (executors by name), _tasks (what runs in a worker)
     model       graph/ (load, validate, analyse: pure and synchronous)
@@ -14,6 +14,7 @@ Layering (each layer imports only the ones below it):
 from __future__ import annotations
 
 from ._errors import AioflowError as AioflowError
+from ._errors import DependencyError as DependencyError
 from ._errors import ExecutionError as ExecutionError
 from ._errors import ExecutionTimeoutError as ExecutionTimeoutError
 from ._errors import GraphError as GraphError
@@ -25,6 +26,7 @@ from ._errors import PoolError as PoolError
 from ._errors import TaskInputError as TaskInputError
 from ._errors import TransferError as TransferError
 from ._errors import WorkerLostError as WorkerLostError
+from ._executor import Executor as Executor
 from ._results import MISSING as MISSING
 from ._results import Results as Results
 from ._version import __version__ as __version__
@@ -42,7 +44,9 @@ from .scheduler import execute_graph_async as execute_graph_async
 __all__ = [
     "MISSING",
     "AioflowError",
+    "DependencyError",
     "Event",
+    "Executor",
     "ExecutionError",
     "ExecutionTimeoutError",
     "Graph",

@@ -8,6 +8,7 @@ The tree::
     ├── MissingExtraError (ImportError)    an optional package is not installed
     ├── TaskInputError (TypeError)         a task was called without a required input (raised in the worker)
     ├── TransferError (TypeError)          a task, its inputs or outputs cannot be sent to or from a worker process
+    ├── DependencyError                    an Executor call did not run: a future it was given failed
     ├── ExecutionError                     an execution stopped before its end; carries ``.results``
     │   ├── NodeError                      a node's task raised; the task's exception is ``__cause__``
     │   ├── ExecutionTimeoutError (TimeoutError)
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AioflowError",
+    "DependencyError",
     "ExecutionError",
     "ExecutionTimeoutError",
     "GraphError",
@@ -205,6 +207,24 @@ class IterationLimitError(ExecutionError, RuntimeError):
             "or raise max_iterations"
         )
         super().__init__(msg, graph_id=graph_id, node_id=node_id, max_iterations=max_iterations, results=results)
+
+
+class DependencyError(AioflowError):
+    """A call submitted to `aioflow.Executor` did not run: a future among its arguments failed.
+
+    The failed future's exception is ``__cause__``.
+
+    Attributes:
+        task: the function that did not run.
+        reason: the dependency's error, as ``Type: message``.
+    """
+
+    task: str
+    reason: str
+
+    def __init__(self, task: str, reason: str) -> None:
+        msg = f"task {task} did not run: a future among its arguments failed ({reason})"
+        super().__init__(msg, task=task, reason=reason)
 
 
 class PoolError(AioflowError):

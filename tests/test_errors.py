@@ -10,6 +10,7 @@ import pytest
 import aioflow
 from aioflow import (
     AioflowError,
+    DependencyError,
     ExecutionError,
     ExecutionTimeoutError,
     GraphError,
@@ -37,6 +38,7 @@ INSTANCES = [
     IterationLimitError("g", "loop", 10, RESULTS),
     WorkerLostError("graph 'g': node 'n' lost its worker process", node_id="n"),
     TransferError("graph 'g': node 'n'", "_thread.lock", "cannot pickle '_thread.lock' object"),
+    DependencyError("fit", "ValueError: boom"),
 ]
 
 

@@ -192,13 +192,13 @@ class _ThreadExecutor(concurrent.futures.Executor):
                     future.set_result(result)
             del item, future, fn, args, kwargs
 
-    def run_owned(self, owner: object, fn: Callable[..., Any], *args: Any) -> Any:
+    def run_owned(self, owner: object, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` in this worker thread, recorded as ``owner``'s."""
         ident = threading.get_ident()
         with self._running_changed:
             self._running[ident] = owner
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         finally:
             with self._running_changed:
                 self._running.pop(ident, None)
