@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["ProcessPool", "describe_exits", "kill_process_trees", "signal_name"]
+__all__ = ["ProcessPool", "describe_exit", "describe_exits", "kill_process_trees", "signal_name"]
 
 
 def _worker_initializer(owner_pid: int, user_initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
@@ -122,6 +122,26 @@ def _running(proc: Any) -> bool:
         return False
 
 
+_LIKELY_CAUSES = {
+    "SIGKILL": "the out-of-memory killer, or someone killed it",
+    "SIGSEGV": "a crash in native code",
+    "SIGBUS": "a crash in native code",
+    "SIGABRT": "native code aborted",
+    "SIGTERM": "someone terminated it",
+}
+
+
+def describe_exit(pid: int, exitcode: int | None) -> str:
+    """``pid 42, killed by SIGKILL (the out-of-memory killer, or someone killed it)``."""
+    if exitcode is None:
+        return f"pid {pid}, exit status unknown"
+    if exitcode < 0:
+        name = signal_name(exitcode)
+        cause = _LIKELY_CAUSES.get(name)
+        return f"pid {pid}, killed by {name}" + (f" ({cause})" if cause else "")
+    return f"pid {pid}, exit code {exitcode} (the task called os._exit() or sys.exit() in a worker?)"
+
+
 def describe_exits(exits: list[tuple[int, int | None]]) -> str | None:
     """Describe the workers that ended, e.g. ``pid 42, killed by SIGKILL``.
 
@@ -132,13 +152,7 @@ def describe_exits(exits: list[tuple[int, int | None]]) -> str | None:
     if not ended:
         return None
     first = [(pid, code) for pid, code in ended if code != -signal.SIGTERM] or ended
-    parts = []
-    for pid, code in first:
-        if code < 0:
-            parts.append(f"pid {pid}, killed by {signal_name(code)}")
-        else:
-            parts.append(f"pid {pid}, exit code {code}")
-    return "; ".join(parts)
+    return "; ".join(describe_exit(pid, code) for pid, code in first)
 
 
 def signal_name(exitcode: int) -> str:

@@ -58,13 +58,13 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from ._base import InitializerFailed
-from ._process import _worker_initializer, kill_process_trees, signal_name
+from ._process import _worker_initializer, describe_exit, kill_process_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from multiprocessing.connection import Connection
 
-__all__ = ["Owned", "RemoteTraceback", "WorkerDied", "WorkerProcessExecutor", "describe_exit"]
+__all__ = ["Owned", "RemoteTraceback", "WorkerDied", "WorkerProcessExecutor"]
 
 logger = logging.getLogger("aioflow.pools")
 
@@ -119,26 +119,6 @@ class Owned:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
-
-
-_LIKELY_CAUSES = {
-    "SIGKILL": "the out-of-memory killer, or someone killed it",
-    "SIGSEGV": "a crash in native code",
-    "SIGBUS": "a crash in native code",
-    "SIGABRT": "native code aborted",
-    "SIGTERM": "someone terminated it",
-}
-
-
-def describe_exit(pid: int, exitcode: int | None) -> str:
-    """``pid 42, killed by SIGKILL (the out-of-memory killer, or someone killed it)``."""
-    if exitcode is None:
-        return f"pid {pid}, exit status unknown"
-    if exitcode < 0:
-        name = signal_name(exitcode)
-        cause = _LIKELY_CAUSES.get(name)
-        return f"pid {pid}, killed by {name}" + (f" ({cause})" if cause else "")
-    return f"pid {pid}, exit code {exitcode} (the task called os._exit() or sys.exit() in a worker?)"
 
 
 # --------------------------------------------------------------------------- worker side

@@ -441,7 +441,8 @@ class _Execution:
             return refused
         if isinstance(exc, concurrent.futures.BrokenExecutor) and not isinstance(exc, WorkerLostError):
             detail = self._pool.lost_worker(executor, exc)
-            msg = f"{where} lost its worker process ({detail or 'it was killed or crashed'}; out of memory, a segfault, os._exit?)"
+            detail = detail or "it was killed or crashed: out of memory, a segfault, os._exit?"
+            msg = f"{where} lost its worker process ({detail})"
             lost = WorkerLostError(msg, node_id=firing.node_id)
             lost.__cause__ = exc
             return lost
