@@ -21,6 +21,7 @@ too noisy for that. See ``benchmarks/README.md`` and ``docs/performance.md``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -74,6 +75,9 @@ class Sizes:
     cpu_tasks: int
     cpu_task_s: float
     rss_fanout: int
+    pool_fanout: int
+    sleep_tasks: int
+    sleep_task_s: float
 
 
 FULL = Sizes(
@@ -87,6 +91,9 @@ FULL = Sizes(
     cpu_tasks=8,
     cpu_task_s=0.25,
     rss_fanout=10_000,
+    pool_fanout=1_000,
+    sleep_tasks=100,
+    sleep_task_s=0.05,
 )
 
 SMOKE = Sizes(
@@ -100,6 +107,9 @@ SMOKE = Sizes(
     cpu_tasks=2,
     cpu_task_s=0.01,
     rss_fanout=50,
+    pool_fanout=50,
+    sleep_tasks=10,
+    sleep_task_s=0.01,
 )
 
 
@@ -168,6 +178,54 @@ def run(
             + (f" ({loop})" if loop != "asyncio" else "")
             + (" warm" if warm else "")
         )
+    return Measure.of(label, **spec)
+
+
+#: The pools whose tasks run in worker processes (cpu fan rows).
+PROCESS_POOLS = ("process", "ndprocess", "multiprocessing", "ndmultiprocessing", "billiard")
+
+#: Threads of the sleep-fan rows (aioflow's thread and gevent pools, and the floor).
+SLEEP_WORKERS = 128
+
+
+def pool_run(
+    engine: str,
+    workload: str,
+    pool: str,
+    *,
+    workers: int,
+    context: str | None = None,
+    scaling: bool | None = None,
+    patch: str | None = None,
+    preload: bool = False,
+    again: bool = False,
+    cpu_iters: int = 0,
+) -> Measure:
+    """A measurement of the pool rows: any aioflow pool, or the raw floor, with explicit options.
+
+    ``run`` makes the same spec for the options it knows, so a measurement
+    shared with the rows above is run once.
+    """
+    spec: dict[str, Any] = {"kind": "exec", "engine": engine, "workload": workload, "pool": pool, "workers": workers}
+    label = f"{'aioflow' if engine == 'aioflow' else 'raw floor'} {pool}"
+    if context:
+        spec["context"] = context
+        label += f" {context}"
+    label += f" x{workers}"
+    if scaling is not None:
+        spec["scaling"] = scaling
+        label += " scaling" if scaling else " fixed"
+    if patch:
+        spec["patch"] = patch
+        label += f" ({patch} patched)"
+    label += f" {workload}"
+    if preload:
+        spec["preload"] = True
+        label += " (graph loaded before)"
+    if again:
+        spec["again"] = True
+    if cpu_iters:
+        spec["cpu_iters"] = cpu_iters
     return Measure.of(label, **spec)
 
 
@@ -319,6 +377,8 @@ def build_rows(sizes: Sizes, cpu_iters: int, *, uvloop: bool) -> list[Row]:
         )
     )
 
+    rows.extend(pool_rows(sizes, cpu_iters))
+
     if uvloop:
         rows.extend(
             Row(
@@ -332,6 +392,158 @@ def build_rows(sizes: Sizes, cpu_iters: int, *, uvloop: bool) -> list[Row]:
             for w in thread_workloads[:2]
         )
     return rows
+
+
+def pool_rows(sizes: Sizes, cpu_iters: int) -> list[Row]:
+    """The rows of every pool type (issue 4); their names start with ``pools:``.
+
+    Only pools of ``aioflow.available_pools()`` get rows: an installation
+    without billiard or gevent leaves theirs out.
+    """
+    import aioflow
+
+    available = set(aioflow.available_pools())
+    rows: list[Row] = []
+    # Every measurement below runs its graph twice in its interpreter; the
+    # "again" rows time the second run: one-time costs (lazy imports, the
+    # forkserver's start...) left out, a new pool still created and closed.
+    again_name = "  again: a second execution in the same interpreter"
+
+    # Scheduling overhead on scaling process-based pools, against the fixed
+    # 2-worker ProcessPoolExecutor floor of the process rows above.
+    fan = f"fanout:{sizes.pool_fanout}"
+    raw_process = pool_run("raw", fan, "process", workers=2, context="fork", again=True)
+    rows.extend(
+        Row(
+            again_name if again else f"pools: {pool} scaling x2 fork {fan}",
+            pool_run("aioflow", fan, pool, workers=2, context="fork", scaling=True, preload=True, again=True),
+            raw_process,
+            "ratio",
+            None if again else 1.5,
+            metric="again_seconds" if again else "seconds",
+            note="both sides",
+        )
+        for pool in ("process", "billiard")
+        if pool in available
+        for again in (False, True)
+    )
+
+    # Concurrency: many short sleeps on 128 threads or greenlets.
+    sleep = f"sleepfan:{sizes.sleep_tasks}x{sizes.sleep_task_s:g}"
+    sleep_name = f"sleep-fan {sizes.sleep_tasks} x {sizes.sleep_task_s * 1000:g} ms"
+    sleepers: list[tuple[str, str, dict[str, Any]]] = [
+        ("thread", f"thread scaling x{SLEEP_WORKERS}", {"scaling": True}),
+        ("gevent", f"gevent x{SLEEP_WORKERS} (patch_all)", {"patch": "gevent"}),
+    ]
+    raw_threads = pool_run("raw", sleep, "thread", workers=SLEEP_WORKERS, again=True)
+    rows.extend(
+        Row(
+            again_name if again else f"pools: {name} {sleep_name}",
+            pool_run("aioflow", sleep, pool, workers=SLEEP_WORKERS, preload=True, again=True, **options),
+            raw_threads,
+            "ratio",
+            None if again else 1.5,
+            metric="again_seconds" if again else "seconds",
+            note="both sides",
+        )
+        for pool, name, options in sleepers
+        if pool in available
+        for again in (False, True)
+    )
+
+    # Start-up: a 1-node graph on a new pool, creation and close included, in
+    # a fresh interpreter; then the same again in that interpreter. The
+    # baseline is a ProcessPoolExecutor(1) of the same start method (fork for
+    # the pools that run no process); no target.
+    one = "chain:1"
+    raw_start = {
+        ctx: pool_run("raw", one, "process", workers=1, context=ctx, again=True)
+        for ctx in ("spawn", "fork", "forkserver")
+    }
+    for ctx in ("spawn", "fork"):
+        rows.append(
+            Row(
+                f"pools: start-up, raw ProcessPoolExecutor(1) {ctx}",
+                raw_start[ctx],
+                None,
+                "absolute",
+                None,
+                note="first result of a 1-node graph, pool start and shutdown included",
+            )
+        )
+        rows.append(Row(again_name, raw_start[ctx], None, "absolute", None, metric="again_seconds"))
+    startups: list[tuple[str, str | None, str | None]] = [
+        ("thread", None, None),
+        ("process", "spawn", None),
+        ("process", "fork", None),
+        ("process", "forkserver", None),
+        ("ndprocess", "fork", None),
+        ("multiprocessing", "fork", None),
+        ("ndmultiprocessing", "fork", None),
+        ("billiard", "fork", None),
+        ("gevent", None, "gevent"),
+    ]
+    for pool, method, patch in startups:
+        if pool not in available:
+            continue
+        base_method = method or "fork"
+        m = pool_run("aioflow", one, pool, workers=1, context=method, patch=patch, preload=True, again=True)
+        note = f"vs a raw {base_method} ProcessPoolExecutor(1)"
+        rows.append(
+            Row(
+                f"pools: start-up {pool}" + (f" {method}" if method else "") + (" (patch_all)" if patch else ""),
+                m,
+                raw_start[base_method],
+                "ratio",
+                None,
+                note=note,
+            )
+        )
+        rows.append(Row(again_name, m, raw_start[base_method], "ratio", None, metric="again_seconds", note=note))
+
+    # Parallel speed-up of CPU-bound tasks on every process-based pool; the
+    # raw floor's speed-up says what the machine allows at the time.
+    cpu = f"cpufan:{sizes.cpu_tasks}"
+    seq = run("seq", cpu, "none", cpu_iters=cpu_iters)
+    rows.append(
+        Row(
+            f"pools: cpu fan {sizes.cpu_tasks} x {sizes.cpu_task_s:g} s, raw ProcessPoolExecutor(2) fork: speedup",
+            run("raw", cpu, "process", cpu_iters=cpu_iters),
+            seq,
+            "speedup",
+            None,
+            at_least=True,
+            note="what this machine allows",
+        )
+    )
+    rows.extend(
+        Row(
+            f"pools: cpu fan {sizes.cpu_tasks} x {sizes.cpu_task_s:g} s, {pool} x2 fork: speedup",
+            pool_run("aioflow", cpu, pool, workers=2, context="fork", cpu_iters=cpu_iters),
+            seq,
+            "speedup",
+            1.5,
+            at_least=True,
+        )
+        for pool in PROCESS_POOLS
+        if pool in available
+    )
+    return rows
+
+
+def select(rows: list[Row], pattern: str) -> list[Row]:
+    """The rows whose name matches ``pattern``, each with its sub-rows (names indented by two spaces)."""
+    kept: list[Row] = []
+    parent_kept = False
+    for row in rows:
+        if row.name.startswith("  ") and parent_kept:
+            kept.append(row)
+        elif re.search(pattern, row.name):
+            kept.append(row)
+            parent_kept = not row.name.startswith("  ")
+        else:
+            parent_kept = False
+    return kept
 
 
 def _n(spec: str) -> str:
@@ -374,17 +586,43 @@ def _run_process(argv: list[str], env: dict[str, str], timeout: float) -> tuple[
     return proc.returncode, out, err, wall
 
 
+#: Seconds the start method's helper processes (multiprocessing's resource
+#: tracker, the forkserver) get to exit on their own after the measuring
+#: process: they exit when their pipe from it closes, a moment after it.
+HELPER_GRACE = 2.0
+
+#: Command-line fragments of those helpers (spawn and forkserver start them).
+_HELPERS = ("resource_tracker", "forkserver", "semaphore_tracker")
+
+
 def _leftovers(pgid: int) -> int:
-    """Kill the processes still in group ``pgid`` (workers a run left behind); return how many."""
+    """Kill the processes still alive in group ``pgid`` (workers a run left behind); return how many.
+
+    Zombies are dead and not counted (their new parent reaps them when it
+    gets to it). multiprocessing's own helpers, and processes already
+    exiting, get `HELPER_GRACE` seconds to finish, since the helpers only
+    learn of the measuring process's exit from a pipe; while any other
+    process is alive, everything left counts at once.
+    """
     import psutil
 
-    left = []
-    for p in psutil.process_iter():
-        try:
-            if os.getpgid(p.pid) == pgid:
-                left.append(p)
-        except (ProcessLookupError, psutil.Error):
-            continue
+    deadline = time.monotonic() + HELPER_GRACE
+    while True:
+        left: list[psutil.Process] = []
+        helpers = 0
+        for p in psutil.process_iter():
+            try:
+                if os.getpgid(p.pid) != pgid or p.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                cmdline = " ".join(p.cmdline())
+            except (ProcessLookupError, psutil.Error):
+                continue
+            left.append(p)
+            # An empty command line: the process is exiting (its memory is gone).
+            helpers += not cmdline or any(h in cmdline for h in _HELPERS)
+        if not left or helpers < len(left) or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     for p in left:
         try:
             p.kill()
@@ -447,12 +685,15 @@ def run_all(
     import_runs: int,
     timeout: float,
     write: Callable[[dict[str, Any]], None],
+    jobs: int = 1,
 ) -> dict[str, Collected]:
     """Run every measurement of ``rows`` ``repeats`` times, interleaved, and record each run.
 
     Repeat ``r`` of every measurement runs before repeat ``r+1`` of any, and a
     row's baseline runs next to its figure, so that a slow phase of a noisy
-    machine hits both sides of a ratio alike.
+    machine hits both sides of a ratio alike. ``jobs`` > 1 runs that many
+    measurements at once (``--smoke``, where only crashes count): the records
+    keep the same order.
     """
     collected: dict[str, Collected] = {}
     order: list[Measure] = []
@@ -463,17 +704,21 @@ def run_all(
                 order.append(m)
     total = sum(import_runs if m.as_dict["kind"] == "import" else repeats for m in order)
     done = 0
-    for rep in range(max(repeats, import_runs)):
-        for m in order:
-            n = import_runs if m.as_dict["kind"] == "import" else repeats
-            if rep >= n:
-                continue
-            record = measure_once(m, timeout)
-            done += 1
-            record = {"type": "measurement", "label": m.label, "spec": m.as_dict, "repeat": rep, **record}
-            collected[m.key].records.append(record)
-            write(record)
-            _progress(done, total, m, record)
+    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as executor:
+        for rep in range(max(repeats, import_runs)):
+            batch = [m for m in order if rep < (import_runs if m.as_dict["kind"] == "import" else repeats)]
+            # One at a time unless jobs > 1: each result is waited for before the next starts.
+            window = max(1, jobs)
+            for start in range(0, len(batch), window):
+                chunk = batch[start : start + window]
+                futures = [executor.submit(measure_once, m, timeout) for m in chunk]
+                for m, future in zip(chunk, futures, strict=True):
+                    record = future.result()
+                    done += 1
+                    record = {"type": "measurement", "label": m.label, "spec": m.as_dict, "repeat": rep, **record}
+                    collected[m.key].records.append(record)
+                    write(record)
+                    _progress(done, total, m, record)
     return collected
 
 
@@ -651,6 +896,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--import-runs", type=int, default=None, help="fresh interpreters per side for the import figure")
     p.add_argument("--only", default=None, help="regex: keep the rows whose name matches")
     p.add_argument("--no-uvloop", action="store_true", help="leave out the uvloop rows")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="measurements run at once (default 1; with --smoke, the number of CPUs): above 1, figures mean little",
+    )
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per measurement")
     p.add_argument("--out", type=Path, default=None, help="results file (JSON lines)")
     p.add_argument("--profile", metavar="WORKLOAD", help="cProfile one aioflow run: chain:10000, load:random:100000...")
@@ -668,6 +919,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = SMOKE if args.smoke else FULL
     repeats = args.repeats or (1 if args.smoke else 3)
+    jobs = args.jobs or ((os.cpu_count() or 1) if args.smoke else 1)
     import_runs = args.import_runs or (IMPORT_RUNS_SMOKE if args.smoke else IMPORT_RUNS_FULL)
     mode = "smoke" if args.smoke else "full"
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -684,7 +936,7 @@ def main(argv: list[str] | None = None) -> int:
         have_uvloop = True
     rows = build_rows(sizes, cpu_iters, uvloop=have_uvloop and not args.no_uvloop)
     if args.only:
-        rows = [r for r in rows if re.search(args.only, r.name)]
+        rows = select(rows, args.only)
 
     header = {
         "type": "run",
@@ -692,6 +944,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": stamp,
         "repeats": repeats,
         "import_runs": import_runs,
+        "jobs": jobs,
         "argv": sys.argv[1:] if argv is None else argv,
         "cpu_iters": cpu_iters,
         "cpu_task_s_measured": cpu_s,
@@ -705,12 +958,12 @@ def main(argv: list[str] | None = None) -> int:
 
         write(header)
         print(
-            f"{mode} run: {len(rows)} rows, {repeats} repeat(s); cpu task {cpu_s:.3f} s = {cpu_iters} steps; "
+            f"{mode} run: {len(rows)} rows, {repeats} repeat(s), {jobs} at once; cpu task {cpu_s:.3f} s = {cpu_iters} steps; "
             f"results -> {out}",
             file=sys.stderr,
             flush=True,
         )
-        collected = run_all(rows, repeats, import_runs, args.timeout, write)
+        collected = run_all(rows, repeats, import_runs, args.timeout, write, jobs)
         evaluated = [evaluate(row, collected) for row in rows]
         for row_record in evaluated:
             write({k: v for k, v in row_record.items() if k != "cells"})

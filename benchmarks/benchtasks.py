@@ -52,6 +52,22 @@ def cpu(n: int = 1_000_000) -> int:
     return s
 
 
+def sleep(seconds: float = 0.05) -> int:
+    """Sleep ``seconds`` with `time.sleep` and return 1: the I/O-bound task of sleep fans.
+
+    `time.sleep` releases the GIL, so threads overlap; in a process gevent has
+    monkey-patched, it yields to the hub, so greenlets overlap.
+
+    Args:
+        seconds: how long to sleep.
+
+    Returns:
+        1, so that a fan's checksum is its number of tasks.
+    """
+    time.sleep(seconds)
+    return 1
+
+
 def calibrate_cpu(target_s: float, repeats: int = 3) -> tuple[int, float]:
     """Find the `cpu` loop count that takes about ``target_s`` seconds on this machine.
 

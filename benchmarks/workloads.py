@@ -8,6 +8,8 @@ A workload spec is a short string:
   joins all ``W`` nodes of layer ``k`` with `benchtasks.add`;
 - ``cpufan:N``: ``N`` independent `benchtasks.cpu` nodes (the loop count is
   passed separately, calibrated by the driver);
+- ``sleepfan:NxS``: ``N`` independent `benchtasks.sleep` nodes of ``S``
+  seconds each (``sleepfan:100x0.05``: 100 sleeps of 50 ms);
 - ``random:N``: ``N`` `add` nodes; each node links to 1 to 3 distinct random
   earlier nodes (a fixed seed, so every process builds the same graph).
 
@@ -108,6 +110,12 @@ def _cpufan(n: int, iters: int) -> tuple[list[dict[str, Any]], list[dict[str, An
     return nodes, [], ids, n * _cpu_checksum(iters)
 
 
+def _sleepfan(n: int, seconds: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], int]:
+    ids = [f"sleep{i}" for i in range(n)]
+    nodes = [_node(nid, "sleep", seconds=seconds) for nid in ids]
+    return nodes, [], ids, n
+
+
 def _random_dag(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], None]:
     rng = random.Random(RANDOM_SEED)
     ids = [f"n{i}" for i in range(n)]
@@ -128,7 +136,7 @@ def make(spec: str, *, cpu_iters: int = 0) -> Workload:
     """Build the workload named by ``spec``.
 
     Args:
-        spec: ``chain:N``, ``fanout:N``, ``lattice:WxD``, ``cpufan:N`` or ``random:N``.
+        spec: ``chain:N``, ``fanout:N``, ``lattice:WxD``, ``cpufan:N``, ``sleepfan:NxS`` or ``random:N``.
         cpu_iters: the `benchtasks.cpu` loop count of ``cpufan`` nodes.
 
     Returns:
@@ -148,10 +156,13 @@ def make(spec: str, *, cpu_iters: int = 0) -> Workload:
         built = _lattice(width, depth)
     elif kind == "cpufan":
         built = _cpufan(int(arg), cpu_iters)
+    elif kind == "sleepfan":
+        count, seconds = arg.split("x")
+        built = _sleepfan(int(count), float(seconds))
     elif kind == "random":
         built = _random_dag(int(arg))
     else:
-        msg = f"unknown workload {spec!r} (expected chain:N, fanout:N, lattice:WxD, cpufan:N or random:N)"
+        msg = f"unknown workload {spec!r} (expected chain:N, fanout:N, lattice:WxD, cpufan:N, sleepfan:NxS or random:N)"
         raise ValueError(msg)
     nodes, links, sinks, checksum = built
     name = f"{kind}{arg}"
