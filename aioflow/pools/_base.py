@@ -207,7 +207,7 @@ class Pool(abc.ABC):
         known. By default the executor is broken as a whole: it is discarded,
         and the next use builds a new one.
         """
-        detail = self.describe_lost_workers(executor)
+        detail = self.describe_lost_workers(executor) or str(error) or None
         self.discard_broken(executor)
         return detail
 
