@@ -78,6 +78,7 @@ class Sizes:
     pool_fanout: int
     sleep_tasks: int
     sleep_task_s: float
+    executor_calls: int  # calls of each executor chain and fan
 
 
 FULL = Sizes(
@@ -94,6 +95,7 @@ FULL = Sizes(
     pool_fanout=1_000,
     sleep_tasks=100,
     sleep_task_s=0.05,
+    executor_calls=10_000,
 )
 
 SMOKE = Sizes(
@@ -110,6 +112,7 @@ SMOKE = Sizes(
     pool_fanout=50,
     sleep_tasks=10,
     sleep_task_s=0.01,
+    executor_calls=50,
 )
 
 
@@ -226,6 +229,29 @@ def pool_run(
         spec["again"] = True
     if cpu_iters:
         spec["cpu_iters"] = cpu_iters
+    return Measure.of(label, **spec)
+
+
+def executor_run(engine: str, pattern: str, n: int, pool: str, *, asubmit: bool = False) -> Measure:
+    """A measurement of the executor rows: ``n`` chained or independent `benchtasks.inc` calls.
+
+    ``engine`` ``aioflow`` submits them to an `aioflow.Executor`; ``raw`` awaits
+    ``loop.run_in_executor`` on a plain ``ThreadPoolExecutor`` or
+    ``ProcessPoolExecutor`` (fork). Two workers; start-up and shutdown are not timed.
+    ``asubmit``: aioflow's calls are awaited in asyncio (``await ex.asubmit``), as the raw side's.
+    """
+    spec: dict[str, Any] = {"kind": "executor", "engine": engine, "pattern": pattern, "n": n, "pool": pool}
+    if asubmit:
+        spec["api"] = "asubmit"
+    spec["workers"] = 2
+    if pool == "process":
+        spec["context"] = "fork"
+    where = f"{pool} x2" + (" fork" if pool == "process" else "")
+    if engine == "aioflow":
+        label = f"aioflow.Executor{' asubmit' if asubmit else ''} {where} {pattern} {n}"
+    else:
+        call = "await run_in_executor" if pattern == "chain" else "gather(run_in_executor)"
+        label = f"raw asyncio {call} {where} {pattern} {n}"
     return Measure.of(label, **spec)
 
 
@@ -378,6 +404,7 @@ def build_rows(sizes: Sizes, cpu_iters: int, *, uvloop: bool) -> list[Row]:
     )
 
     rows.extend(pool_rows(sizes, cpu_iters))
+    rows.extend(executor_rows(sizes))
 
     if uvloop:
         rows.extend(
@@ -528,6 +555,42 @@ def pool_rows(sizes: Sizes, cpu_iters: int) -> list[Row]:
         for pool in PROCESS_POOLS
         if pool in available
     )
+    return rows
+
+
+def executor_rows(sizes: Sizes) -> list[Row]:
+    """The rows of `aioflow.Executor` (issue 5); their names start with ``executor:``.
+
+    A chain of ``submit`` calls, each taking the previous call's future, and a
+    fan of independent ones, against raw asyncio ``run_in_executor`` on the
+    same kind of pool; the executor's start-up and shutdown are left out on
+    both sides.
+    """
+    n = sizes.executor_calls
+    rows: list[Row] = []
+    for pool in ("thread", "process"):
+        for pattern in ("chain", "fan"):
+            raw = executor_run("raw", pattern, n, pool)
+            rows.append(
+                Row(
+                    f"executor: {pool} x2{' fork' if pool == 'process' else ''} {pattern} {_n(f'{pattern}:{n}')}",
+                    executor_run("aioflow", pattern, n, pool),
+                    raw,
+                    "ratio",
+                    1.5,
+                )
+            )
+            rows.append(
+                Row(
+                    "  the same awaited in asyncio: "
+                    + ("await ex.asubmit(inc, x) in a loop" if pattern == "chain" else "gather of ex.asubmit"),
+                    executor_run("aioflow", pattern, n, pool, asubmit=True),
+                    raw,
+                    "ratio",
+                    None,
+                    note="asyncio on both sides",
+                )
+            )
     return rows
 
 

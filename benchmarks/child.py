@@ -35,6 +35,26 @@ Kinds:
   calls ``gevent.monkey.patch_all()`` before importing anything else, as a
   gevent program does (the ``gevent`` pool needs it).
 
+- ``executor``: ``n`` calls of `benchtasks.inc` through an executor
+  (``pattern`` ``chain``: each call takes the previous one's result;
+  ``fan``: ``n`` independent calls, then every result), on ``pool``
+  (``thread`` or ``process``) with ``workers`` workers and start method
+  ``context``, with ``engine``:
+
+  - ``aioflow``: an `aioflow.Executor`; the chain passes each future to the
+    next ``submit`` (``f = ex.submit(inc, f)``), the fan submits ``n`` calls
+    and then reads every ``result()``; with ``"api": "asubmit"``, the same
+    calls are awaited inside ``asyncio.run`` as on the raw side (``await
+    ex.asubmit(inc, x)`` in a loop, or ``asyncio.gather`` of them);
+  - ``raw``: inside ``asyncio.run``, ``await loop.run_in_executor(pool, inc,
+    x)`` in a loop (chain), or ``asyncio.gather`` of ``n`` such calls (fan),
+    on a `~concurrent.futures.ThreadPoolExecutor` or
+    `~concurrent.futures.ProcessPoolExecutor`.
+
+  On both sides the executor is created and ``workers`` warm-up calls have
+  returned before the clock starts (``setup_seconds``), and it is shut down
+  after the clock stops (``teardown_seconds``): only the calls are timed.
+
 The graph dict is built before the clock starts, in every engine, so that
 each process holds the same input; only the engine's own work is timed. The
 printed record has ``seconds`` (the timed call), ``checksum_ok``, and
@@ -265,6 +285,115 @@ def measure_exec(spec: dict[str, Any], out: dict[str, Any]) -> None:
         out["error"] = f"checksum {checksum} != expected {work.checksum}" + ("" if again_ok else " (second run)")
 
 
+def _executor_checksum(pattern: str, n: int) -> int:
+    # chain: inc applied n times to 0; fan: inc(i) for i in range(n), summed.
+    return n if pattern == "chain" else n * (n + 1) // 2
+
+
+def _aioflow_executor_calls(spec: dict[str, Any], out: dict[str, Any]) -> int:
+    import asyncio
+
+    import benchtasks
+
+    import aioflow
+
+    inc = benchtasks.inc
+    n, workers = spec["n"], spec.get("workers", 2)
+    t0 = time.perf_counter()
+    ex = aioflow.Executor(spec["pool"], max_workers=workers, context=spec.get("context"))
+    # Start-up left out: the pool's first workers and aioflow's lazy imports.
+    warm = [ex.submit(inc, i) for i in range(workers)]
+    for f in warm:
+        f.result()
+    out["setup_seconds"] = time.perf_counter() - t0
+
+    async def acalls() -> int:
+        if spec["pattern"] == "chain":
+            value = 0
+            for _ in range(n):
+                value = await ex.asubmit(inc, value)
+            return value
+        return sum(await asyncio.gather(*(ex.asubmit(inc, i) for i in range(n))))
+
+    def calls() -> int:
+        if spec.get("api") == "asubmit":
+            return asyncio.run(acalls())
+        if spec["pattern"] == "chain":
+            future = ex.submit(inc, 0)
+            for _ in range(n - 1):
+                future = ex.submit(inc, future)
+            return future.result()
+        futures = [ex.submit(inc, i) for i in range(n)]
+        return sum(f.result() for f in futures)
+
+    try:
+        t0 = time.perf_counter()
+        checksum: int = _profiled(spec, calls)
+        out["seconds"] = time.perf_counter() - t0
+    finally:
+        t0 = time.perf_counter()
+        ex.shutdown(wait=True)
+        out["teardown_seconds"] = time.perf_counter() - t0
+    return checksum
+
+
+def _raw_executor_calls(spec: dict[str, Any], out: dict[str, Any]) -> int:
+    import asyncio
+    import multiprocessing
+    from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+    import benchtasks
+
+    inc = benchtasks.inc
+    n, workers = spec["n"], spec.get("workers", 2)
+    t0 = time.perf_counter()
+    ex: Executor
+    if spec["pool"] == "thread":
+        ex = ThreadPoolExecutor(max_workers=workers)
+    else:
+        context = multiprocessing.get_context(spec.get("context") or "fork")
+        ex = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    list(ex.map(inc, range(workers)))  # start-up left out, as on aioflow's side
+    out["setup_seconds"] = time.perf_counter() - t0
+
+    async def chain() -> int:
+        loop = asyncio.get_running_loop()
+        value = 0
+        for _ in range(n):
+            value = await loop.run_in_executor(ex, inc, value)
+        return value
+
+    async def fan() -> int:
+        loop = asyncio.get_running_loop()
+        return sum(await asyncio.gather(*(loop.run_in_executor(ex, inc, i) for i in range(n))))
+
+    try:
+        t0 = time.perf_counter()
+        checksum: int = _profiled(spec, lambda: asyncio.run(chain() if spec["pattern"] == "chain" else fan()))
+        out["seconds"] = time.perf_counter() - t0
+    finally:
+        t0 = time.perf_counter()
+        ex.shutdown(wait=True)
+        out["teardown_seconds"] = time.perf_counter() - t0
+    return checksum
+
+
+def measure_executor(spec: dict[str, Any], out: dict[str, Any]) -> None:
+    """Time ``n`` chained or independent calls through an `aioflow.Executor` or raw ``run_in_executor``."""
+    expected = _executor_checksum(spec["pattern"], spec["n"])
+    out.update(n_nodes=spec["n"])
+    if spec["engine"] == "aioflow":
+        checksum = _aioflow_executor_calls(spec, out)
+    elif spec["engine"] == "raw":
+        checksum = _raw_executor_calls(spec, out)
+    else:
+        msg = f"unknown executor engine {spec['engine']!r} (expected aioflow or raw)"
+        raise ValueError(msg)
+    out["checksum_ok"] = checksum == expected
+    if not out["checksum_ok"]:
+        out["error"] = f"checksum {checksum} != expected {expected}"
+
+
 def main(argv: list[str]) -> int:
     """Run the measurement given as JSON in ``argv[0]``; print its record.
 
@@ -280,6 +409,8 @@ def main(argv: list[str]) -> int:
             measure_exec(spec, out)
         elif spec["kind"] == "toposort":
             measure_toposort(spec, out)
+        elif spec["kind"] == "executor":
+            measure_executor(spec, out)
         else:
             msg = f"unknown kind {spec['kind']!r}"
             raise ValueError(msg)
