@@ -38,7 +38,36 @@ the program with ``os._exit``, as billiard's own threads do.
 
 Workers: with ``scaling_workers`` the pool starts one worker and grows (up
 to ``max_workers``) when jobs outnumber workers; otherwise billiard starts
-them all at once.
+them all at once and keeps them. A scaling pool also retires every worker
+idle for longer than ``idle_timeout``, down to none: a pool nobody uses (an
+open pool in a long-lived program, a notebook) then holds no process and
+none of the memory a worker keeps, and the next job starts a worker as the
+first one did. Keeping one would save that start (tens to hundreds of
+milliseconds) only for the first job after a pause long enough to make it
+negligible, at the price of a process that may never be used again.
+
+How a worker retires. billiard's ``Pool.shrink`` (Celery's autoscaler)
+SIGTERMs a worker that holds no acknowledged job. In this pool the workers
+share one task queue: a worker that has just read a job, but whose
+acknowledgement is not processed yet, counts as free and dies with that job,
+which billiard never reports (only Celery's own pool tracks which worker a
+job was written to), so its future would wait forever; and an idle worker
+blocked in its read may, under load, read a job submitted just after the
+signal before it handles it. billiard's per-worker shutdown event
+(``allow_restart``) is no better: an idle worker blocks in its read and
+checks the event only once a job arrives. ``grow`` is sound and is used as
+is. To retire a worker, the pool does ``shrink``'s bookkeeping (one process
+fewer to keep) and queues a *retirement job* (`_retire_worker`): whichever
+idle worker reads it raises ``SystemExit``, which billiard reports as the
+job's outcome before the worker exits cleanly, never in the middle of a
+job. So no job is lost; and none waits for a retiring worker: once it has
+taken its retirement job it no longer counts towards the pool's size
+(`_Pool.retiring`), and a job that needs a worker gets a new one at once.
+Retirement is decided in the supervisor thread, whose wait also ends when
+the next idle worker is due (no polling of its own), and only while every
+pending job is running (a job waiting for a worker is about to take an idle
+one). Which idle worker takes a retirement job does not matter: the pool
+keeps as many workers as were busy within the last ``idle_timeout``.
 
 Daemonic workers and children (checked on billiard 4.3.2 with fork, spawn and
 forkserver): a task may start ``billiard.Process`` and ``billiard.Pool``
@@ -60,6 +89,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import itertools
 import logging
 import math
 import os
@@ -72,7 +102,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import MissingExtraError, OptionError
-from ._base import Pool, PoolOptions
+from ._base import DEFAULT_IDLE_TIMEOUT, Pool, PoolOptions
 from ._process import _worker_initializer, kill_process_trees
 
 if TYPE_CHECKING:
@@ -163,6 +193,11 @@ class _Call:
             return (_Packed, (_dump_error(exc, traceback.format_exc()), True))
 
 
+def _retire_worker() -> None:
+    """A retirement job: the worker that runs it exits once billiard has reported it."""
+    raise SystemExit(0)
+
+
 def _call_in_worker(call: _Packed) -> tuple[bool, bytes]:
     """Run the call and pickle its outcome: ``(True, result)`` or ``(False, (exception, traceback text))``.
 
@@ -237,8 +272,12 @@ def _pool_class() -> type[Any]:
             pool = self.pool
             while self._state == bpool.RUN and pool._state == bpool.RUN:
                 pool._maintain_pool()
+                timeout = self._timeout(pool)
+                idle_due = pool.on_idle()  # retires the idle workers that are due
+                if idle_due is not None:
+                    timeout = max(min(timeout, idle_due + 0.01), 0.01)
                 sentinels = [w.sentinel for w in list(pool._pool) if w._popen is not None]
-                ready = wait([self._wake_r, *sentinels], timeout=self._timeout(pool))
+                ready = wait([self._wake_r, *sentinels], timeout=timeout)
                 if self._wake_r in ready:
                     os.read(self._wake_r, 512)
                 elif ready:
@@ -291,8 +330,20 @@ def _pool_class() -> type[Any]:
     class _Pool(pool_base):  # type: ignore[misc]
         Supervisor = _Supervisor
 
-        def __init__(self, *args: Any, on_broken: Callable[[str], None], **kwargs: Any) -> None:
+        def __init__(
+            self,
+            *args: Any,
+            on_broken: Callable[[str], None],
+            on_idle: Callable[[], float | None],
+            **kwargs: Any,
+        ) -> None:
             self.on_broken = on_broken
+            # Called by the supervisor each round: retires idle workers, returns
+            # the seconds until the next one is due (None: no idle worker).
+            self.on_idle = on_idle
+            # Pids of workers that took a retirement job and are exiting.
+            self.retiring: set[int] = set()
+            self.retiring_lock = threading.Lock()
             # billiard builds and starts its threads in __init__, passing
             # them no pool: bind ours to this one first.
             self.TaskHandler = functools.partial(_TaskHandler, aioflow_pool=self)
@@ -301,6 +352,38 @@ def _pool_class() -> type[Any]:
 
         def wake_supervisor(self) -> None:
             self._worker_handler.wake()
+
+        def mark_retiring(self, pid: int) -> None:
+            """Worker ``pid`` took a retirement job: it exits, and no longer counts."""
+            with self.retiring_lock:
+                if any(w.pid == pid for w in list(self._pool)):
+                    self.retiring.add(pid)
+
+        def _join_exited_workers(self, shutdown: bool = False) -> Any:
+            exitcodes = super()._join_exited_workers(shutdown)
+            with self.retiring_lock:
+                self.retiring &= {w.pid for w in self._pool}
+            return exitcodes
+
+        def _repopulate_pool(self, exitcodes: list[int | None]) -> None:
+            # billiard's, except that retiring workers do not count: a job
+            # that needs a worker gets a new one at once, not when they exit.
+            with self.retiring_lock:
+                missing = self._processes - (len(self._pool) - len(self.retiring))
+            for i in range(missing):
+                if self._state != bpool.RUN:
+                    return
+                try:
+                    if exitcodes and exitcodes[i] not in (bpool.EX_OK, bpool.EX_RECYCLE):
+                        self.restart_state.step()
+                except IndexError:
+                    self.restart_state.step()
+                self._create_worker_process(self._avail_index())
+
+        def _avail_index(self) -> int:
+            # billiard asserts fewer workers than processes, untrue while some retire.
+            indices = {w.index for w in self._pool}
+            return next(i for i in itertools.count() if i not in indices)
 
         @staticmethod
         def _help_stuff_finish(inqueue: Any, task_handler: Any, _pool: Any) -> None:
@@ -336,6 +419,7 @@ def _pool_class() -> type[Any]:
 class _Job:
     future: concurrent.futures.Future[Any]
     started: bool = False
+    pid: int | None = None  # the worker that accepted it
 
 
 class BilliardExecutor(concurrent.futures.Executor):
@@ -344,8 +428,11 @@ class BilliardExecutor(concurrent.futures.Executor):
     Args:
         max_workers: the most worker processes.
         context: the start method (``None``: billiard's default).
-        scaling_workers: start one worker, and more as jobs wait for one
-            (``True``); or all ``max_workers`` now (``False``).
+        scaling_workers: start one worker, and more as jobs wait for one,
+            and retire idle ones (``True``); or all ``max_workers`` now, for
+            good (``False``).
+        idle_timeout: with ``scaling_workers``, seconds after which an idle
+            worker retires (``None``: never).
         initializer: called with ``initargs`` in each worker as it starts.
         initargs: see ``initializer``.
         pool_kwargs: more keyword arguments of ``billiard.pool.Pool``.
@@ -357,6 +444,7 @@ class BilliardExecutor(concurrent.futures.Executor):
         *,
         context: str | None = None,
         scaling_workers: bool = True,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
         pool_kwargs: dict[str, Any] | None = None,
@@ -365,6 +453,10 @@ class BilliardExecutor(concurrent.futures.Executor):
         kwargs = {"lost_worker_timeout": LOST_WORKER_TIMEOUT, **(pool_kwargs or {})}
         self._max_workers = max_workers
         self._scaling = scaling_workers
+        self._idle_timeout = idle_timeout if scaling_workers else None
+        # pid -> when the worker last became idle (a worker first seen idle: when seen).
+        self._idle_since: dict[int, float] = {}
+        self._retirements = 0  # retirement jobs queued, not taken yet
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
         self._jobs: dict[concurrent.futures.Future[Any], _Job] = {}
@@ -373,12 +465,15 @@ class BilliardExecutor(concurrent.futures.Executor):
         self._broken: str | None = None
         #: How the last worker lost while running a job ended, as billiard tells it.
         self.last_loss: str | None = None
-        self._pool: Any = _pool_class()(
+        # Set once billiard's constructor, which starts the supervisor, returns.
+        self._pool: Any = None
+        self._pool = _pool_class()(
             1 if scaling_workers else max_workers,
             initializer=_worker_initializer,
             initargs=(os.getpid(), initializer, tuple(initargs)),
             context=billiard.get_context(context),
             on_broken=self._break,
+            on_idle=self._retire_idle,
             **kwargs,
         )
         # Break the pool after this many worker exits in a row with no job
@@ -492,11 +587,63 @@ class BilliardExecutor(concurrent.futures.Executor):
         for job in jobs:
             self._settle(job, error=error)
 
+    def _retire_idle(self) -> float | None:
+        """Retire the workers idle for longer than ``idle_timeout`` (supervisor thread).
+
+        Returns the seconds until the next idle worker is due, or ``None``
+        when none is idle (the supervisor then waits as usual).
+        """
+        timeout = self._idle_timeout
+        pool = self._pool
+        if timeout is None or pool is None:  # None: the pool is being built
+            return None
+        with self._lock:  # no job is submitted meanwhile
+            if self._shutdown or self._broken is not None:
+                return None
+            if not all(job.started for job in self._jobs.values()):
+                return None  # a job waits for a worker: an idle one is about to take it
+            busy = {job.pid for job in self._jobs.values()}
+            with pool.retiring_lock:
+                workers = [w.pid for w in list(pool._pool) if w.pid is not None and w.pid not in pool.retiring]
+            for pid in set(self._idle_since) - set(workers):
+                del self._idle_since[pid]
+            now = time.monotonic()
+            due = 0
+            next_due: float | None = None
+            for pid in workers:
+                if pid in busy:
+                    continue
+                when = self._idle_since.setdefault(pid, now) + timeout
+                if when <= now:
+                    due += 1
+                else:
+                    next_due = when if next_due is None else min(next_due, when)
+            for _ in range(due - self._retirements):
+                self._queue_retirement(pool)
+        return None if next_due is None else next_due - now
+
+    def _queue_retirement(self, pool: Any) -> None:
+        # Under _lock. shrink's bookkeeping: the worker that exits is not replaced.
+        pool._processes -= 1
+        self._retirements += 1
+        pool.apply_async(_retire_worker, accept_callback=self._on_retirement_taken)
+
+    def _on_retirement_taken(self, pid: int, time_accepted: float) -> None:
+        # In billiard's result thread: worker ``pid`` read a retirement job and exits.
+        with self._lock:
+            self._retirements -= 1
+            self._idle_since.pop(pid, None)
+        pool = self._pool
+        pool.mark_retiring(pid)
+        pool.wake_supervisor()  # a job may be waiting for a worker to replace it
+
     def _on_accept(self, job: _Job, pid: int, time_accepted: float) -> None:
         with self._lock:
             if job.started or job.future not in self._jobs:
                 return
             job.started = True
+            job.pid = pid
+            self._idle_since.pop(pid, None)
             job.future.set_running_or_notify_cancel()
 
     def _on_result(self, job: _Job, value: tuple[bool, bytes]) -> None:
@@ -536,6 +683,8 @@ class BilliardExecutor(concurrent.futures.Executor):
         with self._lock:
             if self._jobs.pop(future, None) is None:
                 return  # already settled
+            if job.pid is not None:
+                self._idle_since[job.pid] = time.monotonic()
             if not self._jobs:
                 self._drained.notify_all()
             if not job.started:
@@ -577,6 +726,7 @@ class BilliardPool(Pool):
             self.capacity,
             context=self.options.context,
             scaling_workers=self.options.scaling_workers,
+            idle_timeout=self.options.idle_timeout,
             initializer=initializer,
             initargs=initargs,
             pool_kwargs=extra,
