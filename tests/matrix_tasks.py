@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import os
 import subprocess
 import sys
 
@@ -71,3 +72,22 @@ KINDS = {
     "bpool": ("bpool", 6),
     "bprocess": ("bprocess", 7),
 }
+
+
+def block_hub() -> int:
+    """Start a long-lived program, then block in a C-level read that never returns.
+
+    Not a task kind of the matrix: it shows that a cell which really hangs (in
+    a gevent-patched process it blocks the hub, so no timeout fires) is
+    killed from outside with every process it started.
+    """
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    sys.stdout.write(f"grandchild {child.pid}\n")
+    sys.stdout.flush()
+    read_end, _ = os.pipe()
+    os.read(read_end, 1)
+    return 0
+
+
+#: Task kinds the matrix's own tests use, beside `KINDS`.
+TEST_ONLY = {"blockhub": ("block_hub", 0)}

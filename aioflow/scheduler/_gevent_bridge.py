@@ -33,30 +33,90 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ["bridge_hub", "is_patched", "new_bridge_loop", "run_in_bridge_thread"]
+__all__ = ["GEVENT_POOL_HANGS", "bridge_hub", "is_patched", "new_bridge_loop", "run_in_bridge_thread"]
 
 T = TypeVar("T")
 
 _BRIDGE_HUB: contextvars.ContextVar[Any] = contextvars.ContextVar("aioflow_gevent_bridge_hub", default=None)
 
 
+#: Why a process pool with handler threads cannot run in a patched process, and what to use instead.
+GEVENT_POOL_HANGS = (
+    "{what} cannot run in a process that gevent has monkey-patched: its result-handler thread is a "
+    "greenlet that blocks the gevent hub in a pipe read, so the pool hangs (every start method); "
+    "use concurrent.futures.ProcessPoolExecutor, multiprocessing.Process or billiard.Process "
+    "inside the task instead, or gevent.pool.Pool for concurrency within this process"
+)
+
+
 def is_patched() -> bool:
     """Whether gevent has monkey-patched ``threading`` in this process.
 
     gevent is imported only when something already imported it: an unpatched
-    program never pays for it.
+    program never pays for it. When it has, the process pools that hang there
+    are made to fail at once instead (`guard_process_pools`).
     """
     if "gevent" not in sys.modules:
         return False
     from gevent import monkey
 
-    return bool(monkey.is_module_patched("threading"))
+    patched = bool(monkey.is_module_patched("threading"))
+    if patched:
+        guard_process_pools()
+    return patched
+
+
+_GUARDED: list[bool] = []
+
+
+def guard_process_pools() -> None:
+    """Make ``multiprocessing.Pool`` and ``billiard.Pool`` raise at once in a gevent-patched process.
+
+    With ``threading`` patched, their handler threads are greenlets, and the
+    result handler blocks the whole hub in ``os.read`` on the result pipe:
+    ``apply``/``map`` never return, whatever the start method, and no timeout
+    can fire (the hub, and asyncio's loop waiting on gevent's selector, are
+    blocked with it). A task that starts one, in a greenlet of the ``gevent``
+    pool or a thread of the ``thread`` pool, would hang the whole program; it
+    gets a `RuntimeError` saying why and what to use instead. The check runs
+    when a pool is created, so a process patched with ``thread=False`` (real
+    threads: the pools work) is left alone. Thread pools
+    (``multiprocessing.pool.ThreadPool``, billiard's) are never refused.
+
+    Installed once, in a patched process only (by `is_patched`).
+    """
+    if _GUARDED:
+        return
+    _GUARDED.append(True)
+    import multiprocessing.pool
+
+    _refuse_when_patched(multiprocessing.pool.Pool, "multiprocessing.Pool", multiprocessing.pool.ThreadPool)
+    try:
+        import billiard.pool
+    except ImportError:
+        return
+    _refuse_when_patched(billiard.pool.Pool, "billiard.Pool", billiard.pool.ThreadPool)
+
+
+def _refuse_when_patched(cls: type, what: str, spared: type) -> None:
+    original: Callable[..., None] = cls.__dict__["__init__"]
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(self, spared) and kwargs.get("threads", True) and is_patched():
+            # multiprocessing's Pool.__del__ reads _state: a refused pool is not running.
+            self._state = "CLOSE"
+            raise RuntimeError(GEVENT_POOL_HANGS.format(what=what))
+        original(self, *args, **kwargs)
+
+    cls.__init__ = __init__  # type: ignore[misc]
 
 
 def bridge_hub() -> Any:
@@ -199,3 +259,6 @@ def _destroy_own_hub() -> None:
     hub = get_hub_if_exists()
     if hub is not None:
         hub.destroy(destroy_loop=True)
+
+
+is_patched()  # a process patched before aioflow was imported gets its guards now

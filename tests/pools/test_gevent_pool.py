@@ -577,3 +577,67 @@ def test_patched_process_refuses_process_pools_and_runs_threads(tmp_path: Path) 
         "thread 1",
         "uvloop refused uvloop",
     ]
+
+
+# ------------------------------------------------------------------ process pools started by tasks
+
+
+def test_task_pools_that_block_the_hub_fail_at_once(tmp_path: Path) -> None:
+    """A task starting multiprocessing.Pool or billiard.Pool fails at once, saying why and what to use instead.
+
+    Unguarded, their result-handler greenlet blocks the hub in a pipe read:
+    the execution hangs, and its timeout never fires.
+    """
+    lines = run_script(
+        tmp_path,
+        """
+        for pool in ("gevent", "thread"):
+            for kind in ("mppool", "bpool"):
+                graph = {"nodes": [method_node(kind, f"matrix_tasks.{kind}")]}
+                start = time.monotonic()
+                try:
+                    aioflow.execute_graph(graph, pool_type=pool, timeout=5)
+                except aioflow.NodeError as exc:
+                    cause = str(exc.__cause__)
+                    print(pool, kind, type(exc.__cause__).__name__, cause.split(" cannot run")[0],
+                          "ProcessPoolExecutor" in cause, time.monotonic() - start < 5)
+        """,
+    )
+    assert lines == [
+        "gevent mppool RuntimeError multiprocessing.Pool True True",
+        "gevent bpool RuntimeError billiard.Pool True True",
+        "thread mppool RuntimeError multiprocessing.Pool True True",
+        "thread bpool RuntimeError billiard.Pool True True",
+    ]
+
+
+def test_guard_when_aioflow_is_imported_before_patching(tmp_path: Path) -> None:
+    """Patching after importing aioflow: the guard is installed when the engine first sees the patched process."""
+    lines = run_script(
+        tmp_path,
+        """
+        import aioflow
+        from gevent import monkey
+        monkey.patch_all()
+        graph = {"nodes": [{"id": "a", "task_type": "method", "task_identifier": "matrix_tasks.mppool"}]}
+        try:
+            aioflow.execute_graph(graph, pool_type="thread", timeout=5)
+        except aioflow.NodeError as exc:
+            print(type(exc.__cause__).__name__, "multiprocessing.Pool cannot run" in str(exc.__cause__))
+        """,
+        patched=False,
+    )
+    assert lines[-1] == "RuntimeError True"
+
+
+def test_thread_pools_of_multiprocessing_still_work_when_patched(tmp_path: Path) -> None:
+    """The guard spares multiprocessing's ThreadPool (its threads are greenlets that yield)."""
+    lines = run_script(
+        tmp_path,
+        """
+        from multiprocessing.pool import ThreadPool
+        with ThreadPool(2) as threads:
+            print(threads.map(abs, [-1, -2]))
+        """,
+    )
+    assert lines == ["[1, 2]"]
