@@ -77,9 +77,13 @@ _EXIT_GRACE = 5.0
 #: one running and one waiting.
 _QUEUE_SECONDS = 0.002
 
-#: The most chunks a session queues on one worker (bounds the items read
-#: ahead of the consumer: ``(workers * _MAX_DEPTH + 1) * chunksize``).
+#: The most chunks a session queues on one worker.
 _MAX_DEPTH = 64
+
+#: Beyond two chunks, the most items a session queues on one worker. With the
+#: above, the items read ahead of the consumer are at most
+#: ``workers * max(2 * chunksize, 1024) + chunksize``.
+_QUEUE_ITEMS = 1024
 
 #: Weight of the newest chunk in the running mean of chunk durations.
 _SMOOTHING = 0.2
@@ -380,6 +384,7 @@ class _Session(Session):
         self._keep = keep
         self._depth = CHUNKS_PER_WORKER  # chunks queued per worker, adapted to their duration
         self._mean_seconds: float | None = None
+        self._chunk_items = 1  # the largest chunk submitted
         self._poll = select.poll()
         self._writing: set[int] = set()  # chunk pipes polled for room
         # fd -> (worker, what the fd is: "outcome", "sentinel" or "chunk")
@@ -401,7 +406,8 @@ class _Session(Session):
         mean = self._mean_seconds
         mean = seconds if mean is None else mean + _SMOOTHING * (seconds - mean)
         self._mean_seconds = mean
-        self._depth = max(CHUNKS_PER_WORKER, min(_MAX_DEPTH, int(_QUEUE_SECONDS / max(mean, 1e-9))))
+        by_time = int(_QUEUE_SECONDS / max(mean, 1e-9))
+        self._depth = max(CHUNKS_PER_WORKER, min(_MAX_DEPTH, by_time, _QUEUE_ITEMS // self._chunk_items))
 
     def submit(self, index: int, items: list[Any]) -> None:
         # Written by the next wait(), with every other chunk submitted before
@@ -413,6 +419,7 @@ class _Session(Session):
 
             detail = f"{type(exc).__name__}: {exc}"
             raise TransferError(f"aioflow.parallel: an item mapped by {self._fn.name}", "?", detail) from exc
+        self._chunk_items = max(self._chunk_items, len(items))
         worker = min(self._workers, key=_load)
         worker.chunks.append(index)
         worker.outbuf += _frame(payload)

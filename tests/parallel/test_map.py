@@ -33,6 +33,7 @@ BACKENDS = [
     pytest.param("multiprocess", id="multiprocess"),
     pytest.param("process", id="pool-process"),
     pytest.param("thread", id="pool-thread"),
+    pytest.param("loky", id="loky"),
 ]
 
 
@@ -118,7 +119,7 @@ def test_second_map_reuses_the_warm_workers() -> None:
     assert len(first) <= 2
 
 
-@pytest.mark.parametrize("backend", ["multiprocess", "process"], indirect=True)
+@pytest.mark.parametrize("backend", ["multiprocess", "process", "loky"], indirect=True)
 def test_dead_worker_raises_worker_lost_error(backend: str) -> None:
     """A worker killed by a signal fails the map with WorkerLostError naming the signal; the next map works."""
     with pytest.raises(aioflow.WorkerLostError, match="SIGKILL"):

@@ -1,0 +1,56 @@
+"""The mpi backend under a real ``mpiexec``, and MPI rank/size without MPI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import aioflow
+import aioflow.parallel as par
+
+SCRIPT = Path(__file__).with_name("mpi_script.py")
+
+INSTALL = (
+    "install OpenMPI: apt-get update && apt-get install -y openmpi-bin libopenmpi-dev (and pip install 'aioflow[mpi]')"
+)
+
+# OpenMPI refuses to run as root unless told twice; CI containers run as root.
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def test_map_on_mpi_worker_ranks() -> None:
+    """mpiexec -n 3: rank 0 is the master of a job of size 3; ranks 1 and 2 compute every result."""
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.fail(f"mpiexec is not on PATH: {INSTALL}")
+    # --oversubscribe: 3 processes may share fewer cores (the CI machine has 2).
+    command = [mpiexec, "-n", "3", "--oversubscribe", sys.executable, "-m", "mpi4py.futures", str(SCRIPT)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=180, env={**os.environ, **MPI_ENV}, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["master"] == [0, 3, True]
+    expected = [x * x for x in range(12)]
+    for key in ("imap", "as_completed"):
+        rows = report[key]
+        assert {rank for rank, _, _, _ in rows} <= {1, 2}, key
+        assert {size for _, size, _, _ in rows} == {3}, key
+        assert not any(master for _, _, master, _ in rows), key
+    assert [value for *_, value in report["imap"]] == expected
+    assert sorted(value for *_, value in report["as_completed"]) == expected
+    assert report["default"] == "ok"
+
+
+def test_use_mpi_outside_an_mpi_job_says_how_to_launch() -> None:
+    """use_mpi=True in a process no MPI launcher started fails with the launch command, before any worker."""
+    with pytest.raises(aioflow.PoolError, match=r"mpiexec -n 3 python -m mpi4py.futures"):
+        par.map(abs, range(4), use_mpi=True)
+    assert par.get_rank() == 0
+    assert par.get_size() == 1
