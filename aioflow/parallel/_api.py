@@ -350,9 +350,9 @@ def imap(
 ) -> Generator[R, None, None]:
     """Apply ``f`` to every item of ``s`` in worker processes; yield the results in input order.
 
-    Lazy and bounded: items are read from ``s`` as workers need them, and at
-    most ``2 * workers + 1`` chunks are read and not yet yielded, so ``s``
-    may be a generator of any length. The workers stay warm for the next map
+    Lazy and bounded: items are read from ``s`` as workers need them; at
+    most ``workers * max(2 * chunksize, 1024) + chunksize`` items are read
+    and not yet yielded, so ``s`` may be a generator of any length. The workers stay warm for the next map
     (`shutdown` stops them).
 
     Args:

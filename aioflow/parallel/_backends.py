@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import concurrent.futures
 import os
+import queue
 import threading
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -37,10 +38,25 @@ if TYPE_CHECKING:
 
 __all__ = ["Backend", "ExecutorBackend", "LokyBackend", "MPIBackend", "PoolBackend", "Session"]
 
-#: Chunks a session keeps in flight per worker: one running and one waiting,
-#: so a worker that finishes a chunk starts the next without waiting for a
-#: round trip to the caller. More would only pull the input further ahead.
+#: Chunks a session keeps in flight per worker, at least: one running and
+#: one waiting, so a worker that finishes a chunk starts the next without
+#: waiting for a round trip to the caller.
 CHUNKS_PER_WORKER = 2
+
+#: Small chunks get more in flight, up to this many per worker ...
+MAX_CHUNKS_PER_WORKER = 64
+
+#: ... as long as they hold at most this many items per worker. A round trip
+#: through an executor costs tens to hundreds of microseconds (mpi4py's
+#: manager thread polls): with one item per chunk, two in flight would leave
+#: the workers waiting most of the time. The items read ahead of the consumer
+#: stay below ``workers * max(2 * chunksize, 1024) + chunksize``.
+QUEUE_ITEMS_PER_WORKER = 1024
+
+
+def chunks_per_worker(chunk_items: int) -> int:
+    """How many chunks of ``chunk_items`` items a session keeps in flight per worker."""
+    return max(CHUNKS_PER_WORKER, min(MAX_CHUNKS_PER_WORKER, QUEUE_ITEMS_PER_WORKER // max(1, chunk_items)))
 
 
 class Session(abc.ABC):
@@ -167,21 +183,37 @@ class _ExecutorSession(Session):
         self._executor = executor
         self._fn = fn
         self._futures: dict[concurrent.futures.Future[Any], int] = {}
-        self.capacity = workers * CHUNKS_PER_WORKER
+        self._done: queue.SimpleQueue[concurrent.futures.Future[Any]] = queue.SimpleQueue()
+        self._workers = workers
+        self._chunk_items = 1  # the largest chunk submitted
         self.remote = backend.uses_processes
 
+    @property
+    def capacity(self) -> int:  # type: ignore[override]  # grows to the chunks' size
+        # The executor's queue is shared by its workers: more in flight never
+        # unbalances them, it only reads the input further ahead.
+        return self._workers * chunks_per_worker(self._chunk_items)
+
     def submit(self, index: int, items: list[Any]) -> None:
+        self._chunk_items = max(self._chunk_items, len(items))
         try:
             future = self._executor.submit(run_chunk, self._fn, items)
         except concurrent.futures.BrokenExecutor as exc:
             raise self._lost(exc) from exc
         self._futures[future] = index
+        future.add_done_callback(self._done.put)
 
     def wait(self) -> list[tuple[int, Outcome]]:
-        done, _ = concurrent.futures.wait(self._futures, return_when=concurrent.futures.FIRST_COMPLETED)
+        # Done-callbacks feed a queue: O(1) per finished chunk, where
+        # concurrent.futures.wait would visit every future in flight each time.
+        ready = [self._done.get()]
+        while not self._done.empty():
+            ready.append(self._done.get())
         finished = []
-        for future in done:
-            index = self._futures.pop(future)
+        for future in ready:
+            index = self._futures.pop(future, None)
+            if index is None or future.cancelled():
+                continue
             try:
                 outcome = future.result()
             except concurrent.futures.BrokenExecutor as exc:

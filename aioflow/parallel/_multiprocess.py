@@ -54,7 +54,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .._errors import PoolError, WorkerLostError
-from ._backends import CHUNKS_PER_WORKER, Backend, Session, validate_context
+from ._backends import CHUNKS_PER_WORKER, Backend, Session, chunks_per_worker, validate_context
 from ._chunks import _load_function, run_chunk
 
 if TYPE_CHECKING:
@@ -70,20 +70,13 @@ _EXIT_GRACE = 5.0
 #: Seconds of work a session queues on each worker. Chunks are assigned to
 #: a worker when sent, so a deeper queue could leave one worker with work
 #: while the other idles at the end of a map: at most this much (plus one
-#: chunk). Tiny chunks get a deep queue (up to `_MAX_DEPTH`), which lets a
+#: chunk). Tiny chunks get a deep queue (up to 64, `chunks_per_worker`), which lets a
 #: worker run many chunks per wake-up and the caller send many per system
 #: call (one item per chunk: about 35 µs per item with 2 chunks per worker,
 #: 17 µs with 32 on the 2-core test machine); slow chunks get 2 per worker,
 #: one running and one waiting.
 _QUEUE_SECONDS = 0.002
 
-#: The most chunks a session queues on one worker.
-_MAX_DEPTH = 64
-
-#: Beyond two chunks, the most items a session queues on one worker. With the
-#: above, the items read ahead of the consumer are at most
-#: ``workers * max(2 * chunksize, 1024) + chunksize``.
-_QUEUE_ITEMS = 1024
 
 #: Weight of the newest chunk in the running mean of chunk durations.
 _SMOOTHING = 0.2
@@ -406,8 +399,9 @@ class _Session(Session):
         mean = self._mean_seconds
         mean = seconds if mean is None else mean + _SMOOTHING * (seconds - mean)
         self._mean_seconds = mean
-        by_time = int(_QUEUE_SECONDS / max(mean, 1e-9))
-        self._depth = max(CHUNKS_PER_WORKER, min(_MAX_DEPTH, by_time, _QUEUE_ITEMS // self._chunk_items))
+        by_time = max(CHUNKS_PER_WORKER, int(_QUEUE_SECONDS / max(mean, 1e-9)))
+        # By size too, as every backend (chunks_per_worker): at most 64 chunks, 1024 items beyond two chunks.
+        self._depth = min(by_time, chunks_per_worker(self._chunk_items))
 
     def submit(self, index: int, items: list[Any]) -> None:
         # Written by the next wait(), with every other chunk submitted before
