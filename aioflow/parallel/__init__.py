@@ -36,6 +36,7 @@ from ._backends import Session as Session
 from ._chunks import UNSIZED_CHUNKSIZE as UNSIZED_CHUNKSIZE
 from ._chunks import PicklableAndCallable as PicklableAndCallable
 from ._chunks import get_default_chunksize as get_default_chunksize
+from ._chunks import run_chunk as run_chunk
 from ._errors import SerialExecutionError as SerialExecutionError
 from ._errors import SerialExecutionWarning as SerialExecutionWarning
 from ._errors import UnsendableFunctionError as UnsendableFunctionError
@@ -65,6 +66,7 @@ __all__ = [
     "imap",
     "is_master_process",
     "map",
+    "run_chunk",
     "set_parallel_backend",
     "shutdown",
 ]
