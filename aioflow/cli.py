@@ -20,6 +20,18 @@ code meaning
 130  interrupted (Ctrl-C); every worker was stopped first
 ==== ==========================================================================
 
+When it runs as the program (the console script, ``python -m aioflow``:
+`main` called without ``argv``), ``aioflow run`` owns its whole process tree:
+on its way out after Ctrl-C, or after an execution error that stopped the
+running tasks (a timeout, a failed node, a lost worker), it kills every
+process still descending from it (`kill_leftover_processes`). The pools stop
+their own workers and what their tasks started, but a ``thread`` task blocked
+waiting for a child process (``subprocess.run``) cannot be interrupted, and
+its child is a child of this process, which only the program may kill: the
+library (`aioflow.execute_graph`, and `main` called with ``argv``) may run in
+a process with other children of its own (a Jupyter kernel's) and leaves them
+alone.
+
 stdout carries nothing but the results; messages and the progress bar go to
 stderr. rich is imported only when a progress bar is shown (stderr is a
 terminal), so that ``import aioflow.cli`` stays cheap.
@@ -51,7 +63,7 @@ if TYPE_CHECKING:
     from .events import Event
     from .graph import Graph, NodeId
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "kill_leftover_processes", "main"]
 
 #: Everything went well.
 EXIT_OK = 0
@@ -452,6 +464,37 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- leftover processes
+
+# Processes the stdlib and billiard start once per interpreter to clean up
+# after it (named semaphores, shared memory) once it has exited: killing them
+# would leak what they clean up. They end by themselves, after this process.
+_TRACKERS = ("multiprocessing.resource_tracker", "billiard.semaphore_tracker")
+
+
+def kill_leftover_processes() -> None:
+    """SIGKILL every process descending from this one, but the resource trackers.
+
+    Every tree is listed before anything is killed (`kill_process_trees`).
+    Only for a process that owns all its children: ``aioflow run``'s.
+    """
+    import psutil
+
+    from .pools._process import kill_process_trees
+
+    roots = []
+    for child in psutil.Process().children():
+        try:
+            cmdline = " ".join(child.cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        except psutil.AccessDenied:
+            cmdline = ""
+        if not any(tracker in cmdline for tracker in _TRACKERS):
+            roots.append(child.pid)
+    kill_process_trees(roots)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -543,15 +586,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, own_process: bool | None = None) -> int:
     """Run the ``aioflow`` command.
 
     Args:
         argv: the arguments, without the program name (default: ``sys.argv[1:]``).
+        own_process: whether this process is the command's own, so that
+            ``run`` kills every process still descending from it after
+            Ctrl-C or an execution error (default: when ``argv`` is not
+            given, as for the console script and ``python -m aioflow``).
 
     Returns:
         The exit code: `EXIT_OK`, `EXIT_FAILED`, `EXIT_USAGE` or `EXIT_INTERRUPTED`.
     """
+    if own_process is None:
+        own_process = argv is None
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -561,16 +610,21 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     show_traceback = getattr(args, "traceback", False)
+    cleanup = own_process and args.command == "run"
     try:
         with _show_warnings():
             code: int = args.handler(args)
     except KeyboardInterrupt:
+        if cleanup:
+            _kill_leftovers_quietly()
         _err(f"{PROG}: interrupted")
         return EXIT_INTERRUPTED
     except (GraphError, OptionError, MissingExtraError) as exc:
         _report(exc, show_traceback=show_traceback)
         return EXIT_USAGE
     except (ExecutionError, PoolError) as exc:
+        if cleanup:
+            _kill_leftovers_quietly()
         _report(exc, show_traceback=show_traceback)
         return EXIT_FAILED
     # Anything else is a bug, in a task's callback or in aioflow: report it, do not lose it.
@@ -578,3 +632,20 @@ def main(argv: list[str] | None = None) -> int:
         _report(exc, show_traceback=show_traceback, known=False)
         return EXIT_FAILED
     return code
+
+
+def _kill_leftovers_quietly() -> None:
+    """`kill_leftover_processes`, which a second Ctrl-C cannot cut short, and which never fails the exit."""
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        kill_leftover_processes()
+    except Exception as exc:
+        _error(f"could not stop the processes left by the tasks: {type(exc).__name__}: {exc}")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

@@ -45,3 +45,11 @@ def tuple_keys() -> dict[tuple[str, int], int]:
 def die() -> None:
     """End the worker process at once, as a crash would."""
     os._exit(3)
+
+
+def command_sleep_marked(marker_dir: str, name: str, seconds: float = 600.0) -> str:
+    """Run ``sleep`` and wait for it (a blocking C call a thread cannot be interrupted in), marking its pid."""
+    with subprocess.Popen(["sleep", str(seconds)]) as child:
+        _mark(marker_dir, name, [child.pid])
+        child.wait()
+    return name

@@ -695,3 +695,60 @@ def test_ctrl_c_exits_130_and_stops_every_worker(tmp_path: Path, pool: str, cont
             except psutil.NoSuchProcess:
                 pass
         proc.wait(timeout=HANG_DEADLINE)
+
+
+@pytest.mark.parametrize(
+    ("options", "signal_it", "expected"),
+    [([], True, 130), (["--timeout", "1"], False, 1)],
+    ids=["ctrl-c", "timeout"],
+)
+def test_thread_task_waiting_on_a_child_leaves_no_process(
+    tmp_path: Path, options: list[str], signal_it: bool, expected: int
+) -> None:
+    """A thread task blocked waiting for ``sleep`` cannot be interrupted: ``aioflow run`` kills the sleep on its way out.
+
+    After a real SIGINT to the CLI's pid alone (not its process group), or
+    a timeout, neither the CLI nor its ``sleep`` grandchild remains.
+    """
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    graph = {
+        "graph": {"id": "waiter"},
+        "nodes": [
+            node("wait", "cli_tasks.command_sleep_marked", default_inputs=defaults(marker_dir=str(markers), name="w"))
+        ],
+    }
+    write_graph(tmp_path, graph)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-m", "aioflow", "run", "graph.json", "--pool", "thread", *options]
+    with (tmp_path / "out").open("wb") as out, (tmp_path / "err").open("wb") as err, sigint_not_ignored():
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=err, start_new_session=True)
+    tree: list[psutil.Process] = []
+    try:
+        wait_for(lambda: (markers / "w").exists(), "a running task", proc)
+        cli_process = psutil.Process(proc.pid)
+        tree = [cli_process, *cli_process.children(recursive=True)]
+        sleeper = int((markers / "w").read_text())
+        assert sleeper in {p.pid for p in tree}, "the sleep is a child of the CLI process"
+
+        if signal_it:
+            os.kill(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=HANG_DEADLINE)
+        stderr = (tmp_path / "err").read_text()
+        assert code == expected, stderr
+        if signal_it:
+            assert stderr.endswith("aioflow: interrupted\n")
+        else:
+            assert "timed out" in stderr
+        _, alive = psutil.wait_procs(tree, timeout=GONE_DEADLINE)
+        survivors = [f"{p.pid}: {' '.join(p.cmdline())}" for p in alive]
+        assert not survivors, "processes outlived the CLI:\n" + "\n".join(survivors)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in tree:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        proc.wait(timeout=HANG_DEADLINE)
