@@ -165,6 +165,18 @@ class _Packed:
         self.failed = failed
 
 
+def _release_sentinels(workers: list[Any]) -> None:
+    """Close the exit pipes of workers that ended: billiard never closes them (one descriptor per worker).
+
+    Killed workers are reaped by psutil, so billiard may not know their exit
+    code: the caller vouches that each one has ended.
+    """
+    for worker in workers:
+        popen = getattr(worker, "_popen", None)
+        if popen is not None and hasattr(popen, "close"):
+            popen.close()
+
+
 class _Call:
     """A call to send to a worker. It pickles as `_Packed`, in billiard's task-handler thread.
 
@@ -360,9 +372,11 @@ def _pool_class() -> type[Any]:
                     self.retiring.add(pid)
 
         def _join_exited_workers(self, shutdown: bool = False) -> Any:
+            before = list(self._pool)
             exitcodes = super()._join_exited_workers(shutdown)
             with self.retiring_lock:
                 self.retiring &= {w.pid for w in self._pool}
+            _release_sentinels([w for w in before if w not in self._pool])
             return exitcodes
 
         def _repopulate_pool(self, exitcodes: list[int | None]) -> None:
@@ -572,6 +586,7 @@ class BilliardExecutor(concurrent.futures.Executor):
         pool._result_handler.terminate()
         pool.terminate()
         pool.join()
+        _release_sentinels(list(pool._pool))
 
     def _break(self, reason: str) -> None:
         """The pool cannot run jobs any more: fail them all (called from a billiard thread)."""

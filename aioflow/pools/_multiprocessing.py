@@ -66,6 +66,7 @@ import os
 import threading
 import time
 import traceback
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -381,7 +382,10 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             initargs=(link, os.getpid(), initializer, initargs),
             maxtasksperchild=maxtasksperchild,
             context=context,
-            on_results_lost=self._on_results_lost,
+            # Weakly: the pool outlives nothing it does not need to. A strong
+            # reference (pool -> executor) plus the exit hook's (registry ->
+            # pool) would keep both, and every pipe, alive until exit.
+            on_results_lost=_weak_call(self._on_results_lost),
         )
         # Priority 16: before the pool's own exit hook (15).
         multiprocessing.util.Finalize(
@@ -648,6 +652,18 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             jobs = self._take_jobs()
         self._stop_pool()
         _fail_all(jobs, f"{reason}; the pool was stopped before the call finished")
+
+
+def _weak_call(method: Callable[[str], None]) -> Callable[[str], None]:
+    """``method``, called only while its object is alive."""
+    ref = weakref.WeakMethod(method)
+
+    def call(reason: str) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(reason)
+
+    return call
 
 
 def _kill_and_terminate(pool: multiprocessing.pool.Pool, stop_flag: Any, pids: set[int]) -> None:

@@ -65,7 +65,11 @@ def _exit_with_owner(owner_pid: int) -> None:
             return
         parent.join()
     else:
-        select.select([fd], [], [])
+        # poll, not select: a worker may hold descriptors numbered past select's limit.
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while not poller.poll():
+            pass
     kill_process_trees([child.pid for child in _children()])
     os._exit(1)
 
