@@ -210,6 +210,25 @@ def _retire_worker() -> None:
     raise SystemExit(0)
 
 
+#: The message of the assertion `multiprocessing.Process.start` raises in a daemonic process.
+_DAEMONIC_ASSERTION = "daemonic processes are not allowed to have children"
+
+
+def _clarify(exc: Exception) -> Exception:
+    """Turn multiprocessing's terse assertion about daemonic workers into an error that says what to do."""
+    if not (isinstance(exc, AssertionError) and _DAEMONIC_ASSERTION in str(exc)):
+        return exc
+    msg = (
+        f"a task tried to start a multiprocessing process, but the workers of the 'billiard' pool are "
+        f"daemonic ({_DAEMONIC_ASSERTION}); billiard processes and pools work there, and for "
+        "multiprocessing ones run the graph with pool_type 'ndmultiprocessing', 'ndprocess' or 'process', "
+        "whose workers may start processes and pools"
+    )
+    clear = RuntimeError(msg)
+    clear.__cause__ = exc
+    return clear
+
+
 def _call_in_worker(call: _Packed) -> tuple[bool, bytes]:
     """Run the call and pickle its outcome: ``(True, result)`` or ``(False, (exception, traceback text))``.
 
@@ -222,7 +241,7 @@ def _call_in_worker(call: _Packed) -> tuple[bool, bytes]:
         fn, args, kwargs = pickle.loads(call.data)
         result = fn(*args, **kwargs)
     except Exception as exc:
-        return False, _dump_error(exc, traceback.format_exc())
+        return False, _dump_error(_clarify(exc), traceback.format_exc())
     try:
         return True, pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # the result cannot be pickled

@@ -110,7 +110,11 @@ def run_cell(pool: str, context: str | None, kind: str) -> Cell:
     except aioflow.NodeError as exc:
         seconds = time.monotonic() - start
         message = f"{exc}" + (f" <- {exc.__cause__}" if exc.__cause__ else "")
-        clear = any(word in message for word in EXPLAINS) and any(p in message for p in aioflow.available_pools())
+        # Judged on the task's own error, not the graph id (which names the pool):
+        # it must say why, and name another pool to use instead.
+        advice = str(exc.error)
+        others = [p for p in aioflow.available_pools() if p != pool]
+        clear = any(word in advice for word in EXPLAINS) and any(f"'{p}'" in advice for p in others)
         return Cell(pool, context, kind, "clear error" if clear else "unclear error", seconds, message)
     seconds = time.monotonic() - start
     if results.get("return_value") != expected:
