@@ -31,6 +31,7 @@ STDLIB_SINGLETONS = (
     "multiprocessing.resource_tracker",
     "billiard.semaphore_tracker",
     "billiard.forkserver",
+    "loky.backend.resource_tracker",
 )
 
 # Generous: only a leak (or a deadlock) reaches it.

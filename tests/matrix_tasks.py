@@ -59,7 +59,10 @@ def bprocess() -> int:
     proc = billiard.Process(target=abs, args=(-7,))
     proc.start()
     proc.join()
-    return 7 if proc.exitcode == 0 else -1
+    if proc.exitcode != 0:
+        msg = f"the billiard child process {proc.pid} ended with exit code {proc.exitcode}"
+        raise RuntimeError(msg)
+    return 7
 
 
 #: kind -> (function name, expected result)

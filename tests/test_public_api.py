@@ -14,7 +14,7 @@ def test_all_names_exist_and_public_names_are_listed() -> None:
     for name in aioflow.__all__:
         assert hasattr(aioflow, name), name
     public = {n for n in vars(aioflow) if not n.startswith("_")}
-    subpackages = {"events", "graph", "pools", "scheduler", "cli"}
+    subpackages = {"events", "graph", "pools", "scheduler", "cli", "parallel"}
     public.discard("annotations")  # from __future__ import annotations
     assert public - subpackages <= set(aioflow.__all__)
 

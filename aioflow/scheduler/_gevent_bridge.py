@@ -63,7 +63,7 @@ def is_patched() -> bool:
     program never pays for it. When it has, the process pools that hang there
     are made to fail at once instead (`guard_process_pools`).
     """
-    if "gevent" not in sys.modules:
+    if sys.modules.get("gevent") is None:  # not imported, or blocked (``sys.modules["gevent"] = None``)
         return False
     from gevent import monkey
 

@@ -208,8 +208,11 @@ def test_billiard_tasks_cannot_start_multiprocessing_children(context: str) -> N
     )
     assert results["info"]["return_value"]["daemon"] is True
     error = results.errors["process"]
-    assert isinstance(error, AssertionError)
+    assert isinstance(error, RuntimeError)
+    assert "the workers of the 'billiard' pool are daemonic" in str(error)
     assert "daemonic processes are not allowed to have children" in str(error)
+    assert "pool_type 'ndmultiprocessing', 'ndprocess' or 'process'" in str(error)
+    assert "AssertionError: daemonic processes" in str(error.__cause__)  # the worker's traceback
 
 
 def test_billiard_lost_worker_is_replaced(tmp_path: Path) -> None:
