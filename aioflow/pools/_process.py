@@ -106,15 +106,23 @@ def kill_process_trees(pids: list[int]) -> None:
 
 
 def _wait_gone(procs: list[Any], timeout: float = 5.0) -> None:
-    """Wait until killed processes are gone. A zombie counts as gone: an orphan is
-    reaped by init, which may take its time, and it holds no resources but its pid."""
-    import psutil
+    """Wait until killed processes are gone, without reaping any of them.
 
+    A zombie counts as gone: it holds nothing but its pid. Reaping is left to
+    each process's owner: an orphan's is init, and our own children's is the
+    `multiprocessing.Process` (or `subprocess.Popen`) that started them, which
+    must read the exit status itself. A process reaped behind its back never
+    learns it ended, and stays in ``multiprocessing.active_children()``
+    forever, where every process forked later tries (and fails) to join it
+    on exit.
+    """
     deadline = time.monotonic() + timeout
     alive = procs
-    while alive and time.monotonic() < deadline:
-        _, alive = psutil.wait_procs(alive, timeout=0.05)
+    while True:
         alive = [p for p in alive if _running(p)]
+        if not alive or time.monotonic() >= deadline:
+            return
+        time.sleep(0.005)
 
 
 def _running(proc: Any) -> bool:
