@@ -188,3 +188,18 @@ def test_a_pool_closed_with_work_queued_runs_it_first() -> None:
     assert len(pids) == 1
     assert executor.worker_pids() == []
     assert not any(map(_alive, pids))
+
+
+@pytest.mark.parametrize("pool_type", ["process", "multiprocessing"])
+def test_killed_workers_are_reaped_by_their_owner(pool_type: str) -> None:
+    """After a timeout kills the workers, none is left in multiprocessing's list of live children.
+
+    A worker reaped behind its Process's back would stay there forever, and
+    every process forked later would fail on exit trying to join it.
+    """
+    import multiprocessing
+
+    graph = {"graph": {"id": "slow"}, "nodes": [method_node("a", "tasks.sleep", seconds=30)]}
+    with pytest.raises(aioflow.ExecutionTimeoutError):
+        aioflow.execute_graph(graph, pool_type=pool_type, context="fork", max_workers=1, timeout=0.5)
+    assert multiprocessing.active_children() == []
