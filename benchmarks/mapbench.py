@@ -7,7 +7,7 @@ line; the run ends with a Markdown table of each figure and its ratio to the
 baseline, ``ProcessPoolExecutor(2, fork).map`` with the same chunks, measured
 in the same run.
 
-    python benchmarks/mapbench.py             # the full run (about 6 minutes on 2 cores)
+    python benchmarks/mapbench.py             # the full run (about 30 minutes on a busy 2-core machine)
     python benchmarks/mapbench.py --smoke     # every configuration once at tiny sizes (CI)
     python benchmarks/mapbench.py --only 'inc'
 
@@ -50,7 +50,7 @@ RESULTS_DIR = HERE / "results"
 WORKERS = 2
 
 #: Seconds one measurement may take before its process group is killed (the
-#: slowest, loky at one item per chunk, takes about 12 s).
+#: slowest, loky at one item per chunk, took 36 s on a busy 2-core machine).
 TIMEOUT = 300.0
 
 # OpenMPI refuses to run as root unless told twice (CI containers run as root).
