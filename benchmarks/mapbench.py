@@ -17,7 +17,7 @@ each) over 1,000 items, whose ideal time is ``n * 10 ms / workers``. ``cold``
 is pool start + map + every result + shutdown: the only figure comparable with
 scinexus, which starts a pool inside every call. ``warm`` is a second,
 identical map on the pool the first one left (scinexus: a second call).
-MPI rows run under ``mpiexec -n 3 --oversubscribe python -m mpi4py.futures``
+MPI rows run under ``mpiexec -n 3 python -m mpi4py.futures`` (``--oversubscribe`` with Open MPI)
 (the launch itself is not timed: the ranks exist before the clock starts).
 
 scinexus is measured only when it is installed (``pip install scinexus``; it
@@ -219,16 +219,30 @@ def _workloads(smoke: bool) -> list[tuple[str, str, int, int | None]]:
     ]
 
 
+def _mpiexec() -> list[str]:
+    """The launcher of the MPI library mpi4py loads: this environment's own (MPICH from PyPI) first, else PATH's."""
+    own = Path(sys.executable).with_name("mpiexec")
+    return [str(own) if own.exists() else (shutil.which("mpiexec") or "mpiexec")]
+
+
+def _is_open_mpi() -> bool:
+    """Open MPI needs --oversubscribe to start more processes than cores; MPICH's launcher refuses the flag."""
+    try:
+        done = subprocess.run([*_mpiexec(), "--version"], capture_output=True, text=True, timeout=60, check=False)
+    except OSError:
+        return False
+    return "Open MPI" in done.stdout + done.stderr or "OpenRTE" in done.stdout + done.stderr
+
+
 def _measure(config: str, task: str, n: int, chunksize: int | None) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", config, task, str(n), str(chunksize or 0)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
     if config.endswith("mpi"):
-        mpiexec = shutil.which("mpiexec") or "mpiexec"
         command = [
-            mpiexec,
+            *_mpiexec(),
             "-n",
             str(WORKERS + 1),
-            "--oversubscribe",
+            *(["--oversubscribe"] if _is_open_mpi() else []),
             sys.executable,
             "-m",
             "mpi4py.futures",
@@ -279,7 +293,7 @@ def main() -> int:
 
     repeats = args.repeats or (1 if args.smoke else 3)
     has_scinexus = importlib.util.find_spec("scinexus") is not None
-    has_mpi = shutil.which("mpiexec") is not None and importlib.util.find_spec("mpi4py") is not None
+    has_mpi = _mpiexec() != ["mpiexec"] and importlib.util.find_spec("mpi4py") is not None
     configs = _configs(has_scinexus, has_mpi)
     workloads = _workloads(args.smoke)
     cells = [
