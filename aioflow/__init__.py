@@ -8,10 +8,17 @@ Layering (each layer imports only the ones below it):
     model       graph/ (load, validate, analyse: pure and synchronous)
     base        _errors, _results, events
 
-``import aioflow`` imports no optional library.
+``import aioflow`` imports no optional library, and only what names are
+used: the exceptions at once (they are cheap, and unpickling one must not
+import the engine), everything else on first access (PEP 562). A worker
+process that imports ``aioflow.pools._workers`` or ``aioflow._tasks`` does
+not pay for the scheduler, the graph loader or anyio.
 """
 
 from __future__ import annotations
+
+import importlib as _importlib
+import typing as _typing
 
 from ._errors import AioflowError as AioflowError
 from ._errors import DependencyError as DependencyError
@@ -26,20 +33,40 @@ from ._errors import PoolError as PoolError
 from ._errors import TaskInputError as TaskInputError
 from ._errors import TransferError as TransferError
 from ._errors import WorkerLostError as WorkerLostError
-from ._executor import Executor as Executor
-from ._results import MISSING as MISSING
-from ._results import Results as Results
 from ._version import __version__ as __version__
-from .events import Event as Event
-from .graph import Graph as Graph
-from .graph import Link as Link
-from .graph import Node as Node
-from .graph import load_graph as load_graph
-from .pools import Pool as Pool
-from .pools import available_pools as available_pools
-from .pools import open_pool as open_pool
-from .scheduler import execute_graph as execute_graph
-from .scheduler import execute_graph_async as execute_graph_async
+
+if _typing.TYPE_CHECKING:
+    from ._executor import Executor as Executor
+    from ._results import MISSING as MISSING
+    from ._results import Results as Results
+    from .events import Event as Event
+    from .graph import Graph as Graph
+    from .graph import Link as Link
+    from .graph import Node as Node
+    from .graph import load_graph as load_graph
+    from .pools import Pool as Pool
+    from .pools import available_pools as available_pools
+    from .pools import open_pool as open_pool
+    from .scheduler import execute_graph as execute_graph
+    from .scheduler import execute_graph_async as execute_graph_async
+
+# public name -> the module that defines it, imported on first access.
+_LAZY = {
+    "Executor": "._executor",
+    "MISSING": "._results",
+    "Results": "._results",
+    "Event": ".events",
+    "Graph": ".graph",
+    "Link": ".graph",
+    "Node": ".graph",
+    "load_graph": ".graph",
+    "Pool": ".pools",
+    "available_pools": ".pools",
+    "open_pool": ".pools",
+    "execute_graph": ".scheduler",
+    "execute_graph_async": ".scheduler",
+}
+_SUBPACKAGES = ("cli", "events", "graph", "parallel", "pools", "scheduler")
 
 __all__ = [
     "MISSING",
@@ -71,12 +98,34 @@ __all__ = [
     "open_pool",
 ]
 
-# Show the public path in reprs and tracebacks (aioflow.NodeError, not aioflow._errors.NodeError).
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("aioflow.") and isinstance(_obj, type):
+
+def _show_public_path(obj: _typing.Any) -> None:
+    """Reprs and tracebacks show aioflow.NodeError, not the private module."""
+    if isinstance(obj, type) and getattr(obj, "__module__", "").startswith("aioflow."):
         try:
-            _obj.__module__ = "aioflow"
+            obj.__module__ = "aioflow"
         except (AttributeError, TypeError):
             pass
-del _name, _obj
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(_importlib.import_module(module, __name__), name)
+        _show_public_path(value)
+        globals()[name] = value
+        return value
+    if name in _SUBPACKAGES:
+        return _importlib.import_module(f".{name}", __name__)
+    msg = f"module 'aioflow' has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBPACKAGES})
+
+
+for _name in __all__:
+    if _name not in _LAZY:
+        _show_public_path(globals()[_name])
+del _name

@@ -22,7 +22,6 @@ leaves process workers running the others' tasks alone.
 from __future__ import annotations
 
 import abc
-import asyncio
 import concurrent.futures
 import logging
 import os
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from .._errors import OptionError, PoolError
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
     from types import TracebackType
 
@@ -308,6 +308,8 @@ async def run_in_own_thread(fn: Callable[..., T], *args: Any) -> T:
     awaiting task does not stop the call: it is waited for (shielded), because
     a half-shut pool would leak workers.
     """
+    import asyncio  # here: worker processes import this module, and never need asyncio
+
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
