@@ -33,9 +33,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import DependencyError, PoolError, TransferError, WorkerLostError
+from ._errors import DependencyError, PoolError
 from .pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
-from .pools._base import InitializerFailed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator
@@ -344,25 +343,7 @@ class Executor(concurrent.futures.Executor):
     def _translate(
         self, error: BaseException, executor: concurrent.futures.Executor, fn: Callable[..., Any]
     ) -> BaseException:
-        where = f"task {_describe(fn)}"
-        if isinstance(error, InitializerFailed):
-            self._pool.discard_broken(executor)
-            refused = PoolError(f"{where} could not run: {error}")
-            refused.__cause__ = error.__cause__
-            return refused
-        if isinstance(error, concurrent.futures.BrokenExecutor) and not isinstance(error, PoolError):
-            detail = self._pool.lost_worker(executor, error)
-            lost = WorkerLostError(f"{where} lost its worker process ({detail or 'it was killed or crashed'})")
-            lost.__cause__ = error
-            return lost
-        from .scheduler._run import _unpicklable_type
-
-        kind = _unpicklable_type(error)
-        if kind is not None:
-            transfer = TransferError(where, kind, str(error))
-            transfer.__cause__ = error
-            return transfer
-        return error
+        return self._pool.translate(error, executor, f"task {_describe(fn)}")
 
 
 def _settle(future: concurrent.futures.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:

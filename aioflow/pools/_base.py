@@ -25,11 +25,13 @@ import abc
 import concurrent.futures
 import logging
 import os
+import pickle
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._errors import OptionError, PoolError
+from .._errors import OptionError, PoolError, TransferError, WorkerLostError
 
 if TYPE_CHECKING:
     import asyncio
@@ -211,6 +213,34 @@ class Pool(abc.ABC):
         self.discard_broken(executor)
         return detail
 
+    def translate(
+        self, error: BaseException, executor: concurrent.futures.Executor, where: str, **fields: Any
+    ) -> BaseException:
+        """Turn a call's low-level failure into an error that says what happened and what to do.
+
+        ``where`` starts the message (``graph 'g': node 'n'``, ``task fit``);
+        ``fields`` go to `WorkerLostError` (``node_id=``). A broken executor is
+        discarded here, so the next call gets a new one.
+        """
+        if isinstance(error, InitializerFailed):
+            self.discard_broken(executor)
+            refused = PoolError(f"{where} could not run: {error}")
+            refused.__cause__ = error.__cause__
+            return refused
+        if isinstance(error, concurrent.futures.BrokenExecutor) and not isinstance(error, PoolError):
+            detail = (
+                self.lost_worker(executor, error) or "it was killed or crashed: out of memory, a segfault, os._exit?"
+            )
+            lost = WorkerLostError(f"{where} lost its worker process ({detail})", **fields)
+            lost.__cause__ = error
+            return lost
+        kind = unpicklable_type(error)
+        if kind is not None:
+            transfer = TransferError(where, kind, str(error))
+            transfer.__cause__ = error
+            return transfer
+        return error
+
     def discard_broken(self, executor: concurrent.futures.Executor) -> None:
         """Forget an executor that broke (a worker died); the next use builds a new one."""
         with self._lock:
@@ -287,6 +317,24 @@ class Pool(abc.ABC):
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._executor else "idle")
         return f"<{type(self).__name__} {self.name!r} max_workers={self.options.max_workers} {state}>"
+
+
+# "cannot pickle '_thread.lock' object", "Can't pickle <function <lambda> ...>",
+# "Can't pickle local object 'f.<locals>.g'"
+_PICKLE_TYPE = re.compile(r"[Cc]an(?:not|'t) pickle (?:local object )?'?<?([\w.<>]+)")
+
+
+def unpicklable_type(exc: BaseException) -> str | None:
+    """The type named by a pickling failure (``cannot pickle 'X' object``), or None."""
+    if not isinstance(exc, (pickle.PicklingError, TypeError, AttributeError)):
+        return None
+    text = str(exc)
+    match = _PICKLE_TYPE.search(text)
+    if match:
+        return match.group(1)
+    if "pickle" in text.lower():
+        return "?"
+    return None
 
 
 def _refuse_under_gevent(name: str) -> None:

@@ -25,12 +25,9 @@ here, in every outcome.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import importlib.util
 import logging
 import math
-import pickle
-import re
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -45,19 +42,17 @@ from .._errors import (
     NodeError,
     OptionError,
     PoolError,
-    TransferError,
-    WorkerLostError,
 )
 from .._results import Results
 from .._tasks import TaskCall, run_task
 from ..events import Event, EventKind
 from ..graph import Graph, NodeId, load_graph
 from ..pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
-from ..pools._base import InitializerFailed
 from ._outputs import select_results, validate_outputs
 from ._state import ExecutionState, Firing, IterationLimitReached
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from collections.abc import Callable, Mapping, Sequence
 
 __all__ = ["execute_graph_async", "preflight"]
@@ -69,10 +64,6 @@ logger = logging.getLogger("aioflow")
 # of the loop, few enough to bound memory on wide fans.
 _WINDOW_PER_WORKER = 8
 _MIN_WINDOW = 32
-
-# "cannot pickle '_thread.lock' object", "Can't pickle <function <lambda> ...>",
-# "Can't pickle local object 'f.<locals>.g'"
-_PICKLE_TYPE = re.compile(r"[Cc]an(?:not|'t) pickle (?:local object )?'?<?([\w.<>]+)")
 
 # Task types that need ewokscore (the ``ewoks`` extra) to run.
 _EWOKS_TASK_TYPES = ("class", "generated", "notebook")
@@ -434,34 +425,4 @@ class _Execution:
         """Turn a pool's low-level failure into an error that says what happened and what to do."""
         assert self._pool is not None
         where = f"graph {self.graph.id!r}: node {firing.node_id!r}"
-        if isinstance(exc, InitializerFailed):
-            self._pool.discard_broken(executor)
-            refused = PoolError(f"{where} could not run: {exc}")
-            refused.__cause__ = exc.__cause__
-            return refused
-        if isinstance(exc, concurrent.futures.BrokenExecutor) and not isinstance(exc, WorkerLostError):
-            detail = self._pool.lost_worker(executor, exc)
-            detail = detail or "it was killed or crashed: out of memory, a segfault, os._exit?"
-            msg = f"{where} lost its worker process ({detail})"
-            lost = WorkerLostError(msg, node_id=firing.node_id)
-            lost.__cause__ = exc
-            return lost
-        transfer = _unpicklable_type(exc)
-        if transfer is not None:
-            error = TransferError(where, transfer, str(exc))
-            error.__cause__ = exc
-            return error
-        return exc
-
-
-def _unpicklable_type(exc: BaseException) -> str | None:
-    """The type named by a pickling failure (``cannot pickle 'X' object``), or None."""
-    if not isinstance(exc, (pickle.PicklingError, TypeError, AttributeError)):
-        return None
-    text = str(exc)
-    match = _PICKLE_TYPE.search(text)
-    if match:
-        return match.group(1)
-    if "pickle" in text.lower():
-        return "?"
-    return None
+        return self._pool.translate(exc, executor, where, node_id=firing.node_id)
