@@ -103,7 +103,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import MissingExtraError, OptionError
 from ._base import DEFAULT_IDLE_TIMEOUT, Pool, PoolOptions
-from ._process import _worker_initializer, kill_process_trees
+from ._process import RemoteTraceback, _worker_initializer, kill_process_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -121,17 +121,6 @@ _SUPERVISE_INTERVAL = 0.8
 
 class BrokenBilliardPool(concurrent.futures.BrokenExecutor):
     """A billiard worker died while running the job, or the pool can no longer run jobs."""
-
-
-class RemoteTraceback(Exception):
-    """The traceback text of an exception raised in a worker (set as its ``__cause__``)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
 
 
 def _import_billiard() -> Any:

@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError
 from ._base import Pool, PoolOptions
-from ._process import _worker_initializer, kill_process_trees, signal_name
+from ._process import RemoteTraceback, _worker_initializer, kill_process_trees, signal_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -107,17 +107,6 @@ _TERMINATE = "TERMINATE"
 
 class BrokenMultiprocessingPool(concurrent.futures.BrokenExecutor):
     """A worker of a ``multiprocessing`` pool died, or the pool was stopped, before a call finished."""
-
-
-class _RemoteTraceback(Exception):
-    """The worker's traceback text, attached as ``__cause__`` of a task's exception."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
 
 
 # --------------------------------------------------------------------------- worker side
@@ -484,7 +473,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 _resolve(job.future, result=outcome[1])
             elif outcome[0] == "error":
                 error: BaseException = outcome[1]
-                error.__cause__ = _RemoteTraceback(outcome[2])
+                error.__cause__ = RemoteTraceback(outcome[2])
                 _resolve(job.future, error=error)
             elif not job.future.cancel():  # skipped after a stop: it never started
                 _resolve(job.future, error=BrokenMultiprocessingPool("the pool was stopped before the call started"))

@@ -39,7 +39,18 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["ProcessPool", "describe_exit", "describe_exits", "kill_process_trees", "signal_name"]
+__all__ = ["ProcessPool", "RemoteTraceback", "describe_exit", "describe_exits", "kill_process_trees", "signal_name"]
+
+
+class RemoteTraceback(Exception):
+    """The worker's traceback text, attached as ``__cause__`` of a call's exception."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
 
 
 def _worker_initializer(owner_pid: int, user_initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:

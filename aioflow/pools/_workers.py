@@ -58,13 +58,13 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from ._base import InitializerFailed
-from ._process import _worker_initializer, describe_exit, kill_process_trees
+from ._process import RemoteTraceback, _worker_initializer, describe_exit, kill_process_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from multiprocessing.connection import Connection
 
-__all__ = ["Owned", "RemoteTraceback", "WorkerDied", "WorkerProcessExecutor"]
+__all__ = ["Owned", "WorkerDied", "WorkerProcessExecutor"]
 
 logger = logging.getLogger("aioflow.pools")
 
@@ -92,17 +92,6 @@ class WorkerDied(concurrent.futures.BrokenExecutor):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.pid, self.exitcode)
-
-
-class RemoteTraceback(Exception):
-    """The worker's traceback text, attached as ``__cause__`` of a call's exception."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
 
 
 class Owned:
