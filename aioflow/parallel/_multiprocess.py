@@ -333,13 +333,9 @@ class MultiprocessBackend(Backend):
                 worker.tasks.send_bytes(b"")
             except OSError:
                 pass  # already gone
-        deadline = time.monotonic() + _EXIT_GRACE
-        stuck = []
-        for worker in workers:
-            worker.process.join(max(0.0, deadline - time.monotonic()))
-            if worker.process.exitcode is None:
-                stuck.append(worker)
-        _kill(stuck)
+        from ..pools._process import join_or_kill
+
+        join_or_kill([worker.process for worker in workers], _EXIT_GRACE)
         for worker in workers:
             worker.close()
 

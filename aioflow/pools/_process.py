@@ -39,7 +39,15 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["ProcessPool", "RemoteTraceback", "describe_exit", "describe_exits", "kill_process_trees", "signal_name"]
+__all__ = [
+    "ProcessPool",
+    "RemoteTraceback",
+    "describe_exit",
+    "describe_exits",
+    "join_or_kill",
+    "kill_process_trees",
+    "signal_name",
+]
 
 
 class RemoteTraceback(Exception):
@@ -114,6 +122,24 @@ def kill_process_trees(pids: list[int]) -> None:
         except psutil.NoSuchProcess:
             pass
     _wait_gone(procs)
+
+
+def join_or_kill(processes: list[Any], grace: float = 5.0) -> None:
+    """Wait up to ``grace`` seconds in all for processes asked to exit; kill the trees of those still running.
+
+    Each ``process`` is a `multiprocessing.Process` started by this process, so
+    joining it reaps it and reads its exit status.
+    """
+    deadline = time.monotonic() + grace
+    stuck = []
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.exitcode is None:
+            stuck.append(process)
+    if stuck:
+        kill_process_trees([process.pid for process in stuck])
+        for process in stuck:
+            process.join(grace)
 
 
 def _wait_gone(procs: list[Any], timeout: float = 5.0) -> None:

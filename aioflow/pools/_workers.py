@@ -58,7 +58,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from ._base import InitializerFailed
-from ._process import RemoteTraceback, _worker_initializer, describe_exit, kill_process_trees
+from ._process import RemoteTraceback, _worker_initializer, describe_exit, join_or_kill, kill_process_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -573,16 +573,7 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
                 worker.item = None
         for worker in workers:
             self._ask_to_exit(worker)
-        deadline = time.monotonic() + _EXIT_GRACE
-        stuck = []
-        for worker in workers:
-            worker.process.join(max(0.0, deadline - time.monotonic()))
-            if worker.process.exitcode is None:
-                stuck.append(worker)
-        if stuck:
-            kill_process_trees([w.pid for w in stuck])
-            for worker in stuck:
-                worker.process.join(_EXIT_GRACE)
+        join_or_kill([w.process for w in workers], _EXIT_GRACE)
         for worker in workers:
             worker.conn.close()
         for item in leftovers:
