@@ -30,8 +30,11 @@ from ._errors import MissingExtraError as MissingExtraError
 from ._errors import NodeError as NodeError
 from ._errors import OptionError as OptionError
 from ._errors import PoolError as PoolError
+from ._errors import SerialExecutionError as SerialExecutionError
+from ._errors import SerialExecutionWarning as SerialExecutionWarning
 from ._errors import TaskInputError as TaskInputError
 from ._errors import TransferError as TransferError
+from ._errors import UnsendableFunctionError as UnsendableFunctionError
 from ._errors import WorkerLostError as WorkerLostError
 from ._version import __version__ as __version__
 
@@ -87,8 +90,11 @@ __all__ = [
     "Pool",
     "PoolError",
     "Results",
+    "SerialExecutionError",
+    "SerialExecutionWarning",
     "TaskInputError",
     "TransferError",
+    "UnsendableFunctionError",
     "WorkerLostError",
     "__version__",
     "available_pools",

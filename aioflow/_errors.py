@@ -8,7 +8,9 @@ The tree::
     ├── MissingExtraError (ImportError)    an optional package is not installed
     ├── TaskInputError (TypeError)         a task was called without a required input (raised in the worker)
     ├── TransferError (TypeError)          a task, its inputs or outputs cannot be sent to or from a worker process
+    │   └── UnsendableFunctionError        aioflow.parallel: the mapped function cannot be sent to a worker
     ├── DependencyError                    an Executor call did not run: a future it was given failed
+    ├── SerialExecutionError (RuntimeError)   aioflow.parallel: a map would run serially, with if_serial="raise"
     ├── ExecutionError                     an execution stopped before its end; carries ``.results``
     │   ├── NodeError                      a node's task raised; the task's exception is ``__cause__``
     │   ├── ExecutionTimeoutError (TimeoutError)
@@ -41,8 +43,11 @@ __all__ = [
     "NodeError",
     "OptionError",
     "PoolError",
+    "SerialExecutionError",
+    "SerialExecutionWarning",
     "TaskInputError",
     "TransferError",
+    "UnsendableFunctionError",
     "WorkerLostError",
 ]
 
@@ -236,3 +241,50 @@ class WorkerLostError(PoolError, concurrent.futures.BrokenExecutor):
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message, **fields)
+
+
+# --------------------------------------------------------------------------- aioflow.parallel
+
+# What to tell users who do want the serial run.
+_RUN_ANYWAY = "pass if_serial='warn' or if_serial='ignore' to run it in this process anyway"
+
+
+class SerialExecutionError(AioflowError, RuntimeError):
+    """A parallel map would run serially (one worker, one item, or already inside a worker), with ``if_serial='raise'``.
+
+    Attributes:
+        function: the mapped function's name.
+        reason: why the run would be serial.
+        advice: what gives a parallel run.
+    """
+
+    function: str
+    reason: str
+    advice: str
+
+    def __init__(self, function: str, reason: str, advice: str) -> None:
+        msg = f"aioflow.parallel: mapping {function} would run in serial: {reason}; {advice}, or {_RUN_ANYWAY}"
+        super().__init__(msg, function=function, reason=reason, advice=advice)
+
+
+class SerialExecutionWarning(UserWarning):
+    """A parallel map runs serially in this process (``if_serial='warn'``)."""
+
+
+class UnsendableFunctionError(TransferError):
+    """The mapped function cannot be pickled, even by value (cloudpickle), so no worker process can run it.
+
+    Attributes:
+        function: the function's qualified name.
+        detail: the pickling error.
+    """
+
+    function: str
+
+    def __init__(self, function: str, detail: str) -> None:
+        msg = (
+            f"aioflow.parallel: the function {function} cannot be sent to a worker process ({detail}); "
+            "define it at module level, without references to locks, open files or other unpicklable objects, "
+            "or use a thread backend: aioflow.parallel.set_parallel_backend('thread')"
+        )
+        AioflowError.__init__(self, msg, function=function, detail=detail, where=function, type_name="function")

@@ -133,7 +133,8 @@ def _run_once(config: str, fn: Any, data: range, chunksize: int | None) -> tuple
     elif config.startswith("scinexus"):
         import scinexus.parallel as sx
 
-        sx.set_parallel_backend(config.split("-", 1)[1])
+        backend: Any = config.split("-", 1)[1]  # "multiprocess", "loky" or "mpi"
+        sx.set_parallel_backend(backend)
         use_mpi = config == "scinexus-mpi"
         results = list(
             sx.imap(fn, data, max_workers=None if use_mpi else WORKERS, use_mpi=use_mpi, chunksize=chunksize)

@@ -15,6 +15,9 @@ See docs/parallel.md.
 
 from __future__ import annotations
 
+from .._errors import SerialExecutionError as SerialExecutionError
+from .._errors import SerialExecutionWarning as SerialExecutionWarning
+from .._errors import UnsendableFunctionError as UnsendableFunctionError
 from ._api import DEFAULT_BACKEND as DEFAULT_BACKEND
 from ._api import IF_SERIAL_CHOICES as IF_SERIAL_CHOICES
 from ._api import as_completed as as_completed
@@ -37,9 +40,6 @@ from ._chunks import UNSIZED_CHUNKSIZE as UNSIZED_CHUNKSIZE
 from ._chunks import PicklableAndCallable as PicklableAndCallable
 from ._chunks import get_default_chunksize as get_default_chunksize
 from ._chunks import run_chunk as run_chunk
-from ._errors import SerialExecutionError as SerialExecutionError
-from ._errors import SerialExecutionWarning as SerialExecutionWarning
-from ._errors import UnsendableFunctionError as UnsendableFunctionError
 from ._multiprocess import MultiprocessBackend as MultiprocessBackend
 
 __all__ = [

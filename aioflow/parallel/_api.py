@@ -21,7 +21,7 @@ import threading
 import warnings
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._errors import OptionError
+from .._errors import OptionError, SerialExecutionError, SerialExecutionWarning
 from ._backends import (
     Backend,
     LokyBackend,
@@ -31,7 +31,6 @@ from ._backends import (
     warn_ignored_max_workers,
 )
 from ._chunks import PicklableAndCallable, chunks, get_default_chunksize, in_worker, raise_outcome
-from ._errors import SerialExecutionError, SerialExecutionWarning
 from ._mpi import get_rank, get_size
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ import traceback
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._errors import UnsendableFunctionError
+from .._errors import UnsendableFunctionError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator

@@ -236,3 +236,16 @@ def test_errors_pickle_round_trip() -> None:
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error)
         assert str(copy) == str(error)
+
+
+def test_errors_live_in_the_error_tree() -> None:
+    """The map's errors are aioflow errors, importable from aioflow and aioflow.parallel alike."""
+    assert par.SerialExecutionError is aioflow.SerialExecutionError
+    assert par.UnsendableFunctionError is aioflow.UnsendableFunctionError
+    assert par.SerialExecutionWarning is aioflow.SerialExecutionWarning
+    assert issubclass(aioflow.SerialExecutionError, aioflow.AioflowError)
+    assert issubclass(aioflow.SerialExecutionError, RuntimeError)
+    assert issubclass(aioflow.UnsendableFunctionError, aioflow.TransferError)
+    assert issubclass(aioflow.SerialExecutionWarning, UserWarning)
+    assert repr(aioflow.SerialExecutionError("f", "r", "a")).startswith("SerialExecutionError(")
+    assert aioflow.UnsendableFunctionError.__module__ == "aioflow"
