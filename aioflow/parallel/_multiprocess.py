@@ -38,6 +38,14 @@ to the idle list. Workers ignore SIGINT and exit with the process that
 started them, even when it is killed (`aioflow.pools._process`). `shutdown`
 and interpreter exit ask idle workers to exit and kill those that do not
 within 5 s.
+
+Idle retirement, with no thread of its own. A worker given back to the idle
+list is told so (an "idle" message carrying ``idle_timeout``); a worker that
+then hears nothing for ``idle_timeout`` seconds exits by itself. Its clock
+starts when it reads that message, after the caller noted the time, so the
+caller, which leases only workers idle for less than ``idle_timeout`` minus
+a margin, never sends work to a worker that has decided to exit. Exited
+workers are reaped at the next lease or give-back.
 """
 
 from __future__ import annotations
@@ -53,7 +61,8 @@ import traceback
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .._errors import PoolError, WorkerLostError
+from .._errors import OptionError, PoolError, WorkerLostError
+from ..pools._base import DEFAULT_IDLE_TIMEOUT
 from ._backends import CHUNKS_PER_WORKER, Backend, Session, chunks_per_worker, validate_context
 from ._chunks import _load_function, run_chunk
 
@@ -78,6 +87,10 @@ _EXIT_GRACE = 5.0
 _QUEUE_SECONDS = 0.002
 
 
+#: A worker idle for longer than ``idle_timeout`` minus this (or half its
+#: ``idle_timeout`` when shorter) is not leased again: it is about to exit.
+_RETIRE_MARGIN = 0.25
+
 #: Weight of the newest chunk in the running mean of chunk durations.
 _SMOOTHING = 0.2
 
@@ -87,6 +100,7 @@ _SMOOTHING = 0.2
 _SMALL = struct.Struct("!i")
 _LARGE = struct.Struct("!iQ")
 _FUNCTION = -1  # the index of the message carrying the function
+_IDLE = -2  # the index of the message "you are idle: exit after this many seconds without work"
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
@@ -164,9 +178,12 @@ def _worker_main(tasks: Connection, outcomes: Connection, owner_pid: int) -> Non
     _worker_initializer(owner_pid, None, ())
     fn: Any = None
     frames = _Frames(tasks.fileno())
+    idle_until: float | None = None  # when this idle worker retires
     while True:
         try:
             while not frames.messages:
+                if idle_until is not None and not tasks.poll(max(0.0, idle_until - time.monotonic())):
+                    return  # idle for idle_timeout: retire
                 if not frames.read():
                     return  # the caller is gone
         except OSError:
@@ -176,6 +193,10 @@ def _worker_main(tasks: Connection, outcomes: Connection, owner_pid: int) -> Non
             return  # asked to exit
         index, body = pickle.loads(data)
         del data
+        if index == _IDLE:
+            idle_until = time.monotonic() + body
+            continue
+        idle_until = None
         if index == _FUNCTION:
             fn = _load_function(body)
             continue
@@ -211,7 +232,7 @@ def _unsendable_result(fn: Any, outcome: Outcome, exc: Exception) -> Outcome:
 
 
 class _Worker:
-    __slots__ = ("chunks", "fd", "frames", "outbuf", "outcomes", "pid", "process", "tasks")
+    __slots__ = ("chunks", "fd", "frames", "idle_since", "outbuf", "outcomes", "pid", "process", "tasks")
 
     def __init__(self, process: Any, tasks: Connection, outcomes: Connection) -> None:
         self.process = process
@@ -222,6 +243,7 @@ class _Worker:
         self.frames = _Frames(outcomes.fileno())
         self.outbuf = bytearray()  # chunks not written to the pipe yet (submitted, or not taken by a full pipe)
         self.chunks: deque[int] = deque()  # indexes sent and not answered, oldest (running) first
+        self.idle_since = 0.0  # time.monotonic() when it was last given back to the idle list
 
     def close(self) -> None:
         self.tasks.close()
@@ -238,18 +260,27 @@ class MultiprocessBackend(Backend):
             (``None``: the platform's default, ``fork`` on Linux before
             Python 3.14). Functions defined in ``__main__`` or a notebook
             work with every start method (they travel by value).
+        idle_timeout: seconds after which a worker left idle between maps
+            exits, giving its memory back (``None``: keep it until
+            `shutdown`). The default is aioflow's pools' default, 60 s.
 
     Raises:
-        OptionError: ``context`` is not a start method of this platform.
+        OptionError: ``context`` is not a start method of this platform, or
+            ``idle_timeout`` is not a number > 0 or ``None``.
     """
 
     name = "multiprocess"
 
     _counter = itertools.count()
 
-    def __init__(self, context: str | None = None) -> None:
+    def __init__(self, context: str | None = None, idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT) -> None:
         validate_context(context)
+        if idle_timeout is not None and (
+            isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)) or not idle_timeout > 0
+        ):
+            raise OptionError("idle_timeout", "a number of seconds > 0, or None", idle_timeout)
         self.context = context
+        self.idle_timeout = idle_timeout
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._owner_pid = os.getpid()
@@ -266,14 +297,11 @@ class MultiprocessBackend(Backend):
             if self._owner_pid != os.getpid():  # this process was forked: the workers are not ours
                 self._idle = []
                 self._owner_pid = os.getpid()
+            retiring = self._sweep()
             taken: list[_Worker] = []
             while self._idle and len(taken) < count:
-                worker = self._idle.pop()
-                if worker.process.is_alive():
-                    taken.append(worker)
-                else:
-                    worker.process.join(0)
-                    worker.close()
+                taken.append(self._idle.pop())
+        self._stop(retiring)
         try:
             while len(taken) < count:
                 taken.append(self._start_worker())
@@ -309,13 +337,43 @@ class MultiprocessBackend(Backend):
         os.set_blocking(tasks_w.fileno(), False)
         return _Worker(process, tasks_w, outcomes_r)
 
+    def _sweep(self) -> list[_Worker]:
+        """Drop from the idle list the workers that exited (reaping them) and those about to; return the latter.
+
+        Called with ``_lock`` held.
+        """
+        timeout = self.idle_timeout
+        oldest = -1.0 if timeout is None else time.monotonic() - timeout + min(_RETIRE_MARGIN, timeout / 2)
+        kept: list[_Worker] = []
+        retiring: list[_Worker] = []
+        for worker in self._idle:
+            if not worker.process.is_alive():  # retired by itself (is_alive reaps it)
+                worker.close()
+            elif worker.idle_since < oldest:
+                retiring.append(worker)
+            else:
+                kept.append(worker)
+        self._idle = kept
+        return retiring
+
     def _give_back(self, workers: list[_Worker], keep: int) -> None:
         """Return a finished session's workers to the idle list, keeping at most ``keep`` idle ones."""
+        if self.idle_timeout is not None:
+            idle = _frame(pickle.dumps((_IDLE, self.idle_timeout), _PROTOCOL))
+            for worker in workers:
+                try:
+                    os.write(worker.fd, idle)  # a few bytes into the empty pipe of a worker with no chunk
+                except OSError:
+                    pass  # it died, or cannot hear: it stays until leased or shut down
+        now = time.monotonic()
+        for worker in workers:
+            worker.idle_since = now
         with self._lock:
+            retiring = self._sweep()
             self._idle.extend(workers)
             surplus = self._idle[: max(0, len(self._idle) - keep)]
             del self._idle[: len(surplus)]
-        self._stop(surplus)
+        self._stop(retiring + surplus)
 
     def shutdown(self) -> None:
         with self._lock:
@@ -340,7 +398,10 @@ class MultiprocessBackend(Backend):
             worker.close()
 
     def __repr__(self) -> str:
-        return f"<MultiprocessBackend context={self.context!r} idle_workers={len(self._idle)}>"
+        return (
+            f"<MultiprocessBackend context={self.context!r} idle_timeout={self.idle_timeout!r}"
+            f" idle_workers={len(self._idle)}>"
+        )
 
 
 def _kill(workers: list[_Worker]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import pickle
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -117,6 +118,48 @@ def test_second_map_reuses_the_warm_workers() -> None:
     second = set(par.map(pid, range(64), max_workers=2, chunksize=1))
     assert second <= first
     assert len(first) <= 2
+
+
+def test_idle_workers_retire_after_idle_timeout() -> None:
+    """A worker left idle for idle_timeout exits by itself; the next map starts fresh workers and succeeds."""
+    par.set_parallel_backend(par.MultiprocessBackend(idle_timeout=0.5))
+    first = set(par.map(pid, range(8), max_workers=2, chunksize=1))
+    assert len(first) == 2
+    deadline = time.monotonic() + 30
+    while any(_running(p) for p in first):
+        assert time.monotonic() < deadline, "idle workers did not retire"
+        time.sleep(0.05)
+    second = set(par.map(pid, range(8), max_workers=2, chunksize=1))
+    assert len(second) == 2
+    assert second.isdisjoint(first)
+    assert not any(psutil.pid_exists(p) for p in first)  # the retired workers were reaped
+
+
+def test_workers_idle_for_less_than_idle_timeout_are_reused() -> None:
+    """Maps in quick succession keep their workers under an idle_timeout, and a leased worker never retires."""
+    par.set_parallel_backend(par.MultiprocessBackend(idle_timeout=0.3))
+    first = set(par.map(pid, range(8), max_workers=2, chunksize=1))
+    second = set(par.map(pid, range(8), max_workers=2, chunksize=1))
+    assert second == first
+    # Workers leased by a map whose consumer pauses beyond idle_timeout wait for it: only idle ones retire.
+    results = par.imap(pid, range(400), max_workers=2, chunksize=1)
+    assert next(results) in first
+    time.sleep(0.8)
+    assert set(results) <= first
+
+
+@pytest.mark.parametrize("value", [0, -1.0, "60", True])
+def test_idle_timeout_is_validated(value: Any) -> None:
+    """An invalid idle_timeout is refused with the option named."""
+    with pytest.raises(aioflow.OptionError, match="idle_timeout"):
+        par.MultiprocessBackend(idle_timeout=value)
+
+
+def _running(pid_: int) -> bool:
+    try:
+        return bool(psutil.Process(pid_).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.mark.parametrize("backend", ["multiprocess", "process", "loky"], indirect=True)
