@@ -139,7 +139,8 @@ class Executor(concurrent.futures.Executor):
         self._pool = pool
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._unfinished: set[ChainedFuture[Any]] = set()
+        # Calls not finished: ChainedFutures of submit, pool futures of asubmit's direct path.
+        self._unfinished: set[concurrent.futures.Future[Any]] = set()
         self._shutdown = False
 
     @property
@@ -247,8 +248,52 @@ class Executor(concurrent.futures.Executor):
 
         Arguments may be futures of any kind, asyncio ones included. Cancelling
         the awaiting task cancels the call if it has not started.
+
+        Raises:
+            RuntimeError: after `shutdown`.
         """
-        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+        if _dependencies(args, kwargs):
+            return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+        # No future to wait for: the pool's future reports straight to the
+        # loop, as run_in_executor's does, without a ChainedFuture between.
+        loop = asyncio.get_running_loop()
+        pool = self._pool
+        with self._lock:
+            if self._shutdown:
+                msg = "cannot schedule new futures after shutdown"
+                raise RuntimeError(msg)
+            executor = pool.executor
+            inner = executor.submit(pool.bind(executor, self, fn), *args, **kwargs)
+            self._unfinished.add(inner)
+        pool.enter(self)
+        outcome: asyncio.Future[T] = loop.create_future()
+
+        def deliver(done: concurrent.futures.Future[Any]) -> None:  # in the event loop
+            if outcome.done():
+                return  # the awaiting task was cancelled
+            if done.cancelled():
+                outcome.cancel()  # shutdown(cancel_futures=True)
+                return
+            error = done.exception()
+            if error is None:
+                outcome.set_result(done.result())
+            else:
+                outcome.set_exception(self._translate(error, executor, fn))
+
+        def finished(done: concurrent.futures.Future[Any]) -> None:  # in the thread that completed the call
+            pool.leave(self)
+            self._forget(done)
+            try:
+                loop.call_soon_threadsafe(deliver, done)
+            except RuntimeError:
+                pass  # the loop is closed: nobody awaits the outcome any more
+
+        inner.add_done_callback(finished)
+        try:
+            return await outcome
+        except asyncio.CancelledError:
+            inner.cancel()  # a call not started yet does not run
+            raise
 
     def __enter__(self) -> Executor:
         return self

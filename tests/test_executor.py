@@ -256,6 +256,51 @@ async def test_cancelling_the_awaiting_task_cancels_the_call() -> None:
         assert blocker.result(timeout=30) is True
 
 
+async def test_cancelling_a_queued_asubmit_keeps_it_from_running() -> None:
+    """A call awaited with asubmit (no future among its arguments) that has not started does not run once cancelled."""
+    ran: list[int] = []
+    with Executor("thread", max_workers=1) as ex:
+        gate = threading.Event()
+        try:
+            blocker = asyncio.ensure_future(ex.asubmit(gate.wait, 30))
+            queued = asyncio.ensure_future(ex.asubmit(ran.append, 1))
+            await asyncio.sleep(0.05)
+            queued.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await queued
+            assert len(ex._unfinished) == 1  # the cancelled call was forgotten
+        finally:
+            gate.set()
+        assert await blocker is True
+    assert ran == []
+
+
+async def test_asubmit_errors_are_the_call_s_and_the_pool_s() -> None:
+    """asubmit raises the task's exception, and a pool failure translated as submit's is."""
+    with Executor("thread", max_workers=1) as ex:
+        with pytest.raises(ZeroDivisionError):
+            await ex.asubmit(operator.truediv, 1, 0)
+        assert await ex.asubmit(operator.add, 1, 2) == 3
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        await ex.asubmit(inc, 1)
+    with Executor("process", max_workers=1, context="fork") as ex, pytest.raises(aioflow.TransferError) as info:
+        await ex.asubmit(describe, threading.Lock())
+    assert "lock" in str(info.value)
+
+
+async def test_shutdown_cancel_futures_cancels_queued_asubmits() -> None:
+    with Executor("thread", max_workers=1) as ex:
+        gate = threading.Event()
+        blocker = asyncio.ensure_future(ex.asubmit(gate.wait, 30))
+        queued = asyncio.ensure_future(ex.asubmit(inc, 1))
+        await asyncio.sleep(0.05)
+        ex.shutdown(wait=False, cancel_futures=True)
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        assert await blocker is True
+
+
 def test_a_lost_worker_fails_only_its_call() -> None:
     with Executor("process", max_workers=2, context="fork") as ex:
         lives = ex.submit(sleep, 0.5, "done")
