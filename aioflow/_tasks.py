@@ -6,7 +6,11 @@ task (``task_type`` + ``task_identifier``) and carries the merged inputs;
 
 - ``method``: ``func(*positional, **named)``; output ``return_value`` (spec §5.2);
 - ``ppfmethod`` / ``ppfport``: the ``_ppfdict`` convention (spec §5.3);
-- ``script``: a subprocess; outputs ``return_code``, ``out``, ``err`` (spec §5.4).
+- ``script``: a subprocess; outputs ``return_code``, ``out``, ``err`` (spec §5.4);
+- ``class``, ``generated``, ``notebook``, and every task type when the call
+  carries an Ewoks context (``varinfo``, ``execinfo``, ``task_options``):
+  ewokscore's own task classes, through `aioflow.ewoks._worker` (imported
+  only then, so a worker that runs plain methods never imports ewokscore).
 
 Imported callables are cached per worker, so a warm worker imports a task
 module once.
@@ -30,27 +34,50 @@ from typing import Any
 from ._errors import TaskInputError
 from ._results import MISSING
 
-__all__ = ["TaskCall", "import_callable", "run_task"]
+__all__ = ["EWOKS_TASK_TYPES", "TaskCall", "import_callable", "run_task"]
 
 # A script that runs longer than this is checked for interruption this often
 # (a thread-pool task can only be interrupted between Python bytecodes).
 _SCRIPT_WAIT_SLICE = 0.2
 
 
+# Task types only ewokscore can run (the ``ewoks`` extra).
+EWOKS_TASK_TYPES = frozenset(("class", "generated", "notebook"))
+
+
 @dataclass(frozen=True, slots=True)
 class TaskCall:
-    """Everything a worker needs to run one node once."""
+    """Everything a worker needs to run one node once.
+
+    Attributes:
+        node_id: the node.
+        label: the node's label (for messages).
+        task_type: the node's ``task_type``.
+        task_identifier: what to run.
+        inputs: the merged inputs (default inputs under link data).
+        node_attrs: for tasks run by ewokscore: the node's other attributes
+            (``task_generator``, a per-node ``varinfo``...); ``None`` otherwise.
+        ewoks: ``{"varinfo", "execinfo", "task_options"}`` when the task must run
+            through ewokscore's task classes (persistence, events, task options);
+            ``None`` for aioflow's own fast path.
+    """
 
     node_id: Any
     label: str
     task_type: str
     task_identifier: Any
     inputs: dict[Any, Any]
+    node_attrs: Mapping[str, Any] | None = None
+    ewoks: Mapping[str, Any] | None = None
 
 
 def run_task(call: TaskCall) -> dict[Any, Any]:
     """Run one task; return its outputs. Any exception is the task's failure."""
     task_type = call.task_type
+    if call.ewoks is not None or task_type in EWOKS_TASK_TYPES:
+        from .ewoks._worker import run_ewoks_task
+
+        return run_ewoks_task(call)
     if task_type == "method":
         return _run_method(call)
     if task_type == "ppfmethod":

@@ -25,6 +25,7 @@ here, in every outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import math
@@ -44,9 +45,9 @@ from .._errors import (
     PoolError,
 )
 from .._results import Results
-from .._tasks import TaskCall, run_task
+from .._tasks import EWOKS_TASK_TYPES, TaskCall, run_task
 from ..events import Event, EventKind
-from ..graph import Graph, NodeId, load_graph
+from ..graph import Graph, Node, NodeId, load_graph
 from ..pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
 from ._outputs import select_results, validate_outputs
 from ._state import ExecutionState, Firing, IterationLimitReached
@@ -64,9 +65,6 @@ logger = logging.getLogger("aioflow")
 # of the loop, few enough to bound memory on wide fans.
 _WINDOW_PER_WORKER = 8
 _MIN_WINDOW = 32
-
-# Task types that need ewokscore (the ``ewoks`` extra) to run.
-_EWOKS_TASK_TYPES = ("class", "generated", "notebook")
 
 
 async def execute_graph_async(
@@ -88,6 +86,9 @@ async def execute_graph_async(
     on_event: Callable[[Event], None] | None = None,
     startargs: Mapping[str, Any] | None = None,
     load_options: Mapping[str, Any] | None = None,
+    varinfo: Mapping[str, Any] | None = None,
+    execinfo: Any = None,
+    task_options: Mapping[str, Any] | None = None,
 ) -> Results:
     """Execute a graph and return its results.
 
@@ -121,6 +122,14 @@ async def execute_graph_async(
         on_event: called with an `aioflow.events.Event` for every step.
         startargs: inputs given to every start node (under its links' data).
         load_options: keyword arguments for `aioflow.load_graph` (``root_dir``...).
+        varinfo: ewokscore persistence, e.g. ``{"root_uri": dir, "scheme": "json"}``:
+            every task's outputs are saved under ``root_uri``, and a task whose
+            outputs are already saved there is not run again (``ewoks`` extra).
+        execinfo: ewokscore events (``{"job_id", "handlers", ...}``, a job id,
+            ``True`` or ``False``): job and workflow events are sent by this
+            process, node events by the workers (``ewoks`` extra).
+        task_options: extra keyword arguments for every ewokscore task's
+            constructor (``ewoks`` extra).
 
     Returns:
         The selected outputs, as `aioflow.Results` (a dict).
@@ -138,39 +147,53 @@ async def execute_graph_async(
     loaded = load_graph(graph, inputs=inputs, **dict(load_options or {}))
     _check_options(timeout, max_iterations, merge_outputs, raise_on_error)
     validate_outputs(loaded, outputs)
+    if loaded.nodes and not loaded.start_nodes and any(n.task_type == "class" for n in loaded.nodes.values()):
+        # ewokscore's fallback start nodes depend on the task classes' required inputs.
+        _import_ewoks_extra(loaded)
+        from ..ewoks._start import with_class_start_nodes
+
+        loaded = with_class_start_nodes(loaded)
     preflight(loaded)
     if pool is not None and (pool_type, max_workers, context, pool_options) != (None, None, None, None):
         expected = (
             "given without pool_type, max_workers, context and pool_options (they configure the pool it replaces)"
         )
         raise OptionError("pool", expected, pool)
-    execution = _Execution(
-        loaded,
-        outputs=outputs,
-        merge_outputs=merge_outputs,
-        raise_on_error=raise_on_error,
-        timeout=timeout,
-        max_iterations=max_iterations,
-        on_event=on_event,
-        startargs=startargs,
-    )
-    if not loaded.nodes:
-        return Results({})
-    if pool is not None:
-        return await execution.run(pool)
-    owned = open_pool(
-        pool_type,
-        max_workers=max_workers,
-        scaling_workers=scaling_workers,
-        context=context,
-        idle_timeout=idle_timeout,
-        pool_options=pool_options,
-    )
-    try:
-        return await execution.run(owned)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await owned.aclose()
+    ewoks_run = None
+    if (varinfo, execinfo, task_options) != (None, None, None):
+        from ..ewoks._driver import EwoksRun
+
+        ewoks_run = EwoksRun(loaded, varinfo=varinfo, execinfo=execinfo, task_options=task_options)
+    with ewoks_run.running() if ewoks_run is not None else contextlib.nullcontext() as ewoks_payload:
+        execution = _Execution(
+            loaded,
+            outputs=outputs,
+            merge_outputs=merge_outputs,
+            raise_on_error=raise_on_error,
+            timeout=timeout,
+            max_iterations=max_iterations,
+            on_event=on_event,
+            startargs=startargs,
+            ewoks_all=ewoks_payload,
+            ewoks_some=ewoks_run.node_context(ewoks_payload) if ewoks_run is not None else None,
+        )
+        if not loaded.nodes:
+            return Results({})
+        if pool is not None:
+            return await execution.run(pool)
+        owned = open_pool(
+            pool_type,
+            max_workers=max_workers,
+            scaling_workers=scaling_workers,
+            context=context,
+            idle_timeout=idle_timeout,
+            pool_options=pool_options,
+        )
+        try:
+            return await execution.run(owned)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await owned.aclose()
 
 
 def _check_options(timeout: Any, max_iterations: Any, merge_outputs: Any, raise_on_error: Any) -> None:
@@ -187,12 +210,18 @@ def _check_options(timeout: Any, max_iterations: Any, merge_outputs: Any, raise_
             raise OptionError(name, "True or False", value)
 
 
+def _import_ewoks_extra(graph: Graph) -> None:
+    if importlib.util.find_spec("ewokscore") is None:
+        raise MissingExtraError(f"graph {graph.id!r}: 'class' nodes", "ewokscore", "ewoks")
+
+
 def preflight(graph: Graph) -> None:
     """Refuse, before anything runs, a graph that cannot be executed as written.
 
     Raises:
         GraphError: no start node, or a cycle none of whose nodes can ever fire.
-        MissingExtraError: a node's task type needs the ``ewoks`` extra.
+        MissingExtraError: a node's task type (``class``, ``generated``,
+            ``notebook``) needs the ``ewoks`` extra, which is not installed.
     """
     problems = []
     if graph.nodes and not graph.start_nodes:
@@ -209,19 +238,11 @@ def preflight(graph: Graph) -> None:
     if problems:
         raise GraphError(graph.id, problems)
     for node in graph.nodes.values():
-        if node.task_type in _EWOKS_TASK_TYPES:
-            what = f"graph {graph.id!r}: node {node.id!r} (task_type {node.task_type!r})"
+        if node.task_type in EWOKS_TASK_TYPES:
             if importlib.util.find_spec("ewokscore") is None:
+                what = f"graph {graph.id!r}: node {node.id!r} (task_type {node.task_type!r})"
                 raise MissingExtraError(what, "ewokscore", "ewoks")
-            raise GraphError(
-                graph.id,
-                [
-                    (
-                        f"node {node.id!r}: task_type {node.task_type!r} is not supported by this aioflow version yet; "
-                        "use 'method' or 'ppfmethod' tasks"
-                    )
-                ],
-            )
+            break
 
 
 class _NodeFailed:
@@ -255,6 +276,8 @@ class _Execution:
         max_iterations: int | None,
         on_event: Callable[[Event], None] | None,
         startargs: Mapping[str, Any] | None,
+        ewoks_all: Mapping[str, Any] | None = None,
+        ewoks_some: Mapping[str, Any] | None = None,
     ) -> None:
         self.graph = graph
         self.outputs = outputs
@@ -263,6 +286,11 @@ class _Execution:
         self.timeout = timeout
         self.on_event = on_event
         self.state = ExecutionState(graph, max_iterations=max_iterations, start_inputs=startargs)
+        # The Ewoks context of every call (persistence, events, task options:
+        # every node runs through ewokscore), or of ewokscore's own task types only.
+        self._ewoks_all = ewoks_all
+        self._ewoks_some = ewoks_some
+        self._node_attrs: dict[NodeId, Mapping[str, Any] | None] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._pool: Pool | None = None
         self._ready: deque[Firing] = deque()
@@ -375,7 +403,7 @@ class _Execution:
         while self._ready and len(self._inflight) < self._window and self._stop_reason is None:
             firing = self._ready.popleft()
             node = self.graph.nodes[firing.node_id]
-            call = TaskCall(firing.node_id, node.label, node.task_type, node.task_identifier, firing.inputs)
+            call = self._call(node, firing)
             self._emit("node.started", firing.node_id, firing.number)
             executor = None
             try:
@@ -387,6 +415,22 @@ class _Execution:
             pool.enter(self)
             self._inflight[future] = (firing, executor)
             future.add_done_callback(self._on_done)
+
+    def _call(self, node: Node, firing: Firing) -> TaskCall:
+        """The picklable call a worker runs for this firing."""
+        if self._ewoks_all is None and node.task_type not in EWOKS_TASK_TYPES:
+            return TaskCall(firing.node_id, node.label, node.task_type, node.task_identifier, firing.inputs)
+        try:
+            node_attrs = self._node_attrs[node.id]
+        except KeyError:
+            attrs = dict(node.attributes)
+            if node.task_generator is not None:
+                attrs["task_generator"] = node.task_generator
+            node_attrs = self._node_attrs[node.id] = attrs
+        ewoks = self._ewoks_all if self._ewoks_all is not None else self._ewoks_some
+        return TaskCall(
+            firing.node_id, node.label, node.task_type, node.task_identifier, firing.inputs, node_attrs, ewoks
+        )
 
     def _finish(self, future: asyncio.Future[Any]) -> None:
         entry = self._inflight.pop(future, None)

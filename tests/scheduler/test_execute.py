@@ -343,8 +343,14 @@ async def test_unknown_task_function_fails_the_node(execute: ExecuteFn) -> None:
     assert "'tasks.no_such_function'" in str(info.value.__cause__)
 
 
-async def test_class_tasks_need_the_ewoks_extra(execute: ExecuteFn) -> None:
-    """A class node is refused before running, naming the extra."""
+async def test_class_tasks_need_the_ewoks_extra(execute: ExecuteFn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ewokscore installed, a class node is refused before running, naming the extra."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ewokscore" else real_find_spec(name, *a)
+    )
     graph = {"graph": {"id": "cls"}, "nodes": [{"id": "c", "task_type": "class", "task_identifier": "pkg.Task"}]}
     with pytest.raises(
         MissingExtraError,

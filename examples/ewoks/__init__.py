@@ -1,0 +1,1 @@
+"""An Ewoks workflow with ewokscore ``class`` tasks, run by aioflow through the ewoks front end."""
