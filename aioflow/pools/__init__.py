@@ -33,6 +33,10 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "ndmultiprocessing": ("aioflow.pools._multiprocessing", "NonDaemonicMultiprocessingPool"),
     "billiard": ("aioflow.pools._billiard", "BilliardPool"),
     "gevent": ("aioflow.pools._gevent", "GeventPool"),
+    # Beyond one machine: existing clusters, driven by aioflow's scheduler.
+    "dask": ("aioflow.pools._dask", "DaskPool"),
+    "parsl": ("aioflow.pools._parsl", "ParslPool"),
+    "mpi": ("aioflow.pools._mpi", "MPIPool"),
 }
 _CLASSES: dict[str, type[Pool]] = {}
 
