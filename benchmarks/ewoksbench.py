@@ -178,13 +178,13 @@ def child(door: str, engine: str, spec: str, pool: str) -> None:
             return int(merged["return_value"]) * len(work.sinks)
 
     else:
-        import ewoks
+        from ewoks.bindings import execute_graph
 
         engine_times = _timed_engine(engine)
         extra = {"scaling_workers": False} if engine == "ppf" else {}
 
         def run() -> int:
-            merged = ewoks.execute_graph(work.graph, engine=engine, **keywords, **extra)
+            merged = execute_graph(work.graph, engine=engine, **keywords, **extra)
             return int(merged["return_value"]) * len(work.sinks)
 
     start = time.perf_counter()
