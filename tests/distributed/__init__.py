@@ -1,0 +1,1 @@
+"""aioflow on existing clusters: Dask distributed, Parsl, MPI, started for real by fixtures."""
