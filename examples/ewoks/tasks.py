@@ -56,3 +56,24 @@ class Fail(Task, input_names=["message"], output_names=["never"]):
 def double(x: int) -> int:
     """A plain ``method`` task, for graphs that mix task types."""
     return 2 * x
+
+
+def scaling_task(name: str) -> type:
+    """A ``task_generator`` for ``generated`` nodes: ``"times<k>"`` gives a Task class computing ``x * k``.
+
+    Classes are built once per name and process.
+    """
+    known = _GENERATED.get(name)
+    if known is not None:
+        return known
+    factor = int(name.removeprefix("times"))
+
+    def run(self: Task) -> None:
+        self.outputs.result = self.inputs.x * factor
+
+    task_class = type(name, (Task,), {"run": run}, input_names=["x"], output_names=["result"])
+    _GENERATED[name] = task_class
+    return task_class
+
+
+_GENERATED: dict[str, type] = {}

@@ -284,3 +284,32 @@ def test_ewoks_cli_reports_a_failed_node(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "FAILED" in out.stdout
     assert "Execution failed for ewoks task 'boom'" in out.stderr
+
+
+@pytest.mark.parametrize("pool_type", ["thread", "process"])
+def test_generated_tasks_build_their_class_in_the_worker(pool_type: str) -> None:
+    """A ``generated`` node's class comes from its ``task_generator``, called in the worker."""
+    graph = {
+        "nodes": [
+            {
+                "id": "g",
+                "task_type": "generated",
+                "task_identifier": "times3",
+                "task_generator": f"{TASKS}.scaling_task",
+                "default_inputs": [{"name": "x", "value": 5}],
+            }
+        ]
+    }
+    assert aioflow.execute_graph(graph, pool_type=pool_type, max_workers=1) == {"result": 15}
+
+
+def test_notebook_tasks_are_run_by_ewokscore() -> None:
+    """A ``notebook`` node runs through ewokscore's notebook task: its failure is ewokscore's, naming the node."""
+    graph = {
+        "graph": {"id": "nb"},
+        "nodes": [{"id": "nb", "task_type": "notebook", "task_identifier": "/no/such.ipynb"}],
+    }
+    with pytest.raises(aioflow.NodeError, match=r"node 'nb' failed") as info:
+        aioflow.execute_graph(graph, pool_type="thread")
+    assert isinstance(info.value.error, TaskExecutionError)
+    assert "ewoks task 'nb'" in str(info.value.error)
