@@ -6,8 +6,9 @@ Loaded with ``-p ppf_shim`` (this folder on ``PYTHONPATH``) by
 ``ewoksppf.bindings.execute_graph`` (``from ..bindings import execute_graph``)
 and the ``engine`` fixture, whose ``PpfWorkflowEngine.execute_graph`` calls
 ``bindings.execute_graph``. A ``-p`` plugin is imported before any test module,
-so replacing the two module attributes here redirects every one of those calls.
-Nothing else changes: the graphs and the expected results are ewoksppf's own.
+so replacing the two module attributes here sends every one of those calls to
+`aioflow.ewoks.execute_graph`, which takes the same arguments. Nothing else
+changes: the graphs and the expected results are ewoksppf's own.
 """
 
 from __future__ import annotations
@@ -17,28 +18,17 @@ from typing import Any
 import ewoksppf
 import ewoksppf.bindings
 
-# ewoksppf's options that configure pypushflow itself (signals, its database,
-# importing before start) or that aioflow does not support yet.
-_PPF_ONLY = ("pre_import", "stop_on_signals", "forced_interruption", "stop_signals", "db_options")
-_UNSUPPORTED = ("varinfo", "execinfo", "task_options")
+import aioflow.ewoks
 
 
 def execute_graph(graph: Any, **kwargs: Any) -> dict[Any, Any]:
-    """Run ``graph`` on aioflow with ewoksppf's keyword arguments."""
-    import aioflow
-
-    for name in _PPF_ONLY + _UNSUPPORTED:
-        kwargs.pop(name, None)
-    # ewoksppf's conftest sets the actors' SLEEP_TIME to 0 in this process only:
+    """`aioflow.ewoks.execute_graph`, on the thread pool unless the test asks for another."""
+    # ewoksppf's conftest sets its actors' SLEEP_TIME to 0 in this process only:
     # workers started by spawn would import them again with a 1 s sleep per task.
-    # ewoksppf's own tests that need shared state ask for the thread pool too.
+    # ewoksppf's own tests that share state with the test ask for threads too.
     if kwargs.get("pool_type") is None:
         kwargs["pool_type"] = "thread"
-    if kwargs.get("merge_outputs") is None:
-        kwargs["merge_outputs"] = True
-    if kwargs.get("raise_on_error") is None:
-        kwargs["raise_on_error"] = True
-    return aioflow.execute_graph(graph, **kwargs)
+    return aioflow.ewoks.execute_graph(graph, **kwargs)
 
 
 ewoksppf.execute_graph = execute_graph

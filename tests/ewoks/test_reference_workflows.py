@@ -1,11 +1,12 @@
 """ewoksppf's own test workflows, run on aioflow.
 
 The installed ``ewoksppf.tests`` suite runs in a subprocess, with the plugin
-``ppf_shim`` (next to this file) redirecting its engine calls to aioflow. The
-graphs and the expected results are ewoksppf's, unchanged. The set of reference
-tests that fail must be exactly `EXPECTED_DIFFERENCES`: a new failure fails this
-test, and so does a listed test that starts to pass (then remove it from the
-list, and from ``docs/ewoks-compat.md``).
+``ppf_shim`` (next to this file) sending its engine calls to
+`aioflow.ewoks.execute_graph`. The graphs and the expected results are
+ewoksppf's, unchanged. The reference tests that fail must be exactly those of
+`EXPECTED_DIFFERENCES` and `KNOWN_GAPS`: a new failure fails this test, and so
+does a listed test that starts to pass (then remove it from the list, and from
+``docs/ewoks-compat.md``).
 
 The whole suite is run (about 60 tests, a few seconds): ewoksppf does not
 parametrize its tests by pool type, and the shim runs every test on the thread
@@ -33,31 +34,23 @@ EXPECTED_DIFFERENCES: dict[str, str] = {
         "'WorkflowExceptionInstance' as the result; aioflow returns the merged end-node outputs (a failed "
         "node gives {}) and reports the failure in Results.errors"
     ),
+    **{
+        f"test_examples.py::test_execute_graph[{scheme}-triangle1]": (
+            "every node of this loop is an end node; ewoksppf returns the outputs of the last one to finish "
+            "(task2, result 10), aioflow merges the last outputs of all three in a stable order, so task3's "
+            "(result 9) come last"
+        )
+        for scheme in ("None", "json")
+    },
 }
 
-# Tests not yet runnable on aioflow because they need `class` tasks (ewokscore Task
-# subclasses), which aioflow.execute_graph refuses; they will run through
-# aioflow.ewoks.execute_graph.
-NEEDS_CLASS_TASKS: dict[str, str] = {
-    **{
-        f"test_examples.py::test_execute_graph[{scheme}-{name}]": "class tasks"
-        for scheme in ("None", "json")
-        for name in ("acyclic1", "acyclic2", "acyclic3", "cyclic1", "demo", "triangle1")
-    },
-    "test_ppf_end.py::test_ppf_end": "class tasks",
-    **{
-        f"test_ppf_workflow25.py::test_ppf_workflow25[{order}]": "class tasks"
-        for order in (
-            "required-optional-retained",
-            "required-retained-optional",
-            "optional-required-retained",
-            "optional-retained-required",
-            "retained-required-optional",
-            "retained-optional-required",
-        )
-    },
-    "test_workflow_events.py::test_succesfull_workfow": "class tasks",
-    "test_workflow_events.py::test_failed_workfow": "class tasks",
+# Reference tests aioflow does not pass yet, with the reason: gaps, not decisions.
+KNOWN_GAPS: dict[str, str] = {
+    f"test_examples.py::test_execute_graph[json-{name}]": (
+        "varinfo: outputs are saved, but not under the hashes ewokscore computes (from the upstream outputs' "
+        "hashes), so ewokscore's helper, which rebuilds each task, finds none of them done"
+    )
+    for name in ("acyclic1", "acyclic2", "acyclic3", "demo")
 }
 
 # ewoksppf skips these itself (they are skipped under ewoksppf too).
@@ -69,7 +62,7 @@ UPSTREAM_SKIPS = {
 }
 
 # Fewer passing tests than this means the suite was not collected as it should be.
-MIN_PASSED = 35
+MIN_PASSED = 50
 
 # Only a hang reaches these (the suite takes a few seconds).
 PER_TEST_TIMEOUT = 60
@@ -125,7 +118,7 @@ def test_reference_workflows_give_the_reference_results(tmp_path: Path) -> None:
     failed = {t for t, o in outcomes.items() if o == "failed"}
     skipped = {t for t, o in outcomes.items() if o == "skipped"}
     passed = {t for t, o in outcomes.items() if o == "passed"}
-    expected_failures = set(EXPECTED_DIFFERENCES) | set(NEEDS_CLASS_TASKS)
+    expected_failures = set(EXPECTED_DIFFERENCES) | set(KNOWN_GAPS)
     unexpected = sorted(failed - expected_failures)
     now_passing = sorted(expected_failures - failed)
     assert not unexpected, f"reference tests that fail on aioflow: {unexpected}\n{output}"
