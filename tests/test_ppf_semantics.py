@@ -287,6 +287,26 @@ def test_end_nodes_of_an_all_loop_graph_are_those_with_an_uncovered_condition() 
     assert load_graph(ppf_end_graph()).end_nodes == ("task3",)
 
 
+def test_end_nodes_of_a_loop_merge_in_a_stable_order_not_by_finish_time() -> None:
+    """Every end node's last outputs are merged in graph order; ewoksppf keeps the last to finish (triangle1).
+
+    The loop ends at ``t2`` (value 5), but ``t3`` comes last in the order, so its last
+    outputs (value 3) are on top. This is one of aioflow's deliberate differences.
+    """
+    first = ppf("t1", "ppf_inc_until", value=0, limit=5)
+    first["task_identifier"] = "tasks.ppf_inc_until"
+    first["force_start_node"] = True
+    nodes = [first, ppf("t2"), ppf("t3")]
+    for n in nodes[1:]:
+        n["task_identifier"] = "tasks.ppf_inc_until"
+    small = [{"source_output": "small", "value": True}]
+    doc = graph(nodes, [all_data(s, t, conditions=small) for s, t in (("t1", "t2"), ("t2", "t3"), ("t3", "t1"))])
+    assert load_graph(doc).end_nodes == ("t1", "t2", "t3")
+    results = run(doc)
+    assert results.executions == {"t1": 2, "t2": 2, "t3": 1}
+    assert results == ppfdict(value=3, limit=5, small=True)
+
+
 # ---------------------------------------------------------------------------- loops and requiredness
 
 
