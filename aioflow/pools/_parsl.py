@@ -1,0 +1,405 @@
+"""The ``parsl`` pool: tasks run on the workers of a Parsl DataFlowKernel (``pip install 'aioflow[parsl]'``).
+
+aioflow does not build a cluster: Parsl does, from a ``Config`` (a provider
+for the batch system, a launcher, an executor), and aioflow sends its calls
+to that DataFlowKernel (DFK). The scheduler keeps its own dependency
+tracking: Parsl sees independent calls, one per node firing, never a future
+as an argument.
+
+Data flow: ``submit(fn, *args, **kwargs)`` on the pool's `ParslExecutor`
+returns a plain `concurrent.futures.Future` at once. The call goes to
+``DataFlowKernel.submit`` as ``_invoke(fn, args, kwargs)``: packed this way,
+Parsl neither waits on futures found among the arguments nor reads keyword
+arguments it reserves (``inputs``, ``outputs``, ``stdout``, ``walltime``).
+Parsl's ``AppFuture`` resolves on one of Parsl's threads; a done-callback
+copies its outcome to the returned future. No thread waits per task.
+
+Why a future of our own rather than the ``AppFuture``: Parsl cannot cancel a
+task (``AppFuture.cancel`` raises ``NotImplementedError``), and asyncio
+cancels the executor's future when an awaiting task is cancelled. Ours can
+be cancelled; the Parsl task then runs to its end and its outcome is dropped.
+
+Who owns the DFK: with ``pool_options={"dfk": dfk}`` the caller does, and the
+pool never stops it. Otherwise the pool builds it (from
+``pool_options={"config": config}``, or from `default_config`), on first
+use, in a loader thread of its own: starting a DFK takes about a second
+(more with a batch provider), and that must not block the event loop. Calls
+submitted meanwhile wait in the executor and are sent in order once the DFK
+is up; if it cannot start, they fail with `aioflow.PoolError`. `ParslPool.close`
+waits for the calls in flight, then cleans the DFK up (which cancels its
+blocks: the workers stop) and removes the default config's temporary
+``run_dir``.
+
+Stopping: Parsl cannot stop a running task. `ParslPool.abort` cancels the
+pool's futures (their results are dropped) and leaves the DFK up; the tasks
+already on workers finish there, or stop when the pool closes and the DFK
+it owns is cleaned up.
+
+Lost workers: a worker that dies fails its task with Parsl's ``WorkerLost``
+(or ``ManagerLost`` when a whole node goes), which becomes
+`aioflow.WorkerLostError`. Parsl starts a new worker; the pool carries on.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import logging
+import math
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import threading
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .._errors import MissingExtraError, OptionError, PoolError, WorkerLostError
+from ._base import Pool, PoolOptions
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_PERIOD",
+    "DEFAULT_STRATEGY_PERIOD",
+    "LABEL",
+    "ParslExecutor",
+    "ParslPool",
+    "default_config",
+]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("aioflow.pools")
+
+#: The label of the executor in `default_config`.
+LABEL = "aioflow_htex"
+
+#: Seconds between two rounds of Parsl's block strategy in `default_config`.
+#: Parsl starts the first block on its first round (5 s after start with
+#: Parsl's default); a local block is cheap to poll (a ``kill -0`` per block),
+#: so a short period gets the workers going at once.
+DEFAULT_STRATEGY_PERIOD = 0.2
+
+#: Seconds between the heartbeats of `default_config`'s workers. Parsl's
+#: manager looks for dead workers once per heartbeat period (30 s by
+#: default): a shorter one reports a lost worker within seconds, for one
+#: small message per period on loopback.
+DEFAULT_HEARTBEAT_PERIOD = 2
+
+_OPTIONS = ("config", "dfk", "executors")
+
+# Parsl's exceptions for a lost worker (a process) and a lost manager (a node, or its whole block).
+_LOST = ("WorkerLost", "ManagerLost")
+
+
+def _invoke(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    """Run in a Parsl worker: the call, unpacked."""
+    return fn(*args, **kwargs)
+
+
+def default_config(max_workers: int, run_dir: str) -> Any:
+    """The Parsl ``Config`` the ``parsl`` pool uses without ``config`` or ``dfk``: one machine, loopback only.
+
+    A HighThroughputExecutor with one block of ``max_workers`` worker
+    processes on this machine (LocalProvider), listening on 127.0.0.1. Its
+    workers get this process's ``sys.path`` (as ``PYTHONPATH``), as spawned
+    process workers do, so task modules import by the same names.
+
+    Args:
+        max_workers: worker processes in the block.
+        run_dir: where Parsl writes its run directory (scripts, worker logs).
+    """
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+    from parsl.providers import LocalProvider
+
+    path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+    provider = LocalProvider(  # type: ignore[no-untyped-call]  # parsl leaves it unannotated
+        init_blocks=1,
+        min_blocks=1,
+        max_blocks=1,
+        worker_init=f"export PYTHONPATH={shlex.quote(path)}",
+    )
+    executor = HighThroughputExecutor(
+        label=LABEL,
+        address="127.0.0.1",
+        loopback_address="127.0.0.1",
+        max_workers_per_node=max_workers,
+        cores_per_worker=1,
+        heartbeat_period=DEFAULT_HEARTBEAT_PERIOD,
+        provider=provider,
+    )
+    # strategy "none": the one block starts and stays; nothing scales in or out.
+    # initialize_logging=False: no DEBUG log file written for every task.
+    return Config(
+        executors=[executor],
+        run_dir=run_dir,
+        strategy="none",
+        strategy_period=DEFAULT_STRATEGY_PERIOD,
+        initialize_logging=False,
+    )
+
+
+class _Kernel:
+    """The DFK the pool's calls go to: the caller's, or one the pool loads (in a thread) and cleans up."""
+
+    def __init__(self, dfk: Any = None, config: Any = None, max_workers: int = 1) -> None:
+        self._lock = threading.Lock()
+        self._dfk = dfk
+        self._owned = dfk is None
+        self._config = config
+        self._max_workers = max_workers
+        self._error: BaseException | None = None
+        self._waiting: list[Callable[[Any, BaseException | None], None]] = []
+        self._thread: threading.Thread | None = None
+        self._run_dir: str | None = None
+        self._closed = False
+
+    def when_ready(self, callback: Callable[[Any, BaseException | None], None]) -> None:
+        """Call ``callback(dfk, error)`` once the DFK is up (now, if it is), starting it if needed."""
+        with self._lock:
+            if self._closed:
+                msg = "the 'parsl' pool is closed; open a new one with aioflow.open_pool()"
+                raise PoolError(msg)
+            if self._dfk is None and self._error is None:
+                self._waiting.append(callback)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._load, name="aioflow-parsl-load", daemon=True)
+                    self._thread.start()
+                return
+            dfk, error = self._dfk, self._error
+        callback(dfk, error)
+
+    def _load(self) -> None:
+        dfk: Any = None
+        error: BaseException | None = None
+        try:
+            from parsl.dataflow.dflow import DataFlowKernel
+
+            config = self._config
+            if config is None:
+                self._run_dir = tempfile.mkdtemp(prefix="aioflow-parsl-")
+                config = default_config(self._max_workers, self._run_dir)
+            # A DFK of our own, not parsl.load(): the process-wide one stays
+            # free for the caller's own Parsl apps.
+            dfk = DataFlowKernel(config)
+        except Exception as exc:
+            error = PoolError(f"the 'parsl' pool could not start Parsl: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+        with self._lock:
+            self._dfk, self._error = dfk, error
+            waiting, self._waiting = self._waiting, []
+        for callback in waiting:
+            callback(dfk, error)
+
+    def close(self) -> None:
+        """Clean up the DFK the pool loaded (its workers stop) and its run_dir. Blocking."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        with self._lock:
+            dfk, self._dfk = self._dfk, None
+        try:
+            if dfk is not None and self._owned:
+                dfk.cleanup()
+        finally:
+            if self._run_dir is not None:
+                shutil.rmtree(self._run_dir, ignore_errors=True)
+
+
+class ParslExecutor(concurrent.futures.Executor):
+    """A `concurrent.futures.Executor` over a Parsl DFK: each ``submit`` is one Parsl task.
+
+    Shutting it down does not stop the DFK (the pool does, when it owns it).
+    """
+
+    def __init__(self, kernel: _Kernel, executors: str | list[str] = "all") -> None:
+        self._kernel = kernel
+        self._executors = executors
+        self._lock = threading.Lock()
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+        self._shutdown = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            if self._shutdown:
+                msg = "cannot schedule new futures after shutdown"
+                raise RuntimeError(msg)
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+
+        def launch(dfk: Any, error: BaseException | None) -> None:
+            if future.done():  # cancelled while the DFK was starting
+                return
+            if error is not None:
+                _settle(future, error=error)
+                return
+            try:
+                app_future = dfk.submit(
+                    _invoke,
+                    app_args=(fn, args, kwargs),
+                    executors=self._executors,
+                    cache=False,
+                    ignore_for_cache=None,
+                    app_kwargs={},
+                )
+            except Exception as exc:
+                _settle(future, error=exc)
+                return
+            app_future.add_done_callback(lambda done: _copy(done, future))
+
+        self._kernel.when_ready(launch)
+        return future
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def cancel_all(self) -> int:
+        """Cancel every future not resolved yet (their Parsl tasks run on; the outcome is dropped)."""
+        with self._lock:
+            pending = list(self._pending)
+        return sum(future.cancel() for future in pending)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+        if cancel_futures:
+            self.cancel_all()
+        if wait:
+            with self._lock:
+                pending = list(self._pending)
+            concurrent.futures.wait(pending)
+
+
+def _settle(future: concurrent.futures.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled meanwhile: nobody waits for the outcome
+
+
+def _copy(source: concurrent.futures.Future[Any], target: concurrent.futures.Future[Any]) -> None:
+    error = source.exception()
+    if error is not None:
+        _settle(target, error=error)
+    else:
+        _settle(target, result=source.result())
+
+
+def _worker_count(config: Any) -> int | None:
+    """How many tasks a Parsl ``Config`` runs at once, when its executors say (HTEX, threads)."""
+    total = 0
+    for executor in getattr(config, "executors", ()):
+        per_node: Any = getattr(executor, "max_workers_per_node", None) or getattr(executor, "max_threads", None)
+        provider = getattr(executor, "provider", None)
+        blocks = getattr(provider, "max_blocks", 1) if provider is not None else 1
+        nodes = getattr(provider, "nodes_per_block", 1) if provider is not None else 1
+        try:
+            count = float(per_node) * float(blocks) * float(nodes)
+        except (TypeError, ValueError):
+            return None
+        if not math.isfinite(count) or count < 1:
+            return None
+        total += int(count)
+    return total or None
+
+
+class ParslPool(Pool):
+    """Tasks run on Parsl's workers: a local HighThroughputExecutor by default, any Parsl ``Config`` or DFK.
+
+    ``pool_options``:
+        config: a ``parsl.config.Config``; the pool starts a DFK from it on
+            first use and cleans it up when it closes. One config serves one
+            pool (Parsl's executors inside it start once).
+        dfk: a loaded ``DataFlowKernel`` (``parsl.load(config)``); the pool
+            sends calls to it and leaves it running.
+        executors: the labels of the Parsl executors to use (default ``"all"``).
+
+    Without ``config`` or ``dfk``: `default_config` with ``max_workers``
+    workers, its ``run_dir`` in a temporary directory removed at close.
+    ``max_workers`` otherwise only sets how many calls the scheduler keeps
+    in flight (default: the workers the config declares, else one per CPU).
+    ``scaling_workers`` and ``idle_timeout`` do not apply: Parsl's strategy
+    scales the blocks.
+    """
+
+    name = "parsl"
+
+    def __init__(self, options: PoolOptions) -> None:
+        super().__init__(options)
+        extra = options.extra
+        self._kernel = _Kernel(dfk=extra.get("dfk"), config=extra.get("config"), max_workers=self.capacity)
+
+    def _validate(self, options: PoolOptions) -> None:
+        if importlib.util.find_spec("parsl") is None:
+            raise MissingExtraError("the 'parsl' pool", "parsl", "parsl")
+        if options.context is not None:
+            raise OptionError("context", "None for the 'parsl' pool (Parsl starts its workers)", options.context)
+        extra = options.extra
+        unknown = set(extra) - set(_OPTIONS)
+        if unknown:
+            raise OptionError("pool_options", f"a dict with keys among {', '.join(_OPTIONS)}", extra)
+        if extra.get("config") is not None and extra.get("dfk") is not None:
+            raise OptionError("pool_options", "a dict with 'config' or 'dfk', not both", extra)
+        # The objects come from parsl, so it is imported already when they are right.
+        config, dfk = extra.get("config"), extra.get("dfk")
+        config_module, dflow_module = sys.modules.get("parsl.config"), sys.modules.get("parsl.dataflow.dflow")
+        if config is not None and (config_module is None or not isinstance(config, config_module.Config)):
+            raise OptionError("pool_options['config']", "a parsl.config.Config", config)
+        if dfk is not None and (dflow_module is None or not isinstance(dfk, dflow_module.DataFlowKernel)):
+            raise OptionError("pool_options['dfk']", "a parsl DataFlowKernel (parsl.load(config))", dfk)
+        executors = extra.get("executors", "all")
+        if executors != "all" and not (isinstance(executors, list) and all(isinstance(e, str) for e in executors)):
+            raise OptionError("pool_options['executors']", "'all' or a list of executor labels", executors)
+
+    def _default_max_workers(self) -> int:
+        extra = self.options.extra
+        config = extra.get("config")
+        if config is None and extra.get("dfk") is not None:
+            config = extra["dfk"].config
+        counted = _worker_count(config) if config is not None else None
+        return counted or os.cpu_count() or 1
+
+    def _create_executor(self) -> concurrent.futures.Executor:
+        return ParslExecutor(self._kernel, self.options.extra.get("executors", "all"))
+
+    def translate(
+        self, error: BaseException, executor: concurrent.futures.Executor, where: str, **fields: Any
+    ) -> BaseException:
+        if type(error).__name__ in _LOST and type(error).__module__.startswith("parsl."):
+            lost = WorkerLostError(f"{where} lost its Parsl worker ({error})", **fields)
+            lost.__cause__ = error
+            return lost
+        return super().translate(error, executor, where, **fields)
+
+    def _abort_running(self, executor: concurrent.futures.Executor) -> None:
+        assert isinstance(executor, ParslExecutor)
+        executor.shutdown(wait=False)
+        if executor.cancel_all():
+            logger.warning(
+                "Parsl cannot stop running tasks: the stopped calls finish on their workers and their results "
+                "are dropped (closing a pool that loaded its own Parsl DFK stops its workers)"
+            )
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._kernel.close()
+
+    async def aclose(self) -> None:
+        from ._base import run_in_own_thread
+
+        try:
+            await super().aclose()
+        finally:
+            await run_in_own_thread(self._kernel.close)

@@ -1,0 +1,277 @@
+"""The ``parsl`` pool on a real local HighThroughputExecutor: graphs, Executor, parallel maps, ownership and cleanup."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+import aioflow
+import aioflow.parallel as par
+from aioflow import NodeError, OptionError, WorkerLostError
+
+from .parsl_fixtures import assert_no_parsl_processes, make_config, parsl_dfk, parsl_processes, parsl_run_dir
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["parsl_dfk", "parsl_run_dir"]  # module-scoped fixtures, used by name
+
+import tasks
+from graphs import COUNTING_LOOP, method_node, return_value_link
+
+CRASH = "cli_tasks.die"
+
+
+def on(dfk: Any, **options: Any) -> dict[str, Any]:
+    """execute_graph options for the shared DFK."""
+    return {"pool_type": "parsl", "pool_options": {"dfk": dfk}, **options}
+
+
+def chain(n: int) -> dict[str, Any]:
+    nodes = [method_node(0, "tasks.inc", x=0), *(method_node(i, "tasks.inc") for i in range(1, n))]
+    return {"graph": {"id": "chain"}, "nodes": nodes, "links": [return_value_link(i, i + 1, "x") for i in range(n - 1)]}
+
+
+def fan(n: int) -> dict[str, Any]:
+    nodes = [method_node("start", "tasks.inc", x=0), *(method_node(i, "tasks.pid") for i in range(n))]
+    links = [{"source": "start", "target": i} for i in range(n)]
+    return {"graph": {"id": "fan"}, "nodes": nodes, "links": links}
+
+
+def route(d: int) -> dict[str, Any]:
+    def ppf(node_id: str, identifier: str, **inputs: Any) -> dict[str, Any]:
+        return {**method_node(node_id, identifier, **inputs), "task_type": "ppfmethod"}
+
+    return {
+        "graph": {"id": "route"},
+        "nodes": [ppf("route", "tasks.ppf_route", d=d), ppf("small", "tasks.ppf_add", a=100)],
+        "links": [
+            {
+                "source": "route",
+                "target": "small",
+                "map_all_data": True,
+                "conditions": [{"source_output": "d", "value": 7}],
+            }
+        ],
+    }
+
+
+# --------------------------------------------------------------------------- graphs on a user's DFK
+
+
+def test_chain_runs_on_parsl_workers(parsl_dfk: Any) -> None:
+    """A chain of 20 dependent nodes passes each result to the next through Parsl's workers."""
+    assert aioflow.execute_graph(chain(20), **on(parsl_dfk)) == {"return_value": 20}
+
+
+def test_fan_runs_every_branch_in_worker_processes(parsl_dfk: Any) -> None:
+    """Every branch of a fan-out runs in a Parsl worker process, not in the test process."""
+    results = aioflow.execute_graph(fan(8), **on(parsl_dfk), outputs=[{"all": True}], merge_outputs=False)
+    pids = {results[i]["return_value"] for i in range(8)}
+    assert os.getpid() not in pids
+    assert 1 <= len(pids) <= 2  # the DFK's two workers
+
+
+def test_condition_routes_on_parsl(parsl_dfk: Any) -> None:
+    """A conditional link fires only when the upstream output matches."""
+    taken = aioflow.execute_graph(route(7), **on(parsl_dfk))
+    assert taken == {"_ppfdict": {"a": 100, "d": 7}}
+    assert taken.executions == {"route": 1, "small": 1}
+    skipped = aioflow.execute_graph(route(8), **on(parsl_dfk))
+    assert skipped.executions == {"route": 1}
+
+
+async def test_loop_until_condition_on_parsl(parsl_dfk: Any) -> None:
+    """A loop closed by a conditional link runs on Parsl until the condition stops holding."""
+    results = await aioflow.execute_graph_async(COUNTING_LOOP, **on(parsl_dfk))
+    assert results == {"_ppfdict": {"value": 4, "limit": 4, "small": False}}
+    assert results.executions == {"start": 1, "again": 3, "end": 1}
+
+
+def test_on_error_link_handles_a_remote_failure(parsl_dfk: Any) -> None:
+    """An exception raised on a Parsl worker reaches the on_error handler as the original exception."""
+    graph = {
+        "nodes": [method_node("a", "tasks.inc", x=0), method_node("b", "tasks.fail"), method_node("h", "tasks.echo")],
+        "links": [
+            return_value_link("a", "b", "x"),
+            {"source": "b", "target": "h", "on_error": True, "map_all_data": True},
+        ],
+    }
+    kwargs = aioflow.execute_graph(graph, **on(parsl_dfk))["return_value"]["kwargs"]
+    assert isinstance(kwargs["WorkflowExceptionInstance"], ValueError)
+    assert "failed on purpose" in kwargs["WorkflowException"]["errorMessage"]
+
+
+def test_failed_node_raises_node_error_with_the_remote_cause(parsl_dfk: Any) -> None:
+    """A task that raises on a worker fails its node with NodeError, the worker's exception as cause."""
+    graph = {"graph": {"id": "g"}, "nodes": [method_node("a", "tasks.fail")]}
+    with pytest.raises(NodeError) as info:
+        aioflow.execute_graph(graph, **on(parsl_dfk))
+    assert info.value.node_id == "a"
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_dead_worker_is_worker_lost_error_and_the_pool_carries_on(parsl_dfk: Any) -> None:
+    """A worker process that dies fails its node with WorkerLostError; the next execution runs normally."""
+    graph = {"graph": {"id": "g"}, "nodes": [method_node("boom", CRASH)]}
+    with pytest.raises(NodeError, match=r"node 'boom' lost its Parsl worker") as info:
+        aioflow.execute_graph(graph, **on(parsl_dfk))
+    lost = info.value.error
+    assert isinstance(lost, WorkerLostError)
+    assert type(lost.__cause__).__name__ == "WorkerLost"
+    assert aioflow.execute_graph(chain(3), **on(parsl_dfk)) == {"return_value": 3}
+
+
+def test_a_users_dfk_keeps_running_after_the_pool_closes(parsl_dfk: Any) -> None:
+    """Closing a pool opened on the caller's DFK leaves that DFK usable."""
+    with aioflow.open_pool("parsl", pool_options={"dfk": parsl_dfk}) as pool:
+        assert aioflow.execute_graph(chain(2), pool=pool) == {"return_value": 2}
+    import parsl
+
+    assert parsl.python_app(tasks.inc, data_flow_kernel=parsl_dfk)(41).result(timeout=60) == 42
+
+
+# --------------------------------------------------------------------------- Executor and parallel
+
+
+def test_executor_submit_chains_and_maps_on_parsl(parsl_dfk: Any) -> None:
+    """aioflow.Executor on Parsl: a future as an argument waits for its result; map keeps input order."""
+    with aioflow.Executor(pool_type="parsl", pool_options={"dfk": parsl_dfk}) as executor:
+        first = executor.submit(tasks.inc, 1)
+        second = executor.submit(tasks.add, first, 10)
+        assert second.result(timeout=60) == 12
+        assert list(executor.map(tasks.inc, range(20))) == list(range(1, 21))
+
+
+def test_executor_reports_a_lost_worker(parsl_dfk: Any) -> None:
+    """A task whose worker dies fails its future with WorkerLostError."""
+    import cli_tasks
+
+    with (
+        aioflow.Executor(pool_type="parsl", pool_options={"dfk": parsl_dfk}) as executor,
+        pytest.raises(WorkerLostError),
+    ):
+        executor.submit(cli_tasks.die).result(timeout=120)
+
+
+def test_parallel_map_on_the_parsl_pool(parsl_dfk: Any) -> None:
+    """aioflow.parallel maps on the parsl pool, results in input order (and in completion order)."""
+    import nb_tasks
+
+    backend = par.PoolBackend("parsl", pool_options={"dfk": parsl_dfk})
+    try:
+        par.set_parallel_backend(backend)
+        results = par.map(nb_tasks.square, range(30), max_workers=2, chunksize=3)
+        completed = sorted(par.as_completed(nb_tasks.square, range(10), max_workers=2))
+    finally:
+        par.set_parallel_backend(None)
+        backend.shutdown()
+    assert results == [x * x for x in range(30)]
+    assert completed == [x * x for x in range(10)]
+
+
+def test_parallel_backend_by_name_is_the_parsl_pool() -> None:
+    """set_parallel_backend('parsl') selects the parsl pool (nothing starts before a map)."""
+    par.set_parallel_backend("parsl")
+    try:
+        backend = par.get_parallel_backend()
+        assert isinstance(backend, par.PoolBackend)
+        assert backend.name == "parsl"
+    finally:
+        par.set_parallel_backend(None)
+
+
+# --------------------------------------------------------------------------- DFKs the pool owns
+
+
+def test_config_dfk_is_cleaned_up_at_close(tmp_path: Path) -> None:
+    """With a Config, the pool loads its own DFK on first use and cleans it up at close: no process remains."""
+    with aioflow.open_pool("parsl", pool_options={"config": make_config(tmp_path, workers=1)}) as pool:
+        assert aioflow.execute_graph(chain(3), pool=pool) == {"return_value": 3}
+        with aioflow.Executor(pool=pool) as executor:
+            assert executor.submit(tasks.add, 1, 2).result(timeout=60) == 3
+        assert parsl_processes(tmp_path)  # the worker block runs while the pool is open
+    assert_no_parsl_processes(tmp_path)
+
+
+def test_default_config_starts_and_removes_everything() -> None:
+    """Without config or dfk: a local HTEX with max_workers workers, its run_dir removed and workers gone at close."""
+    import aioflow.pools._parsl as parsl_pool
+
+    pool = aioflow.open_pool("parsl", max_workers=1)
+    try:
+        assert aioflow.execute_graph(chain(3), pool=pool) == {"return_value": 3}
+        run_dir = pool._kernel._run_dir  # type: ignore[attr-defined]
+        assert run_dir is not None
+        assert os.path.isdir(run_dir)
+        assert parsl_processes(run_dir)
+    finally:
+        pool.close()
+    assert not os.path.exists(run_dir)
+    assert_no_parsl_processes(run_dir)
+    assert parsl_pool.LABEL == "aioflow_htex"
+
+
+def test_a_config_that_cannot_start_fails_with_pool_error(tmp_path: Path) -> None:
+    """A Parsl config that cannot start fails the first node with PoolError naming Parsl's error, instead of hanging."""
+    from parsl.config import Config
+    from parsl.executors.threads import ThreadPoolExecutor
+
+    # A run_dir that is a file: Parsl cannot create its run directory there.
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    bad = Config(executors=[ThreadPoolExecutor(label="threads")], run_dir=str(blocker), initialize_logging=False)
+    with pytest.raises(NodeError, match=r"could not start Parsl: NotADirectoryError") as info:
+        aioflow.execute_graph(chain(2), pool_type="parsl", pool_options={"config": bad})
+    assert isinstance(info.value.error, aioflow.PoolError)
+
+
+# --------------------------------------------------------------------------- options and imports
+
+
+@pytest.mark.parametrize(
+    ("pool_options", "match"),
+    [
+        ({"config": object()}, r"pool_options\['config'\]. must be a parsl.config.Config"),
+        ({"dfk": "dfk"}, r"pool_options\['dfk'\]. must be a parsl DataFlowKernel"),
+        ({"executors": "htex"}, r"'all' or a list of executor labels"),
+        ({"workers": 2}, r"keys among config, dfk, executors"),
+    ],
+)
+def test_invalid_pool_options_fail_before_anything_starts(pool_options: dict[str, Any], match: str) -> None:
+    """A wrong pool_options value is an OptionError naming the key, raised when the pool is opened."""
+    with pytest.raises(OptionError, match=match):
+        aioflow.open_pool("parsl", pool_options=pool_options)
+
+
+def test_config_and_dfk_together_are_refused(parsl_dfk: Any, tmp_path: Path) -> None:
+    """Passing both a Config and a DFK is an OptionError."""
+    with pytest.raises(OptionError, match=r"'config' or 'dfk', not both"):
+        aioflow.open_pool("parsl", pool_options={"config": make_config(tmp_path), "dfk": parsl_dfk})
+
+
+def test_start_method_is_refused() -> None:
+    """context= (a multiprocessing start method) does not apply to Parsl."""
+    with pytest.raises(OptionError, match=r"'context' must be None for the 'parsl' pool"):
+        aioflow.open_pool("parsl", context="spawn")
+
+
+def test_opening_the_pool_imports_no_parsl() -> None:
+    """import aioflow and opening (not using) the parsl pool do not import parsl."""
+    code = "import sys, aioflow; aioflow.open_pool('parsl').close(); assert 'parsl' not in sys.modules, 'imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_missing_parsl_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without parsl installed, opening the pool says which extra to install."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "parsl" else real(name, *a))
+    with pytest.raises(aioflow.MissingExtraError, match=r"pip install 'aioflow\[parsl\]'"):
+        aioflow.open_pool("parsl")
