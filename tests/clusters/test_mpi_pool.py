@@ -1,0 +1,141 @@
+"""The ``mpi`` pool under a real ``mpiexec -n 3`` (MPICH from PyPI), with spawned workers, and its refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+import aioflow
+
+SCRIPT = Path(__file__).with_name("mpi_pool_script.py")
+TESTS_DIR = SCRIPT.parent.parent
+
+INSTALL = (
+    "pip install -e '.[test]' (it brings MPICH's mpiexec), or install an MPI library and pip install 'aioflow[mpi]'"
+)
+
+# Generous: an MPI job of three processes starts in about a second; only a hang reaches it.
+TIMEOUT = 180
+
+# OpenMPI refuses to run as root unless told twice; CI containers run as root.
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def mpiexec(n: int) -> list[str]:
+    """The launcher of the MPI library mpi4py loads (this environment's own first, else PATH's), for ``n`` processes."""
+    own = Path(sys.executable).with_name("mpiexec")
+    found = str(own) if own.exists() else shutil.which("mpiexec")
+    if found is None:
+        pytest.fail(f"mpiexec is neither next to {sys.executable} nor on PATH: {INSTALL}")
+    version = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    # Open MPI needs --oversubscribe to start more processes than cores (the CI machine has 2).
+    open_mpi = "Open MPI" in version.stdout + version.stderr or "OpenRTE" in version.stdout + version.stderr
+    return [found, "-n", str(n), *(["--oversubscribe"] if open_mpi else [])]
+
+
+def session_processes(sid: int) -> list[psutil.Process]:
+    """Live processes of session ``sid`` (what a launched job left running)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def run(command: list[str]) -> dict[str, Any]:
+    """Run ``command`` in a session of its own; return its last JSON line. Nothing of the session may outlive it."""
+    env = {
+        **os.environ,
+        **MPI_ENV,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    deadline = time.monotonic() + 30
+    while (left := session_processes(proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for leftover in left:
+        leftover.kill()
+    assert not left, f"processes outlived the MPI job: {[p.pid for p in left]}"
+    assert proc.returncode == 0, out + err
+    report: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return report
+
+
+def check_work(report: dict[str, Any]) -> None:
+    assert report["chain"] == 10
+    assert report["failure"] == [0, "ValueError"]
+    assert report["chained"] == 12
+    assert report["map"] == [x * x for x in range(10)]
+    assert report["parallel"] == [x * x for x in range(20)]
+
+
+def test_graphs_executor_and_parallel_on_the_worker_ranks() -> None:
+    """mpiexec -n 3 python -m mpi4py.futures: rank 0 runs graphs, Executor and parallel maps on ranks 1 and 2."""
+    report = run([*mpiexec(3), sys.executable, "-m", "mpi4py.futures", str(SCRIPT), "ranks"])
+    assert (report["rank"], report["size"]) == (0, 3)
+    assert set(report["fan"]) <= {1, 2}
+    check_work(report)
+
+
+def test_spawned_workers_without_a_launcher() -> None:
+    """A plain python process: the pool spawns its two MPI workers, which run the tasks and end with the pool."""
+    report = run([sys.executable, str(SCRIPT), "spawn"])
+    assert (report["rank"], report["size"]) == (0, 1)
+    assert 1 <= len(report["fan"]) <= 2
+    assert report["pid"] not in report["fan"]
+    check_work(report)
+
+
+def test_every_rank_running_the_script_is_refused_with_the_launch_command() -> None:
+    """mpiexec -n 2 python script.py (no -m mpi4py.futures): PoolError naming the command to use, on every rank."""
+    report = run([*mpiexec(2), sys.executable, str(SCRIPT), "refused"])
+    assert report["refused"] == "PoolError"
+    assert "started without '-m mpi4py.futures'" in report["message"]
+    assert "mpiexec -n 2 python -m mpi4py.futures script.py" in report["message"]
+
+
+def test_a_job_without_worker_ranks_is_refused() -> None:
+    """mpiexec -n 1 python -m mpi4py.futures: no worker ranks, PoolError instead of a wait."""
+    report = run([*mpiexec(1), sys.executable, "-m", "mpi4py.futures", str(SCRIPT), "refused"])
+    assert report["refused"] == "PoolError"
+    assert "no worker ranks" in report["message"]
+
+
+def test_invalid_pool_options_are_refused_before_mpi_starts() -> None:
+    """An unknown pool option or a start method is an OptionError, and MPI is not initialised."""
+    with pytest.raises(aioflow.OptionError, match=r"keys among initializer"):
+        aioflow.open_pool("mpi", pool_options={"workers": 2})
+    with pytest.raises(aioflow.OptionError, match=r"'context' must be None for the 'mpi' pool"):
+        aioflow.open_pool("mpi", context="spawn")
+    assert "mpi4py.MPI" not in sys.modules or os.environ.get("PMI_RANK") is not None
+
+
+def test_missing_mpi4py_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without mpi4py installed, opening the pool says which extra to install."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mpi4py" else real(name, *a))
+    with pytest.raises(aioflow.MissingExtraError, match=r"pip install 'aioflow\[mpi\]'"):
+        aioflow.open_pool("mpi")
