@@ -107,6 +107,10 @@ def _run_reference_suite(tmp_path: Path) -> tuple[dict[str, str], str]:
         os.killpg(proc.pid, signal.SIGKILL)
         output, _ = proc.communicate()
         pytest.fail(f"ewoksppf's suite did not finish within {SUITE_TIMEOUT} s:\n{output}")
+    except BaseException:  # Ctrl-C, or pytest-timeout: leave nothing running behind
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
     if not junit.exists():
         pytest.fail(f"ewoksppf's suite did not run (exit code {proc.returncode}):\n{output}")
     return _outcomes(junit), output
