@@ -326,8 +326,16 @@ def test_blocked_cycle_exits_2_before_running(tmp_path: Path, capsys: pytest.Cap
     assert "can never run" in err
 
 
-def test_missing_extra_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A task type that needs the ewoks extra exits 2 and says what to install."""
+def test_missing_extra_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ewokscore installed, a task type that needs the ewoks extra exits 2 and says what to install."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ewokscore" else real_find_spec(name, *a)
+    )
     graph = {"graph": {"id": "classy"}, "nodes": [{"id": "c", "task_type": "class", "task_identifier": "pkg.Task"}]}
     code, _, err = run_main(capsys, "run", write_graph(tmp_path, graph), "--pool", "thread")
     assert code == 2
