@@ -69,7 +69,7 @@ _LAZY = {
     "execute_graph": ".scheduler",
     "execute_graph_async": ".scheduler",
 }
-_SUBPACKAGES = ("cli", "events", "graph", "parallel", "pools", "scheduler")
+_SUBPACKAGES = ("cli", "events", "ewoks", "graph", "parallel", "pools", "scheduler")
 
 __all__ = [
     "MISSING",
