@@ -1,0 +1,573 @@
+"""The ``dask`` pool: tasks run on a Dask ``distributed`` cluster that aioflow drives, never builds.
+
+aioflow's scheduler stays the driver (conditions, cycles, error links are
+decided in this process, exactly as on the other pools); the cluster only
+runs the calls. ``pool_options`` selects the cluster:
+
+- ``{"address": "tcp://host:8786"}``: a running ``dask scheduler``; aioflow
+  connects a client and disconnects on close, the cluster keeps running;
+- ``{"client": client}``: an existing `distributed.Client`, used as it is and
+  left open on close;
+- ``connect_timeout`` (seconds, default `CONNECT_TIMEOUT`) bounds the wait
+  for a scheduler to answer;
+- nothing: a ``LocalCluster`` on 127.0.0.1 with ``max_workers`` worker
+  processes of one thread each, started on first use and stopped on close;
+  ``{"local_cluster": {...}}`` adds keyword arguments for it.
+
+Actors and data flow. The client is an *asynchronous* one
+(``asynchronous=True``), bound to one event loop, its *home loop*:
+
+- by default the pool starts a home loop of its own in one thread
+  (``aioflow-dask``), so that the pool serves any caller: the scheduler's
+  loop, another loop of a later ``execute_graph``, `aioflow.Executor` and
+  ``aioflow.parallel`` from plain threads. A pool may outlive any one of
+  those loops; it never outlives its own;
+- with a client given by the user, the home loop is that client's loop
+  (distributed's own loop thread for a synchronous client);
+- after `DaskPool.scope_to_running_loop` (for a pool that is opened, used
+  and closed on one loop, as the pool `execute_graph_async` opens for
+  itself), the home loop is the caller's loop: no thread at all.
+
+``submit`` (from any thread) returns a `concurrent.futures.Future` at once
+and posts the call to the home loop (``call_soon_threadsafe``, or a plain
+``call_soon`` from the home loop itself). There, one small asyncio task per
+call waits for the connection, hands the call to ``client.submit`` (with
+``pure=False``: every call runs, even with equal arguments) and awaits
+``client.gather``; the outcome is copied to the returned future. No thread
+waits on a task: a thousand calls in flight are a thousand suspended
+coroutines on one loop.
+
+Failures. A task's exception comes back as itself, with the worker's
+traceback. A worker that dies while it runs a task ends that call with
+`distributed.KilledWorker` once the cluster's ``allowed-failures`` budget is
+spent, which the pool turns into `aioflow.WorkerLostError`. The
+``LocalCluster`` aioflow starts allows no retry (``allowed_failures=0``),
+like every other aioflow pool: the node fails at once and the graph's error
+links decide. A cluster run by someone else keeps its own policy (Dask's
+default reschedules a task three times on other workers first). The cluster
+cancelling a call that nobody here cancelled (the scheduler went away) is a
+lost worker too.
+
+Stopping. Cancelling a returned future, or aborting (timeout, Ctrl-C, a
+failed node), cancels the Dask futures (``client.cancel(force=True)``): calls
+not started never start. A call already running on a worker cannot be
+interrupted by Dask: it finishes there in the background and its result is
+dropped. Closing the pool waits for the submitted calls, then closes, in
+this order, the client (if aioflow opened it), the ``LocalCluster`` (if
+aioflow started it; its worker processes are stopped by their nannies) and
+the home loop thread (if the pool started it).
+
+Who owns what: the connection (client, cluster, home loop) belongs to the
+pool and lives until `DaskPool.close`; executors are light views over it, one
+after each abort, each with the calls it still owes (``_calls``, under its
+``_lock``). Everything that touches the client runs on the home loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .._errors import MissingExtraError, OptionError, PoolError
+from ._base import Pool, PoolOptions, run_in_own_thread
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+__all__ = ["CONNECT_TIMEOUT", "DaskPool", "DaskTaskLost"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger("aioflow.pools")
+
+#: Seconds to wait for the scheduler at ``address`` (or the ``LocalCluster``)
+#: to answer. Long enough for a scheduler on a busy login node, short enough
+#: that a wrong address is reported before the user gives up waiting.
+CONNECT_TIMEOUT = 30.0
+
+#: Seconds a close or an abort waits for the home loop to finish its part.
+#: Stopping a ``LocalCluster`` of a few workers takes one to three seconds;
+#: only a hung cluster reaches this.
+STOP_TIMEOUT = 60.0
+
+_KNOWN_OPTIONS = ("address", "client", "local_cluster", "connect_timeout")
+
+
+class DaskTaskLost(concurrent.futures.BrokenExecutor):
+    """A call's worker died (`distributed.KilledWorker`) or the cluster dropped the call.
+
+    The pool turns it into `aioflow.WorkerLostError`; its ``__cause__`` is
+    Dask's own exception.
+    """
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise MissingExtraError("pool 'dask'", "distributed", "dask") from exc
+    return distributed
+
+
+def _apply(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    """On a worker: ``fn(*args, **kwargs)`` (keyword arguments never clash with ``Client.submit``'s own)."""
+    return fn(*args, **kwargs)
+
+
+class _OwnedCall:
+    """``fn``, marked as a call of ``owner`` (`Pool.bind`); the executor unwraps it before sending."""
+
+    __slots__ = ("fn", "owner")
+
+    def __init__(self, owner: object, fn: Callable[..., Any]) -> None:
+        self.owner = owner
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- the connection
+
+
+class _HomeLoop:
+    """An event loop of the pool's own, running in one daemon thread until `stop`."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(started,), name="aioflow-dask", daemon=True)
+        self.thread.start()
+        started.wait()
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(started.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            self.loop.close()
+
+    def stop(self) -> None:
+        """Stop the loop and join its thread (call from another thread)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+
+
+class _Connection:
+    """The client (and the cluster aioflow started) on the home loop. Owned by one `DaskPool`."""
+
+    def __init__(self, pool_name: str, options: PoolOptions, workers: int, loop: asyncio.AbstractEventLoop | None):
+        self._pool_name = pool_name
+        extra = options.extra
+        self._address: str | None = extra.get("address")
+        self._given_client: Any = extra.get("client")
+        self._cluster_options: dict[str, Any] = dict(extra.get("local_cluster") or {})
+        self._workers = workers
+        self._timeout = float(extra.get("connect_timeout", CONNECT_TIMEOUT))
+        self._home: _HomeLoop | None = None
+        if self._given_client is not None:
+            loop = self._given_client.loop.asyncio_loop
+        elif loop is None:
+            self._home = _HomeLoop()
+            loop = self._home.loop
+        assert loop is not None
+        self.loop: asyncio.AbstractEventLoop = loop
+        self.client: Any = None
+        self.cluster: Any = None
+        self._ready: asyncio.Task[Any] | None = None  # touched on the home loop only
+        self.closed = False
+
+    # ------------------------------------------------------------ any thread
+
+    def in_home_thread(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
+
+    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` soon on the home loop.
+
+        Raises:
+            PoolError: the home loop is gone (the pool was closed, or the
+                user's client or loop was closed under it).
+        """
+        try:
+            if self.in_home_thread():
+                self.loop.call_soon(fn, *args)
+            else:
+                self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError as exc:  # the loop is closed
+            msg = f"the {self._pool_name!r} pool cannot reach its Dask client: its event loop is closed"
+            raise PoolError(msg) from exc
+
+    def run(self, make_coro: Callable[[], Coroutine[Any, Any, T]], timeout: float = STOP_TIMEOUT) -> T | None:
+        """Run a coroutine on the home loop and wait for it, from another thread.
+
+        From the home loop's own thread nothing can be waited for: the
+        coroutine is started and ``None`` returned.
+        """
+        if self.in_home_thread():
+            self.loop.create_task(make_coro())
+            return None
+        if self.loop.is_closed() or not self.loop.is_running():
+            return None
+        future = asyncio.run_coroutine_threadsafe(make_coro(), self.loop)
+        return future.result(timeout)
+
+    # ------------------------------------------------------------ home loop
+
+    async def get_client(self) -> Any:
+        """The connected client (connecting on first call)."""
+        if self._ready is None:
+            # One connection attempt, shared: a caller cancelled meanwhile does not stop it.
+            self._ready = self.loop.create_task(self._connect())
+        return await asyncio.shield(self._ready)
+
+    async def _connect(self) -> Any:
+        distributed = _import_distributed()
+        if self._given_client is not None:
+            self.client = self._given_client
+            return self.client
+        if self._address is not None:
+            where = f"the Dask scheduler at {self._address!r}"
+        else:
+            where = "a Dask LocalCluster on 127.0.0.1"
+            cluster_options = {
+                "n_workers": self._workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "host": "127.0.0.1",
+                # No dashboard (it needs bokeh, and nobody looks at it in a
+                # batch run); the scheduler's small HTTP server (health,
+                # metrics) still starts, on a free port rather than 8787,
+                # which another cluster on the machine may hold.
+                "dashboard_address": None,
+                "scheduler_kwargs": {
+                    "dashboard_address": "127.0.0.1:0",
+                    # aioflow's semantics: a worker that dies fails its node (no silent retry).
+                    "allowed_failures": 0,
+                },
+                **self._cluster_options,
+            }
+            self.cluster = await distributed.LocalCluster(asynchronous=True, **cluster_options)
+        try:
+            address = self._address if self.cluster is None else self.cluster
+            self.client = await asyncio.wait_for(
+                distributed.Client(address, asynchronous=True, timeout=self._timeout, set_as_default=False),
+                self._timeout + 5,
+            )
+        except BaseException as exc:
+            await self._close_cluster()
+            if isinstance(exc, (OSError, TimeoutError)):
+                msg = f"the {self._pool_name!r} pool could not connect to {where}: {exc}"
+                raise PoolError(msg) from exc
+            raise
+        return self.client
+
+    async def cancel(self, dask_futures: list[Any]) -> None:
+        if dask_futures and self.client is not None and self.client.status == "running":
+            try:
+                await self.client.cancel(dask_futures, force=True, asynchronous=True)
+            except Exception:  # the connection is going away: nothing left to cancel
+                logger.debug("cancelling Dask futures failed", exc_info=True)
+
+    async def aclose(self) -> None:
+        """Close what aioflow opened: the client, then the cluster."""
+        self.closed = True
+        if self._ready is not None and not self._ready.done():
+            await asyncio.wait([self._ready])  # a connection half made is closed, not leaked
+        client, self.client = self.client, None
+        if client is not None and client is not self._given_client:
+            await client.close()
+        await self._close_cluster()
+
+    async def _close_cluster(self) -> None:
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            await cluster.close()
+
+    def stop_home(self) -> None:
+        """Stop the pool's own loop thread (from another thread)."""
+        if self._home is not None:
+            self._home.stop()
+
+
+# --------------------------------------------------------------------------- the executor
+
+
+class _Call:
+    __slots__ = ("dask_future", "future", "owner")
+
+    def __init__(self, future: concurrent.futures.Future[Any], owner: object) -> None:
+        self.future = future
+        self.owner = owner
+        self.dask_future: Any = None
+
+
+class _DaskExecutor(concurrent.futures.Executor):
+    """A `concurrent.futures.Executor` whose calls run on the connection's Dask cluster."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._conn = connection
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._calls: dict[concurrent.futures.Future[Any], _Call] = {}
+        self._shutdown = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        owner = None
+        if isinstance(fn, _OwnedCall):
+            owner, fn = fn.owner, fn.fn
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        call = _Call(future, owner)
+        with self._lock:
+            if self._shutdown:
+                msg = "cannot schedule new futures after shutdown"
+                raise RuntimeError(msg)
+            self._calls[future] = call
+        try:
+            self._conn.post(self._start, call, fn, args, kwargs)
+        except BaseException:
+            self._forget(future)
+            raise
+        future.add_done_callback(self._on_cancel)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            calls = list(self._calls.values())
+        if cancel_futures:
+            for call in calls:
+                call.future.cancel()
+        if wait and not self._conn.in_home_thread():
+            with self._idle:
+                self._idle.wait_for(lambda: not self._calls)
+
+    # ------------------------------------------------------------ internals
+
+    def calls(self, owner: object | None = None) -> list[_Call]:
+        with self._lock:
+            return [c for c in self._calls.values() if owner is None or c.owner is owner]
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._idle:
+            self._calls.pop(future, None)
+            if not self._calls:
+                self._idle.notify_all()
+
+    def _on_cancel(self, future: concurrent.futures.Future[Any]) -> None:
+        if not future.cancelled():
+            return
+        with self._lock:
+            call = self._calls.get(future)
+        self._forget(future)
+        if call is not None and call.dask_future is not None:
+            try:
+                self._conn.post(self._cancel_dask, call)
+            except PoolError:
+                pass  # the connection is gone, and the call with it
+
+    def _cancel_dask(self, call: _Call) -> None:  # on the home loop
+        self._conn.loop.create_task(self._conn.cancel([call.dask_future]))
+
+    def _start(self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not call.future.cancelled():  # on the home loop
+            self._conn.loop.create_task(self._execute(call, fn, args, kwargs))
+
+    async def _execute(
+        self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        future = call.future
+        try:
+            client = await self._conn.get_client()
+            if future.cancelled():
+                return
+            if kwargs:
+                call.dask_future = client.submit(_apply, fn, args, kwargs, pure=False)
+            else:
+                call.dask_future = client.submit(fn, *args, pure=False)
+            del fn, args, kwargs  # the cluster holds them now
+            result = await client.gather(call.dask_future, asynchronous=True)
+        except Exception as exc:
+            _settle(future, error=self._describe(exc))
+        except BaseException as exc:  # cancelled: the home loop is closing
+            _settle(future, error=PoolError(f"the Dask call was abandoned: {type(exc).__name__}"))
+            raise
+        else:
+            _settle(future, result=result)
+        finally:
+            call.dask_future = None
+            self._forget(future)
+
+    def _describe(self, exc: Exception) -> BaseException:
+        distributed = _import_distributed()
+        if isinstance(exc, distributed.KilledWorker):
+            lost = DaskTaskLost(f"a Dask worker died while it ran the task: {exc}")
+        elif isinstance(exc, distributed.client.FutureCancelledError):
+            lost = DaskTaskLost(f"the Dask cluster dropped the task: {exc}")
+        else:
+            return exc
+        lost.__cause__ = exc
+        return lost
+
+
+def _settle(future: concurrent.futures.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    if future.done():
+        return  # cancelled meanwhile
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled from another thread meanwhile
+
+
+# --------------------------------------------------------------------------- the pool
+
+
+class DaskPool(Pool):
+    """Tasks run on a Dask ``distributed`` cluster: one at ``address``, a given ``client``, or a LocalCluster."""
+
+    name = "dask"
+
+    def __init__(self, options: PoolOptions) -> None:
+        super().__init__(options)
+        self._connection: _Connection | None = None
+        self._scoped_loop: asyncio.AbstractEventLoop | None = None
+
+    def _validate(self, options: PoolOptions) -> None:
+        extra = options.extra
+        unknown = set(extra) - set(_KNOWN_OPTIONS)
+        if unknown:
+            raise OptionError("pool_options", f"a dict with keys among {', '.join(_KNOWN_OPTIONS)}", extra)
+        if options.context is not None:
+            expected = "None for the 'dask' pool (Dask starts its own workers; start methods apply to process pools)"
+            raise OptionError("context", expected, options.context)
+        address, client, local = extra.get("address"), extra.get("client"), extra.get("local_cluster")
+        if address is not None and client is not None:
+            raise OptionError("pool_options", "a dict with 'address' or 'client', not both", extra)
+        if address is not None and not isinstance(address, str):
+            raise OptionError("pool_options['address']", "a scheduler address such as 'tcp://host:8786'", address)
+        if local is not None and (not isinstance(local, dict) or address is not None or client is not None):
+            expected = "a dict of LocalCluster keyword arguments, without 'address' or 'client'"
+            raise OptionError("pool_options['local_cluster']", expected, local)
+        timeout = extra.get("connect_timeout", CONNECT_TIMEOUT)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise OptionError("pool_options['connect_timeout']", "a number of seconds > 0", timeout)
+        distributed = _import_distributed()
+        if client is not None and not isinstance(client, distributed.Client):
+            raise OptionError("pool_options['client']", "a distributed.Client", client)
+
+    def _default_max_workers(self) -> int:
+        # The LocalCluster aioflow starts has one single-threaded worker
+        # process per core, like the process pool. For a cluster run by
+        # someone else, this only sizes how many calls the driver keeps in
+        # flight (Dask queues the surplus on its scheduler).
+        return os.cpu_count() or 1
+
+    def scope_to_running_loop(self) -> None:
+        """Keep the Dask client on the running event loop instead of a thread of the pool's own.
+
+        For a pool that is opened, used and closed (`aclose`) on this one loop
+        only, as the pool an `execute_graph_async` call opens for itself.
+        Waiting for the pool's calls from this loop's thread without
+        ``await`` (a synchronous ``execute_graph`` or ``Executor.submit(...).result()``
+        inside a coroutine) would then wait forever: use the default instead.
+
+        Raises:
+            RuntimeError: no event loop runs in this thread.
+            PoolError: the pool is already in use.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._connection is not None:
+                msg = f"the {self.name!r} pool is already connected; scope it to a loop before its first use"
+                raise PoolError(msg)
+            self._scoped_loop = loop
+
+    # ------------------------------------------------------------ the seam the scheduler uses
+
+    def _create_executor(self) -> concurrent.futures.Executor:
+        # Called under self._lock by Pool.executor: _connect takes it itself.
+        connection = self._connection
+        if connection is None or connection.closed:
+            connection = self._connection = _Connection(self.name, self.options, self.capacity, self._scoped_loop)
+        return _DaskExecutor(connection)
+
+    def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
+        return _OwnedCall(owner, fn)
+
+    def lost_worker(self, executor: concurrent.futures.Executor, error: BaseException) -> str | None:
+        # One worker died; the cluster and the other calls carry on: keep the executor.
+        return str(error) or None
+
+    def _abort_running(self, executor: concurrent.futures.Executor) -> None:
+        assert isinstance(executor, _DaskExecutor)
+        executor.shutdown(wait=False)
+        self._cancel(executor, executor.calls())
+
+    def _abort_owner(self, executor: concurrent.futures.Executor, owner: object) -> None:
+        assert isinstance(executor, _DaskExecutor)
+        self._cancel(executor, executor.calls(owner))
+
+    def _cancel(self, executor: _DaskExecutor, calls: list[_Call]) -> None:
+        dask_futures = [c.dask_future for c in calls if c.dask_future is not None]
+        for call in calls:
+            call.future.cancel()
+        if dask_futures:
+            executor._conn.run(lambda: executor._conn.cancel(dask_futures))
+
+    # ------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        connection = self._connection
+        if connection is not None and connection.in_home_thread():
+            msg = f"the {self.name!r} pool lives on this event loop: close it with 'await pool.aclose()'"
+            raise PoolError(msg)
+        super().close()
+        with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            connection.run(connection.aclose)
+        finally:
+            connection.stop_home()
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+            connection, self._connection = self._connection, None
+        if executor is not None:
+            if connection is not None and connection.in_home_thread():
+                await _wait_idle(executor)
+            else:
+                await run_in_own_thread(executor.shutdown, True)
+        if connection is None:
+            return
+        if connection.in_home_thread():
+            await connection.aclose()
+        else:
+            await run_in_own_thread(connection.run, connection.aclose)
+        await run_in_own_thread(connection.stop_home)
+
+
+async def _wait_idle(executor: concurrent.futures.Executor) -> None:
+    """On the home loop: wait until the executor's calls are settled, without blocking the loop."""
+    assert isinstance(executor, _DaskExecutor)
+    executor.shutdown(wait=False)
+    pending = [asyncio.wrap_future(call.future) for call in executor.calls()]
+    if pending:
+        await asyncio.wait(pending)
