@@ -64,6 +64,17 @@ PATCHED_ALTERNATIVES = (
 STARTUP_LIMIT = 60.0
 #: Pools that run tasks inside the patched process; the process-based ones are refused there.
 IN_PROCESS = ("gevent", "thread")
+
+# Pools that drive an existing cluster (tests/clusters): each needs its cluster
+# started, so the one-worker matrix covers the pools of one machine.
+CLUSTER_POOLS = ("dask", "parsl", "mpi")
+
+
+def local_pools() -> tuple[str, ...]:
+    """The pools of this installation that run on this machine alone."""
+    return tuple(p for p in aioflow.available_pools() if p not in CLUSTER_POOLS)
+
+
 #: Ways a patched cell calls the engine: ``aioflow.execute_graph``, or
 #: ``asyncio.run(aioflow.execute_graph_async(...))`` (for the in-process pools).
 APIS = ("sync", "async")
@@ -84,7 +95,7 @@ class Cell:
 
 def cells(pools: tuple[str, ...] | None = None) -> list[tuple[str, str | None, str]]:
     """Every (pool, context, kind) of the matrix for the pools of this installation."""
-    chosen = pools or tuple(p for p in aioflow.available_pools() if p != "gevent")
+    chosen = pools or tuple(p for p in local_pools() if p != "gevent")
     result: list[tuple[str, str | None, str]] = []
     for pool in chosen:
         for context in (None,) if pool in NO_CONTEXT else CONTEXTS:
@@ -113,7 +124,7 @@ def run_cell(pool: str, context: str | None, kind: str) -> Cell:
         # Judged on the task's own error, not the graph id (which names the pool):
         # it must say why, and name another pool to use instead.
         advice = str(exc.error)
-        others = [p for p in aioflow.available_pools() if p != pool]
+        others = [p for p in local_pools() if p != pool]
         clear = any(word in advice for word in EXPLAINS) and any(f"'{p}'" in advice for p in others)
         return Cell(pool, context, kind, "clear error" if clear else "unclear error", seconds, message)
     seconds = time.monotonic() - start
@@ -128,7 +139,7 @@ PatchedCell = tuple[str, "str | None", str, str]  # pool, context, kind, api
 def patched_cells() -> list[PatchedCell]:
     """Every (pool, context, kind, api) of the patched half for the pools of this installation."""
     result: list[PatchedCell] = []
-    for pool in aioflow.available_pools():
+    for pool in local_pools():
         if pool in IN_PROCESS:
             result.extend((pool, None, kind, api) for api in APIS for kind in KINDS)
         else:
