@@ -113,6 +113,10 @@ def _import_distributed() -> Any:
     return distributed
 
 
+def _ignore(future: Any) -> None:
+    """The callback of ``distributed.client.done_callback``, which is only awaited here."""
+
+
 def _apply(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
     """On a worker: ``fn(*args, **kwargs)`` (keyword arguments never clash with ``Client.submit``'s own)."""
     return fn(*args, **kwargs)
@@ -322,6 +326,9 @@ class _DaskExecutor(concurrent.futures.Executor):
         self._idle = threading.Condition(self._lock)
         self._calls: dict[concurrent.futures.Future[Any], _Call] = {}
         self._shutdown = False
+        # Home loop only: calls done on the cluster whose results are to be fetched.
+        self._to_gather: list[_Call] = []
+        self._gathering = False
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         owner = None
@@ -387,6 +394,7 @@ class _DaskExecutor(concurrent.futures.Executor):
     async def _execute(
         self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
+        """On the home loop: submit one call, wait until the cluster says it is done, queue it for gathering."""
         future = call.future
         try:
             client = await self._conn.get_client()
@@ -397,17 +405,58 @@ class _DaskExecutor(concurrent.futures.Executor):
             else:
                 call.dask_future = client.submit(fn, *args, pure=False)
             del fn, args, kwargs  # the cluster holds them now
-            result = await client.gather(call.dask_future, asynchronous=True)
+            # Waits for the future's state (a message the scheduler pushes), fetching nothing.
+            await _import_distributed().client.done_callback(call.dask_future, _ignore)
         except Exception as exc:
-            _settle(future, error=self._describe(exc))
+            self._done(call, error=self._describe(exc))
+            return
         except BaseException as exc:  # cancelled: the home loop is closing
-            _settle(future, error=PoolError(f"the Dask call was abandoned: {type(exc).__name__}"))
+            self._done(call, error=PoolError(f"the Dask call was abandoned: {type(exc).__name__}"))
             raise
-        else:
-            _settle(future, result=result)
+        self._to_gather.append(call)
+        if not self._gathering:
+            self._gathering = True
+            self._conn.loop.create_task(self._gather(client))
+
+    async def _gather(self, client: Any) -> None:
+        """On the home loop: fetch the results of finished calls, many in one request.
+
+        Results of calls that finished while a fetch was on its way are
+        fetched together by the next one: under load, one request per batch
+        rather than one per call.
+        """
+        try:
+            while self._to_gather:
+                batch, self._to_gather = self._to_gather, []
+                finished = [c for c in batch if c.dask_future.status == "finished"]
+                one_by_one = [c for c in batch if c.dask_future.status != "finished"]
+                if finished:
+                    try:
+                        values = await client.gather([c.dask_future for c in finished], asynchronous=True)
+                    except Exception:
+                        one_by_one += finished  # one of them went wrong meanwhile: find which
+                    else:
+                        for call, value in zip(finished, values, strict=True):
+                            self._done(call, result=value)
+                for call in one_by_one:
+                    try:
+                        value = await client.gather(call.dask_future, asynchronous=True)
+                    except Exception as exc:
+                        self._done(call, error=self._describe(exc))
+                    else:
+                        self._done(call, result=value)
+        except BaseException as exc:  # cancelled: the home loop is closing
+            for call in self._to_gather:
+                self._done(call, error=PoolError(f"the Dask call was abandoned: {type(exc).__name__}"))
+            self._to_gather = []
+            raise
         finally:
-            call.dask_future = None
-            self._forget(future)
+            self._gathering = False
+
+    def _done(self, call: _Call, *, result: Any = None, error: BaseException | None = None) -> None:
+        call.dask_future = None
+        _settle(call.future, result=result, error=error)
+        self._forget(call.future)
 
     def _describe(self, exc: Exception) -> BaseException:
         distributed = _import_distributed()
