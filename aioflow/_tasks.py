@@ -34,7 +34,7 @@ from typing import Any
 from ._errors import TaskInputError
 from ._results import MISSING
 
-__all__ = ["EWOKS_TASK_TYPES", "TaskCall", "import_callable", "run_task"]
+__all__ = ["EWOKS_TASK_TYPES", "TaskCall", "TaskOutcome", "import_callable", "run_task"]
 
 # A script that runs longer than this is checked for interruption this often
 # (a thread-pool task can only be interrupted between Python bytecodes).
@@ -60,6 +60,8 @@ class TaskCall:
         ewoks: ``{"varinfo", "execinfo", "task_options"}`` when the task must run
             through ewokscore's task classes (persistence, events, task options);
             ``None`` for aioflow's own fast path.
+        input_tags: input name -> the token of the upstream output the input's
+            value came from (see `TaskOutcome`); ``None`` when no input has one.
     """
 
     node_id: Any
@@ -69,9 +71,26 @@ class TaskCall:
     inputs: dict[Any, Any]
     node_attrs: Mapping[str, Any] | None = None
     ewoks: Mapping[str, Any] | None = None
+    input_tags: Mapping[Any, Any] | None = None
 
 
-def run_task(call: TaskCall) -> dict[Any, Any]:
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    """A task's outputs with a token per output, for the tasks that have them.
+
+    A token is what a downstream task needs to know about where an input came
+    from, beyond its value: for tasks run by ewokscore, the identity (and,
+    when saved, the location) of the output, so that the downstream task's
+    own outputs are identified, and saved, as ewokscore identifies them. The
+    scheduler passes tokens along with the values without reading them.
+    `run_task` returns a plain dict when no output has a token.
+    """
+
+    outputs: dict[Any, Any]
+    tags: dict[Any, Any]
+
+
+def run_task(call: TaskCall) -> dict[Any, Any] | TaskOutcome:
     """Run one task; return its outputs. Any exception is the task's failure."""
     task_type = call.task_type
     if call.ewoks is not None or task_type in EWOKS_TASK_TYPES:

@@ -45,7 +45,7 @@ from .._errors import (
     PoolError,
 )
 from .._results import Results
-from .._tasks import EWOKS_TASK_TYPES, TaskCall, run_task
+from .._tasks import EWOKS_TASK_TYPES, TaskCall, TaskOutcome, run_task
 from ..events import Event, EventKind
 from ..graph import Graph, Node, NodeId, load_graph
 from ..pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
@@ -429,7 +429,14 @@ class _Execution:
             node_attrs = self._node_attrs[node.id] = attrs
         ewoks = self._ewoks_all if self._ewoks_all is not None else self._ewoks_some
         return TaskCall(
-            firing.node_id, node.label, node.task_type, node.task_identifier, firing.inputs, node_attrs, ewoks
+            firing.node_id,
+            node.label,
+            node.task_type,
+            node.task_identifier,
+            firing.inputs,
+            node_attrs,
+            ewoks,
+            firing.input_tags,
         )
 
     def _finish(self, future: asyncio.Future[Any]) -> None:
@@ -448,8 +455,12 @@ class _Execution:
             self._fail(firing, self._translate(error, firing, executor))
             return
         self._emit("node.finished", firing.node_id, firing.number)
+        result = future.result()
         try:
-            self._ready.extend(self.state.succeeded(firing, future.result()))
+            if type(result) is TaskOutcome:  # outputs with their tokens (tasks run by ewokscore)
+                self._ready.extend(self.state.succeeded(firing, result.outputs, result.tags))
+            else:
+                self._ready.extend(self.state.succeeded(firing, result))
         except IterationLimitReached as exc:
             self._stop(exc)
 

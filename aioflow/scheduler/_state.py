@@ -21,6 +21,16 @@ The inputs of one firing are, later entries winning: the start trigger, the
 required caches (in link order), the optional caches (in link order), the
 optional delivery; the node's default inputs lie underneath all of them.
 
+Tags: `ExecutionState.succeeded` may be given, besides the outputs, an opaque
+token per output (``tags``). A token follows its value exactly: renamed by
+``data_mapping``, copied by ``map_all_data``, kept in the caches and buffers,
+merged in the same order, so `Firing.input_tags` holds, for each input that
+came through a link, the token of the output it came from. An input whose
+value came from elsewhere (default inputs, start inputs, an output given
+without a token, the exception entries of an error link) has none. The state
+never looks inside a token; conditions and results use the values only. With
+no tags given, none are tracked (the common case costs one test per firing).
+
 Cost: a delivery is O(1) plus the size of the merged inputs, a completion is
 O(the node's out-links). Nothing rescans the graph.
 
@@ -31,7 +41,7 @@ event loop, so no lock is needed.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,25 +72,50 @@ class Firing:
         dynamic_inputs: the inputs that came through links (and the start
             trigger), without the node's default inputs.
         inputs: what the task is called with: default inputs under dynamic inputs.
+        input_tags: input name -> the token of the output its value came from,
+            for the dynamic inputs that have one; ``None`` when none has.
     """
 
     node_id: NodeId
     number: int
     dynamic_inputs: dict[Any, Any]
     inputs: dict[Any, Any]
+    input_tags: dict[Any, Any] | None = None
+
+
+# The tokens of one delivery's data (a subset of its keys), or None for none.
+_Tags = dict[Any, Any] | None
 
 
 class _NodeState:
-    __slots__ = ("buffer", "fired", "missing_required", "optional_cache", "required_cache", "retained", "start")
+    __slots__ = (
+        "buffer",
+        "fired",
+        "missing_required",
+        "optional_cache",
+        "optional_tags",
+        "required_cache",
+        "required_tags",
+        "retained",
+        "retained_tags",
+        "start",
+        "tagged",
+    )
 
     def __init__(self, missing_required: int) -> None:
         self.missing_required = missing_required
         self.required_cache: dict[int, dict[Any, Any]] = {}
         self.optional_cache: dict[int, dict[Any, Any]] = {}
-        self.buffer: list[dict[Any, Any]] = []
+        self.buffer: list[tuple[dict[Any, Any], _Tags]] = []
         self.retained: dict[Any, Any] | None = None
         self.start: dict[Any, Any] | None = None
         self.fired = False
+        # Tokens, kept only once a delivery to this node carried some: the
+        # caches' (by link index, beside the data) and the retained delivery's.
+        self.tagged = False
+        self.required_tags: dict[int, dict[Any, Any]] = {}
+        self.optional_tags: dict[int, dict[Any, Any]] = {}
+        self.retained_tags: _Tags = None
 
 
 class ExecutionState:
@@ -127,20 +162,30 @@ class ExecutionState:
         for nid in self.graph.analysis.start_nodes:
             st = self._state(nid)
             st.start = dict(self._start_inputs)
-            firings.extend(self._arrival(nid, st, None))
+            firings.extend(self._arrival(nid, st, None, None))
         return firings
 
-    def succeeded(self, firing: Firing, outputs: Mapping[Any, Any]) -> list[Firing]:
-        """Record a node's outputs; return the firings its data links unlock."""
+    def succeeded(
+        self, firing: Firing, outputs: Mapping[Any, Any], tags: Mapping[Any, Any] | None = None
+    ) -> list[Firing]:
+        """Record a node's outputs; return the firings its data links unlock.
+
+        Args:
+            firing: the firing that finished.
+            outputs: its outputs.
+            tags: output name -> an opaque token that travels with that output's
+                value to the inputs it is delivered to (`Firing.input_tags`).
+        """
         nid = firing.node_id
         outputs = dict(outputs)
         self.outputs[nid] = outputs
+        out_tags = dict(tags) if tags else None
         firings: list[Firing] = []
         for li in self._data_out[nid]:
             link = self._links[li]
             if link.conditions and not self._conditions_hold(nid, link, outputs):
                 continue
-            firings.extend(self._deliver(li, link, outputs))
+            firings.extend(self._deliver(li, link, outputs, out_tags))
         return firings
 
     def failed(self, firing: Firing, error: BaseException, tb: list[str] | None = None) -> list[Firing]:
@@ -161,9 +206,13 @@ class ExecutionState:
         data = dict(firing.dynamic_inputs)
         data["WorkflowException"] = {"errorMessage": str(error), "traceBack": tb}
         data["WorkflowExceptionInstance"] = error
+        # The failed firing's inputs keep their tokens; the exception entries have none.
+        tags = firing.input_tags
+        if tags:
+            tags = {k: t for k, t in tags.items() if k not in ("WorkflowException", "WorkflowExceptionInstance")}
         firings: list[Firing] = []
         for li in error_links:
-            firings.extend(self._deliver(li, self._links[li], data))
+            firings.extend(self._deliver(li, self._links[li], data, tags or None))
         return firings
 
     # ------------------------------------------------------------------ internals
@@ -174,39 +223,56 @@ class ExecutionState:
             st = self._nodes[nid] = _NodeState(self._required_in[nid])
         return st
 
-    def _deliver(self, li: int, link: Link, outputs: Mapping[Any, Any]) -> list[Firing]:
+    def _deliver(self, li: int, link: Link, outputs: Mapping[Any, Any], tags: _Tags) -> list[Firing]:
         data: dict[Any, Any] = dict(outputs) if link.map_all_data else {}
         for source_output, target_input in link.data_mapping:
             data[target_input] = outputs.get(source_output, MISSING)
+        data_tags: _Tags = None
+        if tags:
+            data_tags = {k: t for k, t in tags.items() if k in outputs} if link.map_all_data else {}
+            for source_output, target_input in link.data_mapping:
+                token = tags.get(source_output, MISSING)
+                if token is MISSING:
+                    data_tags.pop(target_input, None)
+                else:
+                    data_tags[target_input] = token
+            data_tags = data_tags or None
         target = link.target
         st = self._state(target)
+        if data_tags is not None:
+            st.tagged = True
         if self._required[li]:
             if li not in st.required_cache:
                 st.missing_required -= 1
             st.required_cache[li] = data
-            return self._arrival(target, st, None)
+            if st.tagged:
+                _keep(st.required_tags, li, data_tags)
+            return self._arrival(target, st, None, None)
         if link.cache_if_optional:
             st.optional_cache[li] = data
-            return self._arrival(target, st, None)
-        return self._arrival(target, st, data)
+            if st.tagged:
+                _keep(st.optional_tags, li, data_tags)
+            return self._arrival(target, st, None, None)
+        return self._arrival(target, st, data, data_tags)
 
-    def _arrival(self, nid: NodeId, st: _NodeState, optional: dict[Any, Any] | None) -> list[Firing]:
+    def _arrival(self, nid: NodeId, st: _NodeState, optional: dict[Any, Any] | None, tags: _Tags) -> list[Firing]:
         if st.fired:
             if optional is not None:
                 st.retained = optional
-            return [self._fire(nid, st, st.retained)]
+                st.retained_tags = tags
+            return [self._fire(nid, st, st.retained, st.retained_tags)]
         if optional is not None:
-            st.buffer.append(optional)
+            st.buffer.append((optional, tags))
         if st.missing_required > 0:
             return []
         st.fired = True
         buffered, st.buffer = st.buffer, []
         if not buffered:
-            return [self._fire(nid, st, None)]
-        st.retained = buffered[-1]
-        return [self._fire(nid, st, b) for b in buffered]
+            return [self._fire(nid, st, None, None)]
+        st.retained, st.retained_tags = buffered[-1]
+        return [self._fire(nid, st, b, b_tags) for b, b_tags in buffered]
 
-    def _fire(self, nid: NodeId, st: _NodeState, optional: dict[Any, Any] | None) -> Firing:
+    def _fire(self, nid: NodeId, st: _NodeState, optional: dict[Any, Any] | None, optional_tags: _Tags) -> Firing:
         number = self.executions.get(nid, 0) + 1
         if self.max_iterations is not None and number > self.max_iterations:
             raise IterationLimitReached(nid, self.max_iterations)
@@ -231,7 +297,33 @@ class ExecutionState:
             dynamic.update(optional)
         defaults = self.graph.nodes[nid].default_inputs
         inputs = {**defaults, **dynamic} if defaults else dict(dynamic)
-        return Firing(nid, number, dynamic, inputs)
+        input_tags = self._merged_tags(st, links_in, optional, optional_tags) if st.tagged else None
+        return Firing(nid, number, dynamic, inputs, input_tags)
+
+    @staticmethod
+    def _merged_tags(
+        st: _NodeState, links_in: Sequence[int], optional: dict[Any, Any] | None, optional_tags: _Tags
+    ) -> _Tags:
+        """The tokens of a firing's dynamic inputs: merged as `_fire` merges the values.
+
+        A later entry's value wins, and with it its token, or the lack of one.
+        """
+        merged: dict[Any, Any] = {}
+        sources: list[tuple[dict[Any, Any], _Tags]] = []
+        if st.start is not None:
+            sources.append((st.start, None))
+        sources.extend((st.required_cache[li], st.required_tags.get(li)) for li in links_in if li in st.required_cache)
+        sources.extend((st.optional_cache[li], st.optional_tags.get(li)) for li in links_in if li in st.optional_cache)
+        if optional is not None:
+            sources.append((optional, optional_tags))
+        for data, tags in sources:
+            if merged:
+                for key in data:
+                    if tags is None or key not in tags:
+                        merged.pop(key, None)
+            if tags:
+                merged.update(tags)
+        return merged or None
 
     def _conditions_hold(self, nid: NodeId, link: Link, outputs: Mapping[Any, Any]) -> bool:
         """Spec §3.3: every condition of the link holds against the source's outputs."""
@@ -251,6 +343,14 @@ class ExecutionState:
             elif not _equal(actual, expected):
                 return False
         return True
+
+
+def _keep(store: dict[int, dict[Any, Any]], li: int, tags: _Tags) -> None:
+    """Record (or forget) the tokens of the data a link just cached."""
+    if tags is None:
+        store.pop(li, None)
+    else:
+        store[li] = tags
 
 
 def _equal(a: Any, b: Any) -> bool:

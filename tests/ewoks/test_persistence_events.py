@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ewoksppf
 import pytest
 from ewokscore.events import cleanup as cleanup_events
 from ewokscore.tests import test_workflow_events as reference
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[2]
 TASKS = "examples.ewoks.tasks"
+COUNTED = "counted_tasks"  # next to this file
 
 POOLS = [
     pytest.param({"pool_type": "thread"}, id="thread"),
@@ -149,6 +151,119 @@ def test_saved_results_are_reused_by_a_later_run(tmp_path: Path, pool: dict[str,
     other = aioflow.execute_graph(counted_chain(log_file, 2), varinfo=varinfo, outputs=[{"id": "double"}], **pool)
     assert other == {"return_value": 24}
     assert len(log_file.read_text().splitlines()) == 4  # new inputs: both class tasks ran
+
+
+def mixed_chain(log_file: Path) -> dict[str, Any]:
+    """Two ``class`` tasks, then two counted ``method`` tasks; every node but the first has linked inputs."""
+    log = {"name": "log_file", "value": str(log_file)}
+    return {
+        "graph": {"id": "mixed"},
+        "nodes": [
+            {
+                "id": "first",
+                "task_type": "class",
+                "task_identifier": f"{TASKS}.Add",
+                "default_inputs": [{"name": "a", "value": 1}, log],
+            },
+            {
+                "id": "second",
+                "task_type": "class",
+                "task_identifier": f"{TASKS}.Add",
+                "default_inputs": [{"name": "b", "value": 10}, log],
+            },
+            {
+                "id": "m1",
+                "task_type": "method",
+                "task_identifier": f"{COUNTED}.add_logged",
+                "default_inputs": [{"name": "b", "value": 2}, {"name": "name", "value": "m1"}, log],
+            },
+            {
+                "id": "m2",
+                "task_type": "method",
+                "task_identifier": f"{COUNTED}.add_logged",
+                "default_inputs": [{"name": "name", "value": "m2"}, log],
+            },
+        ],
+        "links": [
+            {"source": "first", "target": "second", "data_mapping": [{"source_output": "result", "target_input": "a"}]},
+            {"source": "second", "target": "m1", "data_mapping": [{"source_output": "result", "target_input": "a"}]},
+            # Two links into m2: its inputs come from two different upstream outputs.
+            {"source": "m1", "target": "m2", "data_mapping": [{"source_output": "return_value", "target_input": "a"}]},
+            {"source": "second", "target": "m2", "data_mapping": [{"source_output": "result", "target_input": "b"}]},
+        ],
+    }
+
+
+def ran(log_file: Path) -> list[str]:
+    """The nodes that really ran, in the log's order (one line per execution)."""
+    if not log_file.exists():
+        return []
+    return [line.split()[0] for line in log_file.read_text().splitlines()]
+
+
+def saved_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def run_ppf(graph: dict[str, Any], root: Path) -> Any:
+    return ewoksppf.execute_graph(graph, varinfo={"root_uri": str(root), "scheme": "json"}, pool_type="thread")
+
+
+def run_aioflow(graph: dict[str, Any], root: Path, pool: dict[str, Any]) -> Any:
+    return aioflow.ewoks.execute_graph(graph, varinfo={"root_uri": str(root), "scheme": "json"}, **pool)
+
+
+EXPECTED_MIXED = {"return_value": 24}  # first 1, second 11, m1 13, m2 13 + 11
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_saved_files_are_named_as_under_ewoksppf(tmp_path: Path, pool: dict[str, Any]) -> None:
+    """The same graph saves the same files under root_uri on ewoksppf and on aioflow."""
+    log_file = tmp_path / "executions.log"
+    assert run_ppf(mixed_chain(log_file), tmp_path / "ppf") == EXPECTED_MIXED
+    assert run_aioflow(mixed_chain(log_file), tmp_path / "aioflow", pool) == EXPECTED_MIXED
+    assert ran(log_file) == ["first", "second", "m1", "m2"] * 2
+    ppf_files = saved_files(tmp_path / "ppf")
+    # Each of the 4 tasks saves its outputs container and its one output.
+    assert len(ppf_files) == 8
+    assert saved_files(tmp_path / "aioflow") == ppf_files
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_results_saved_by_ewoksppf_are_reused_by_aioflow(tmp_path: Path, pool: dict[str, Any]) -> None:
+    """aioflow finds every task done in what ewoksppf saved: it runs none of them, and returns the same result."""
+    log_file = tmp_path / "executions.log"
+    root = tmp_path / "cache"
+    assert run_ppf(mixed_chain(log_file), root) == EXPECTED_MIXED
+    assert ran(log_file) == ["first", "second", "m1", "m2"]
+    before = saved_files(root)
+    assert run_aioflow(mixed_chain(log_file), root, pool) == EXPECTED_MIXED
+    assert ran(log_file) == ["first", "second", "m1", "m2"]  # nothing ran again
+    assert saved_files(root) == before
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_results_saved_by_aioflow_are_reused_by_ewoksppf(tmp_path: Path, pool: dict[str, Any]) -> None:
+    """ewoksppf finds every task done in what aioflow saved."""
+    log_file = tmp_path / "executions.log"
+    root = tmp_path / "cache"
+    assert run_aioflow(mixed_chain(log_file), root, pool) == EXPECTED_MIXED
+    assert sorted(ran(log_file)) == ["first", "m1", "m2", "second"]
+    before = saved_files(root)
+    assert run_ppf(mixed_chain(log_file), root) == EXPECTED_MIXED
+    assert len(ran(log_file)) == 4  # nothing ran again
+    assert saved_files(root) == before
+
+
+def test_changed_upstream_input_reruns_only_what_depends_on_it(tmp_path: Path) -> None:
+    """A new value at the start gives new identities all the way down; a node whose inputs are unchanged is reused."""
+    log_file = tmp_path / "executions.log"
+    root = tmp_path / "cache"
+    assert run_ppf(mixed_chain(log_file), root) == EXPECTED_MIXED
+    graph = mixed_chain(log_file)
+    graph["nodes"][2]["default_inputs"][0]["value"] = 3  # m1's b: first and second are unchanged
+    assert run_aioflow(graph, root, {"pool_type": "thread"}) == {"return_value": 25}
+    assert ran(log_file) == ["first", "second", "m1", "m2", "m1", "m2"]
 
 
 def test_no_varinfo_means_nothing_is_saved(tmp_path: Path) -> None:

@@ -45,13 +45,7 @@ EXPECTED_DIFFERENCES: dict[str, str] = {
 }
 
 # Reference tests aioflow does not pass yet, with the reason: gaps, not decisions.
-KNOWN_GAPS: dict[str, str] = {
-    f"test_examples.py::test_execute_graph[json-{name}]": (
-        "varinfo: outputs are saved, but not under the hashes ewokscore computes (from the upstream outputs' "
-        "hashes), so ewokscore's helper, which rebuilds each task, finds none of them done"
-    )
-    for name in ("acyclic1", "acyclic2", "acyclic3", "demo")
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 # ewoksppf skips these itself (they are skipped under ewoksppf too).
 UPSTREAM_SKIPS = {

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from aioflow import load_graph
+from aioflow import MISSING, load_graph
 from aioflow.scheduler._state import ExecutionState, Firing, IterationLimitReached
 
 
@@ -242,3 +242,142 @@ def test_iteration_limit() -> None:
     with pytest.raises(IterationLimitReached) as info:
         state.succeeded(f2, {"v": 1})
     assert (info.value.node_id, info.value.max_iterations) == ("a", 2)
+
+
+# --------------------------------------------------------------------------- tags
+
+
+def tagged(firings: list[Firing]) -> list[tuple[Any, dict[str, Any], dict[str, Any] | None]]:
+    return [(f.node_id, f.dynamic_inputs, f.input_tags) for f in firings]
+
+
+def test_without_tags_no_firing_has_any() -> None:
+    """Outputs given without tags give firings without input tags (nothing is tracked)."""
+    state = make({"nodes": [node("a"), node("b")], "links": [mapped("a", "b", "x")]}, start_inputs={"s": 1})
+    (fa,) = state.start()
+    assert fa.input_tags is None
+    (fb,) = state.succeeded(fa, {"v": 1})
+    assert fb.input_tags is None
+
+
+def test_tags_follow_the_data_mapping_through_required_caches() -> None:
+    """A tag is renamed with its value; a required cache keeps it for later firings; defaults and start inputs have none."""
+    doc = {
+        "nodes": [node("a"), node("b"), node("c", default_inputs=[{"name": "d", "value": 0}])],
+        "links": [mapped("a", "c", "x"), mapped("b", "c", "y")],
+    }
+    state = make(doc, start_inputs={"s": 9})
+    fa, fb = state.start()
+    assert state.succeeded(fa, {"v": 1, "w": 5}, {"v": "tag-a", "w": "tag-w"}) == []
+    ((_, inputs, tags),) = tagged(state.succeeded(fb, {"v": 2}, {"v": "tag-b1"}))
+    assert inputs == {"x": 1, "y": 2}
+    assert tags == {"x": "tag-a", "y": "tag-b1"}
+    # b again: x comes from a's cache, with a's tag; y's tag is b's new one.
+    ((_, _, tags),) = tagged(state.succeeded(Firing("b", 2, {}, {}), {"v": 3}, {"v": "tag-b2"}))
+    assert tags == {"x": "tag-a", "y": "tag-b2"}
+    # b again, without a tag: y's value is new and has none; x keeps a's.
+    ((_, inputs, tags),) = tagged(state.succeeded(Firing("b", 3, {}, {}), {"v": 4}))
+    assert inputs == {"x": 1, "y": 4}
+    assert tags == {"x": "tag-a"}
+
+
+def test_a_later_value_without_a_tag_removes_the_earlier_tag() -> None:
+    """Inputs merge with later entries winning; the tag goes with the winning value, or is gone."""
+    doc = {
+        "nodes": [node("r"), node("c"), node("t")],
+        # The optional cache merges after the required one: c's x wins.
+        "links": [mapped("r", "t", "x"), mapped("c", "t", "x", required=False, cache_if_optional=True)],
+    }
+    state = make(doc)
+    fr, fc = state.start()
+    assert state.succeeded(fc, {"v": "plain"}) == []
+    ((_, inputs, tags),) = tagged(state.succeeded(fr, {"v": "tagged"}, {"v": "tr"}))
+    assert inputs == {"x": "plain"}
+    assert tags is None
+    ((_, inputs, tags),) = tagged(state.succeeded(Firing("c", 2, {}, {}), {"v": "new"}, {"v": "tc"}))
+    assert (inputs, tags) == ({"x": "new"}, {"x": "tc"})
+
+
+def test_tags_follow_optional_caches_and_buffered_deliveries() -> None:
+    """cache_if_optional keeps a tag with its data; buffered optional deliveries each fire with their own tags."""
+    doc = {
+        "nodes": [node("r"), node("c"), node("o"), node("t")],
+        "links": [
+            mapped("r", "t", "req"),
+            mapped("c", "t", "cached", required=False, cache_if_optional=True),
+            mapped("o", "t", "opt", required=False),
+        ],
+    }
+    state = make(doc)
+    fr, fc, fo = state.start()
+    assert state.succeeded(fc, {"v": "kept"}, {"v": "tc"}) == []
+    assert state.succeeded(fo, {"v": "o1"}, {"v": "to1"}) == []
+    assert state.succeeded(Firing("o", 2, {}, {}), {"v": "o2"}) == []  # buffered without a tag
+    result = tagged(state.succeeded(fr, {"v": 0}, {"v": "tr"}))
+    assert result == [
+        ("t", {"req": 0, "cached": "kept", "opt": "o1"}, {"req": "tr", "cached": "tc", "opt": "to1"}),
+        ("t", {"req": 0, "cached": "kept", "opt": "o2"}, {"req": "tr", "cached": "tc"}),
+    ]
+    # The last buffered delivery is retained, and so is its (absent) tag.
+    ((_, inputs, tags),) = tagged(state.succeeded(Firing("r", 2, {}, {}), {"v": 1}, {"v": "tr2"}))
+    assert inputs == {"req": 1, "cached": "kept", "opt": "o2"}
+    assert tags == {"req": "tr2", "cached": "tc"}
+    # A new optional delivery after the first firing is retained with its tag.
+    ((_, _, tags),) = tagged(state.succeeded(Firing("o", 3, {}, {}), {"v": "o3"}, {"v": "to3"}))
+    assert tags == {"req": "tr2", "cached": "tc", "opt": "to3"}
+
+
+def test_tags_follow_map_all_data() -> None:
+    """map_all_data copies the tag of every output it passes, and only those."""
+    state = make({"nodes": [node("a"), node("b")], "links": [{"source": "a", "target": "b", "map_all_data": True}]})
+    (fa,) = state.start()
+    ((_, inputs, tags),) = tagged(state.succeeded(fa, {"v": 1, "w": 2}, {"v": "tv", "never": "tn"}))
+    assert inputs == {"v": 1, "w": 2}
+    assert tags == {"v": "tv"}
+
+
+def test_a_mapped_output_that_was_not_set_keeps_its_tag() -> None:
+    """An output given a tag but no value reaches its mapped input as MISSING, with its tag."""
+    doc = {
+        "nodes": [node("a"), node("b")],
+        "links": [
+            {
+                "source": "a",
+                "target": "b",
+                "data_mapping": [
+                    {"source_output": "v", "target_input": "x"},
+                    {"source_output": "unset", "target_input": "y"},
+                    {"source_output": "untagged", "target_input": "z"},
+                ],
+            }
+        ],
+    }
+    state = make(doc)
+    (fa,) = state.start()
+    ((_, inputs, tags),) = tagged(state.succeeded(fa, {"v": 1, "untagged": 3}, {"v": "tv", "unset": "tu"}))
+    assert inputs == {"x": 1, "y": MISSING, "z": 3}
+    assert tags == {"x": "tv", "y": "tu"}
+
+
+def test_error_links_carry_the_failed_inputs_tags_not_the_exceptions() -> None:
+    """An on_error link's data: the failed firing's dynamic inputs with their tags, then the exception entries without."""
+    doc = {
+        "nodes": [node("a"), node("b"), node("h")],
+        "links": [
+            {
+                "source": "a",
+                "target": "b",
+                "map_all_data": True,
+            },
+            {"source": "b", "target": "h", "on_error": True, "map_all_data": True},
+        ],
+    }
+    state = make(doc)
+    (fa,) = state.start()
+    # An input named like an exception entry loses its tag to the entry that replaces it.
+    (fb,) = state.succeeded(fa, {"x": 5, "WorkflowException": "shadowed"}, {"x": "tx", "WorkflowException": "tw"})
+    assert fb.input_tags == {"x": "tx", "WorkflowException": "tw"}
+    ((_, data, tags),) = tagged(state.failed(fb, ValueError("bad")))
+    assert data["x"] == 5
+    assert data["WorkflowException"]["errorMessage"] == "bad"
+    assert tags == {"x": "tx"}
