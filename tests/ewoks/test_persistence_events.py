@@ -266,6 +266,79 @@ def test_changed_upstream_input_reruns_only_what_depends_on_it(tmp_path: Path) -
     assert ran(log_file) == ["first", "second", "m1", "m2", "m1", "m2"]
 
 
+def counted_loop(log_file: Path, *, feed_back: bool) -> dict[str, Any]:
+    """``a`` (a + 1) -> ``b`` (+ 1) -> ``a`` when ``b`` gives 2: ``a`` gets ``b``'s result back, or only a trigger."""
+    log = {"name": "log_file", "value": str(log_file)}
+    back: dict[str, Any] = {
+        "source": "b",
+        "target": "a",
+        "required": False,
+        "conditions": [{"source_output": "return_value", "value": 2}],
+    }
+    if feed_back:
+        back["data_mapping"] = [{"source_output": "return_value", "target_input": "a"}]
+    node_b: dict[str, Any] = {
+        "id": "b",
+        "task_type": "method",
+        "task_identifier": f"{COUNTED}.add_logged",
+        "default_inputs": [{"name": "b", "value": 1}, {"name": "name", "value": "b"}, log],
+    }
+    return {
+        "graph": {"id": "loop"},
+        "nodes": [
+            {
+                "id": "a",
+                "force_start_node": True,
+                "task_type": "method",
+                "task_identifier": f"{COUNTED}.add_logged",
+                "default_inputs": [
+                    {"name": "a", "value": 0},
+                    {"name": "b", "value": 1},
+                    {"name": "name", "value": "a"},
+                    log,
+                ],
+            },
+            node_b,
+        ],
+        "links": [
+            {"source": "a", "target": "b", "data_mapping": [{"source_output": "return_value", "target_input": "a"}]},
+            back,
+        ],
+    }
+
+
+def test_loop_iterations_with_new_data_run_and_are_saved_apart(tmp_path: Path) -> None:
+    """Each iteration's inputs come from the previous one's outputs: new identities, so every iteration runs."""
+    log_file = tmp_path / "executions.log"
+    root = tmp_path / "cache"
+    result = run_aioflow(counted_loop(log_file, feed_back=True), root, {"pool_type": "thread"})
+    # a: 0+1=1, b: 1+1=2 -> back to a with a=2: a 3, b 4: the loop ends.
+    assert result == {"return_value": 4}
+    assert ran(log_file) == ["a", "b", "a", "b"]
+    assert len([p for p in root.rglob("*.json") if p.parent.name == "return_value"]) == 4
+    again = run_aioflow(counted_loop(log_file, feed_back=True), root, {"pool_type": "thread"})
+    assert again == result
+    assert len(ran(log_file)) == 4  # every iteration was found saved
+
+
+def test_loop_iterations_with_identical_inputs_are_done_after_the_first(tmp_path: Path) -> None:
+    """A task fed the same inputs again is done: its saved outputs are reused and it does not run (as under ewoksppf).
+
+    Here the loop's data never changes, so it only ends at max_iterations; without persistence the
+    tasks run on every iteration.
+    """
+    log_file = tmp_path / "executions.log"
+    with pytest.raises(aioflow.IterationLimitError):
+        run_aioflow(
+            counted_loop(log_file, feed_back=False), tmp_path / "cache", {"pool_type": "thread", "max_iterations": 3}
+        )
+    assert ran(log_file) == ["a", "b"]
+    log_file.unlink()
+    with pytest.raises(aioflow.IterationLimitError):
+        aioflow.ewoks.execute_graph(counted_loop(log_file, feed_back=False), max_iterations=3, pool_type="thread")
+    assert ran(log_file) == ["a", "b"] * 3
+
+
 def test_no_varinfo_means_nothing_is_saved(tmp_path: Path) -> None:
     """An empty root_uri (the ewoks CLI default) saves nothing and runs every task each time."""
     log_file = tmp_path / "executions.log"
