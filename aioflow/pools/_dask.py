@@ -30,12 +30,15 @@ Actors and data flow. The client is an *asynchronous* one
 
 ``submit`` (from any thread) returns a `concurrent.futures.Future` at once
 and posts the call to the home loop (``call_soon_threadsafe``, or a plain
-``call_soon`` from the home loop itself). There, one small asyncio task per
-call waits for the connection, hands the call to ``client.submit`` (with
-``pure=False``: every call runs, even with equal arguments) and awaits
-``client.gather``; the outcome is copied to the returned future. No thread
-waits on a task: a thousand calls in flight are a thousand suspended
-coroutines on one loop.
+``call_soon`` from the home loop itself). There, the calls posted during one
+turn of the loop go to the cluster together, in one ``client.map`` (one graph
+update for the scheduler instead of one per call; each call has a key of its
+own, so every call runs, even with equal arguments). One small coroutine per
+call waits for the state the scheduler pushes (nothing is fetched); the
+results of the calls that finished meanwhile are fetched with one
+``client.gather``, and each outcome is copied to its future. No thread waits
+on a task: a thousand calls in flight are a thousand suspended coroutines on
+one loop.
 
 Failures. A task's exception comes back as itself, with the worker's
 traceback. A worker that dies while it runs a task ends that call with
@@ -70,10 +73,11 @@ import concurrent.futures
 import logging
 import os
 import threading
+import uuid
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolError
-from ._base import Pool, PoolOptions, run_in_own_thread
+from ._base import Pool, PoolOptions, run_in_own_thread, unpicklable_type
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -117,9 +121,23 @@ def _ignore(future: Any) -> None:
     """The callback of ``distributed.client.done_callback``, which is only awaited here."""
 
 
-def _apply(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-    """On a worker: ``fn(*args, **kwargs)`` (keyword arguments never clash with ``Client.submit``'s own)."""
-    return fn(*args, **kwargs)
+class _Payload:
+    """One call as the cluster stores it: opaque to Dask, which never looks inside for tasks or keys."""
+
+    __slots__ = ("args", "fn", "kwargs")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Payload, (self.fn, self.args, self.kwargs))
+
+
+def _apply(payload: _Payload) -> Any:
+    """On a worker: run one call."""
+    return payload.fn(*payload.args, **payload.kwargs)
 
 
 class _OwnedCall:
@@ -326,7 +344,8 @@ class _DaskExecutor(concurrent.futures.Executor):
         self._idle = threading.Condition(self._lock)
         self._calls: dict[concurrent.futures.Future[Any], _Call] = {}
         self._shutdown = False
-        # Home loop only: calls done on the cluster whose results are to be fetched.
+        # Home loop only: calls to send to the cluster, and calls done there whose results are to be fetched.
+        self._to_submit: list[tuple[_Call, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
         self._to_gather: list[_Call] = []
         self._gathering = False
 
@@ -388,28 +407,60 @@ class _DaskExecutor(concurrent.futures.Executor):
         self._conn.loop.create_task(self._conn.cancel([call.dask_future]))
 
     def _start(self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if not call.future.cancelled():  # on the home loop
-            self._conn.loop.create_task(self._execute(call, fn, args, kwargs))
+        """On the home loop: queue a call; the calls queued in one turn of the loop are sent together."""
+        if call.future.cancelled():
+            return
+        self._to_submit.append((call, fn, args, kwargs))
+        if len(self._to_submit) == 1:
+            self._conn.loop.create_task(self._submit())
 
-    async def _execute(
-        self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        """On the home loop: submit one call, wait until the cluster says it is done, queue it for gathering."""
-        future = call.future
+    async def _submit(self) -> None:
+        """On the home loop: send the queued calls to the cluster in one message, then watch each.
+
+        One ``client.map`` for many calls: the scheduler handles one graph
+        update instead of one per call, which is most of its cost per task.
+        """
         try:
             client = await self._conn.get_client()
-            if future.cancelled():
-                return
-            if kwargs:
-                call.dask_future = client.submit(_apply, fn, args, kwargs, pure=False)
-            else:
-                call.dask_future = client.submit(fn, *args, pure=False)
-            del fn, args, kwargs  # the cluster holds them now
+        except Exception as exc:
+            batch, self._to_submit = self._to_submit, []
+            for call, *_ in batch:
+                self._done(call, error=self._describe(exc))
+            return
+        batch, self._to_submit = [b for b in self._to_submit if not b[0].future.cancelled()], []
+        if not batch:
+            return
+        calls = [b[0] for b in batch]
+        payloads = [_Payload(fn, args, kwargs) for _, fn, args, kwargs in batch]
+        keys = [f"{getattr(b[1], '__name__', 'call')}-{uuid.uuid4().hex}" for b in batch]
+        del batch
+        try:
+            futures: list[Any] = client.map(_apply, payloads, key=keys, pure=False)
+        except Exception:
+            # One call that cannot be sent (an argument that does not pickle)
+            # must fail alone: send them one by one, under new keys (the
+            # client may have registered the first ones before it failed).
+            futures = []
+            for call, payload, key in zip(calls, payloads, keys, strict=True):
+                try:
+                    futures.append(client.submit(_apply, payload, key=f"{key}-1", pure=False))
+                except Exception as exc:
+                    self._done(call, error=_unsendable(exc))
+                    futures.append(None)
+        del payloads  # the cluster holds the calls now
+        for call, dask_future in zip(calls, futures, strict=True):
+            if dask_future is None:
+                continue  # could not be sent
+            call.dask_future = dask_future
+            if call.future.cancelled():  # from another thread, just now
+                self._conn.loop.create_task(self._conn.cancel([dask_future]))
+            self._conn.loop.create_task(self._watch(call, client))
+
+    async def _watch(self, call: _Call, client: Any) -> None:
+        """On the home loop: wait until the cluster says a call is done, then queue it for gathering."""
+        try:
             # Waits for the future's state (a message the scheduler pushes), fetching nothing.
             await _import_distributed().client.done_callback(call.dask_future, _ignore)
-        except Exception as exc:
-            self._done(call, error=self._describe(exc))
-            return
         except BaseException as exc:  # cancelled: the home loop is closing
             self._done(call, error=PoolError(f"the Dask call was abandoned: {type(exc).__name__}"))
             raise
@@ -468,6 +519,17 @@ class _DaskExecutor(concurrent.futures.Executor):
             return exc
         lost.__cause__ = exc
         return lost
+
+
+def _unsendable(exc: Exception) -> Exception:
+    """The pickling error under Dask's ``Could not serialize object of type ...`` (it names the real culprit)."""
+    seen: Exception | None = exc
+    while seen is not None:
+        if unpicklable_type(seen) is not None:
+            return seen
+        cause = seen.__cause__ or seen.__context__
+        seen = cause if isinstance(cause, Exception) else None
+    return exc
 
 
 def _settle(future: concurrent.futures.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:

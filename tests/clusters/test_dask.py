@@ -249,6 +249,26 @@ def test_executor_submit_chain_and_map(local_cluster: Any) -> None:
     assert dask_threads() == []
 
 
+def test_unsendable_argument_fails_its_call_only(local_cluster: Any) -> None:
+    """A call whose argument does not pickle fails with TransferError; calls sent with it still run."""
+    import tasks
+
+    with aioflow.Executor("dask", pool_options={"address": local_cluster.scheduler_address}) as executor:
+        bad = executor.submit(tasks.identity, threading.Lock())
+        good = executor.submit(tasks.inc, 1)
+        with pytest.raises(aioflow.TransferError, match=r"_thread\.lock"):
+            bad.result(DEADLINE)
+        assert good.result(DEADLINE) == 2
+
+
+def test_unpicklable_output_is_a_transfer_error(local_cluster: Any) -> None:
+    """A task whose outputs cannot travel back fails its node with TransferError."""
+    graph = {"nodes": [method_node("u", "tasks.unpicklable_output")]}
+    with pytest.raises(NodeError) as info:
+        aioflow.execute_graph(graph, pool_type="dask", pool_options={"address": local_cluster.scheduler_address})
+    assert isinstance(info.value.error, aioflow.TransferError)
+
+
 async def test_executor_asubmit(local_cluster: Any) -> None:
     """Executor.asubmit awaits a Dask call from async code."""
     import tasks
