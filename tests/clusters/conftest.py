@@ -1,7 +1,11 @@
 """Real Dask clusters on loopback for the dask pool's tests, started and stopped by fixtures.
 
-Starting Dask takes seconds, so the clusters are session-scoped: set up
-before the first test that asks for them, torn down at the end. The autouse
+Starting Dask takes seconds, so the clusters are module-scoped: set up
+before the first test of a module that asks for them, torn down after its
+last one. Not session-scoped: a LocalCluster's worker processes are
+multiprocessing children of the test process, and while they live, a
+process forked later by another module's test (billiard's, say) fails at
+exit trying to join them. The autouse
 leak check (``no_leaks`` in tests/conftest.py, function-scoped) takes its
 snapshot after higher-scoped fixtures are set up, so it accepts exactly the
 processes and threads these clusters started, and still fails a test that
@@ -92,7 +96,7 @@ def _running(pid: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_cluster(dask_runtime: None) -> Iterator[Any]:
     """A `distributed.LocalCluster`: 2 single-threaded worker processes on 127.0.0.1.
 
@@ -119,7 +123,7 @@ def local_cluster(dask_runtime: None) -> Iterator[Any]:
         _wait_gone(started, "the LocalCluster")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_client(local_cluster: Any) -> Iterator[Any]:
     """A synchronous `distributed.Client` of `local_cluster`, as a user would pass it."""
     client = distributed().Client(local_cluster, set_as_default=False)
@@ -150,7 +154,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_processes(dask_runtime: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A ``dask scheduler`` and a ``dask worker`` (one process, one thread), started as commands; yields the address."""
     Client = distributed().Client
@@ -163,14 +167,16 @@ def dask_processes(dask_runtime: None, tmp_path_factory: pytest.TempPathFactory)
     worker_cmd = [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1"]
     worker_cmd += ["--nthreads", "1", "--nworkers", "1", *common]
     processes: list[subprocess.Popen[bytes]] = []
+    started: set[int] = set()
     try:
         for name, cmd in (("scheduler", scheduler_cmd), ("worker", worker_cmd)):
             with open(logs / f"{name}.log", "wb") as log:
                 processes.append(subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT))
         with Client(address, timeout=START_DEADLINE, set_as_default=False) as client:
             client.wait_for_workers(1, timeout=START_DEADLINE)
+        started = _descendants() - before
         yield address
     finally:
         for process in reversed(processes):  # the worker first: it says goodbye to its scheduler
             _stop(process)
-        _wait_gone(_descendants() - before, "dask scheduler/worker")
+    _wait_gone(started, "dask scheduler/worker")
