@@ -14,7 +14,8 @@ def test_all_names_exist_and_public_names_are_listed() -> None:
     for name in aioflow.__all__:
         assert hasattr(aioflow, name), name
     public = {n for n in vars(aioflow) if not n.startswith("_")}
-    subpackages = {"events", "graph", "pools", "scheduler", "cli", "parallel"}
+    subpackages = set(aioflow._SUBPACKAGES)
+    assert subpackages == {"cli", "events", "ewoks", "graph", "parallel", "pools", "scheduler"}
     public.discard("annotations")  # from __future__ import annotations
     assert public - subpackages <= set(aioflow.__all__)
 
@@ -42,6 +43,10 @@ def test_import_loads_no_optional_library() -> None:
         "parsl",
         "mpi4py",
         "ewokscore",
+        "ewoks",
+        "distributed",
+        "papermill",
+        "cloudpickle",
     ):
         assert lib not in modules, lib
 
