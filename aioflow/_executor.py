@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import DependencyError, PoolError
 from .pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
+from .pools._base import settle
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator
@@ -341,7 +342,7 @@ class Executor(concurrent.futures.Executor):
         if error is not None:
             failed = DependencyError(_describe(call.fn), f"{type(error).__name__}: {error}")
             failed.__cause__ = error
-            _settle(future, error=failed)
+            settle(future, error=failed)
             return
         with future._link_lock:
             call.remaining -= 1
@@ -360,7 +361,7 @@ class Executor(concurrent.futures.Executor):
                 executor = pool.executor
                 inner = executor.submit(pool.bind(executor, self, call.fn), *call.args, **call.kwargs)
             except BaseException as exc:  # the pool refused: closed, broken
-                _settle(future, error=exc)
+                settle(future, error=exc)
                 return
             future._inner = inner
         call.args, call.kwargs = (), {}  # the pool holds them now
@@ -377,29 +378,18 @@ class Executor(concurrent.futures.Executor):
         self._pool.leave(self)
         if inner.cancelled():
             if not future.cancel():  # the pool gave up on the call, not the caller
-                _settle(future, error=PoolError(f"task {_describe(fn)}: the pool cancelled the call"))
+                settle(future, error=PoolError(f"task {_describe(fn)}: the pool cancelled the call"))
             return
         error = inner.exception()
         if error is None:
-            _settle(future, result=inner.result())
+            settle(future, result=inner.result())
         else:
-            _settle(future, error=self._translate(error, executor, fn))
+            settle(future, error=self._translate(error, executor, fn))
 
     def _translate(
         self, error: BaseException, executor: concurrent.futures.Executor, fn: Callable[..., Any]
     ) -> BaseException:
         return self._pool.translate(error, executor, f"task {_describe(fn)}")
-
-
-def _settle(future: concurrent.futures.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
-    """Set a future's outcome unless it was cancelled meanwhile."""
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        pass  # cancelled (or failed by another dependency) meanwhile
 
 
 def _dependencies(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:

@@ -324,6 +324,17 @@ class Pool(abc.ABC):
 _PICKLE_TYPE = re.compile(r"[Cc]an(?:not|'t) pickle (?:local object )?'?<?([\w.<>]+)")
 
 
+def settle(future: concurrent.futures.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    """Give a future its outcome, unless it was cancelled (or settled by another thread) meanwhile."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except concurrent.futures.InvalidStateError:
+        pass  # nobody waits for this outcome any more
+
+
 def unpicklable_type(exc: BaseException) -> str | None:
     """The type named by a pickling failure (``cannot pickle 'X' object``), or None."""
     if not isinstance(exc, (pickle.PicklingError, TypeError, AttributeError)):

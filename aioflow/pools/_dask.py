@@ -77,7 +77,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolError
-from ._base import Pool, PoolOptions, run_in_own_thread, unpicklable_type
+from ._base import Pool, PoolOptions, run_in_own_thread, settle, unpicklable_type
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -506,7 +506,7 @@ class _DaskExecutor(concurrent.futures.Executor):
 
     def _done(self, call: _Call, *, result: Any = None, error: BaseException | None = None) -> None:
         call.dask_future = None
-        _settle(call.future, result=result, error=error)
+        settle(call.future, result=result, error=error)
         self._forget(call.future)
 
     def _describe(self, exc: Exception) -> BaseException:
@@ -530,18 +530,6 @@ def _unsendable(exc: Exception) -> Exception:
         cause = seen.__cause__ or seen.__context__
         seen = cause if isinstance(cause, Exception) else None
     return exc
-
-
-def _settle(future: concurrent.futures.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
-    if future.done():
-        return  # cancelled meanwhile
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        pass  # cancelled from another thread meanwhile
 
 
 # --------------------------------------------------------------------------- the pool

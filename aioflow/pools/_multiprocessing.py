@@ -71,7 +71,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError
-from ._base import Pool, PoolOptions
+from ._base import Pool, PoolOptions, settle
 from ._process import RemoteTraceback, _worker_initializer, kill_process_trees, signal_name
 
 if TYPE_CHECKING:
@@ -470,13 +470,13 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             last = not self._jobs
         if job is not None:
             if outcome[0] == "ok":
-                _resolve(job.future, result=outcome[1])
+                settle(job.future, result=outcome[1])
             elif outcome[0] == "error":
                 error: BaseException = outcome[1]
                 error.__cause__ = RemoteTraceback(outcome[2])
-                _resolve(job.future, error=error)
+                settle(job.future, error=error)
             elif not job.future.cancel():  # skipped after a stop: it never started
-                _resolve(job.future, error=BrokenMultiprocessingPool("the pool was stopped before the call started"))
+                settle(job.future, error=BrokenMultiprocessingPool("the pool was stopped before the call started"))
         if last:
             self._wake()
 
@@ -486,7 +486,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             job = self._jobs.pop(job_id, None)
             last = not self._jobs
         if job is not None:
-            _resolve(job.future, error=exc)
+            settle(job.future, error=exc)
         if last:
             self._wake()
 
@@ -686,17 +686,7 @@ def _fail_all(jobs: list[_Job], msg: str) -> None:
     # Failed, not cancelled: a caller sees why its call will never run
     # (as concurrent.futures.ProcessPoolExecutor does when it breaks).
     for job in jobs:
-        _resolve(job.future, error=BrokenMultiprocessingPool(msg))
-
-
-def _resolve(future: concurrent.futures.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        pass  # cancelled, or already failed by the watcher
+        settle(job.future, error=BrokenMultiprocessingPool(msg))
 
 
 def _describe_exit(exitcode: int | None) -> str:

@@ -55,7 +55,7 @@ import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolError, WorkerLostError
-from ._base import Pool, PoolOptions
+from ._base import Pool, PoolOptions, settle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -237,7 +237,7 @@ class ParslExecutor(concurrent.futures.Executor):
             if future.done():  # cancelled while the DFK was starting
                 return
             if error is not None:
-                _settle(future, error=error)
+                settle(future, error=error)
                 return
             try:
                 app_future = dfk.submit(
@@ -249,7 +249,7 @@ class ParslExecutor(concurrent.futures.Executor):
                     app_kwargs={},
                 )
             except Exception as exc:
-                _settle(future, error=exc)
+                settle(future, error=exc)
                 return
             app_future.add_done_callback(lambda done: _copy(done, future))
 
@@ -277,22 +277,12 @@ class ParslExecutor(concurrent.futures.Executor):
             concurrent.futures.wait(pending)
 
 
-def _settle(future: concurrent.futures.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        pass  # cancelled meanwhile: nobody waits for the outcome
-
-
 def _copy(source: concurrent.futures.Future[Any], target: concurrent.futures.Future[Any]) -> None:
     error = source.exception()
     if error is not None:
-        _settle(target, error=error)
+        settle(target, error=error)
     else:
-        _settle(target, result=source.result())
+        settle(target, result=source.result())
 
 
 def _worker_count(config: Any) -> int | None:
