@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,33 +13,15 @@ from typing import Any
 
 import psutil
 import pytest
+from mpi_launch import MPI_ENV, mpiexec
 
 import aioflow
 
 SCRIPT = Path(__file__).with_name("mpi_pool_script.py")
 TESTS_DIR = SCRIPT.parent.parent
 
-INSTALL = (
-    "pip install -e '.[test]' (it brings MPICH's mpiexec), or install an MPI library and pip install 'aioflow[mpi]'"
-)
-
 # Generous: an MPI job of three processes starts in about a second; only a hang reaches it.
 TIMEOUT = 180
-
-# OpenMPI refuses to run as root unless told twice; CI containers run as root.
-MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-
-
-def mpiexec(n: int) -> list[str]:
-    """The launcher of the MPI library mpi4py loads (this environment's own first, else PATH's), for ``n`` processes."""
-    own = Path(sys.executable).with_name("mpiexec")
-    found = str(own) if own.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.fail(f"mpiexec is neither next to {sys.executable} nor on PATH: {INSTALL}")
-    version = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=60, check=False)
-    # Open MPI needs --oversubscribe to start more processes than cores (the CI machine has 2).
-    open_mpi = "Open MPI" in version.stdout + version.stderr or "OpenRTE" in version.stdout + version.stderr
-    return [found, "-n", str(n), *(["--oversubscribe"] if open_mpi else [])]
 
 
 def session_processes(sid: int) -> list[psutil.Process]:

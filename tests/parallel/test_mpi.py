@@ -4,42 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from mpi_launch import MPI_ENV, mpiexec
 
 import aioflow
 import aioflow.parallel as par
 
 SCRIPT = Path(__file__).with_name("mpi_script.py")
 
-INSTALL = (
-    "pip install -e '.[test]' (it brings MPICH's mpiexec), or install an MPI library and pip install 'aioflow[mpi]'"
-)
-
-
-def _mpiexec() -> list[str]:
-    """The launcher of the MPI library mpi4py loads: this environment's own first (MPICH from PyPI), else PATH's."""
-    own = Path(sys.executable).with_name("mpiexec")
-    found = str(own) if own.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.fail(f"mpiexec is neither next to {sys.executable} nor on PATH: {INSTALL}")
-    version = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=60, check=False)
-    # Open MPI needs --oversubscribe to start 3 processes on fewer cores (the CI machine has 2).
-    open_mpi = "Open MPI" in version.stdout + version.stderr or "OpenRTE" in version.stdout + version.stderr
-    return [found, "-n", "3", *(["--oversubscribe"] if open_mpi else [])]
-
-
-# OpenMPI refuses to run as root unless told twice; CI containers run as root.
-MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-
 
 def test_map_on_mpi_worker_ranks() -> None:
     """mpiexec -n 3: rank 0 is the master of a job of size 3; ranks 1 and 2 compute every result."""
-    command = [*_mpiexec(), sys.executable, "-m", "mpi4py.futures", str(SCRIPT)]
+    command = [*mpiexec(3), sys.executable, "-m", "mpi4py.futures", str(SCRIPT)]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=180, env={**os.environ, **MPI_ENV}, check=False
     )
