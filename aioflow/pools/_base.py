@@ -324,6 +324,23 @@ class Pool(abc.ABC):
 _PICKLE_TYPE = re.compile(r"[Cc]an(?:not|'t) pickle (?:local object )?'?<?([\w.<>]+)")
 
 
+class Owned:
+    """A callable submitted on behalf of an owner (an execution), so it can be stopped alone.
+
+    An executor that knows it (the ``process`` pool's, the ``dask`` pool's) unwraps it before
+    sending: only ``fn`` travels to the worker.
+    """
+
+    __slots__ = ("fn", "owner")
+
+    def __init__(self, owner: object, fn: Callable[..., Any]) -> None:
+        self.owner = owner
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+
 def settle(future: concurrent.futures.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
     """Give a future its outcome, unless it was cancelled (or settled by another thread) meanwhile."""
     try:

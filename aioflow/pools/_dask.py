@@ -77,7 +77,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolError
-from ._base import Pool, PoolOptions, run_in_own_thread, settle, unpicklable_type
+from ._base import Owned, Pool, PoolOptions, run_in_own_thread, settle, unpicklable_type
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -138,19 +138,6 @@ class _Payload:
 def _apply(payload: _Payload) -> Any:
     """On a worker: run one call."""
     return payload.fn(*payload.args, **payload.kwargs)
-
-
-class _OwnedCall:
-    """``fn``, marked as a call of ``owner`` (`Pool.bind`); the executor unwraps it before sending."""
-
-    __slots__ = ("fn", "owner")
-
-    def __init__(self, owner: object, fn: Callable[..., Any]) -> None:
-        self.owner = owner
-        self.fn = fn
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- the connection
@@ -351,7 +338,7 @@ class _DaskExecutor(concurrent.futures.Executor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         owner = None
-        if isinstance(fn, _OwnedCall):
+        if isinstance(fn, Owned):
             owner, fn = fn.owner, fn.fn
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         call = _Call(future, owner)
@@ -605,7 +592,7 @@ class DaskPool(Pool):
         return _DaskExecutor(connection)
 
     def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
-        return _OwnedCall(owner, fn)
+        return Owned(owner, fn)
 
     def lost_worker(self, executor: concurrent.futures.Executor, error: BaseException) -> str | None:
         # One worker died; the cluster and the other calls carry on: keep the executor.

@@ -57,7 +57,7 @@ from multiprocessing.connection import wait
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
-from ._base import InitializerFailed
+from ._base import InitializerFailed, Owned
 from ._process import RemoteTraceback, _worker_initializer, describe_exit, join_or_kill, kill_process_trees
 
 if TYPE_CHECKING:
@@ -92,22 +92,6 @@ class WorkerDied(concurrent.futures.BrokenExecutor):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.pid, self.exitcode)
-
-
-class Owned:
-    """A callable submitted on behalf of an owner (an execution), so it can be stopped alone.
-
-    `WorkerProcessExecutor.submit` unwraps it: only ``fn`` travels to the worker.
-    """
-
-    __slots__ = ("fn", "owner")
-
-    def __init__(self, owner: object, fn: Callable[..., Any]) -> None:
-        self.owner = owner
-        self.fn = fn
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- worker side
