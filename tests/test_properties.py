@@ -334,7 +334,9 @@ def assert_same_execution(doc: Doc, workers: int, compare_executions: bool) -> N
         with pytest.raises(GraphError):
             run_aioflow(doc, max_workers=workers)
         return
-    event(f"firings: {len(ref.log) // 10 * 10}+, errors: {bool(ref.errors)}, loops: {max(ref.executions.values(), default=0) > 1}")
+    event(
+        f"firings: {len(ref.log) // 10 * 10}+, errors: {bool(ref.errors)}, loops: {max(ref.executions.values(), default=0) > 1}"
+    )
     got = run_aioflow(
         doc,
         max_workers=workers,
