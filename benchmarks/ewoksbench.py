@@ -37,14 +37,13 @@ import datetime
 import json
 import os
 import platform
-import signal
-import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from harness import median, run_child
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -235,32 +234,7 @@ def child(door: str, engine: str, spec: str, pool: str) -> None:
 def _measure(door: str, engine: str, spec: str, pool: str, timeout: float) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", door, engine, spec, pool]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return {"status": "timeout"}
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # nothing the measurement started outlives it
-        except ProcessLookupError:
-            pass
-    lines = [line for line in out.splitlines() if line.startswith("EWOKSRESULT ")]
-    if proc.returncode != 0 or not lines:
-        last = [line for line in err.splitlines() if line.strip()][-1:] or ["?"]
-        return {"status": "crashed", "error": last[0].split(":")[0].strip(), "stderr": err[-2000:]}
-    record: dict[str, Any] = json.loads(lines[-1].removeprefix("EWOKSRESULT "))
-    record["status"] = "ok" if record.pop("ok") else "wrong result"
-    return record
-
-
-def _median(records: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in records if r.get("status") == "ok" and key in r]
-    return statistics.median(values) if values else None
+    return run_child(command, "EWOKSRESULT", timeout=timeout, env=env)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -353,8 +327,8 @@ def _table(
     for row in rows:
         mine = records.get((row.name, "aioflow"), [])
         theirs = records.get((row.name, "ppf"), [])
-        a, p = _median(mine, "seconds"), _median(theirs, "seconds")
-        ae, pe = _median(mine, "engine_s"), _median(theirs, "engine_s")
+        a, p = median(mine, "seconds"), median(theirs, "seconds")
+        ae, pe = median(mine, "engine_s"), median(theirs, "engine_s")
         compared = ae / pe if row.door == "ewoks" and ae and pe else (a / p if a and p else None)
         if row.target is not None and compared is not None:
             result = "PASS" if compared <= row.target else "MISS"
@@ -368,7 +342,7 @@ def _table(
         ratio = _fmt(a / p, 4) if a and p else "-"
         engine_ratio = _fmt(ae / pe, 3) if ae and pe else "-"
         again_key = "engine_again" if row.door == "ewoks" else "again"
-        aa, pa = _median(mine, again_key), _median(theirs, again_key)
+        aa, pa = median(mine, again_key), median(theirs, again_key)
         again_ratio = _fmt(aa / pa, 4) if aa and pa else "-"
         lines.append(
             f"| {row.name} | {mine_s} | {their} | {ratio} | {target} | {result} | "
@@ -377,7 +351,7 @@ def _table(
 
     def imported(engine: str, door: str) -> str:
         recs = [r for (_, e), rs in records.items() if e == engine for r in rs if r.get("door") == door]
-        return _fmt(_median(recs, "import_s"))
+        return _fmt(median(recs, "import_s"))
 
     lines += [
         "",
@@ -390,8 +364,8 @@ def _table(
     ]
     if conversion:
         small, large = conversion
-        s = _median(records.get((f"conversion fanout{small}", "aioflow"), []), "seconds")
-        b = _median(records.get((f"conversion fanout{large}", "aioflow"), []), "seconds")
+        s = median(records.get((f"conversion fanout{small}", "aioflow"), []), "seconds")
+        b = median(records.get((f"conversion fanout{large}", "aioflow"), []), "seconds")
         growth = b / s if s and b else None
         verdict = "-" if growth is None else ("PASS" if growth <= 12 else "MISS")
         lines += [

@@ -37,13 +37,13 @@ import math
 import os
 import platform
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from harness import median, run_child
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -250,29 +250,7 @@ def _measure(config: str, task: str, n: int, chunksize: int | None) -> dict[str,
             *command[1:],
         ]
         env.update(MPI_ENV)
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return {"status": "timeout", "outer": time.perf_counter() - start}
-    outer = time.perf_counter() - start
-    lines = [line for line in out.splitlines() if line.startswith("MAPRESULT ")]
-    if proc.returncode != 0 or not lines:
-        return {"status": "crashed", "outer": outer, "stderr": err[-2000:]}
-    record: dict[str, Any] = json.loads(lines[-1].removeprefix("MAPRESULT "))
-    record["status"] = "ok" if record.pop("ok") else "wrong checksum"
-    record["outer"] = outer
-    return record
-
-
-def _median(records: list[dict[str, Any]], key: str) -> float | None:
-    values = [r[key] for r in records if r.get("status") == "ok" and key in r]
-    return statistics.median(values) if values else None
+    return run_child(command, "MAPRESULT", timeout=TIMEOUT, env=env, wrong="wrong checksum")
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -344,11 +322,11 @@ def _table(
 ) -> str:
     lines = []
     for row, task, n, chunksize in workloads:
-        base = _median(records.get((row, "ppe"), []), "cold")
+        base = median(records.get((row, "ppe"), []), "cold")
         base_warm = None
         ideal = n * SLEEP_S / WORKERS if task == "sleep" else None
         peers = [
-            _median(records.get((row, c), []), "cold")
+            median(records.get((row, c), []), "cold")
             for c in configs
             if not c.startswith("aioflow") and not c.endswith("mpi")
         ]
@@ -364,8 +342,8 @@ def _table(
             recs = records.get((row, config))
             if not recs:
                 continue
-            cold = _median(recs, "cold")
-            warm = _median(recs, "warm")
+            cold = median(recs, "cold")
+            warm = median(recs, "warm")
             colds = [r["cold"] for r in recs if r.get("status") == "ok"]
             spread = f"{min(colds):.3f}-{max(colds):.3f}" if colds else "-"
             ok = sum(r.get("status") == "ok" for r in recs)

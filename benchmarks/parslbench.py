@@ -37,14 +37,13 @@ import json
 import os
 import platform
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from harness import median, run_child
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -126,29 +125,9 @@ def child(config_name: str, spec: str) -> None:
 
 
 def _measure(config: str, spec: str) -> dict[str, Any]:
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", config, spec]
-    start = time.perf_counter()
     # A session of its own: on a hang, the whole group (Parsl's interchange and workers) is killed.
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return {"status": "timeout", "outer": time.perf_counter() - start}
-    outer = time.perf_counter() - start
-    lines = [line for line in out.splitlines() if line.startswith("PARSLRESULT ")]
-    if proc.returncode != 0 or not lines:
-        return {"status": "crashed", "outer": outer, "stderr": err[-2000:]}
-    record: dict[str, Any] = json.loads(lines[-1].removeprefix("PARSLRESULT "))
-    record["status"] = "ok" if record.pop("ok") else "wrong checksum"
-    record["outer"] = outer
-    return record
-
-
-def _median(records: list[dict[str, Any]]) -> float | None:
-    values = [r["execute"] for r in records if r.get("status") == "ok"]
-    return statistics.median(values) if values else None
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", config, spec]
+    return run_child(command, "PARSLRESULT", timeout=TIMEOUT, wrong="wrong checksum")
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -163,7 +142,7 @@ def _table(specs: tuple[str, ...], records: dict[tuple[str, str], list[dict[str,
     for spec in specs:
         ours = records.get((spec, "aioflow-parsl"), [])
         theirs = records.get((spec, "parsl-pool"), [])
-        a, p = _median(ours), _median(theirs)
+        a, p = median(ours, "execute"), median(theirs, "execute")
         ratio = a / p if a is not None and p else None
         verdict = "-" if ratio is None else ("PASS" if ratio <= TARGET else "MISS")
         ok = f"{sum(r.get('status') == 'ok' for r in ours)}/{repeats}, {sum(r.get('status') == 'ok' for r in theirs)}/{repeats}"
