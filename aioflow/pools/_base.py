@@ -112,6 +112,11 @@ class Pool(abc.ABC):
     #: billiard), whose queues and locks hang in a gevent-patched process.
     uses_processes: ClassVar[bool] = False
 
+    #: How many calls per worker an execution keeps in the pool at once. A
+    #: few suffice when a call reaches its worker in microseconds; pools whose
+    #: calls cross a network raise it, so that round trips overlap.
+    calls_in_flight_per_worker: ClassVar[int] = 8
+
     def __init__(self, options: PoolOptions) -> None:
         self.options = options
         if self.uses_processes:
@@ -179,6 +184,16 @@ class Pool(abc.ABC):
     def capacity(self) -> int:
         """How many tasks the pool runs at once: ``max_workers``, or the pool's default."""
         return self.options.max_workers or self._default_max_workers()
+
+    def scope_to_running_loop(self) -> None:
+        """Let the pool live on the running event loop, for a pool only this loop's caller uses.
+
+        Pools bound to an event loop may move onto the running one when only
+        this execution uses them (`execute_graph_async` calls it on the pool it
+        opens for itself, before its first use, and closes that pool with
+        `aclose` on the same loop): no thread of their own, no hop between
+        threads per call. Every other pool ignores it.
+        """
 
     def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
         """Wrap ``fn``, to be submitted to ``executor``, so the pool knows whose call it runs."""

@@ -25,8 +25,8 @@ Actors and data flow. The client is an *asynchronous* one
 - with a client given by the user, the home loop is that client's loop
   (distributed's own loop thread for a synchronous client);
 - after `DaskPool.scope_to_running_loop` (for a pool that is opened, used
-  and closed on one loop, as the pool `execute_graph_async` opens for
-  itself), the home loop is the caller's loop: no thread at all.
+  and closed on one loop; `execute_graph_async` does it for the pool it
+  opens for itself), the home loop is the caller's loop: no thread at all.
 
 ``submit`` (from any thread) returns a `concurrent.futures.Future` at once
 and posts the call to the home loop (``call_soon_threadsafe``, or a plain

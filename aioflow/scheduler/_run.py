@@ -19,7 +19,8 @@ timeout, or a cancellation from outside (Ctrl-C included) cancels the task
 group. Calls still in the pool are then cancelled (queued ones) or stopped by
 `Pool.aabort` (running ones: workers killed, threads interrupted), shielded
 from cancellation, before the error is raised. A pool opened here is closed
-here, in every outcome.
+here, in every outcome; a pool bound to an event loop (``dask``) lives on this
+execution's loop (`Pool.scope_to_running_loop`), since nothing else uses it.
 """
 
 from __future__ import annotations
@@ -60,10 +61,9 @@ __all__ = ["execute_graph_async", "preflight"]
 
 logger = logging.getLogger("aioflow")
 
-# The driver keeps at most this many calls per worker in the pool at once
-# (and at least _MIN_WINDOW): enough to keep workers fed between two wake-ups
-# of the loop, few enough to bound memory on wide fans.
-_WINDOW_PER_WORKER = 8
+# The driver keeps at most Pool.calls_in_flight_per_worker calls per worker in
+# the pool at once (and at least _MIN_WINDOW): enough to keep workers fed
+# between two wake-ups of the loop, few enough to bound memory on wide fans.
 _MIN_WINDOW = 32
 
 
@@ -190,6 +190,9 @@ async def execute_graph_async(
             pool_options=pool_options,
         )
         try:
+            # Only this execution uses the pool, and it is closed below on
+            # this loop: a pool bound to a loop may live on this one.
+            owned.scope_to_running_loop()
             return await execution.run(owned)
         finally:
             with anyio.CancelScope(shield=True):
@@ -325,7 +328,7 @@ class _Execution:
         # Enough calls in the pool to keep every worker busy while the loop
         # hands out the next ones; few enough that a 10,000-wide fan does not
         # hold 10,000 queued calls.
-        self._window = max(_MIN_WINDOW, _WINDOW_PER_WORKER * pool.capacity)
+        self._window = max(_MIN_WINDOW, pool.calls_in_flight_per_worker * pool.capacity)
         self._emit("graph.started", total=len(self.graph.nodes))
         timed_out = False
         try:

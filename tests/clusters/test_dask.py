@@ -121,7 +121,7 @@ async def test_pool_scoped_to_the_running_loop_starts_no_thread(local_cluster: A
     """scope_to_running_loop: the client lives on the caller's loop; no thread of the pool's own."""
     async with aioflow.open_pool("dask", pool_options={"address": local_cluster.scheduler_address}) as pool:
         assert isinstance(pool, aioflow.pools.Pool)
-        pool.scope_to_running_loop()  # type: ignore[attr-defined]
+        pool.scope_to_running_loop()
         results = await aioflow.execute_graph_async(COUNTING_LOOP, pool=pool)
         assert results.executions == {"start": 1, "again": 3, "end": 1}
         assert dask_threads() == []
