@@ -1,4 +1,10 @@
-"""aioflow.Executor: a concurrent.futures Executor whose calls take futures as arguments."""
+"""aioflow.Executor: a concurrent.futures Executor whose calls take futures as arguments.
+
+The tests taking the ``executor`` fixture hold no state of this process:
+tests/clusters/test_shared_apis.py runs the same functions on the cluster
+pools, with an ``executor`` fixture of its own. Their task functions are
+module-level here, so the cluster workers import them by name.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import os
 import threading
 import time
 from collections import namedtuple
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -52,6 +59,26 @@ def describe(value: Any) -> str:
 
 def pid() -> int:
     return os.getpid()
+
+
+# Generous: only a deadlock reaches it.
+GATE_DEADLINE = 60.0
+
+
+def wait_for_file(path: str, *_: Any) -> bool:
+    """Block until ``path`` exists: a gate any worker, in any process, sees open."""
+    deadline = time.monotonic() + GATE_DEADLINE
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+    return True
+
+
+def touch(path: str, *_: Any) -> str:
+    """Create ``path``: the record, in any process, that a call ran."""
+    Path(path).touch()
+    return path
 
 
 @pytest.fixture(params=POOLS)
@@ -149,6 +176,24 @@ def test_cancel_a_waiting_call_cancels_its_dependents_and_never_runs_it() -> Non
     assert ran == []
 
 
+def test_cancelling_a_waiting_call_cascades_and_it_never_runs(executor: Executor, tmp_path: Path) -> None:
+    """The same, on any pool: the gate and the record of what ran are files."""
+    gate, ran = tmp_path / "gate", tmp_path / "ran"
+    blocker = executor.submit(wait_for_file, str(gate))
+    waiting = executor.submit(touch, str(ran / "waiting"), blocker)
+    dependent = executor.submit(touch, str(ran / "dependent"), waiting)
+    assert waiting.cancel()
+    assert waiting.cancelled()
+    assert dependent.cancelled()
+    with pytest.raises(concurrent.futures.CancelledError):
+        dependent.result(timeout=0)
+    ran.mkdir()
+    gate.touch()
+    assert blocker.result(timeout=60) is True
+    executor.shutdown(wait=True)
+    assert list(ran.iterdir()) == []
+
+
 def test_cancel_a_queued_call_and_not_a_running_one() -> None:
     with Executor("thread", max_workers=1) as ex:
         gate = threading.Event()
@@ -194,7 +239,7 @@ def test_map_returns_results_in_order(executor: Executor) -> None:
     assert list(executor.map(inc, [])) == []
 
 
-def test_map_reads_a_long_generator_lazily() -> None:
+def test_map_reads_a_long_generator_lazily(executor: Executor) -> None:
     """Only a bounded window of items is pulled ahead of the results consumed."""
     pulled = 0
 
@@ -204,13 +249,18 @@ def test_map_reads_a_long_generator_lazily() -> None:
             pulled += 1
             yield i
 
-    with Executor("thread", max_workers=2) as ex:
-        results = ex.map(inc, numbers(), chunksize=10)
-        first = [next(results) for _ in range(25)]
-        assert first == list(range(1, 26))
-        # 2 workers x 4 chunks ahead x 10 items, plus the chunks consumed.
-        assert pulled <= (2 * 4 + 3) * 10
-        results.close()  # cancels the calls not yet started
+    results = executor.map(inc, numbers(), chunksize=10)
+    first = [next(results) for _ in range(25)]
+    assert first == list(range(1, 26))
+    # The pool's workers (2 on local pools) x 4 chunks ahead x 10 items, plus the chunks consumed.
+    assert pulled <= (executor.pool.capacity * 4 + 3) * 10
+    results.close()  # cancels the calls not yet started
+
+
+def test_map_raises_the_task_error(executor: Executor) -> None:
+    with pytest.raises(ValueError, match="boom"):
+        list(executor.map(fail, ["boom"]))
+    assert list(executor.map(inc, [1, 2])) == [2, 3]  # the executor carries on
 
 
 def test_map_raises_the_task_error_and_times_out() -> None:

@@ -233,6 +233,10 @@ class _ExecutorSession(Session):
         self._futures.clear()
 
 
+# Pools whose workers are processes of their own, not started with multiprocessing.
+_REMOTE_POOLS = frozenset({"dask", "parsl", "mpi"})
+
+
 class PoolBackend(ExecutorBackend):
     """Any aioflow pool by name (``thread``, ``process``, ``billiard``, ...), opened with `aioflow.open_pool`.
 
@@ -269,7 +273,9 @@ class PoolBackend(ExecutorBackend):
         # Validates every option now; a pool object starts nothing until used.
         cls(PoolOptions(context=context, scaling_workers=scaling_workers, idle_timeout=idle_timeout, extra=extra))
         self.name = pool_type
-        self.uses_processes = cls.uses_processes
+        # Chunks run in other processes on multiprocessing-based pools and on the
+        # cluster pools alike: the function must pickle, a worker's traceback is sent back.
+        self.uses_processes = cls.uses_processes or cls.name in _REMOTE_POOLS
         self._pool_type = pool_type
         self._context = context
         self._scaling_workers = scaling_workers

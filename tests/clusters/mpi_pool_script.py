@@ -57,6 +57,11 @@ def run(mode: str) -> dict[str, Any]:
         with aioflow.Executor(pool=pool) as executor:
             first = executor.submit(tasks.inc, 1)
             report["chained"] = executor.submit(tasks.add, first, 10).result(timeout=120)
+            child = executor.submit(tasks.inc, executor.submit(tasks.fail))
+            try:
+                child.result(timeout=120)
+            except aioflow.DependencyError as exc:
+                report["dependency"] = [type(exc).__name__, type(exc.__cause__).__name__]
             report["map"] = list(executor.map(nb_tasks.square, range(10)))
     backend = par.PoolBackend("mpi")
     try:

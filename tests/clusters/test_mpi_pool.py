@@ -67,6 +67,7 @@ def check_work(report: dict[str, Any]) -> None:
     assert report["chain"] == 10
     assert report["failure"] == [0, "ValueError"]
     assert report["chained"] == 12
+    assert report["dependency"] == ["DependencyError", "ValueError"]
     assert report["map"] == [x * x for x in range(10)]
     assert report["parallel"] == [x * x for x in range(20)]
 
