@@ -324,6 +324,9 @@ class ParslPool(Pool):
 
     name = "parsl"
 
+    # Each call is a network round trip: keep enough in flight that they overlap.
+    calls_in_flight_per_worker = 64
+
     def __init__(self, options: PoolOptions) -> None:
         super().__init__(options)
         extra = options.extra
