@@ -118,6 +118,10 @@ LOST_WORKER_TIMEOUT = 1.0
 # Longest wait of the supervisor between two rounds when nothing happens.
 _SUPERVISE_INTERVAL = 0.8
 
+# At teardown, how long a queue lock may stay taken by a live thread (billiard's
+# own handlers hold them for one small write) before it counts as a dead worker's.
+_LOCK_WAIT = 0.5
+
 
 class BrokenBilliardPool(concurrent.futures.BrokenExecutor):
     """A billiard worker died while running the job, or the pool can no longer run jobs."""
@@ -152,6 +156,26 @@ class _Packed:
     def __init__(self, data: bytes, failed: bool = False) -> None:
         self.data = data
         self.failed = failed
+
+
+def _free_locks_of_dead_workers(results: Any, tasks: Any) -> None:
+    """Release the queue locks that killed workers died holding (the result queue's write lock, the task queue's read lock).
+
+    Only called once every worker is dead. A lock still taken after a short
+    wait was taken by one of them: nobody else would ever release it, and
+    billiard's shutdown would wait on it forever. (A lock of this kind may be
+    released by any process.)
+    """
+    for lock in (getattr(results, "_wlock", None), getattr(tasks, "_rlock", None)):
+        if lock is None:
+            continue
+        if lock.acquire(timeout=_LOCK_WAIT):
+            lock.release()  # free: nobody died holding it
+            continue
+        try:
+            lock.release()
+        except ValueError:
+            pass  # released meanwhile
 
 
 def _release_sentinels(workers: list[Any]) -> None:
@@ -592,6 +616,11 @@ class BilliardExecutor(concurrent.futures.Executor):
         # Stop reading results: billiard's end-of-results marker may never
         # come if a killed worker holds the result queue's write lock.
         pool._result_handler.terminate()
+        # The same lock (and the task queue's read lock) would also block
+        # billiard's own shutdown: its task handler writes that marker under
+        # the lock, and its termination takes the read lock to drain tasks.
+        # Every worker is dead now, so a lock still taken was taken by one.
+        _free_locks_of_dead_workers(pool._outqueue, pool._inqueue)
         pool.terminate()
         pool.join()
         _release_sentinels(list(pool._pool))

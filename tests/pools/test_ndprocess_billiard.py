@@ -273,6 +273,26 @@ def test_billiard_unpicklable_argument_fails_its_future() -> None:
         executor.shutdown()
 
 
+def _take_and_exit(lock: Any) -> None:
+    lock.acquire()  # and exit holding it, as a worker killed in the middle of a write does
+
+
+def test_billiard_shutdown_survives_a_result_lock_left_taken_by_a_dead_process() -> None:
+    """A process that died holding the pool's result-queue write lock (as a worker killed in
+    the middle of sending a result does) does not make stopping the pool wait forever."""
+    executor = BilliardExecutor(1, context="fork")
+    assert executor.submit(abs, -2).result(timeout=DEADLINE) == 2
+    lock = executor._pool._outqueue._wlock
+    holder = multiprocessing.get_context("fork").Process(target=_take_and_exit, args=(lock,))
+    holder.start()
+    holder.join(DEADLINE)
+    assert not lock.acquire(timeout=0.1), "the dead process should still hold the lock"
+    stopper = threading.Thread(target=executor.shutdown)
+    stopper.start()
+    stopper.join(DEADLINE)
+    assert not stopper.is_alive(), "shutdown waited on a lock held by a dead process"
+
+
 # --------------------------------------------------------------------------- billiard: idle workers retire
 
 
