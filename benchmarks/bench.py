@@ -422,7 +422,7 @@ def build_rows(sizes: Sizes, cpu_iters: int, *, uvloop: bool) -> list[Row]:
 
 
 def pool_rows(sizes: Sizes, cpu_iters: int) -> list[Row]:
-    """The rows of every pool type (issue 4); their names start with ``pools:``.
+    """The rows of every pool type; their names start with ``pools:``.
 
     Only pools of ``aioflow.available_pools()`` get rows: an installation
     without billiard or gevent leaves theirs out.
@@ -559,7 +559,7 @@ def pool_rows(sizes: Sizes, cpu_iters: int) -> list[Row]:
 
 
 def executor_rows(sizes: Sizes) -> list[Row]:
-    """The rows of `aioflow.Executor` (issue 5); their names start with ``executor:``.
+    """The rows of `aioflow.Executor`; their names start with ``executor:``.
 
     A chain of ``submit`` calls, each taking the previous call's future, and a
     fan of independent ones, against raw asyncio ``run_in_executor`` on the
