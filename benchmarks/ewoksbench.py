@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import median, run_child
+from harness import fmt, median, run_child
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -237,10 +237,6 @@ def _measure(door: str, engine: str, spec: str, pool: str, timeout: float) -> di
     return run_child(command, "EWOKSRESULT", timeout=timeout, env=env)
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def _status(records: list[dict[str, Any]]) -> str:
     if not records:
         return "not-run"
@@ -337,21 +333,21 @@ def _table(
         else:
             result = "info"
         target = f"<= {row.target}x ({row.why})" if row.target is not None else (row.why or "-")
-        their = _fmt(p) if p is not None else _status(theirs)
-        mine_s = _fmt(a) if a is not None else _status(mine)
-        ratio = _fmt(a / p, 4) if a and p else "-"
-        engine_ratio = _fmt(ae / pe, 3) if ae and pe else "-"
+        their = fmt(p) if p is not None else _status(theirs)
+        mine_s = fmt(a) if a is not None else _status(mine)
+        ratio = fmt(a / p, 4) if a and p else "-"
+        engine_ratio = fmt(ae / pe, 3) if ae and pe else "-"
         again_key = "engine_again" if row.door == "ewoks" else "again"
         aa, pa = median(mine, again_key), median(theirs, again_key)
-        again_ratio = _fmt(aa / pa, 4) if aa and pa else "-"
+        again_ratio = fmt(aa / pa, 4) if aa and pa else "-"
         lines.append(
             f"| {row.name} | {mine_s} | {their} | {ratio} | {target} | {result} | "
-            f"{_fmt(ae)} | {_fmt(pe)} | {engine_ratio} | {_fmt(aa)} | {_fmt(pa)} | {again_ratio} |"
+            f"{fmt(ae)} | {fmt(pe)} | {engine_ratio} | {fmt(aa)} | {fmt(pa)} | {again_ratio} |"
         )
 
     def imported(engine: str, door: str) -> str:
         recs = [r for (_, e), rs in records.items() if e == engine for r in rs if r.get("door") == door]
-        return _fmt(median(recs, "import_s"))
+        return fmt(median(recs, "import_s"))
 
     lines += [
         "",
@@ -372,8 +368,8 @@ def _table(
             "",
             "| conversion of ewoks' loaded graph to aioflow's model | seconds | ratio to 10x fewer nodes | target | result |",
             "|---|---|---|---|---|",
-            f"| fanout{small} | {_fmt(s, 4)} | - | - | - |",
-            f"| fanout{large} | {_fmt(b, 4)} | {_fmt(growth, 2)} | <= 12 (linear) | {verdict} |",
+            f"| fanout{small} | {fmt(s, 4)} | - | - | - |",
+            f"| fanout{large} | {fmt(b, 4)} | {fmt(growth, 2)} | <= 12 (linear) | {verdict} |",
         ]
     return "\n".join(lines)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["median", "run_child"]
+__all__ = ["fmt", "median", "run_child"]
 
 
 def run_child(
@@ -68,3 +68,8 @@ def median(records: Sequence[Mapping[str, Any]], key: str) -> float | None:
     """The median of ``key`` over the successful records (``None`` when there is none)."""
     values = [r[key] for r in records if r.get("status") == "ok" and key in r]
     return statistics.median(values) if values else None
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A figure for a table: ``-`` when there is none."""
+    return "-" if value is None else f"{value:.{digits}f}"

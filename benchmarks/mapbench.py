@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import median, run_child
+from harness import fmt, median, run_child
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -253,10 +253,6 @@ def _measure(config: str, task: str, n: int, chunksize: int | None) -> dict[str,
     return run_child(command, "MAPRESULT", timeout=TIMEOUT, env=env, wrong="wrong checksum")
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="every configuration once, tiny sizes (CI)")
@@ -332,7 +328,7 @@ def _table(
         ]
         best_peer = min((p for p in peers if p is not None), default=None)
         lines += [
-            f"### {row} (chunksize {chunksize or _tuned(n, None)}); baseline ppe cold = {_fmt(base)} s"
+            f"### {row} (chunksize {chunksize or _tuned(n, None)}); baseline ppe cold = {fmt(base)} s"
             + (f", ideal {ideal:.2f} s" if ideal else ""),
             "",
             "| configuration | cold s | x baseline | x best peer | x ideal | warm s | min-max cold s | runs ok |",
@@ -347,11 +343,11 @@ def _table(
             colds = [r["cold"] for r in recs if r.get("status") == "ok"]
             spread = f"{min(colds):.3f}-{max(colds):.3f}" if colds else "-"
             ok = sum(r.get("status") == "ok" for r in recs)
-            ratio = _fmt(cold / base, 2) if cold and base else "-"
-            vs_peer = _fmt(cold / best_peer, 2) if cold and best_peer else "-"
-            vs_ideal = _fmt(cold / ideal, 3) if cold and ideal else "-"
+            ratio = fmt(cold / base, 2) if cold and base else "-"
+            vs_peer = fmt(cold / best_peer, 2) if cold and best_peer else "-"
+            vs_ideal = fmt(cold / ideal, 3) if cold and ideal else "-"
             lines.append(
-                f"| {config} | {_fmt(cold)} | {ratio} | {vs_peer} | {vs_ideal} | {_fmt(warm)} | {spread} | {ok}/{repeats} |"
+                f"| {config} | {fmt(cold)} | {ratio} | {vs_peer} | {vs_ideal} | {fmt(warm)} | {spread} | {ok}/{repeats} |"
             )
         del base_warm
         lines.append("")

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import median, run_child
+from harness import fmt, median, run_child
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -130,10 +130,6 @@ def _measure(config: str, spec: str) -> dict[str, Any]:
     return run_child(command, "PARSLRESULT", timeout=TIMEOUT, wrong="wrong checksum")
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def _table(specs: tuple[str, ...], records: dict[tuple[str, str], list[dict[str, Any]]], repeats: int) -> str:
     lines = [
         "| workload | aioflow-parsl s | parsl-pool s | ratio | target | result | runs ok |",
@@ -146,7 +142,7 @@ def _table(specs: tuple[str, ...], records: dict[tuple[str, str], list[dict[str,
         ratio = a / p if a is not None and p else None
         verdict = "-" if ratio is None else ("PASS" if ratio <= TARGET else "MISS")
         ok = f"{sum(r.get('status') == 'ok' for r in ours)}/{repeats}, {sum(r.get('status') == 'ok' for r in theirs)}/{repeats}"
-        lines.append(f"| {spec} | {_fmt(a)} | {_fmt(p)} | {_fmt(ratio, 2)} | <= {TARGET} | {verdict} | {ok} |")
+        lines.append(f"| {spec} | {fmt(a)} | {fmt(p)} | {fmt(ratio, 2)} | <= {TARGET} | {verdict} | {ok} |")
     return "\n".join(lines)
 
 
