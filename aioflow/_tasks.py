@@ -34,7 +34,16 @@ from typing import Any
 from ._errors import TaskInputError
 from ._results import MISSING
 
-__all__ = ["EWOKS_TASK_TYPES", "TaskCall", "TaskOutcome", "import_callable", "run_task"]
+__all__ = [
+    "EWOKS_TASK_TYPES",
+    "ChainedCall",
+    "TaskCall",
+    "TaskOutcome",
+    "import_callable",
+    "link_data",
+    "run_chained",
+    "run_task",
+]
 
 # A script that runs longer than this is checked for interruption this often
 # (a thread-pool task can only be interrupted between Python bytecodes).
@@ -107,6 +116,62 @@ def run_task(call: TaskCall) -> dict[Any, Any] | TaskOutcome:
         return _run_script(call)
     msg = f"task_type {task_type!r} cannot run in a worker"
     raise ValueError(msg)
+
+
+def link_data(
+    outputs: Mapping[Any, Any], map_all_data: bool, data_mapping: tuple[tuple[Any, Any], ...]
+) -> dict[Any, Any]:
+    """The data one link delivers from its source's outputs (spec §3.2).
+
+    Every output under its own name with ``map_all_data``, then each
+    ``(source_output, target_input)`` pair of ``data_mapping``; an output the
+    source did not produce arrives as `MISSING`. The scheduler and the
+    workers that run a `ChainedCall` both build link data with this function,
+    so a node sees the same inputs whichever side built them.
+    """
+    data: dict[Any, Any] = dict(outputs) if map_all_data else {}
+    for source_output, target_input in data_mapping:
+        data[target_input] = outputs.get(source_output, MISSING)
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class ChainedCall:
+    """A `TaskCall` whose link inputs come from calls that have not finished when it is sent.
+
+    A pool that chains calls (`aioflow.pools.Pool.chains_calls`) runs it
+    after those calls, on a worker, with their outputs as arguments: the
+    data goes from worker to worker, and the call starts without waiting for
+    a round trip through the scheduler.
+
+    Attributes:
+        call: the call, its ``inputs`` holding the node's default inputs only.
+        parts: one entry per in-link of the node, in link order (the order in
+            which the scheduler merges link data): the link's data when it is
+            already known, or ``(upstream, map_all_data, data_mapping)`` to
+            build it from the outputs of the ``upstream``-th argument of
+            `run_chained` after the call.
+    """
+
+    call: TaskCall
+    parts: tuple[dict[Any, Any] | tuple[int, bool, tuple[tuple[Any, Any], ...]], ...]
+
+
+def run_chained(chained: ChainedCall, *upstream: dict[Any, Any]) -> dict[Any, Any] | TaskOutcome:
+    """Run a `ChainedCall`, given the outputs of the calls it waited for."""
+    dynamic: dict[Any, Any] = {}
+    for part in chained.parts:
+        if isinstance(part, dict):
+            dynamic.update(part)
+        else:
+            index, map_all_data, data_mapping = part
+            dynamic.update(link_data(upstream[index], map_all_data, data_mapping))
+    call = chained.call
+    defaults = call.inputs
+    inputs = {**defaults, **dynamic} if defaults else dynamic
+    return run_task(
+        TaskCall(call.node_id, call.label, call.task_type, call.task_identifier, inputs, call.node_attrs, call.ewoks)
+    )
 
 
 # --------------------------------------------------------------------------- imports

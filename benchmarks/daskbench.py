@@ -20,6 +20,7 @@ hand-written submits).
 
     python benchmarks/daskbench.py            # chain1000, fanout1000, lattice4x4 (a few minutes)
     python benchmarks/daskbench.py --smoke    # tiny sizes, once each (< 30 s)
+    python benchmarks/daskbench.py --workloads fanout:1000 --repeats 1
 
 The exit code is 1 only when a measurement crashed, timed out or returned a
 wrong checksum; never for a missed target.
@@ -235,6 +236,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, once each (CI)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per configuration (default 3, smoke 1)")
+    parser.add_argument("--workloads", nargs="+", metavar="SPEC", help="workload specs instead of the default set")
     parser.add_argument("--child", nargs=3, metavar=("CONFIG", "WORKLOAD", "ADDRESS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -245,7 +247,7 @@ def main() -> int:
     import workloads
 
     repeats = args.repeats or (1 if args.smoke else 3)
-    specs = SMOKE_WORKLOADS if args.smoke else FULL_WORKLOADS
+    specs = args.workloads or (SMOKE_WORKLOADS if args.smoke else FULL_WORKLOADS)
     names = [workloads.make(spec).name for spec in specs]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS_DIR.mkdir(exist_ok=True)

@@ -117,6 +117,23 @@ class Pool(abc.ABC):
     #: calls cross a network raise it, so that round trips overlap.
     calls_in_flight_per_worker: ClassVar[int] = 8
 
+    #: Whether the executor chains calls: a `concurrent.futures.Future` it
+    #: returned, given to ``submit`` as a positional argument, is replaced by
+    #: that call's result on the worker, once it is there (``submit`` itself
+    #: does not wait). If that call fails or is cancelled, the call fails
+    #: without running. Pools whose engine tracks dependencies itself (Dask,
+    #: Parsl) do it with no round trip through this process; the scheduler
+    #: then sends a node before its inputs exist, when nothing but its
+    #: predecessors' success can decide whether it runs.
+    chains_calls: ClassVar[bool] = False
+
+    #: Whether a call's result can stay on the worker that computed it
+    #: (`bind_remote`): its future then resolves, as soon as the call is
+    #: done, to a handle that later calls take as an argument (chaining) and
+    #: that `afetch` turns into the value. The data then goes from worker to
+    #: worker; only what the caller asks for comes back.
+    keeps_results_remote: ClassVar[bool] = False
+
     def __init__(self, options: PoolOptions) -> None:
         self.options = options
         if self.uses_processes:
@@ -198,6 +215,24 @@ class Pool(abc.ABC):
     def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
         """Wrap ``fn``, to be submitted to ``executor``, so the pool knows whose call it runs."""
         return fn
+
+    def bind_remote(
+        self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        """Like `bind`, for a call whose result stays on its worker (`keeps_results_remote` pools only).
+
+        The future of such a call resolves to a handle, not to the result;
+        a failure still comes back as the exception.
+        """
+        raise NotImplementedError(f"the {self.name!r} pool cannot keep results on its workers")
+
+    async def afetch(self, handles: list[Any]) -> list[Any]:
+        """The values behind handles from `bind_remote` calls, fetched together.
+
+        Raises:
+            PoolError: the values could not be fetched (the workers that held them are gone).
+        """
+        raise NotImplementedError(f"the {self.name!r} pool cannot keep results on its workers")
 
     def enter(self, owner: object) -> None:
         """Count one call of ``owner`` as in flight."""
@@ -346,11 +381,13 @@ class Owned:
     sending: only ``fn`` travels to the worker.
     """
 
-    __slots__ = ("fn", "owner")
+    __slots__ = ("fn", "owner", "remote")
 
-    def __init__(self, owner: object, fn: Callable[..., Any]) -> None:
+    def __init__(self, owner: object, fn: Callable[..., Any], *, remote: bool = False) -> None:
         self.owner = owner
         self.fn = fn
+        # The result stays on the worker (`Pool.bind_remote`).
+        self.remote = remote
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)

@@ -77,6 +77,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolError
+from .._tasks import ChainedCall, TaskCall
 from ._base import Owned, Pool, PoolOptions, run_in_own_thread, settle, unpicklable_type
 
 if TYPE_CHECKING:
@@ -138,6 +139,14 @@ class _Payload:
 def _apply(payload: _Payload) -> Any:
     """On a worker: run one call."""
     return payload.fn(*payload.args, **payload.kwargs)
+
+
+def _apply_chained(payload: _Payload, positions: tuple[int, ...], *upstream: Any) -> Any:
+    """On a worker: run one call, with the results of the calls it waited for in their places."""
+    args = list(payload.args)
+    for position, value in zip(positions, upstream, strict=True):
+        args[position] = value
+    return payload.fn(*args, **payload.kwargs)
 
 
 # --------------------------------------------------------------------------- the connection
@@ -314,12 +323,35 @@ class _Connection:
 
 
 class _Call:
-    __slots__ = ("dask_future", "future", "owner")
+    __slots__ = ("dask_future", "fn_name", "future", "owner", "remote")
 
-    def __init__(self, future: concurrent.futures.Future[Any], owner: object) -> None:
+    def __init__(
+        self, future: concurrent.futures.Future[Any], owner: object, fn_name: str, remote: bool = False
+    ) -> None:
         self.future = future
         self.owner = owner
+        self.fn_name = fn_name  # the prefix of its Dask key
+        self.remote = remote  # its result stays on the cluster: the future gets a _Remote
         self.dask_future: Any = None
+
+
+class _Remote:
+    """A call's result left on the cluster: what the future of a `DaskPool.bind_remote` call resolves to.
+
+    It holds the Dask future, so the cluster keeps the value until the
+    handle is dropped. Given back to ``submit`` as the result of a future
+    argument, it reaches the worker from the worker that holds it;
+    `DaskPool.afetch` brings values here.
+    """
+
+    __slots__ = ("dask_future",)
+
+    def __init__(self, dask_future: Any) -> None:
+        self.dask_future = dask_future
+
+    def __reduce__(self) -> Any:
+        msg = "a result kept on the Dask cluster cannot be pickled: fetch it with DaskPool.afetch first"
+        raise TypeError(msg)
 
 
 class _DaskExecutor(concurrent.futures.Executor):
@@ -332,23 +364,25 @@ class _DaskExecutor(concurrent.futures.Executor):
         self._calls: dict[concurrent.futures.Future[Any], _Call] = {}
         self._shutdown = False
         # Home loop only: calls to send to the cluster, and calls done there whose results are to be fetched.
-        self._to_submit: list[tuple[_Call, Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+        self._to_submit: list[tuple[_Call, Callable[..., Any], tuple[Any, ...], dict[str, Any], tuple[int, ...]]] = []
         self._to_gather: list[_Call] = []
         self._gathering = False
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         owner = None
+        remote = False
         if isinstance(fn, Owned):
-            owner, fn = fn.owner, fn.fn
+            owner, remote, fn = fn.owner, fn.remote, fn.fn
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        call = _Call(future, owner)
+        call = _Call(future, owner, _key_name(fn, args), remote)
         with self._lock:
             if self._shutdown:
                 msg = "cannot schedule new futures after shutdown"
                 raise RuntimeError(msg)
             self._calls[future] = call
+        waits_for = tuple(i for i, arg in enumerate(args) if isinstance(arg, concurrent.futures.Future))
         try:
-            self._conn.post(self._start, call, fn, args, kwargs)
+            self._conn.post(self._start, call, fn, args, kwargs, waits_for)
         except BaseException:
             self._forget(future)
             raise
@@ -393,55 +427,151 @@ class _DaskExecutor(concurrent.futures.Executor):
     def _cancel_dask(self, call: _Call) -> None:  # on the home loop
         self._conn.loop.create_task(self._conn.cancel([call.dask_future]))
 
-    def _start(self, call: _Call, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _start(
+        self,
+        call: _Call,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        waits_for: tuple[int, ...] = (),
+    ) -> None:
         """On the home loop: queue a call; the calls queued in one turn of the loop are sent together."""
         if call.future.cancelled():
             return
-        self._to_submit.append((call, fn, args, kwargs))
+        self._to_submit.append((call, fn, args, kwargs, waits_for))
         if len(self._to_submit) == 1:
             self._conn.loop.create_task(self._submit())
 
     async def _submit(self) -> None:
-        """On the home loop: send the queued calls to the cluster in one message, then watch each.
+        """On the home loop: send the queued calls to the cluster, as few messages as possible, then watch each.
 
         One ``client.map`` for many calls: the scheduler handles one graph
         update instead of one per call, which is most of its cost per task.
+        Calls that wait for others go in the same way, grouped by how many
+        they wait for; a call waiting for one queued just before it is sent
+        after it (the Dask future it needs exists only then).
         """
         try:
             client = await self._conn.get_client()
         except Exception as exc:
-            batch, self._to_submit = self._to_submit, []
-            for call, *_ in batch:
+            failed, self._to_submit = self._to_submit, []
+            for call, *_ in failed:
                 self._done(call, error=self._describe(exc))
             return
-        batch, self._to_submit = [b for b in self._to_submit if not b[0].future.cancelled()], []
-        if not batch:
-            return
-        calls = [b[0] for b in batch]
-        payloads = [_Payload(fn, args, kwargs) for _, fn, args, kwargs in batch]
-        keys = [f"{getattr(b[1], '__name__', 'call')}-{uuid.uuid4().hex}" for b in batch]
-        del batch
+        queued, self._to_submit = [b for b in self._to_submit if not b[0].future.cancelled()], []
+        # The calls of this batch not sent yet: a call waiting for one of them is sent after it.
+        unsent = {b[0].future for b in queued}
+        # Calls to send, grouped by how many Dask futures they take: (call, arguments of the applier).
+        groups: dict[int, list[tuple[_Call, tuple[Any, ...]]]] = {}
+        for call, fn, args, kwargs, waits_for in queued:
+            if not waits_for:
+                groups.setdefault(0, []).append((call, (_Payload(fn, args, kwargs),)))
+                continue
+            arguments = self._resolve(call, fn, args, kwargs, waits_for, unsent)
+            if arguments is _SEND_EARLIER:
+                self._send_groups(client, groups, unsent)  # what it waits for is among them
+                arguments = self._resolve(call, fn, args, kwargs, waits_for, unsent)
+            if isinstance(arguments, tuple):
+                width = len(arguments) - 2
+                groups.setdefault(width, []).append((call, arguments if width else arguments[:1]))
+            else:  # settled, or waiting here: not sent in this batch
+                unsent.discard(call.future)
+        self._send_groups(client, groups, unsent)
+
+    def _resolve(
+        self,
+        call: _Call,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        waits_for: tuple[int, ...],
+        unsent: set[concurrent.futures.Future[Any]],
+    ) -> tuple[Any, ...] | object | None:
+        """The arguments of `_apply_chained` for a call that waits for others.
+
+        Each future it waits for becomes the Dask future of its call (or of
+        the result that call left on the cluster), or its result, when it is
+        only here. Returns `_SEND_EARLIER` if one of them is among the
+        ``unsent`` calls of this batch, and ``None`` when the call is settled
+        (a dependency failed) or waits here for one not on this cluster.
+        """
+        values = list(args)
+        positions: list[int] = []
+        upstream: list[Any] = []
+        for position in waits_for:
+            dependency: concurrent.futures.Future[Any] = args[position]
+            with self._lock:
+                on_cluster = self._calls.get(dependency)
+            if on_cluster is not None and on_cluster.dask_future is not None:
+                positions.append(position)
+                upstream.append(on_cluster.dask_future)
+                values[position] = None  # its result takes this place on the worker
+            elif dependency in unsent:
+                return _SEND_EARLIER
+            elif dependency.done():
+                if dependency.cancelled():
+                    self._done(call, error=concurrent.futures.CancelledError())
+                    return None
+                error = dependency.exception()
+                if error is not None:
+                    self._done(call, error=error)
+                    return None
+                value = dependency.result()
+                if isinstance(value, _Remote):  # still on the cluster: from there
+                    positions.append(position)
+                    upstream.append(value.dask_future)
+                    values[position] = None
+                else:
+                    values[position] = value
+            else:
+                dependency.add_done_callback(lambda _: self._retry(call, fn, args, kwargs, waits_for))
+                return None
+        return (_Payload(fn, tuple(values), kwargs), tuple(positions), *upstream)
+
+    def _send_groups(
+        self,
+        client: Any,
+        groups: dict[int, list[tuple[_Call, tuple[Any, ...]]]],
+        unsent: set[concurrent.futures.Future[Any]],
+    ) -> None:
+        """On the home loop: send each group in one ``client.map``, and watch each call."""
+        for width, group in groups.items():
+            applier = _apply if width == 0 else _apply_chained
+            calls = [call for call, _ in group]
+            unsent.difference_update(call.future for call in calls)
+            keys = [_key(call.fn_name) for call in calls]
+            columns = list(zip(*(arguments for _, arguments in group), strict=True))
+            try:
+                futures: list[Any] = client.map(applier, *columns, key=keys, pure=False)
+            except Exception:
+                # One call that cannot be sent (an argument that does not pickle)
+                # must fail alone: send them one by one, under new keys (the
+                # client may have registered the first ones before it failed).
+                futures = []
+                for (call, arguments), key in zip(group, keys, strict=True):
+                    try:
+                        futures.append(client.submit(applier, *arguments, key=f"{key}-1", pure=False))
+                    except Exception as exc:
+                        self._done(call, error=_unsendable(exc))
+                        futures.append(None)
+            del columns  # the cluster holds the calls now
+            for call, dask_future in zip(calls, futures, strict=True):
+                if dask_future is not None:  # None: could not be sent
+                    self._sent(call, dask_future, client)
+        groups.clear()
+
+    def _retry(self, *start: Any) -> None:
+        """From any thread: queue a chained call again, once what it waited for here is done."""
         try:
-            futures: list[Any] = client.map(_apply, payloads, key=keys, pure=False)
-        except Exception:
-            # One call that cannot be sent (an argument that does not pickle)
-            # must fail alone: send them one by one, under new keys (the
-            # client may have registered the first ones before it failed).
-            futures = []
-            for call, payload, key in zip(calls, payloads, keys, strict=True):
-                try:
-                    futures.append(client.submit(_apply, payload, key=f"{key}-1", pure=False))
-                except Exception as exc:
-                    self._done(call, error=_unsendable(exc))
-                    futures.append(None)
-        del payloads  # the cluster holds the calls now
-        for call, dask_future in zip(calls, futures, strict=True):
-            if dask_future is None:
-                continue  # could not be sent
-            call.dask_future = dask_future
-            if call.future.cancelled():  # from another thread, just now
-                self._conn.loop.create_task(self._conn.cancel([dask_future]))
-            self._conn.loop.create_task(self._watch(call, client))
+            self._conn.post(self._start, *start)
+        except PoolError as exc:
+            self._done(start[0], error=exc)
+
+    def _sent(self, call: _Call, dask_future: Any, client: Any) -> None:
+        call.dask_future = dask_future
+        if call.future.cancelled():  # from another thread, just now
+            self._conn.loop.create_task(self._conn.cancel([dask_future]))
+        self._conn.loop.create_task(self._watch(call, client))
 
     async def _watch(self, call: _Call, client: Any) -> None:
         """On the home loop: wait until the cluster says a call is done, then queue it for gathering."""
@@ -451,6 +581,9 @@ class _DaskExecutor(concurrent.futures.Executor):
         except BaseException as exc:  # cancelled: the home loop is closing
             self._done(call, error=PoolError(f"the Dask call was abandoned: {type(exc).__name__}"))
             raise
+        if call.remote and call.dask_future.status == "finished":
+            self._done(call, result=_Remote(call.dask_future))  # nothing to fetch
+            return
         self._to_gather.append(call)
         if not self._gathering:
             self._gathering = True
@@ -508,6 +641,32 @@ class _DaskExecutor(concurrent.futures.Executor):
         return lost
 
 
+def _key_name(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
+    """The prefix of a call's Dask key: the task a node runs, else the function's name.
+
+    Dask groups tasks by this prefix: the dashboard shows one bar per task,
+    and the scheduler's placement follows the groups' dependencies as it
+    does for hand-written ``client.submit`` calls of the same functions.
+    """
+    first = args[0] if args else None
+    if isinstance(first, ChainedCall):
+        first = first.call
+    name = first.task_identifier if isinstance(first, TaskCall) else getattr(fn, "__name__", None)
+    if not isinstance(name, str) or not name:
+        return "call"
+    # "/path/tasks.py::func" -> "func"; "-" separates Dask's prefix from the rest of the key.
+    return name.rpartition("::")[2].replace("-", "_") or "call"
+
+
+def _key(name: str) -> str:
+    """A key of its own for every call: equal calls still all run."""
+    return f"{name}-{uuid.uuid4().hex}"
+
+
+# What `_DaskExecutor._resolve` returns for a call that waits for one queued before it in the same batch.
+_SEND_EARLIER = object()
+
+
 def _unsendable(exc: Exception) -> Exception:
     """The pickling error under Dask's ``Could not serialize object of type ...`` (it names the real culprit)."""
     seen: Exception | None = exc
@@ -526,6 +685,13 @@ class DaskPool(Pool):
     """Tasks run on a Dask ``distributed`` cluster: one at ``address``, a given ``client``, or a LocalCluster."""
 
     name = "dask"
+    chains_calls = True
+    keeps_results_remote = True
+    # Calls whose results stay on the cluster cost the driver a handle each,
+    # and Dask's scheduler queues what its workers cannot take yet: a deep
+    # window lets it place a wide fan at once (1000 tiny tasks on 2 workers:
+    # 0.9 s with 512 in flight, 1.5 s with 32).
+    calls_in_flight_per_worker = 256
 
     def __init__(self, options: PoolOptions) -> None:
         super().__init__(options)
@@ -593,6 +759,38 @@ class DaskPool(Pool):
 
     def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
         return Owned(owner, fn)
+
+    def bind_remote(
+        self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        return Owned(owner, fn, remote=True)
+
+    async def afetch(self, handles: list[Any]) -> list[Any]:
+        """Fetch the values of results kept on the cluster, in one ``client.gather``.
+
+        Raises:
+            PoolError: the pool is closed, or its cluster cannot be reached.
+            Exception: what fetching raised (a value that does not unpickle here...).
+        """
+        if not handles:
+            return []
+        connection = self._connection
+        if connection is None:
+            msg = f"the {self.name!r} pool is closed: the results it kept on its cluster are gone"
+            raise PoolError(msg)
+
+        async def gather() -> list[Any]:
+            client = await connection.get_client()
+            values: list[Any] = await client.gather([h.dask_future for h in handles], asynchronous=True)
+            return values
+
+        try:
+            if connection.in_home_thread():
+                return await gather()
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(gather(), connection.loop))
+        except (OSError, RuntimeError) as exc:  # the connection, or the home loop, is gone
+            msg = f"the {self.name!r} pool could not fetch results from its cluster: {type(exc).__name__}: {exc}"
+            raise PoolError(msg) from exc
 
     def lost_worker(self, executor: concurrent.futures.Executor, error: BaseException) -> str | None:
         # One worker died; the cluster and the other calls carry on: keep the executor.

@@ -3,16 +3,21 @@
 aioflow does not build a cluster: Parsl does, from a ``Config`` (a provider
 for the batch system, a launcher, an executor), and aioflow sends its calls
 to that DataFlowKernel (DFK). The scheduler keeps its own dependency
-tracking: Parsl sees independent calls, one per node firing, never a future
-as an argument.
+tracking: conditions, cycles and error links are decided in this process.
 
 Data flow: ``submit(fn, *args, **kwargs)`` on the pool's `ParslExecutor`
 returns a plain `concurrent.futures.Future` at once. The call goes to
 ``DataFlowKernel.submit`` as ``_invoke(fn, args, kwargs)``: packed this way,
-Parsl neither waits on futures found among the arguments nor reads keyword
-arguments it reserves (``inputs``, ``outputs``, ``stdout``, ``walltime``).
-Parsl's ``AppFuture`` resolves on one of Parsl's threads; a done-callback
-copies its outcome to the returned future. No thread waits per task.
+Parsl does not read keyword arguments it reserves (``inputs``, ``outputs``,
+``stdout``, ``walltime``). Parsl's ``AppFuture`` resolves on one of Parsl's
+threads; a done-callback copies its outcome to the returned future. No
+thread waits per task.
+
+Chaining (`Pool.chains_calls`): a future among the positional arguments is
+handed to Parsl as a dependency of the task, and only those: the DFK starts
+the task when they are done, with their results in their places (one
+callback on Parsl's side, no round trip through the event loop). The
+scheduler uses it to send a node whose predecessors are still running.
 
 Why a future of our own rather than the ``AppFuture``: Parsl cannot cancel a
 task (``AppFuture.cancel`` raises ``NotImplementedError``), and asyncio
@@ -97,6 +102,16 @@ _LOST = ("WorkerLost", "ManagerLost")
 def _invoke(fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
     """Run in a Parsl worker: the call, unpacked."""
     return fn(*args, **kwargs)
+
+
+def _invoke_chained(
+    fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], positions: tuple[int, ...], *upstream: Any
+) -> T:
+    """Run in a Parsl worker: the call, with the results of the calls it waited for in their places."""
+    values = list(args)
+    for position, value in zip(positions, upstream, strict=True):
+        values[position] = value
+    return fn(*values, **kwargs)
 
 
 def default_config(max_workers: int, run_dir: str) -> Any:
@@ -239,10 +254,20 @@ class ParslExecutor(concurrent.futures.Executor):
             if error is not None:
                 settle(future, error=error)
                 return
+            # Futures among the positional arguments go to Parsl as dependencies
+            # of the task: its DFK starts it when they are done, with their
+            # results, and fails it (DependencyError) if one of them fails.
+            waits_for = tuple(i for i, arg in enumerate(args) if isinstance(arg, concurrent.futures.Future))
+            call: Callable[..., Any] = _invoke
+            app_args: tuple[Any, ...] = (fn, args, kwargs)
+            if waits_for:
+                upstream = tuple(args[i] for i in waits_for)
+                packed = tuple(None if i in waits_for else arg for i, arg in enumerate(args))
+                call, app_args = _invoke_chained, (fn, packed, kwargs, waits_for, *upstream)
             try:
                 app_future = dfk.submit(
-                    _invoke,
-                    app_args=(fn, args, kwargs),
+                    call,
+                    app_args=app_args,
                     executors=self._executors,
                     cache=False,
                     ignore_for_cache=None,
@@ -323,6 +348,7 @@ class ParslPool(Pool):
     """
 
     name = "parsl"
+    chains_calls = True
 
     # Each call is a network round trip: keep enough in flight that they overlap.
     calls_in_flight_per_worker = 64

@@ -12,7 +12,7 @@ from ..graph import Graph, NodeId, select_nodes
 if TYPE_CHECKING:
     from ._state import ExecutionState
 
-__all__ = ["select_results", "validate_outputs"]
+__all__ = ["select_results", "selected_nodes", "validate_outputs"]
 
 
 def validate_outputs(graph: Graph, outputs: Sequence[Mapping[str, Any]] | None) -> None:
@@ -32,6 +32,16 @@ def validate_outputs(graph: Graph, outputs: Sequence[Mapping[str, Any]] | None) 
             problems.extend(f"outputs[{i}]: {p}" for p in exc.problems)
     if problems:
         raise GraphError(graph.id, problems)
+
+
+def selected_nodes(graph: Graph, outputs: Sequence[Mapping[str, Any]] | None) -> set[NodeId]:
+    """The nodes whose outputs `select_results` may read."""
+    if outputs is None:
+        outputs = [{"all": False}]
+    selected: set[NodeId] = set()
+    for item in outputs:
+        selected.update(select_nodes(graph, item, default=graph.end_nodes))
+    return selected
 
 
 def select_results(

@@ -46,11 +46,12 @@ from .._errors import (
     PoolError,
 )
 from .._results import Results
-from .._tasks import EWOKS_TASK_TYPES, TaskCall, TaskOutcome, run_task
+from .._tasks import EWOKS_TASK_TYPES, ChainedCall, TaskCall, TaskOutcome, link_data, run_chained, run_task
 from ..events import Event, EventKind
 from ..graph import Graph, Node, NodeId, load_graph
 from ..pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
-from ._outputs import select_results, validate_outputs
+from ._ahead import results_may_stay_remote, sendable_ahead
+from ._outputs import select_results, selected_nodes, validate_outputs
 from ._state import ExecutionState, Firing, IterationLimitReached
 
 if TYPE_CHECKING:
@@ -65,6 +66,10 @@ logger = logging.getLogger("aioflow")
 # the pool at once (and at least _MIN_WINDOW): enough to keep workers fed
 # between two wake-ups of the loop, few enough to bound memory on wide fans.
 _MIN_WINDOW = 32
+
+# Seconds to fetch, at the end, the results a pool kept on its workers. Only
+# a cluster that went away reaches it; the results are then reported lost.
+_FETCH_TIMEOUT = 60.0
 
 
 async def execute_graph_async(
@@ -258,14 +263,48 @@ class _NodeFailed:
         self.error = error
 
 
+class _InFlight:
+    """A call in the pool: for which node, and which firing (``None`` while sent ahead and unclaimed)."""
+
+    __slots__ = ("call", "executor", "firing", "node_id", "parked", "remote")
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        firing: Firing | None,
+        executor: concurrent.futures.Executor,
+        call: concurrent.futures.Future[Any] | None,
+        remote: bool = False,
+    ) -> None:
+        self.node_id = node_id
+        # Its result stays on the pool's workers: the call resolves to a handle.
+        self.remote = remote
+        self.firing = firing
+        self.executor = executor
+        # The pool's own future, which a chaining pool takes as an argument of later calls.
+        self.call = call
+        # Finished before the state machine fired its node: its outcome waits for the firing.
+        self.parked = False
+
+
 class _Execution:
     """One run of one graph on one pool. Used once.
 
-    The driver keeps a bounded window of firings in the pool (`_window`); the
+    The driver keeps a bounded window of calls in the pool (`_window`); the
     firings the state machine unlocked beyond it wait in `_ready`. A finished
     call's done-callback queues its future in `_completed` and wakes the
     driver, which hands every completed call to the state machine in one go
     and tops the window up. No task per firing, no polling.
+
+    On a pool that chains calls, the driver also sends nodes *ahead*
+    (`_ahead`): with the pool's futures of their predecessors as arguments,
+    before those finish. Such a call belongs to no firing until the state
+    machine fires its node (`_queue` then claims it: ``_early``); if one of
+    the predecessors fails, it is cancelled and forgotten (`_void`). On a
+    pool that also keeps results on its workers, the outputs nobody reads
+    during the run stay there (``_remote``): the state machine records
+    ``{}`` for them, the successors take them from the workers, and the
+    selected ones are fetched at the end (`_fetch_remote`).
     """
 
     def __init__(
@@ -297,10 +336,27 @@ class _Execution:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._pool: Pool | None = None
         self._ready: deque[Firing] = deque()
-        self._inflight: dict[asyncio.Future[Any], tuple[Firing, concurrent.futures.Executor]] = {}
+        self._inflight: dict[asyncio.Future[Any], _InFlight] = {}
         self._completed: deque[asyncio.Future[Any]] = deque()
         self._wakeup: asyncio.Future[None] | None = None
         self._window = 0
+        # Sending ahead (chaining pools only): the nodes that may be sent
+        # ahead, and those that feed them; the calls sent ahead that no
+        # firing has claimed yet; the calls in flight of feeding nodes (each
+        # fires at most once); which calls sent ahead wait for a node; the
+        # nodes whose successors may be sent ahead next.
+        self._chaining = False
+        self._ahead: frozenset[NodeId] = frozenset()
+        self._feeds_ahead: frozenset[NodeId] = frozenset()
+        self._early: dict[NodeId, asyncio.Future[Any]] = {}
+        self._sent_once: dict[NodeId, _InFlight] = {}
+        self._waiting_on: dict[NodeId, list[NodeId]] = {}
+        self._frontier: deque[NodeId] = deque()
+        self._frontier_pos = 0  # the next out-link of the frontier's first node
+        # Results kept on the pool's workers: the nodes that may, and the
+        # futures (resolved to the pool's handles) of those that did.
+        self._may_stay_remote: frozenset[NodeId] = frozenset()
+        self._remote: dict[NodeId, tuple[concurrent.futures.Future[Any], concurrent.futures.Executor]] = {}
         self._interrupted: list[NodeId] = []
         # The first reason the execution stops early (it is raised at the end).
         self._stop_reason: BaseException | _NodeFailed | None = None
@@ -329,6 +385,14 @@ class _Execution:
         # hands out the next ones; few enough that a 10,000-wide fan does not
         # hold 10,000 queued calls.
         self._window = max(_MIN_WINDOW, pool.calls_in_flight_per_worker * pool.capacity)
+        if pool.chains_calls and self._ewoks_all is None:
+            self._ahead = sendable_ahead(self.graph)
+            links = self.graph.links
+            links_in = self.graph.analysis.links_in
+            self._feeds_ahead = frozenset(links[li].source for nid in self._ahead for li in links_in[nid])
+            if pool.keeps_results_remote:
+                self._may_stay_remote = results_may_stay_remote(self.graph, self._ahead)
+            self._chaining = bool(self._ahead or self._may_stay_remote)
         self._emit("graph.started", total=len(self.graph.nodes))
         timed_out = False
         try:
@@ -341,7 +405,8 @@ class _Execution:
         finally:
             if self._inflight:
                 # Calls we stopped waiting for: cancel the queued ones, stop the running ones.
-                self._interrupted = [firing.node_id for firing, _ in self._inflight.values()]
+                # (Calls sent ahead whose node never fired did not start, as far as the graph goes.)
+                self._interrupted = [slot.node_id for slot in self._inflight.values() if slot.firing is not None]
                 for future in self._inflight:
                     future.cancel()
                     pool.leave(self)
@@ -353,8 +418,52 @@ class _Execution:
                         # A second Ctrl-C must not skip the stop: finish it here.
                         pool.abort(self)
                         raise
+        if self._remote:
+            await self._fetch_remote()
         self._emit("graph.finished")
         return self._outcome(timed_out)
+
+    async def _fetch_remote(self) -> None:
+        """Fetch the selected outputs the pool kept on its workers: in one request, or node by node if that fails.
+
+        A node whose outputs cannot be fetched (they do not unpickle here, the
+        worker that held them is gone) counts as failed, with the pool's
+        translation of the reason (`TransferError`, `WorkerLostError`).
+        """
+        assert self._pool is not None
+        selected = selected_nodes(self.graph, self.outputs)
+        wanted = [nid for nid in self.graph.analysis.order if nid in self._remote and nid in selected]
+        if not wanted:
+            return
+        failures: dict[NodeId, BaseException] = {}
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_FETCH_TIMEOUT) as scope:
+            try:
+                values = await self._pool.afetch([self._remote[nid][0].result() for nid in wanted])
+            except Exception:
+                values = []
+                for nid in wanted:  # which one is it?
+                    try:
+                        values.extend(await self._pool.afetch([self._remote[nid][0].result()]))
+                    except Exception as exc:
+                        values.append(None)
+                        where = f"graph {self.graph.id!r}: node {nid!r}"
+                        failures[nid] = self._pool.translate(exc, self._remote[nid][1], where, node_id=nid)
+        if scope.cancelled_caught:
+            lost = PoolError(
+                f"graph {self.graph.id!r}: the {self._pool.name!r} pool did not return the outputs "
+                f"it kept on its workers within {_FETCH_TIMEOUT:g} s"
+            )
+            failures = dict.fromkeys(wanted, lost)
+            values = [None] * len(wanted)
+        for nid, value in zip(wanted, values, strict=True):
+            error = failures.get(nid)
+            if error is None:
+                self.state.outputs[nid] = dict(value)
+                continue
+            logger.warning("graph %r: node %r: its outputs could not be fetched: %s", self.graph.id, nid, error)
+            self.state.errors[nid] = error
+            if self.raise_on_error and self._stop_reason is None:
+                self._stop_reason = _NodeFailed(nid, error)
 
     def _outcome(self, timed_out: bool) -> Results:
         results = self.results()
@@ -378,12 +487,14 @@ class _Execution:
     async def _drive(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self._ready.extend(self.state.start())
+            self._queue(self.state.start())
         except IterationLimitReached as exc:
             self._stop(exc)
             return
         while True:
             self._submit_ready(loop)
+            if self._frontier:
+                self._send_ahead(loop)
             if not self._inflight:
                 return  # nothing runs and nothing is ready: the execution is over
             if not self._completed:
@@ -405,19 +516,149 @@ class _Execution:
         assert pool is not None
         while self._ready and len(self._inflight) < self._window and self._stop_reason is None:
             firing = self._ready.popleft()
-            node = self.graph.nodes[firing.node_id]
-            call = self._call(node, firing)
-            self._emit("node.started", firing.node_id, firing.number)
+            nid = firing.node_id
+            node = self.graph.nodes[nid]
+            self._emit("node.started", nid, firing.number)
             executor = None
+            pool_future = None
+            remote = nid in self._may_stay_remote
             try:
                 executor = pool.executor
-                future = loop.run_in_executor(executor, pool.bind(executor, self, run_task), call)
+                if self._chaining:  # keep the pool's future: later calls may take it as an argument
+                    bind = pool.bind_remote if remote else pool.bind
+                    chained = self._chained_call(nid, executor) if self._remote and nid in self._ahead else None
+                    if chained is not None:  # inputs kept on the workers: the call takes them from there
+                        pool_future = executor.submit(bind(executor, self, run_chained), *chained)
+                    else:
+                        pool_future = executor.submit(bind(executor, self, run_task), self._call(node, firing))
+                    future = asyncio.wrap_future(pool_future, loop=loop)
+                else:
+                    future = loop.run_in_executor(
+                        executor, pool.bind(executor, self, run_task), self._call(node, firing)
+                    )
             except Exception as exc:  # the pool refused the call (closed, broken)
                 self._fail(firing, self._translate(exc, firing, executor) if executor is not None else exc)
                 continue
             pool.enter(self)
-            self._inflight[future] = (firing, executor)
+            slot = self._inflight[future] = _InFlight(nid, firing, executor, pool_future, remote)
             future.add_done_callback(self._on_done)
+            if firing.node_id in self._feeds_ahead:
+                self._sent_once[firing.node_id] = slot
+                self._frontier.append(firing.node_id)
+
+    def _queue(self, firings: list[Firing]) -> None:
+        """Queue the firings the state machine unlocked; a firing of a node sent ahead claims its call."""
+        early = self._early
+        for firing in firings:
+            future = early.pop(firing.node_id, None) if early else None
+            if future is None:
+                self._ready.append(firing)
+                continue
+            slot = self._inflight[future]
+            slot.firing = firing
+            self._emit("node.started", firing.node_id, firing.number)
+            if slot.parked:  # it finished before its node fired: its outcome is due now
+                self._completed.append(future)
+
+    def _send_ahead(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Send ahead the successors of the nodes on the frontier, while the window has room."""
+        pool = self._pool
+        assert pool is not None
+        frontier = self._frontier
+        links = self.graph.links
+        data_out = self.graph.analysis.data_links_out
+        while frontier and self._stop_reason is None:
+            out = data_out[frontier[0]]
+            while self._frontier_pos < len(out):
+                target = links[out[self._frontier_pos]].target
+                if target in self._ahead and target not in self._early and target not in self.state.executions:
+                    if len(self._inflight) >= self._window:
+                        return  # the node's other successors get their turn when a call finishes
+                    self._send_one_ahead(target, pool, loop)
+                self._frontier_pos += 1
+            frontier.popleft()
+            self._frontier_pos = 0
+
+    def _chained_call(self, nid: NodeId, executor: concurrent.futures.Executor) -> tuple[Any, ...] | None:
+        """``(ChainedCall, *upstream futures)`` for a node of `_ahead`, or ``None`` if it cannot be chained yet.
+
+        Every predecessor must be in the pool (its future goes upstream) or
+        have succeeded (its link data goes into the call, or its future if
+        its outputs stayed on the workers).
+        """
+        state = self.state
+        links = self.graph.links
+        parts: list[dict[Any, Any] | tuple[int, bool, tuple[tuple[Any, Any], ...]]] = []
+        upstream: list[concurrent.futures.Future[Any]] = []
+        position: dict[NodeId, int] = {}
+        for li in self.graph.analysis.links_in[nid]:
+            link = links[li]
+            source = link.source
+            sent = self._sent_once.get(source)
+            if sent is not None and sent.call is not None and sent.executor is executor:
+                pool_future: concurrent.futures.Future[Any] | None = sent.call
+            else:
+                kept = self._remote.get(source)
+                pool_future = kept[0] if kept is not None else None
+            if pool_future is not None:
+                index = position.get(source)
+                if index is None:
+                    index = position[source] = len(upstream)
+                    upstream.append(pool_future)
+                parts.append((index, link.map_all_data, link.data_mapping))
+            elif source in state.outputs and source not in state.errors and source not in state.handled_errors:
+                parts.append(link_data(state.outputs[source], link.map_all_data, link.data_mapping))
+            else:
+                return None  # not sent yet (or failed): the node is sent when, if ever, it fires
+        if not upstream:
+            return None  # every input is here: no need to chain
+        node = self.graph.nodes[nid]
+        call = TaskCall(nid, node.label, node.task_type, node.task_identifier, dict(node.default_inputs))
+        return (ChainedCall(call, tuple(parts)), *upstream)
+
+    def _send_one_ahead(self, nid: NodeId, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
+        """Send one node ahead, if every predecessor is in the pool or has succeeded."""
+        try:
+            executor = pool.executor
+        except Exception:
+            return  # the pool is closing or broken: the node is sent, and fails, when it fires
+        chained = self._chained_call(nid, executor)
+        if chained is None:
+            return  # the state machine fires the node now, or it is sent ahead when its predecessors are
+        remote = nid in self._may_stay_remote
+        bind = pool.bind_remote if remote else pool.bind
+        try:
+            pool_future = executor.submit(bind(executor, self, run_chained), *chained)
+        except Exception:
+            return  # refused: the node is sent the usual way when it fires, and fails there
+        future = asyncio.wrap_future(pool_future, loop=loop)
+        pool.enter(self)
+        slot = self._inflight[future] = _InFlight(nid, None, executor, pool_future, remote)
+        self._early[nid] = future
+        links = self.graph.links
+        for source in {links[li].source for li in self.graph.analysis.links_in[nid]}:
+            if source in self._sent_once:  # its failure would void this call
+                self._waiting_on.setdefault(source, []).append(nid)
+        if nid in self._feeds_ahead:
+            self._sent_once[nid] = slot
+            self._frontier.append(nid)
+        future.add_done_callback(self._on_done)
+
+    def _void(self, failed: NodeId) -> None:
+        """A node failed: the calls sent ahead that waited for it, directly or not, will never be claimed."""
+        assert self._pool is not None
+        stack = self._waiting_on.pop(failed, [])
+        while stack:
+            nid = stack.pop()
+            future = self._early.pop(nid, None)
+            if future is None:
+                continue
+            slot = self._inflight.pop(future)
+            if self._sent_once.get(nid) is slot:
+                del self._sent_once[nid]
+            future.cancel()
+            self._pool.leave(self)
+            stack.extend(self._waiting_on.pop(nid, ()))
 
     def _call(self, node: Node, firing: Firing) -> TaskCall:
         """The picklable call a worker runs for this firing."""
@@ -443,10 +684,17 @@ class _Execution:
         )
 
     def _finish(self, future: asyncio.Future[Any]) -> None:
-        entry = self._inflight.pop(future, None)
-        if entry is None:
-            return  # cancelled by run()'s cleanup
-        firing, executor = entry
+        slot = self._inflight.get(future)
+        if slot is None:
+            return  # cancelled by run()'s cleanup, or voided
+        firing = slot.firing
+        if firing is None:  # sent ahead, and its node has not fired (yet)
+            slot.parked = True
+            return
+        del self._inflight[future]
+        executor = slot.executor
+        if self._chaining and self._sent_once.get(firing.node_id) is slot:
+            del self._sent_once[firing.node_id]
         assert self._pool is not None
         self._pool.leave(self)
         if future.cancelled():  # the pool gave up on the call (not this execution)
@@ -459,16 +707,24 @@ class _Execution:
             return
         self._emit("node.finished", firing.node_id, firing.number)
         result = future.result()
+        if slot.remote:  # the outputs stayed on the workers: the state machine never reads them
+            assert slot.call is not None
+            self._remote[firing.node_id] = (slot.call, executor)
+            result = {}
+        if self._waiting_on:
+            self._waiting_on.pop(firing.node_id, None)  # the calls sent ahead after it will be claimed
         try:
             if type(result) is TaskOutcome:  # outputs with their tokens (tasks run by ewokscore)
-                self._ready.extend(self.state.succeeded(firing, result.outputs, result.tags))
+                self._queue(self.state.succeeded(firing, result.outputs, result.tags))
             else:
-                self._ready.extend(self.state.succeeded(firing, result))
+                self._queue(self.state.succeeded(firing, result))
         except IterationLimitReached as exc:
             self._stop(exc)
 
     def _fail(self, firing: Firing, error: BaseException) -> None:
         self._emit("node.failed", firing.node_id, firing.number, error=error)
+        if self._waiting_on:
+            self._void(firing.node_id)
         try:
             nxt = self.state.failed(firing, error)
         except IterationLimitReached as exc:
@@ -477,7 +733,7 @@ class _Execution:
         if firing.node_id in self.state.errors and self.raise_on_error:
             self._stop(_NodeFailed(firing.node_id, error))
             return
-        self._ready.extend(nxt)
+        self._queue(nxt)
 
     def _translate(self, exc: BaseException, firing: Firing, executor: concurrent.futures.Executor) -> BaseException:
         """Turn a pool's low-level failure into an error that says what happened and what to do."""

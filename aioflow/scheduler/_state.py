@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._results import MISSING
+from .._tasks import link_data
 
 if TYPE_CHECKING:
     from ..graph import Graph, Link, NodeId
@@ -224,9 +225,7 @@ class ExecutionState:
         return st
 
     def _deliver(self, li: int, link: Link, outputs: Mapping[Any, Any], tags: _Tags) -> list[Firing]:
-        data: dict[Any, Any] = dict(outputs) if link.map_all_data else {}
-        for source_output, target_input in link.data_mapping:
-            data[target_input] = outputs.get(source_output, MISSING)
+        data = link_data(outputs, link.map_all_data, link.data_mapping)
         data_tags: _Tags = None
         if tags:
             data_tags = {k: t for k, t in tags.items() if k in outputs} if link.map_all_data else {}

@@ -1,0 +1,114 @@
+"""Which nodes may be sent to a chaining pool before their predecessors have finished.
+
+On a pool whose engine tracks dependencies itself (`Pool.chains_calls`:
+Dask, Parsl), waiting for a node's result in this process before sending
+its successor costs a round trip per link: on a chain that doubles the
+time. The scheduler therefore sends a node *ahead*, with the pool's futures
+of its predecessors as arguments, when nothing but their success decides
+whether, and with what, it runs. That is a node that:
+
+- fires at most once (`fires_at_most_once`), so the one call sent ahead
+  is its only firing;
+- is not a start node, and every link into it is a required data link
+  without conditions (no ``on_error`` link, nothing optional): once every
+  predecessor has succeeded, the push-flow rule fires it, with the data of
+  those links merged in link order, which a worker can rebuild from the
+  predecessors' outputs (`aioflow._tasks.run_chained`);
+- runs a plain task (not one of ewokscore's types, whose outputs carry
+  identities only the scheduler tracks), as do its predecessors.
+
+If a predecessor fails, the node never fires: the call sent ahead is
+cancelled and its outcome dropped. The state machine stays the single
+authority: a call sent ahead counts as the node's firing only once the state
+machine fires the node (`_run._Execution` matches the two).
+
+Computed once per execution, in one pass over the graph in topological
+order: O(nodes + links).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._tasks import EWOKS_TASK_TYPES
+
+if TYPE_CHECKING:
+    from ..graph import Graph, NodeId
+
+__all__ = ["fires_at_most_once", "results_may_stay_remote", "sendable_ahead"]
+
+
+def fires_at_most_once(graph: Graph) -> frozenset[NodeId]:
+    """The nodes the push-flow rule fires at most once, whatever happens.
+
+    A start node without in-links fires once, on its trigger. Any other
+    node outside every cycle fires at most once if all its in-links are
+    required and come from nodes that fire at most once: each such link
+    delivers at most once, and the node fires when the last one has. An
+    optional link (every delivery after the first firing fires again), a
+    forced start node with in-links (its trigger, then its deliveries) or
+    a cycle can fire a node several times.
+    """
+    analysis = graph.analysis
+    links = graph.links
+    in_cycle = {nid for cycle in analysis.cycles for nid in cycle}
+    starts = set(analysis.start_nodes)
+    once: set[NodeId] = set()
+    for nid in analysis.order:  # predecessors first, outside cycles
+        links_in = analysis.links_in[nid]
+        if nid in in_cycle:
+            continue
+        only_trigger = not links_in
+        only_once_links = nid not in starts and all(
+            analysis.link_required[li] and links[li].source in once for li in links_in
+        )
+        if only_trigger or only_once_links:
+            once.add(nid)
+    return frozenset(once)
+
+
+def sendable_ahead(graph: Graph) -> frozenset[NodeId]:
+    """The nodes that may be sent ahead of their predecessors' outcomes (see the module's docstring)."""
+    analysis = graph.analysis
+    links = graph.links
+    nodes = graph.nodes
+    once = fires_at_most_once(graph)
+    ahead: set[NodeId] = set()
+    for nid in once:
+        links_in = analysis.links_in[nid]
+        if not links_in or nodes[nid].task_type in EWOKS_TASK_TYPES:
+            continue
+        if all(
+            not links[li].conditions
+            and not links[li].on_error
+            and nodes[links[li].source].task_type not in EWOKS_TASK_TYPES
+            for li in links_in
+        ):
+            ahead.add(nid)
+    return frozenset(ahead)
+
+
+def results_may_stay_remote(graph: Graph, ahead: frozenset[NodeId]) -> frozenset[NodeId]:
+    """The nodes whose outputs the scheduler never reads while the graph runs, given ``ahead``.
+
+    On a pool that can keep results on its workers, such a node's outputs
+    stay there: its successors take them from there, and the scheduler
+    fetches them at the end only if they are among the results. That is a
+    node that fires at most once, runs a plain task, and whose data links all
+    lead, without conditions, to nodes in ``ahead`` without ``on_error``
+    links (those would hand their inputs to an error handler through the
+    scheduler). A node without successors qualifies.
+    """
+    analysis = graph.analysis
+    links = graph.links
+    nodes = graph.nodes
+    remote: set[NodeId] = set()
+    for nid in fires_at_most_once(graph):
+        if nodes[nid].task_type in EWOKS_TASK_TYPES:
+            continue
+        if all(
+            not links[li].conditions and links[li].target in ahead and not analysis.error_links_out[links[li].target]
+            for li in analysis.data_links_out[nid]
+        ):
+            remote.add(nid)
+    return frozenset(remote)
