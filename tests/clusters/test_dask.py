@@ -100,6 +100,104 @@ def test_failed_node_raises_node_error_with_finished_results(on_cluster: dict[st
     assert info.value.results["a"] == {"return_value": 1}
 
 
+# --------------------------------------------------------------------------- data on the workers
+
+
+def test_outputs_go_from_worker_to_worker(on_cluster: dict[str, Any]) -> None:
+    """Outputs only the next node reads never reach the driver: they cannot even be unpickled here."""
+    me = os.getpid()
+    graph = {
+        "nodes": [
+            method_node("make", "clusters.dask_tasks.make_forbidden", driver_pid=me, payload=40),
+            method_node("bump", "clusters.dask_tasks.bump_forbidden"),
+            method_node("read", "clusters.dask_tasks.read_forbidden"),
+        ],
+        "links": [return_value_link("make", "bump", "value"), return_value_link("bump", "read", "value")],
+    }
+    results = aioflow.execute_graph(graph, **on_cluster)
+    assert results == {"return_value": 41}
+    assert results.executions == {"make": 1, "bump": 1, "read": 1}
+
+
+def test_selected_outputs_kept_on_the_workers_are_fetched_at_the_end(on_cluster: dict[str, Any]) -> None:
+    """Asking for an intermediate node's outputs brings them back, whatever stayed on the workers."""
+    results = aioflow.execute_graph(chain(4), outputs=[{"all": True}], merge_outputs=False, **on_cluster)
+    assert results == {i: {"return_value": i + 1} for i in range(4)}
+
+
+def test_successors_reach_the_scheduler_before_their_predecessor_finishes(local_cluster: Any) -> None:
+    """A chain is handed to Dask ahead: while its first node runs, the scheduler already knows the next ones."""
+    graph = {
+        "nodes": [
+            method_node(
+                "first",
+                "clusters.dask_tasks.count_scheduler_tasks",
+                prefix="clusters.dask_tasks.inc_ahead",
+                seconds=0.5,
+            ),
+            *(method_node(i, "clusters.dask_tasks.inc_ahead") for i in range(3)),
+        ],
+        "links": [return_value_link("first", 0, "x"), return_value_link(0, 1, "x"), return_value_link(1, 2, "x")],
+    }
+    pool_options = {"address": local_cluster.scheduler_address}
+    results = aioflow.execute_graph(
+        graph, outputs=[{"all": True}], merge_outputs=False, pool_type="dask", pool_options=pool_options
+    )
+    assert results["first"] == {"return_value": 3}  # the three inc nodes were on the scheduler
+    assert results[2] == {"return_value": 6}
+
+
+def test_failure_drops_the_nodes_sent_ahead_after_it(on_cluster: dict[str, Any]) -> None:
+    """Nodes sent ahead behind a node that fails never count as run; the error link still fires."""
+    graph = {
+        "nodes": [
+            method_node("bad", "clusters.dask_tasks.fail_after", seconds=0.3),
+            *(method_node(i, "tasks.inc") for i in range(3)),
+            method_node("handler", "tasks.echo"),
+        ],
+        "links": [
+            return_value_link("bad", 0, "x"),
+            return_value_link(0, 1, "x"),
+            return_value_link(1, 2, "x"),
+            {"source": "bad", "target": "handler", "on_error": True, "map_all_data": True},
+        ],
+    }
+    events: list[Any] = []
+    results = aioflow.execute_graph(
+        graph, on_event=events.append, outputs=[{"all": True}], merge_outputs=False, **on_cluster
+    )
+    assert results.executions == {"bad": 1, "handler": 1}
+    assert results.errors == {}
+    assert set(results) == {"bad", "handler"}  # a node whose execution failed gives {}
+    assert results["bad"] == {}
+    assert isinstance(results["handler"]["return_value"]["kwargs"]["WorkflowExceptionInstance"], ValueError)
+    started = [e.node_id for e in events if e.kind == "node.started"]
+    assert sorted(map(str, started)) == ["bad", "handler"]
+
+
+def test_failure_without_handler_keeps_finished_outputs_kept_on_the_workers(on_cluster: dict[str, Any]) -> None:
+    """raise_on_error=False: the outputs of the nodes that finished are fetched; those behind the failure never ran."""
+    graph = {
+        "nodes": [
+            method_node("a", "tasks.inc", x=0),
+            method_node("b", "tasks.inc"),
+            method_node("bad", "clusters.dask_tasks.fail_after", seconds=0.0),
+            method_node("after", "tasks.inc"),
+        ],
+        "links": [
+            return_value_link("a", "b", "x"),
+            return_value_link("b", "bad", "x"),
+            return_value_link("bad", "after", "x"),
+        ],
+    }
+    results = aioflow.execute_graph(
+        graph, raise_on_error=False, outputs=[{"all": True}], merge_outputs=False, **on_cluster
+    )
+    assert results == {"a": {"return_value": 1}, "b": {"return_value": 2}, "bad": {}}
+    assert set(results.errors) == {"bad"}
+    assert results.executions == {"a": 1, "b": 1, "bad": 1}
+
+
 def test_given_client_is_left_open(dask_client: Any) -> None:
     """A client passed in pool_options is used, and still connected after the pool closes."""
     with aioflow.open_pool("dask", pool_options={"client": dask_client}) as pool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -113,6 +115,54 @@ def test_failed_node_raises_node_error_with_the_remote_cause(parsl_dfk: Any) -> 
         aioflow.execute_graph(graph, **on(parsl_dfk))
     assert info.value.node_id == "a"
     assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_successors_reach_parsl_before_their_predecessor_finishes(parsl_dfk: Any, tmp_path: Path) -> None:
+    """A chain is handed to Parsl's DFK ahead: its first node runs until the DFK holds the whole chain."""
+    release = tmp_path / "release"
+    graph = {
+        "nodes": [
+            method_node("first", "clusters.dask_tasks.wait_for_file", path=str(release)),
+            *(method_node(i, "tasks.inc") for i in range(3)),
+        ],
+        "links": [return_value_link("first", 0, "x"), return_value_link(0, 1, "x"), return_value_link(1, 2, "x")],
+    }
+    before = parsl_dfk.task_count
+    outcome: list[Any] = []
+    runner = threading.Thread(target=lambda: outcome.append(aioflow.execute_graph(graph, **on(parsl_dfk))))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while parsl_dfk.task_count - before < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        submitted = parsl_dfk.task_count - before
+    finally:
+        release.touch()
+        runner.join(60)
+    assert submitted == 4  # all of them, while the first one was still waiting
+    assert outcome == [{"return_value": 3}]
+
+
+def test_failure_drops_the_nodes_sent_ahead_after_it(parsl_dfk: Any) -> None:
+    """Nodes sent ahead behind a node that fails never count as run; the error link still fires."""
+    graph = {
+        "nodes": [
+            method_node("bad", "tasks.fail"),
+            *(method_node(i, "tasks.inc") for i in range(3)),
+            method_node("handler", "tasks.echo"),
+        ],
+        "links": [
+            return_value_link("bad", 0, "x"),
+            return_value_link(0, 1, "x"),
+            return_value_link(1, 2, "x"),
+            {"source": "bad", "target": "handler", "on_error": True, "map_all_data": True},
+        ],
+    }
+    events: list[Any] = []
+    results = aioflow.execute_graph(graph, on_event=events.append, **on(parsl_dfk))
+    assert results.executions == {"bad": 1, "handler": 1}
+    assert isinstance(results["return_value"]["kwargs"]["WorkflowExceptionInstance"], ValueError)
+    assert sorted(str(e.node_id) for e in events if e.kind == "node.started") == ["bad", "handler"]
 
 
 def test_dead_worker_is_worker_lost_error_and_the_pool_carries_on(parsl_dfk: Any) -> None:
