@@ -66,7 +66,7 @@ def count_scheduler_tasks(prefix: str, seconds: float = 0.0, x: int = 0) -> int:
     def count(dask_scheduler: distributed.Scheduler) -> int:
         return sum(1 for key in dask_scheduler.tasks if str(key).startswith(prefix))
 
-    found: int = client.run_on_scheduler(count)
+    found: int = client.run_on_scheduler(count)  # type: ignore[no-untyped-call]
     return found
 
 
