@@ -90,3 +90,18 @@ def wait_for_file(path: str, timeout: float = 60.0) -> int:
             raise TimeoutError(msg)
         time.sleep(0.01)
     return 0
+
+
+def stamp(path: str, x: int) -> int:
+    """Write the time this task ran to ``path``; return ``x + 1``."""
+    Path(path).write_text(repr(time.time()))
+    return x + 1
+
+
+def fail_once(marker: str) -> int:
+    """Fail the first time (creating ``marker``), succeed the next: a task worth one retry."""
+    if not Path(marker).exists():
+        Path(marker).touch()
+        msg = "failed on purpose, the first time only"
+        raise RuntimeError(msg)
+    return 1

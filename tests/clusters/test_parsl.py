@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -117,30 +116,58 @@ def test_failed_node_raises_node_error_with_the_remote_cause(parsl_dfk: Any) -> 
     assert isinstance(info.value.__cause__, ValueError)
 
 
-def test_successors_reach_parsl_before_their_predecessor_finishes(parsl_dfk: Any, tmp_path: Path) -> None:
-    """A chain is handed to Parsl's DFK ahead: its first node runs until the DFK holds the whole chain."""
-    release = tmp_path / "release"
+def test_successors_run_while_the_driver_is_busy(parsl_dfk: Any, tmp_path: Path) -> None:
+    """Nodes sent ahead start when their predecessor finishes, without the driver's event loop.
+
+    The driver's loop is blocked for 2 s right after the first node's
+    outcome reaches it; the three nodes after it still run meanwhile.
+    """
+    stamps = [tmp_path / f"stamp{i}" for i in range(3)]
     graph = {
         "nodes": [
-            method_node("first", "clusters.dask_tasks.wait_for_file", path=str(release)),
-            *(method_node(i, "tasks.inc") for i in range(3)),
+            method_node("first", "tasks.inc", x=0),
+            *(method_node(i, "clusters.dask_tasks.stamp", path=str(stamps[i])) for i in range(3)),
         ],
         "links": [return_value_link("first", 0, "x"), return_value_link(0, 1, "x"), return_value_link(1, 2, "x")],
     }
+    unblocked: list[float] = []
+
+    def block_the_loop(event: Any) -> None:
+        if event.kind == "node.finished" and event.node_id == "first":
+            time.sleep(2.0)
+            unblocked.append(time.time())
+
+    results = aioflow.execute_graph(graph, on_event=block_the_loop, **on(parsl_dfk))
+    assert results == {"return_value": 4}
+    ran_at = [float(path.read_text()) for path in stamps]
+    assert max(ran_at) < unblocked[0]
+
+
+def test_a_config_with_retries_goes_through_the_dfk(tmp_path: Path) -> None:
+    """With Parsl retries configured, calls go through the DataFlowKernel, which retries a failed task."""
+    config = make_config(tmp_path / "run")
+    config.retries = 1
+    marker = tmp_path / "failed-once"
+    graph = {"nodes": [method_node("flaky", "clusters.dask_tasks.fail_once", marker=str(marker))]}
+    with aioflow.open_pool("parsl", pool_options={"config": config}) as pool:
+        assert aioflow.execute_graph(graph, pool=pool) == {"return_value": 1}
+    assert marker.exists()  # it did fail once
+    assert_no_parsl_processes(tmp_path / "run")
+
+
+def test_calls_skip_the_dfk_when_it_adds_nothing(parsl_dfk: Any) -> None:
+    """Without retries, monitoring or checkpoints, calls go to the HTEX directly: the DFK records no task."""
     before = parsl_dfk.task_count
-    outcome: list[Any] = []
-    runner = threading.Thread(target=lambda: outcome.append(aioflow.execute_graph(graph, **on(parsl_dfk))))
-    runner.start()
-    try:
-        deadline = time.monotonic() + 30
-        while parsl_dfk.task_count - before < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        submitted = parsl_dfk.task_count - before
-    finally:
-        release.touch()
-        runner.join(60)
-    assert submitted == 4  # all of them, while the first one was still waiting
-    assert outcome == [{"return_value": 3}]
+    assert aioflow.execute_graph(chain(3), **on(parsl_dfk)) == {"return_value": 3}
+    assert parsl_dfk.task_count == before
+
+
+def test_without_retries_a_failure_is_final(parsl_dfk: Any, tmp_path: Path) -> None:
+    """Calls that skip the DataFlowKernel are not retried: the node fails at its first error."""
+    graph = {"nodes": [method_node("flaky", "clusters.dask_tasks.fail_once", marker=str(tmp_path / "m"))]}
+    with pytest.raises(NodeError) as info:
+        aioflow.execute_graph(graph, **on(parsl_dfk))
+    assert "first time only" in str(info.value.error)
 
 
 def test_failure_drops_the_nodes_sent_ahead_after_it(parsl_dfk: Any) -> None:
