@@ -71,3 +71,34 @@ COUNTING_LOOP: dict[str, Any] = {
         _loop_link("again", "end", False),
     ],
 }
+
+
+def node(nid: Any, func: str = "tasks.inc", **attrs: Any) -> dict[str, Any]:
+    """A ``method`` node running ``func``, with any other node attributes."""
+    return {"id": nid, "task_type": "method", "task_identifier": func, **attrs}
+
+
+def rv(source: Any, target: Any, name: Any = "x", **attrs: Any) -> dict[str, Any]:
+    """A link passing ``return_value`` as input ``name``, with any other link attributes."""
+    return {
+        "source": source,
+        "target": target,
+        "data_mapping": [{"source_output": "return_value", "target_input": name}],
+        **attrs,
+    }
+
+
+def failing_before_a_chain(bad: dict[str, Any], length: int = 3) -> dict[str, Any]:
+    """The node ``bad`` (id ``"bad"``), a chain of ``length`` ``inc`` nodes after it, and an error handler.
+
+    Every node of the chain can be sent ahead of ``bad``; none of them may
+    count as run when ``bad`` fails, while the handler (``tasks.echo``) runs.
+    """
+    return {
+        "nodes": [bad, *(node(i) for i in range(length)), node("handler", "tasks.echo")],
+        "links": [
+            rv("bad", 0),
+            *(rv(i, i + 1) for i in range(length - 1)),
+            {"source": "bad", "target": "handler", "on_error": True, "map_all_data": True},
+        ],
+    }

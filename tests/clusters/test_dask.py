@@ -23,7 +23,7 @@ from aioflow.pools._dask import DaskTaskLost
 if TYPE_CHECKING:
     from pathlib import Path
 
-from graphs import COUNTING_LOOP, NB_DIAMOND, method_node, return_value_link
+from graphs import COUNTING_LOOP, NB_DIAMOND, failing_before_a_chain, method_node, return_value_link
 
 # Generous: only a deadlock reaches it.
 DEADLINE = 60.0
@@ -149,19 +149,7 @@ def test_successors_reach_the_scheduler_before_their_predecessor_finishes(local_
 
 def test_failure_drops_the_nodes_sent_ahead_after_it(on_cluster: dict[str, Any]) -> None:
     """Nodes sent ahead behind a node that fails never count as run; the error link still fires."""
-    graph = {
-        "nodes": [
-            method_node("bad", "clusters.dask_tasks.fail_after", seconds=0.3),
-            *(method_node(i, "tasks.inc") for i in range(3)),
-            method_node("handler", "tasks.echo"),
-        ],
-        "links": [
-            return_value_link("bad", 0, "x"),
-            return_value_link(0, 1, "x"),
-            return_value_link(1, 2, "x"),
-            {"source": "bad", "target": "handler", "on_error": True, "map_all_data": True},
-        ],
-    }
+    graph = failing_before_a_chain(method_node("bad", "clusters.dask_tasks.fail_after", seconds=0.3))
     events: list[Any] = []
     results = aioflow.execute_graph(
         graph, on_event=events.append, outputs=[{"all": True}], merge_outputs=False, **on_cluster

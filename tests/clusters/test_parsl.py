@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["parsl_dfk", "parsl_run_dir"]  # module-scoped fixtures, used by name
 
 import tasks
-from graphs import COUNTING_LOOP, method_node, return_value_link
+from graphs import COUNTING_LOOP, failing_before_a_chain, method_node, return_value_link
 
 CRASH = "cli_tasks.die"
 
@@ -172,19 +172,7 @@ def test_without_retries_a_failure_is_final(parsl_dfk: Any, tmp_path: Path) -> N
 
 def test_failure_drops_the_nodes_sent_ahead_after_it(parsl_dfk: Any) -> None:
     """Nodes sent ahead behind a node that fails never count as run; the error link still fires."""
-    graph = {
-        "nodes": [
-            method_node("bad", "tasks.fail"),
-            *(method_node(i, "tasks.inc") for i in range(3)),
-            method_node("handler", "tasks.echo"),
-        ],
-        "links": [
-            return_value_link("bad", 0, "x"),
-            return_value_link(0, 1, "x"),
-            return_value_link(1, 2, "x"),
-            {"source": "bad", "target": "handler", "on_error": True, "map_all_data": True},
-        ],
-    }
+    graph = failing_before_a_chain(method_node("bad", "tasks.fail"))
     events: list[Any] = []
     results = aioflow.execute_graph(graph, on_event=events.append, **on(parsl_dfk))
     assert results.executions == {"bad": 1, "handler": 1}

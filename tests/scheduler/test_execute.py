@@ -14,26 +14,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from conftest import ExecuteFn
-from graphs import COUNTING_LOOP
-
-
-def node(nid: Any, func: str = "tasks.inc", **attrs: Any) -> dict[str, Any]:
-    return {"id": nid, "task_type": "method", "task_identifier": func, **attrs}
-
-
-def rv(source: Any, target: Any, name: str = "x", **attrs: Any) -> dict[str, Any]:
-    """A link passing return_value as input `name`."""
-    return {
-        "source": source,
-        "target": target,
-        "data_mapping": [{"source_output": "return_value", "target_input": name}],
-        **attrs,
-    }
-
-
-def defaults(**values: Any) -> list[dict[str, Any]]:
-    return [{"name": k, "value": v} for k, v in values.items()]
-
+from graphs import COUNTING_LOOP, defaults, node, rv
 
 DIAMOND = {
     "graph": {"id": "diamond"},

@@ -23,7 +23,7 @@ import anyio
 import prop_tasks
 import pytest
 import reference
-from graphs import COUNTING_LOOP
+from graphs import COUNTING_LOOP, defaults, node, rv
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from test_properties import (
@@ -34,7 +34,7 @@ from test_properties import (
     dags,
     executable_graphs,
     load,
-    predicts_conflict,
+    load_or_refuse,
     run_reference,
     timing_independent,
 )
@@ -43,6 +43,7 @@ import aioflow
 from aioflow import MISSING, ExecutionTimeoutError, GraphError, NodeError
 from aioflow._tasks import ChainedCall, TaskCall
 from aioflow.pools import Pool, PoolOptions
+from aioflow.pools._base import settle
 from aioflow.scheduler._ahead import fires_at_most_once, sendable_ahead
 
 if TYPE_CHECKING:
@@ -135,16 +136,6 @@ def _node_of(args: tuple[Any, ...]) -> Any:
     return None
 
 
-def _settle(future: concurrent.futures.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        pass  # cancelled meanwhile
-
-
 def _cancel(future: concurrent.futures.Future[Any]) -> None:
     """Cancel a future nobody runs, and mark it notified (`concurrent.futures.wait` counts only those as done)."""
     future.cancel()
@@ -230,7 +221,7 @@ class _ChainingExecutor(concurrent.futures.Executor):
         except RuntimeError as exc:  # shut down
             call.record.outcome = "cancelled"
             call.inner.set_exception(exc)
-            _settle(call.outer, error=exc)
+            settle(call.outer, error=exc)
 
     def _run(self, call: _Call, args: tuple[Any, ...]) -> None:
         record = call.record
@@ -254,7 +245,7 @@ class _ChainingExecutor(concurrent.futures.Executor):
 
     def _deliver(self, call: _Call, result: Any, error: BaseException | None) -> None:
         call.record.delivered = self._pool._next_delivery()
-        _settle(call.outer, result, error)
+        settle(call.outer, result=result, error=error)
         self._pool._happened("delivered", call.record.node_id)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -372,24 +363,6 @@ def pool() -> Iterator[ChainingPool]:
 
 
 # --------------------------------------------------------------------------- graphs and helpers
-
-
-def node(nid: Any, func: str = "tasks.inc", **attrs: Any) -> dict[str, Any]:
-    return {"id": nid, "task_type": "method", "task_identifier": func, **attrs}
-
-
-def rv(source: Any, target: Any, name: Any = "x", **attrs: Any) -> dict[str, Any]:
-    """A link passing return_value as input ``name``."""
-    return {
-        "source": source,
-        "target": target,
-        "data_mapping": [{"source_output": "return_value", "target_input": name}],
-        **attrs,
-    }
-
-
-def defaults(**values: Any) -> list[dict[str, Any]]:
-    return [{"name": k, "value": v} for k, v in values.items()]
 
 
 def chain(n: int) -> dict[str, Any]:
@@ -973,11 +946,8 @@ PROPERTIES = settings(max_examples=30, deadline=None, suppress_health_check=[Hea
 
 def assert_same_as_reference(doc: Doc, workers: int, compare_executions: bool) -> None:
     """`test_properties.assert_same_execution`, on the chaining pool; plus what the pool saw."""
-    try:
-        graph = load(doc)
-    except GraphError:
-        assert predicts_conflict(doc), "aioflow refused a graph without input conflicts"
-        event("refused: input conflict")
+    graph = load_or_refuse(doc)
+    if graph is None:
         return
     ref = run_reference(graph, doc)
     body = {k: v for k, v in doc.items() if k != "startargs"}
