@@ -267,7 +267,7 @@ def test_unreachable_address_is_a_pool_error() -> None:
 # --------------------------------------------------------------------------- a pool's own LocalCluster; lost workers
 
 
-async def test_worker_killed_mid_task_is_a_worker_lost_error(tmp_path: Path) -> None:
+async def test_worker_killed_mid_task_is_a_worker_lost_error(tmp_path: Path, dask_runtime: None) -> None:
     """Without pool_options the pool starts (and stops) a LocalCluster; a worker killed mid-task fails its node."""
     pid_file = tmp_path / "pid"
     graph = {
@@ -275,8 +275,9 @@ async def test_worker_killed_mid_task_is_a_worker_lost_error(tmp_path: Path) -> 
         "nodes": [
             method_node("first", "tasks.inc", x=1),
             method_node("victim", "clusters.dask_tasks.write_pid_then_sleep", path=str(pid_file)),
+            method_node("after", "tasks.inc"),  # sent ahead behind the victim
         ],
-        "links": [{"source": "first", "target": "victim"}],
+        "links": [{"source": "first", "target": "victim"}, return_value_link("victim", "after", "x")],
     }
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     run = asyncio.ensure_future(
@@ -304,6 +305,8 @@ async def test_worker_killed_mid_task_is_a_worker_lost_error(tmp_path: Path) -> 
     assert isinstance(error.__cause__.__cause__, KilledWorker)
     assert info.value.results["first"] == {"return_value": 2}
     assert "victim" not in info.value.results or info.value.results["victim"] == {}
+    assert "after" not in info.value.results
+    assert info.value.results.executions == {"first": 1, "victim": 1}
     # The pool's LocalCluster is gone with the execution.
     assert {p.pid for p in psutil.Process().children(recursive=True)} - before <= _stdlib_singletons()
 
