@@ -393,6 +393,16 @@ class Owned:
         return self.fn(*args, **kwargs)
 
 
+def in_place(args: tuple[Any, ...], positions: tuple[int, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with ``values`` at ``positions``: the results of the calls a chained call waited for, in their places."""
+    if not positions:
+        return args
+    filled = list(args)
+    for position, value in zip(positions, values, strict=True):
+        filled[position] = value
+    return tuple(filled)
+
+
 def settle(future: concurrent.futures.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
     """Give a future its outcome, unless it was cancelled (or settled by another thread) meanwhile."""
     try:

@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolError
 from .._tasks import ChainedCall, TaskCall
-from ._base import Owned, Pool, PoolOptions, run_in_own_thread, settle, unpicklable_type
+from ._base import Owned, Pool, PoolOptions, in_place, run_in_own_thread, settle, unpicklable_type
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -143,10 +143,7 @@ def _apply(payload: _Payload) -> Any:
 
 def _apply_chained(payload: _Payload, positions: tuple[int, ...], *upstream: Any) -> Any:
     """On a worker: run one call, with the results of the calls it waited for in their places."""
-    args = list(payload.args)
-    for position, value in zip(positions, upstream, strict=True):
-        args[position] = value
-    return payload.fn(*args, **payload.kwargs)
+    return payload.fn(*in_place(payload.args, positions, upstream), **payload.kwargs)
 
 
 # --------------------------------------------------------------------------- the connection

@@ -72,7 +72,7 @@ import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolError, WorkerLostError
-from ._base import Pool, PoolOptions, settle
+from ._base import Pool, PoolOptions, in_place, settle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -114,11 +114,7 @@ _LOST = ("WorkerLost", "ManagerLost")
 def _invoke(call: bytes, positions: tuple[int, ...], *upstream: Any) -> Any:
     """Run in a Parsl worker: the call, unpickled, with the results of the calls it waited for in their places."""
     fn, args, kwargs = pickle.loads(call)
-    if positions:
-        args = list(args)
-        for position, value in zip(positions, upstream, strict=True):
-            args[position] = value
-    return fn(*args, **kwargs)
+    return fn(*in_place(args, positions, upstream), **kwargs)
 
 
 def _pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
@@ -295,7 +291,6 @@ class ParslExecutor(concurrent.futures.Executor):
             # fails (without running) if one of them fails.
             waits_for = tuple(i for i, arg in enumerate(args) if isinstance(arg, concurrent.futures.Future))
             upstream = tuple(args[i] for i in waits_for)
-            packed = tuple(None if i in waits_for else arg for i, arg in enumerate(args)) if waits_for else args
             try:
                 direct = self._direct_executors(dfk)
             except Exception as exc:  # never leave the future unsettled
@@ -308,6 +303,8 @@ class ParslExecutor(concurrent.futures.Executor):
                     future,
                 )
                 return
+            # The futures go to the DFK beside the call, which it pickles without them.
+            packed = in_place(args, waits_for, (None,) * len(waits_for))
             try:
                 app_future = dfk.submit(
                     _invoke,
@@ -369,12 +366,7 @@ class ParslExecutor(concurrent.futures.Executor):
         executor = executors[self._turn % len(executors)]
         self._turn += 1
         try:
-            if waits_for:
-                values = list(args)
-                for position, value in zip(waits_for, upstream, strict=True):
-                    values[position] = value
-                args = tuple(values)
-            call = _pack(fn, args, kwargs)
+            call = _pack(fn, in_place(args, waits_for, upstream), kwargs)
             with dfk.submitter_lock:
                 parsl_future = executor.submit(_invoke, {}, call, ())
         except Exception as exc:
