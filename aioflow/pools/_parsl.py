@@ -19,9 +19,12 @@ the DFK does per task (dependencies, states, outcomes). When the DFK would
 add nothing of its own (no ``retries``, no monitoring, no checkpoints), a
 call goes straight to one of its executors (``executor.submit``, under the
 DFK's submission lock, as the DFK itself does), which saves about a third of
-a millisecond of bookkeeping per task in this process. Otherwise it goes
-through ``DataFlowKernel.submit``, and Parsl's retries, monitoring and
-checkpoints apply.
+a millisecond of bookkeeping per task in this process. On a
+HighThroughputExecutor, the pickled call is the task's payload as it is
+(``submit_payload``, with `_execute` to run it), rather than an argument
+Parsl's serializer wraps again. Otherwise a call goes through
+``DataFlowKernel.submit``, and Parsl's retries, monitoring and checkpoints
+apply.
 
 Chaining (`Pool.chains_calls`): a future among the positional arguments is a
 dependency of the call, and only those: the call starts when they are done,
@@ -115,6 +118,47 @@ def _invoke(call: bytes, positions: tuple[int, ...], *upstream: Any) -> Any:
     """Run in a Parsl worker: the call, unpickled, with the results of the calls it waited for in their places."""
     fn, args, kwargs = pickle.loads(call)
     return fn(*in_place(args, positions, upstream), **kwargs)
+
+
+def _execute(call: bytes) -> Any:
+    """Run in a Parsl worker, on a call sent as a payload of its own (`_takes_payloads`): the call, unpickled."""
+    fn, args, kwargs = pickle.loads(call)
+    return fn(*args, **kwargs)
+
+
+#: How a payload names `_execute` to Parsl's worker, which imports it by this path.
+_EXECUTE_PATH = f"{__name__}._execute"
+
+
+def _takes_payloads(executor: Any) -> bool:
+    """Whether ``executor`` runs payloads of ours: a HighThroughputExecutor whose workers import `_execute`.
+
+    Parsl's HTEX sends a call as three buffers of its serializer (function,
+    arguments, keyword arguments), each through dill: about 100 us per call
+    in this process, for a call aioflow has pickled already. Since Parsl
+    2025.10, ``submit_payload`` takes the bytes as they are, with the path of
+    the function its worker runs them with. Subclasses that change how a
+    task is submitted (such as the MPIExecutor) keep their own ``submit``.
+    """
+    try:
+        from parsl.executors import HighThroughputExecutor
+    except ImportError:
+        return False
+    if type(executor).submit is not HighThroughputExecutor.submit or not hasattr(executor, "submit_payload"):
+        return False
+    return _workers_run_task_executors()
+
+
+def _workers_run_task_executors() -> bool:
+    """Whether this Parsl's HTEX workers honour a task's ``task_executor`` (the same Parsl runs on both ends)."""
+    spec = importlib.util.find_spec("parsl.executors.high_throughput.process_worker_pool")
+    if spec is None or spec.origin is None:
+        return False
+    try:
+        with open(spec.origin, encoding="utf-8") as source:
+            return '"task_executor"' in source.read()
+    except OSError:
+        return False
 
 
 def _pack(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
@@ -267,8 +311,10 @@ class ParslExecutor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._pending: set[concurrent.futures.Future[Any]] = set()
         self._shutdown = False
-        # The Parsl executors calls go to directly, in turn (None: through the DFK).
+        # The Parsl executors calls go to directly, in turn (None: through the DFK),
+        # and for each whether it takes our payloads (`_takes_payloads`).
         self._direct: list[Any] | None = None
+        self._payloads: list[bool] = []
         self._turn = 0
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
@@ -342,7 +388,9 @@ class ParslExecutor(concurrent.futures.Executor):
             labels = [label for label in dfk.executors if label != "_parsl_internal"]
             if self._executors != "all":
                 labels = [label for label in labels if label in self._executors]
-            self._direct = [dfk.executors[label] for label in labels] if plain else []
+            direct = [dfk.executors[label] for label in labels] if plain else []
+            self._payloads = [_takes_payloads(executor) for executor in direct]
+            self._direct = direct
         return self._direct
 
     def _send(
@@ -359,16 +407,21 @@ class ParslExecutor(concurrent.futures.Executor):
         """Hand one call, with the results it waited for in their places, to a Parsl executor.
 
         As the DFK would: under its submission lock. The call travels as one
-        pickle (`_pack`); Parsl's own serializer only wraps the bytes.
+        pickle (`_pack`): as the task's payload itself when the executor takes
+        it (`_takes_payloads`), else wrapped by Parsl's own serializer.
         """
         if future.done():  # cancelled meanwhile
             return
-        executor = executors[self._turn % len(executors)]
+        turn = self._turn % len(executors)
+        executor = executors[turn]
         self._turn += 1
         try:
             call = _pack(fn, in_place(args, waits_for, upstream), kwargs)
             with dfk.submitter_lock:
-                parsl_future = executor.submit(_invoke, {}, call, ())
+                if self._payloads[turn]:
+                    parsl_future = executor.submit_payload({"task_executor": {"f": _EXECUTE_PATH}}, call)
+                else:
+                    parsl_future = executor.submit(_invoke, {}, call, ())
         except Exception as exc:
             settle(future, error=exc)
             return

@@ -162,6 +162,38 @@ def test_calls_skip_the_dfk_when_it_adds_nothing(parsl_dfk: Any) -> None:
     assert parsl_dfk.task_count == before
 
 
+def test_calls_reach_the_htex_as_pickled_payloads(parsl_dfk: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the direct path, Parsl's serializer never touches a call: the pickled call is the task's payload."""
+    import parsl.executors.high_throughput.executor as htex
+
+    def refuse(*args: Any, **kwargs: Any) -> bytes:
+        raise AssertionError("Parsl's serializer was asked to pack a call")
+
+    monkeypatch.setattr(htex, "pack_apply_message", refuse)
+    assert aioflow.execute_graph(chain(4), **on(parsl_dfk)) == {"return_value": 4}
+    fanned = aioflow.execute_graph(fan(3), **on(parsl_dfk), outputs=[{"all": True}], merge_outputs=False)
+    assert sorted(map(str, fanned)) == ["0", "1", "2", "start"]
+
+
+def test_executors_that_submit_their_own_way_keep_their_submit() -> None:
+    """Only a plain HighThroughputExecutor takes payloads; a subclass with its own submit, or another kind, does not."""
+    from parsl.executors import HighThroughputExecutor, ThreadPoolExecutor
+
+    from aioflow.pools._parsl import _takes_payloads
+
+    class OwnSubmit(HighThroughputExecutor):
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError
+
+    class SameSubmit(HighThroughputExecutor):
+        pass
+
+    assert _takes_payloads(object.__new__(HighThroughputExecutor))
+    assert _takes_payloads(object.__new__(SameSubmit))
+    assert not _takes_payloads(object.__new__(OwnSubmit))
+    assert not _takes_payloads(object.__new__(ThreadPoolExecutor))
+
+
 def test_without_retries_a_failure_is_final(parsl_dfk: Any, tmp_path: Path) -> None:
     """Calls that skip the DataFlowKernel are not retried: the node fails at its first error."""
     graph = {"nodes": [method_node("flaky", "clusters.dask_tasks.fail_once", marker=str(tmp_path / "m"))]}
