@@ -310,6 +310,8 @@ class ParslExecutor(concurrent.futures.Executor):
         self._executors = executors
         self._lock = threading.Lock()
         self._pending: set[concurrent.futures.Future[Any]] = set()
+        # Per pending future, the calls waiting for it (see `_after`).
+        self._dependents: dict[concurrent.futures.Future[Any], list[Callable[[Any], None]]] = {}
         self._shutdown = False
         # The Parsl executors calls go to directly, in turn (None: through the DFK),
         # and for each whether it takes our payloads (`_takes_payloads`).
@@ -324,7 +326,10 @@ class ParslExecutor(concurrent.futures.Executor):
                 msg = "cannot schedule new futures after shutdown"
                 raise RuntimeError(msg)
             self._pending.add(future)
-        future.add_done_callback(self._forget)
+        # Registered before the caller sees the future: calls chained to this
+        # one are sent before any other callback runs (such as an event
+        # loop's wake-up, which would compete for the GIL meanwhile).
+        future.add_done_callback(self._settled)
 
         def launch(dfk: Any, error: BaseException | None) -> None:
             if future.done():  # cancelled while the DFK was starting
@@ -347,6 +352,7 @@ class ParslExecutor(concurrent.futures.Executor):
                     upstream,
                     lambda values: self._send(dfk, direct, future, fn, args, kwargs, waits_for, values),
                     future,
+                    self._after,
                 )
                 return
             # The futures go to the DFK beside the call, which it pickles without them.
@@ -427,9 +433,20 @@ class ParslExecutor(concurrent.futures.Executor):
             return
         parsl_future.add_done_callback(lambda done: _copy(done, future))
 
-    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+    def _settled(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
             self._pending.discard(future)
+            dependents = self._dependents.pop(future, ())
+        for dependent in dependents:
+            dependent(future)
+
+    def _after(self, dependency: concurrent.futures.Future[Any], callback: Callable[[Any], None]) -> None:
+        """Call ``callback(dependency)`` once it is done: first among its callbacks if it is one of ours."""
+        with self._lock:
+            if dependency in self._pending:
+                self._dependents.setdefault(dependency, []).append(callback)
+                return
+        dependency.add_done_callback(callback)  # another executor's, or done already (then: now)
 
     def cancel_all(self) -> int:
         """Cancel every future not resolved yet (their Parsl tasks run on; the outcome is dropped)."""
@@ -452,10 +469,12 @@ def _when_done(
     upstream: tuple[concurrent.futures.Future[Any], ...],
     then: Callable[[tuple[Any, ...]], None],
     future: concurrent.futures.Future[Any],
+    after: Callable[[concurrent.futures.Future[Any], Callable[[Any], None]], None],
 ) -> None:
     """Call ``then(results)`` once every future of ``upstream`` is done, in the thread that finishes the last.
 
     If one of them failed or was cancelled, ``future`` gets that error instead.
+    ``after(dependency, callback)`` registers a callback on a dependency.
     """
     if not upstream:
         then(())
@@ -479,7 +498,7 @@ def _when_done(
         then(tuple(dependency.result() for dependency in upstream))
 
     for dependency in upstream:
-        dependency.add_done_callback(one_done)
+        after(dependency, one_done)
 
 
 def _copy(source: concurrent.futures.Future[Any], target: concurrent.futures.Future[Any]) -> None:

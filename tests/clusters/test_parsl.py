@@ -24,6 +24,8 @@ __all__ = ["parsl_dfk", "parsl_run_dir"]  # module-scoped fixtures, used by name
 import tasks
 from graphs import COUNTING_LOOP, failing_before_a_chain, method_node, return_value_link
 
+from clusters import dask_tasks
+
 CRASH = "cli_tasks.die"
 
 
@@ -192,6 +194,33 @@ def test_executors_that_submit_their_own_way_keep_their_submit() -> None:
     assert _takes_payloads(object.__new__(SameSubmit))
     assert not _takes_payloads(object.__new__(OwnSubmit))
     assert not _takes_payloads(object.__new__(ThreadPoolExecutor))
+
+
+def test_a_chained_call_is_sent_before_the_other_callbacks_of_its_dependency(
+    parsl_dfk: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a call finishes, the calls waiting for it go out first, then the callbacks its caller added."""
+    from aioflow.pools._parsl import ParslExecutor
+
+    order: list[str] = []
+    with aioflow.open_pool("parsl", pool_options={"dfk": parsl_dfk}) as pool:
+        executor = pool.executor
+        assert isinstance(executor, ParslExecutor)
+        send = executor._send
+
+        def recording_send(*args: Any) -> None:
+            order.append("send")
+            send(*args)
+
+        monkeypatch.setattr(executor, "_send", recording_send)
+        gate = tmp_path / "gate"
+        first = executor.submit(dask_tasks.wait_for_file, str(gate))
+        order.clear()  # the first call's own send
+        first.add_done_callback(lambda _: order.append("callback"))
+        second = executor.submit(tasks.inc, first)
+        gate.touch()  # only now can the first call finish
+        assert second.result(timeout=60) == 1
+    assert order == ["send", "callback"]
 
 
 def test_without_retries_a_failure_is_final(parsl_dfk: Any, tmp_path: Path) -> None:
