@@ -438,7 +438,10 @@ class ParslExecutor(concurrent.futures.Executor):
             self._pending.discard(future)
             dependents = self._dependents.pop(future, ())
         for dependent in dependents:
-            dependent(future)
+            try:
+                dependent(future)
+            except Exception:  # as concurrent.futures does for a callback: the others still run
+                logger.exception("a call chained to a Parsl call could not be sent")
 
     def _after(self, dependency: concurrent.futures.Future[Any], callback: Callable[[Any], None]) -> None:
         """Call ``callback(dependency)`` once it is done: first among its callbacks if it is one of ours."""
