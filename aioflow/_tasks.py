@@ -82,6 +82,23 @@ class TaskCall:
     ewoks: Mapping[str, Any] | None = None
     input_tags: Mapping[Any, Any] | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The fields by position: a third of the time of a slotted dataclass's
+        # default pickling, which looks its fields up on every call.
+        return (
+            TaskCall,
+            (
+                self.node_id,
+                self.label,
+                self.task_type,
+                self.task_identifier,
+                self.inputs,
+                self.node_attrs,
+                self.ewoks,
+                self.input_tags,
+            ),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class TaskOutcome:
@@ -97,6 +114,9 @@ class TaskOutcome:
 
     outputs: dict[Any, Any]
     tags: dict[Any, Any]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskOutcome, (self.outputs, self.tags))
 
 
 def run_task(call: TaskCall) -> dict[Any, Any] | TaskOutcome:
@@ -155,6 +175,9 @@ class ChainedCall:
 
     call: TaskCall
     parts: tuple[dict[Any, Any] | tuple[int, bool, tuple[tuple[Any, Any], ...]], ...]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ChainedCall, (self.call, self.parts))
 
 
 def run_chained(chained: ChainedCall, *upstream: dict[Any, Any]) -> dict[Any, Any] | TaskOutcome:
