@@ -8,7 +8,11 @@ Actors:
 - the executor's *done-callbacks* (`_Execution._on_done`), run by the event
   loop when a call finishes: they queue the finished future and wake the
   driver, which hands the outcomes to the state machine and submits the
-  firings they unlock.
+  firings they unlock. On a pool that chains calls, whose calls the driver
+  submits itself (``executor.submit``, to keep the pool's futures), the
+  callback (`_Execution._arrived`) runs in the pool's thread: it queues the
+  future there and wakes the loop once per burst of completions, not once
+  per call.
 
 Every decision (what is ready, with which inputs) is made by the synchronous
 `ExecutionState`; this module only awaits. All state is touched from the
@@ -57,6 +61,11 @@ from ._state import ExecutionState, Firing, IterationLimitReached
 if TYPE_CHECKING:
     import concurrent.futures
     from collections.abc import Callable, Mapping, Sequence
+    from typing import TypeAlias
+
+    # A call in the pool, as the driver awaits it: the event loop's future of
+    # a ``run_in_executor`` call, or a chaining pool's own future.
+    _Call: TypeAlias = asyncio.Future[Any] | concurrent.futures.Future[Any]
 
 __all__ = ["execute_graph_async", "preflight"]
 
@@ -336,9 +345,14 @@ class _Execution:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._pool: Pool | None = None
         self._ready: deque[Firing] = deque()
-        self._inflight: dict[asyncio.Future[Any], _InFlight] = {}
-        self._completed: deque[asyncio.Future[Any]] = deque()
+        self._inflight: dict[_Call, _InFlight] = {}
+        # Finished calls, appended by the loop (`_on_done`) or, on a chaining
+        # pool, by the pool's threads (`_arrived`): deque appends are atomic.
+        self._completed: deque[_Call] = deque()
         self._wakeup: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_pending = False  # a `_wake` is queued on the loop
+        self._over = False  # calls that finish from now on are no longer awaited
         self._window = 0
         # Sending ahead (chaining pools only): the nodes that may be sent
         # ahead, and those that feed them; the calls sent ahead that no
@@ -348,7 +362,7 @@ class _Execution:
         self._chaining = False
         self._ahead: frozenset[NodeId] = frozenset()
         self._feeds_ahead: frozenset[NodeId] = frozenset()
-        self._early: dict[NodeId, asyncio.Future[Any]] = {}
+        self._early: dict[NodeId, _Call] = {}
         self._sent_once: dict[NodeId, _InFlight] = {}
         self._waiting_on: dict[NodeId, list[NodeId]] = {}
         self._frontier: deque[NodeId] = deque()
@@ -403,6 +417,7 @@ class _Execution:
                         tg.start_soon(self._drive)
             timed_out = deadline.cancelled_caught
         finally:
+            self._over = True
             if self._inflight:
                 # Calls we stopped waiting for: cancel the queued ones, stop the running ones.
                 # (Calls sent ahead whose node never fired did not start, as far as the graph goes.)
@@ -485,7 +500,7 @@ class _Execution:
     # ------------------------------------------------------------------ the driver
 
     async def _drive(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         try:
             self._queue(self.state.start())
         except IterationLimitReached as exc:
@@ -511,6 +526,31 @@ class _Execution:
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
+    def _arrived(self, future: concurrent.futures.Future[Any]) -> None:
+        """A chaining pool's call finished (in any thread): queue it; wake the loop unless a wake-up is on its way.
+
+        A `_wake` queued and not run yet sees this future when it runs (or
+        the driver does, before it waits): one wake-up per burst of results.
+        """
+        if self._over:
+            return
+        self._completed.append(future)
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        loop = self._loop
+        assert loop is not None
+        try:
+            loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    def _wake(self) -> None:
+        self._wake_pending = False
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
     def _submit_ready(self, loop: asyncio.AbstractEventLoop) -> None:
         pool = self._pool
         assert pool is not None
@@ -531,7 +571,7 @@ class _Execution:
                         pool_future = executor.submit(bind(executor, self, run_chained), *chained)
                     else:
                         pool_future = executor.submit(bind(executor, self, run_task), self._call(node, firing))
-                    future = asyncio.wrap_future(pool_future, loop=loop)
+                    future: _Call = pool_future
                 else:
                     future = loop.run_in_executor(
                         executor, pool.bind(executor, self, run_task), self._call(node, firing)
@@ -541,7 +581,10 @@ class _Execution:
                 continue
             pool.enter(self)
             slot = self._inflight[future] = _InFlight(nid, firing, executor, pool_future, remote)
-            future.add_done_callback(self._on_done)
+            if isinstance(future, asyncio.Future):
+                future.add_done_callback(self._on_done)
+            else:
+                future.add_done_callback(self._arrived)
             if firing.node_id in self._feeds_ahead:
                 self._sent_once[firing.node_id] = slot
                 self._frontier.append(firing.node_id)
@@ -628,12 +671,11 @@ class _Execution:
         remote = nid in self._may_stay_remote
         bind = pool.bind_remote if remote else pool.bind
         try:
-            pool_future = executor.submit(bind(executor, self, run_chained), *chained)
+            future = executor.submit(bind(executor, self, run_chained), *chained)
         except Exception:
             return  # refused: the node is sent the usual way when it fires, and fails there
-        future = asyncio.wrap_future(pool_future, loop=loop)
         pool.enter(self)
-        slot = self._inflight[future] = _InFlight(nid, None, executor, pool_future, remote)
+        slot = self._inflight[future] = _InFlight(nid, None, executor, future, remote)
         self._early[nid] = future
         links = self.graph.links
         for source in {links[li].source for li in self.graph.analysis.links_in[nid]}:
@@ -642,7 +684,7 @@ class _Execution:
         if nid in self._feeds_ahead:
             self._sent_once[nid] = slot
             self._frontier.append(nid)
-        future.add_done_callback(self._on_done)
+        future.add_done_callback(self._arrived)
 
     def _void(self, failed: NodeId) -> None:
         """A node failed: the calls sent ahead that waited for it, directly or not, will never be claimed."""
@@ -683,7 +725,7 @@ class _Execution:
             firing.input_tags,
         )
 
-    def _finish(self, future: asyncio.Future[Any]) -> None:
+    def _finish(self, future: _Call) -> None:
         slot = self._inflight.get(future)
         if slot is None:
             return  # cancelled by run()'s cleanup, or voided
