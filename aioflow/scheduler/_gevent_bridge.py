@@ -34,13 +34,21 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import os
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ["GEVENT_POOL_HANGS", "bridge_hub", "is_patched", "new_bridge_loop", "run_in_bridge_thread"]
+__all__ = [
+    "GEVENT_POOL_HANGS",
+    "bridge_hub",
+    "is_patched",
+    "new_bridge_loop",
+    "run_in_bridge_thread",
+    "install_sigchld_before_fork",
+]
 
 T = TypeVar("T")
 
@@ -61,7 +69,8 @@ def is_patched() -> bool:
 
     gevent is imported only when something already imported it: an unpatched
     program never pays for it. When it has, the process pools that hang there
-    are made to fail at once instead (`guard_process_pools`).
+    are made to fail at once instead (`guard_process_pools`), and gevent's
+    SIGCHLD handler is installed before every fork (`install_sigchld_before_fork`).
     """
     if sys.modules.get("gevent") is None:  # not imported, or blocked (``sys.modules["gevent"] = None``)
         return False
@@ -70,6 +79,7 @@ def is_patched() -> bool:
     patched = bool(monkey.is_module_patched("threading"))
     if patched:
         guard_process_pools()
+        install_sigchld_before_fork()
     return patched
 
 
@@ -103,6 +113,59 @@ def guard_process_pools() -> None:
     except ImportError:
         return
     _refuse_when_patched(billiard.pool.Pool, "billiard.Pool", billiard.pool.ThreadPool)
+
+
+_FORK_HOOK: list[bool] = []
+
+
+def install_sigchld_before_fork() -> None:
+    """Make gevent's SIGCHLD handler be in place before every fork of a gevent-patched process.
+
+    gevent's patched ``os.fork`` (``gevent.os.fork_and_watch``) starts a child
+    watcher for the new process just after the fork, and the first child
+    watcher of the process is what installs libev's SIGCHLD handler. A child
+    that ends before its parent gets there (a short ``multiprocessing.Process``,
+    on a busy machine) sends SIGCHLD to a process that ignores it: its end is
+    never seen, it stays a zombie, and ``os.waitpid`` (``Process.join``) waits
+    for ever, and with it the task and the execution. gevent's own
+    ``subprocess`` installs the handler before it forks; this hook does the
+    same for every fork (`_install_sigchld_handler`).
+
+    Installed once, in a patched process only (by `is_patched`).
+    """
+    if _FORK_HOOK:
+        return
+    _FORK_HOOK.append(True)
+    os.register_at_fork(before=_install_sigchld_handler)
+
+
+def _install_sigchld_handler() -> None:
+    """Before a fork: install libev's SIGCHLD handler when gevent will watch the child.
+
+    Only when ``os.fork`` is gevent's watching fork (not with
+    ``GEVENT_NOWAITPID``, nor when ``os`` is left unpatched: a plain child is
+    waited for with the plain ``waitpid``, which libev's handler would
+    preempt), and only with the default loop (the only one child watchers
+    work in: the main thread's). The main thread's hub is made now if it does
+    not exist yet, as ``fork_and_watch`` would make it just after the fork.
+    The handler is process-wide, and installing it again is a no-op.
+    """
+    gevent_os = sys.modules.get("gevent.os")
+    if gevent_os is None or "waitpid" not in getattr(gevent_os, "__implements__", ()):
+        return
+    if os.fork is not getattr(gevent_os, "fork", None):
+        return
+    import gevent
+    import gevent.hub
+    from gevent import monkey
+    from gevent._hub_local import get_hub_if_exists
+
+    hub = get_hub_if_exists()
+    if hub is None and monkey.get_original("_thread", "get_ident")() == gevent.hub.MAIN_THREAD_IDENT:
+        hub = gevent.get_hub()
+    loop = getattr(hub, "loop", None)
+    if loop is not None and loop.default:
+        loop.install_sigchld()
 
 
 def _refuse_when_patched(cls: type, what: str, spared: type) -> None:

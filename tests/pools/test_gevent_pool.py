@@ -14,6 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parent.parent
 POOLS = Path(__file__).resolve().parent
 
@@ -609,6 +611,46 @@ def test_task_pools_that_block_the_hub_fail_at_once(tmp_path: Path) -> None:
         "thread mppool RuntimeError multiprocessing.Pool True True",
         "thread bpool RuntimeError billiard.Pool True True",
     ]
+
+
+@pytest.mark.parametrize("pool", ["gevent", "thread"])
+def test_task_process_that_ends_before_the_fork_returns_is_joined(tmp_path: Path, pool: str) -> None:
+    """A task's first multiprocessing.Process is joined even when it has ended before its parent's fork returned.
+
+    gevent's patched fork starts watching the child only after the fork, and
+    that first child watcher is what installs gevent's SIGCHLD handler: the
+    signal of a child that had already ended was lost, ``join`` waited for
+    ever and the execution hung (its timeout cannot stop a task blocked
+    there). Here the parent waits, inside the fork, until the child has
+    ended, which made that certain; a watchdog thread reports a hang.
+    """
+    lines = run_script(
+        tmp_path,
+        f"""
+        import os
+        from gevent import monkey
+
+        real_sleep = monkey.get_original("time", "sleep")
+
+        def watchdog():
+            real_sleep(4)
+            print("hang", flush=True)
+            os._exit(0)
+
+        def until_the_child_has_ended():
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                    return  # ended, and left for its parent to reap
+                real_sleep(0.005)
+
+        monkey.get_original("_thread", "start_new_thread")(watchdog, ())
+        os.register_at_fork(after_in_parent=until_the_child_has_ended)
+        graph = {{"nodes": [method_node("mpprocess", "matrix_tasks.mpprocess")]}}
+        print(aioflow.execute_graph(graph, pool_type={pool!r}, timeout=30)["return_value"], flush=True)
+        """,
+    )
+    assert lines == ["5"]
 
 
 def test_guard_when_aioflow_is_imported_before_patching(tmp_path: Path) -> None:
