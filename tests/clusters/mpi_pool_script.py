@@ -70,6 +70,9 @@ def run(mode: str) -> dict[str, Any]:
     finally:
         par.set_parallel_backend(None)
         backend.shutdown()
+    from mpi4py import MPI
+
+    report["library"] = MPI.Get_library_version().strip()  # which MPI library the job ran on
     return report
 
 

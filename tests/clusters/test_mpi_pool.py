@@ -1,4 +1,4 @@
-"""The ``mpi`` pool under a real ``mpiexec -n 3`` (MPICH from PyPI), with spawned workers, and its refusals."""
+"""The ``mpi`` pool under a real ``mpiexec -n 3`` (MPICH from PyPI, Open MPI from the system), spawned workers, refusals."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 import pytest
-from mpi_launch import MPI_ENV, mpiexec
+from mpi_launch import MPI_ENV, Launcher, launchers, missing
 
 import aioflow
 
@@ -36,11 +36,10 @@ def session_processes(sid: int) -> list[psutil.Process]:
     return found
 
 
-def run(command: list[str]) -> dict[str, Any]:
+def run(command: list[str], launcher: Launcher | None = None) -> dict[str, Any]:
     """Run ``command`` in a session of its own; return its last JSON line. Nothing of the session may outlive it."""
     env = {
-        **os.environ,
-        **MPI_ENV,
+        **(launcher.environ() if launcher is not None else {**os.environ, **MPI_ENV}),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])),
     }
     proc = subprocess.Popen(
@@ -72,10 +71,17 @@ def check_work(report: dict[str, Any]) -> None:
     assert report["parallel"] == [x * x for x in range(20)]
 
 
-def test_graphs_executor_and_parallel_on_the_worker_ranks() -> None:
+def test_the_mpi_libraries_asked_for_are_installed() -> None:
+    """Every MPI library the run asks for (AIOFLOW_TEST_MPI; MPICH by default) is there to launch the tests below."""
+    assert not missing(), "MPI libraries asked for and not installed:\n" + "\n".join(missing())
+
+
+@pytest.mark.parametrize("launcher", launchers(), ids=str)
+def test_graphs_executor_and_parallel_on_the_worker_ranks(launcher: Launcher) -> None:
     """mpiexec -n 3 python -m mpi4py.futures: rank 0 runs graphs, Executor and parallel maps on ranks 1 and 2."""
-    report = run([*mpiexec(3), sys.executable, "-m", "mpi4py.futures", str(SCRIPT), "ranks"])
+    report = run([*launcher.command(3), sys.executable, "-m", "mpi4py.futures", str(SCRIPT), "ranks"], launcher)
     assert (report["rank"], report["size"]) == (0, 3)
+    assert report["library"].startswith({"mpich": "MPICH", "openmpi": "Open MPI"}[launcher.name])
     assert set(report["fan"]) <= {1, 2}
     check_work(report)
 
@@ -89,17 +95,19 @@ def test_spawned_workers_without_a_launcher() -> None:
     check_work(report)
 
 
-def test_every_rank_running_the_script_is_refused_with_the_launch_command() -> None:
+@pytest.mark.parametrize("launcher", launchers(), ids=str)
+def test_every_rank_running_the_script_is_refused_with_the_launch_command(launcher: Launcher) -> None:
     """mpiexec -n 2 python script.py (no -m mpi4py.futures): PoolError naming the command to use, on every rank."""
-    report = run([*mpiexec(2), sys.executable, str(SCRIPT), "refused"])
+    report = run([*launcher.command(2), sys.executable, str(SCRIPT), "refused"], launcher)
     assert report["refused"] == "PoolError"
     assert "started without '-m mpi4py.futures'" in report["message"]
     assert "mpiexec -n 2 python -m mpi4py.futures script.py" in report["message"]
 
 
-def test_a_job_without_worker_ranks_is_refused() -> None:
+@pytest.mark.parametrize("launcher", launchers(), ids=str)
+def test_a_job_without_worker_ranks_is_refused(launcher: Launcher) -> None:
     """mpiexec -n 1 python -m mpi4py.futures: no worker ranks, PoolError instead of a wait."""
-    report = run([*mpiexec(1), sys.executable, "-m", "mpi4py.futures", str(SCRIPT), "refused"])
+    report = run([*launcher.command(1), sys.executable, "-m", "mpi4py.futures", str(SCRIPT), "refused"], launcher)
     assert report["refused"] == "PoolError"
     assert "no worker ranks" in report["message"]
 

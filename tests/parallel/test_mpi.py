@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from mpi_launch import MPI_ENV, mpiexec
+from mpi_launch import Launcher, launchers
 
 import aioflow
 import aioflow.parallel as par
@@ -17,12 +16,11 @@ import aioflow.parallel as par
 SCRIPT = Path(__file__).with_name("mpi_script.py")
 
 
-def test_map_on_mpi_worker_ranks() -> None:
+@pytest.mark.parametrize("launcher", launchers(), ids=str)
+def test_map_on_mpi_worker_ranks(launcher: Launcher) -> None:
     """mpiexec -n 3: rank 0 is the master of a job of size 3; ranks 1 and 2 compute every result."""
-    command = [*mpiexec(3), sys.executable, "-m", "mpi4py.futures", str(SCRIPT)]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=180, env={**os.environ, **MPI_ENV}, check=False
-    )
+    command = [*launcher.command(3), sys.executable, "-m", "mpi4py.futures", str(SCRIPT)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=launcher.environ(), check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["master"] == [0, 3, True]
