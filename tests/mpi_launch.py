@@ -24,7 +24,7 @@ from pathlib import Path
 
 INSTALL = {
     "mpich": "pip install -e '.[test]' (it brings MPICH's mpiexec)",
-    "openmpi": "apt-get install -y openmpi-bin (Debian's Open MPI: mpiexec.openmpi and libmpi.so.40)",
+    "openmpi": "apt-get install -y openmpi-bin openssh-client (Debian's Open MPI: mpiexec.openmpi, libmpi.so.40)",
 }
 
 # OpenMPI refuses to run as root unless told twice; CI containers run as root.
