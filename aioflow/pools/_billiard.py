@@ -161,15 +161,23 @@ class _Packed:
 def _free_locks_of_dead_workers(results: Any, tasks: Any) -> None:
     """Release the queue locks that killed workers died holding (the result queue's write lock, the task queue's read lock).
 
-    Only called once every worker is dead. A lock still taken after a short
-    wait was taken by one of them: nobody else would ever release it, and
-    billiard's shutdown would wait on it forever. (A lock of this kind may be
-    released by any process.)
+    Only called once every worker is dead, and before ``Pool.terminate``.
+    Nobody else would ever release such a lock, and billiard's shutdown would
+    wait on it forever. (A lock of this kind may be released by any process.)
+
+    - The result queue's write lock is also taken, for one small write, by
+      billiard's task handler in this process: still taken after a short
+      wait, it was a worker's.
+    - The task queue's read lock is taken in this process only by
+      ``Pool.terminate``, later: taken now, it was a worker's. An idle worker
+      holds it while it waits for its next job, so after a normal close it is
+      almost always taken; waiting for it would add ``_LOCK_WAIT`` to every
+      close.
     """
-    for lock in (getattr(results, "_wlock", None), getattr(tasks, "_rlock", None)):
+    for lock, wait in ((getattr(results, "_wlock", None), True), (getattr(tasks, "_rlock", None), False)):
         if lock is None:
             continue
-        if lock.acquire(timeout=_LOCK_WAIT):
+        if lock.acquire(timeout=_LOCK_WAIT) if wait else lock.acquire(False):
             lock.release()  # free: nobody died holding it
             continue
         try:

@@ -16,6 +16,7 @@ import pytest
 from graphs import NB_DIAMOND, method_node
 
 import aioflow
+import aioflow.pools._billiard as billiard_module
 from aioflow.pools._billiard import BilliardExecutor
 from aioflow.pools._ndprocess import non_daemonic_context
 
@@ -291,6 +292,29 @@ def test_billiard_shutdown_survives_a_result_lock_left_taken_by_a_dead_process()
     stopper.start()
     stopper.join(DEADLINE)
     assert not stopper.is_alive(), "shutdown waited on a lock held by a dead process"
+
+
+def test_billiard_shutdown_does_not_wait_for_the_task_lock_an_idle_worker_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle worker waits for jobs holding the task queue's read lock; killed at close, it leaves it taken.
+
+    Only the pool's terminate takes that lock in this process, after the
+    locks are freed: a taken one is a dead worker's, freed at once. (With no
+    bound on the wait for a taken lock, a close that waited for this one would
+    never end.)
+    """
+    monkeypatch.setattr(billiard_module, "_LOCK_WAIT", 3600.0)
+    executor = BilliardExecutor(1, context="fork")
+    assert executor.submit(abs, -2).result(timeout=DEADLINE) == 2
+    lock = executor._pool._inqueue._rlock
+    deadline = time.monotonic() + DEADLINE
+    while lock.acquire(False):  # until the idle worker is back to waiting for a job, holding it
+        lock.release()
+        assert time.monotonic() < deadline, "the idle worker never took the task queue's read lock"
+        time.sleep(0.01)
+    stopper = threading.Thread(target=executor.shutdown)
+    stopper.start()
+    stopper.join(DEADLINE)
+    assert not stopper.is_alive(), "shutdown waited for the task lock of a dead idle worker"
 
 
 # --------------------------------------------------------------------------- billiard: idle workers retire
