@@ -13,6 +13,22 @@ only stops when that call returns. The pool waits `INTERRUPT_GRACE` seconds
 for interrupted tasks, then gives up on them with a warning naming the
 thread; use a process pool when tasks must be stoppable at any moment.
 
+In a process where gevent has monkey-patched ``threading``, the pool's
+"threads" are greenlets of the hub of the thread that started them, and
+``PyThreadState_SetAsyncExc`` cannot reach them (their ident is a greenlet's,
+not a thread's). There, as the ``gevent`` pool does, the running greenlet is
+killed instead: `TaskInterrupted` is thrown into it at its next switch to
+the hub, by a callback that the hub owning it runs (handed over with
+``run_callback_threadsafe`` when the abort runs in another OS thread: a
+greenlet is never thrown into from a foreign thread). The callback throws
+only if the greenlet is still inside the very task it was sent for. A task
+that does not stop (it carries on after `TaskInterrupted`, or blocks its hub
+in a C call while the abort waits in another OS thread) is abandoned after
+`INTERRUPT_GRACE`, with the same warning; a C call that blocks the hub of
+the aborting thread holds up the abort itself (and any timeout) until it
+returns. Whether the threads are greenlets is decided once per executor: an
+unpatched process runs exactly the code above, at the same cost.
+
 Why our own executor rather than `concurrent.futures.ThreadPoolExecutor`:
 its threads are joined at interpreter exit, so one task stuck in a C call
 after an abort would keep the program from exiting after Ctrl-C. Ours are
@@ -23,7 +39,11 @@ Who owns what: ``_running`` (thread ident -> owner of the task it runs) is
 guarded by the ``_running_changed`` condition; an interruption is only ever
 sent to a thread in that map, under its lock, and a thread leaving the map
 clears any pending one. ``_threads``, ``_shutdown`` and the queue's sentinel
-are guarded by ``_lock``.
+are guarded by ``_lock``. With greenlets, ``_green_tasks`` (ident -> the task a
+greenlet is inside right now) is written only by that greenlet, and read
+by the kill callback in the same hub. A kill that lands between the entry
+and the task's start still ends in the same ``finally``; the entry is
+removed before anything that may switch, so none lands after the task.
 """
 
 from __future__ import annotations
@@ -35,6 +55,7 @@ import itertools
 import logging
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -63,6 +84,24 @@ class TaskInterrupted(BaseException):
 def _async_raise(ident: int, exc_type: type[BaseException] | None) -> None:
     set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
     set_async_exc(ctypes.c_ulong(ident), ctypes.py_object(exc_type) if exc_type else None)
+
+
+class _GreenTask:
+    """A task running in a greenlet of the pool (gevent-patched process): whom to kill, and from which hub."""
+
+    __slots__ = ("greenlet", "hub", "owner")
+
+    def __init__(self, owner: object, greenlet: Any, hub: Any) -> None:
+        self.owner = owner
+        self.greenlet = greenlet
+        self.hub = hub
+
+
+def _threads_are_greenlets() -> bool:
+    """Whether gevent has patched ``threading`` here, so that `threading.Thread` starts greenlets."""
+    from ..scheduler._gevent_bridge import is_patched
+
+    return is_patched()
 
 
 _WorkItem = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
@@ -100,6 +139,19 @@ class _ThreadExecutor(concurrent.futures.Executor):
         self._running: dict[int, object] = {}
         self._interrupted: set[int] = set()  # threads sent a TaskInterrupted
         self._running_changed = threading.Condition(threading.Lock())
+        # Decided once: are our threads greenlets (gevent-patched threading)?
+        self._green = _threads_are_greenlets()
+        #: What `ThreadPool.bind` wraps tasks with: `run_owned`, or `run_owned_green`.
+        self.run_task: Callable[..., Any] = self.run_owned
+        if self._green:
+            import gevent
+            from gevent import monkey
+
+            self._getcurrent: Callable[[], Any] = gevent.getcurrent
+            self._get_hub: Callable[[], Any] = gevent.get_hub
+            self._real_get_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
+            self._green_tasks: dict[int, _GreenTask] = {}
+            self.run_task = self.run_owned_green
 
     # ------------------------------------------------------------ Executor API
 
@@ -210,6 +262,39 @@ class _ThreadExecutor(concurrent.futures.Executor):
                     _async_raise(ident, None)
                 self._running_changed.notify_all()
 
+    def run_owned_green(self, owner: object, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`run_owned` for a worker that is a greenlet (gevent-patched ``threading``)."""
+        ident = threading.get_ident()
+        task = _GreenTask(owner, self._getcurrent(), self._get_hub())
+        try:
+            with self._running_changed:
+                self._running[ident] = owner
+                self._green_tasks[ident] = task
+            return fn(*args, **kwargs)
+        finally:
+            # First, before anything that may switch: no kill lands after this.
+            self._green_tasks.pop(ident, None)
+            with self._running_changed:
+                self._running.pop(ident, None)
+                self._running_changed.notify_all()
+
+    def _kill_green(self, ident: int, task: _GreenTask) -> None:
+        """Have ``task``'s hub throw `TaskInterrupted` into its greenlet, if it still runs that task."""
+        hub = task.hub
+
+        def throw() -> None:  # run by the hub, in its own thread
+            if self._green_tasks.get(ident) is not task:
+                return  # the task ended meanwhile: its greenlet has moved on
+            try:
+                task.greenlet.throw(TaskInterrupted)
+            except BaseException:
+                hub.handle_error(task.greenlet, *sys.exc_info())
+
+        if self._real_get_ident() == hub.thread_ident:
+            hub.loop.run_callback(throw)
+        else:
+            hub.loop.run_callback_threadsafe(throw)
+
     def interrupt(self, owner: object | None = None) -> list[str]:
         """Interrupt the running tasks of ``owner`` (all when None) and wait for them.
 
@@ -221,9 +306,14 @@ class _ThreadExecutor(concurrent.futures.Executor):
             return {i for i, o in self._running.items() if owner is None or o is owner}
 
         with self._running_changed:
-            for ident in busy():
-                self._interrupted.add(ident)
-                _async_raise(ident, TaskInterrupted)
+            if self._green:
+                for ident, task in list(self._green_tasks.items()):
+                    if owner is None or task.owner is owner:
+                        self._kill_green(ident, task)
+            else:
+                for ident in busy():
+                    self._interrupted.add(ident)
+                    _async_raise(ident, TaskInterrupted)
             self._running_changed.wait_for(lambda: not busy(), timeout=INTERRUPT_GRACE)
             stuck = busy()
         return [t.name for t in list(self._threads) if t.ident in stuck]
@@ -260,7 +350,7 @@ class ThreadPool(Pool):
 
     def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
         assert isinstance(executor, _ThreadExecutor)
-        return functools.partial(executor.run_owned, owner, fn)
+        return functools.partial(executor.run_task, owner, fn)
 
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
         assert isinstance(executor, _ThreadExecutor)

@@ -56,6 +56,24 @@ def announce_and_nap(seconds: float = 3600.0, name: str = "") -> None:
         ENDED.append(name)
 
 
+#: Names given to `nap_ignoring_interrupt` calls that received a TaskInterrupted.
+INTERRUPTED: list[str] = []
+
+
+def nap_ignoring_interrupt(seconds: float = 3600.0, name: str = "", then: float = 2.0) -> None:
+    """Sleep (in the hub); on `TaskInterrupted`, record ``name`` in `INTERRUPTED` and sleep ``then`` more seconds.
+
+    A task that does not stop when interrupted: the thread pool gives up on it.
+    """
+    from aioflow.pools._thread import TaskInterrupted
+
+    try:
+        gevent.sleep(seconds)
+    except TaskInterrupted:
+        INTERRUPTED.append(name)
+        gevent.sleep(then)
+
+
 def os_thread() -> int:
     """The identifier of the OS thread running the task (not of its greenlet)."""
     return int(monkey.get_original("_thread", "get_ident")())

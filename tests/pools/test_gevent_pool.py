@@ -581,6 +581,125 @@ def test_patched_process_refuses_process_pools_and_runs_threads(tmp_path: Path) 
     ]
 
 
+THREAD_POOL_STOPPING = """
+import asyncio
+import logging
+
+WARNINGS = []
+
+
+class Record(logging.Handler):
+    def emit(self, record):
+        WARNINGS.append(record.getMessage())
+
+
+logging.getLogger("aioflow.pools").addHandler(Record(logging.WARNING))
+ENDLESS = {"graph": {"id": "endless"}, "nodes": [method_node("s", "tasks.sleep", seconds=1000)]}
+QUICK = {"graph": {"id": "quick"}, "nodes": [method_node("q", "tasks.inc", x=1)]}
+
+
+def execute(api, graph, **options):
+    if api == "async":
+        return asyncio.run(aioflow.execute_graph_async(graph, **options))
+    return aioflow.execute_graph(graph, **options)
+
+
+def time_out(api, **options):
+    start = time.monotonic()
+    try:
+        execute(api, ENDLESS, timeout=1, **options)
+    except aioflow.ExecutionTimeoutError:
+        elapsed = time.monotonic() - start
+        # A hang guard, not a performance assertion: a task that is not
+        # stopped is abandoned after INTERRUPT_GRACE (5 s), this is well below.
+        print("timed out", "in time" if elapsed < 4 else f"after {elapsed:.1f} s")
+"""
+
+
+@pytest.mark.parametrize("api", ["sync", "async"])
+def test_thread_pool_stops_its_greenlets_on_timeout(tmp_path: Path, api: str) -> None:
+    """In a patched process the thread pool's workers are greenlets: a timeout kills the running one at once.
+
+    It gets TaskInterrupted from its hub (a thread's async exception cannot
+    reach a greenlet): no wait for the interrupt grace, no "did not stop"
+    warning, and the pool runs the next execution's task.
+    """
+    lines = run_script(
+        tmp_path,
+        THREAD_POOL_STOPPING
+        + f"""
+API = {api!r}
+time_out(API, pool_type="thread")
+with aioflow.open_pool("thread") as pool:
+    time_out(API, pool=pool)
+    print("next", execute(API, QUICK, pool=pool)["return_value"])
+print("warnings", WARNINGS)
+""",
+    )
+    assert lines == ["timed out in time", "timed out in time", "next 2", "warnings []"]
+
+
+def test_thread_pool_abort_from_another_os_thread_kills_in_the_hub(tmp_path: Path) -> None:
+    """An abort from a real OS thread hands the kill to the hub owning the greenlet, which throws it there."""
+    lines = run_script(
+        tmp_path,
+        THREAD_POOL_STOPPING
+        + """
+from gevent import monkey
+from aioflow.pools._thread import TaskInterrupted
+
+real_ident = monkey.get_original("_thread", "get_ident")
+seen = []
+
+
+def task():
+    try:
+        gevent.sleep(3600)
+    except TaskInterrupted:
+        seen.append(real_ident() == gevent.hub.MAIN_THREAD_IDENT)
+        raise
+
+
+with aioflow.open_pool("thread") as pool:
+    future = pool.executor.submit(pool.bind(pool.executor, object(), task))
+    gevent.sleep(0.1)
+    aborted = []
+
+    def aborter():
+        aborted.append(real_ident() == gevent.hub.MAIN_THREAD_IDENT)
+        pool.abort()
+        aborted.append("done")
+
+    monkey.get_original("_thread", "start_new_thread")(aborter, ())
+    while len(aborted) < 2:
+        gevent.sleep(0.01)
+    print(aborted, seen, future.done() and type(future.exception()).__name__, WARNINGS)
+""",
+    )
+    assert lines == ["[False, 'done'] [True] TaskInterrupted []"]
+
+
+def test_thread_pool_abandons_a_greenlet_that_does_not_stop(tmp_path: Path) -> None:
+    """A task that carries on after TaskInterrupted is given up on after the grace, with the warning."""
+    lines = run_script(
+        tmp_path,
+        THREAD_POOL_STOPPING
+        + """
+import aioflow.pools._thread
+
+aioflow.pools._thread.INTERRUPT_GRACE = 0.5
+stubborn = fan(1, "gevent_tasks.nap_ignoring_interrupt", named=True, then=30)
+start = time.monotonic()
+try:
+    aioflow.execute_graph(stubborn, pool_type="thread", timeout=0.5)
+except aioflow.ExecutionTimeoutError:
+    print("timed out", time.monotonic() - start < 20)
+print(gevent_tasks.INTERRUPTED, [w.split(" did not stop")[0] for w in WARNINGS])
+""",
+    )
+    assert lines == ["timed out True", "['n0'] ['thread(s) aioflow-thread_0']"]
+
+
 # ------------------------------------------------------------------ process pools started by tasks
 
 
