@@ -21,7 +21,7 @@ call goes straight to one of its executors (``executor.submit``, under the
 DFK's submission lock, as the DFK itself does), which saves about a third of
 a millisecond of bookkeeping per task in this process. On a
 HighThroughputExecutor, the pickled call is the task's payload as it is
-(``submit_payload``, with `_execute` to run it), rather than an argument
+(``submit_payload``, with `_invoke` to run it), rather than an argument
 Parsl's serializer wraps again. Otherwise a call goes through
 ``DataFlowKernel.submit``, and Parsl's retries, monitoring and checkpoints
 apply.
@@ -62,6 +62,7 @@ Lost workers: a worker that dies fails its task with Parsl's ``WorkerLost``
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import importlib.util
 import logging
 import math
@@ -120,18 +121,14 @@ def _invoke(call: bytes, positions: tuple[int, ...], *upstream: Any) -> Any:
     return fn(*in_place(args, positions, upstream), **kwargs)
 
 
-def _execute(call: bytes) -> Any:
-    """Run in a Parsl worker, on a call sent as a payload of its own (`_takes_payloads`): the call, unpickled."""
-    fn, args, kwargs = pickle.loads(call)
-    return fn(*args, **kwargs)
-
-
-#: How a payload names `_execute` to Parsl's worker, which imports it by this path.
-_EXECUTE_PATH = f"{__name__}._execute"
+#: A call sent as an HTEX task's payload (`_takes_payloads`): Parsl's worker
+#: imports `_invoke` by this path and calls it with the payload and ``()``
+#: (no upstream results to put in place: they are in the call already).
+_INVOKE_PATH = f"{__name__}._invoke"
 
 
 def _takes_payloads(executor: Any) -> bool:
-    """Whether ``executor`` runs payloads of ours: a HighThroughputExecutor whose workers import `_execute`.
+    """Whether ``executor`` runs payloads of ours: a HighThroughputExecutor whose workers import `_invoke`.
 
     Parsl's HTEX sends a call as three buffers of its serializer (function,
     arguments, keyword arguments), each through dill: about 100 us per call
@@ -149,6 +146,7 @@ def _takes_payloads(executor: Any) -> bool:
     return _workers_run_task_executors()
 
 
+@functools.cache
 def _workers_run_task_executors() -> bool:
     """Whether this Parsl's HTEX workers honour a task's ``task_executor`` (the same Parsl runs on both ends)."""
     spec = importlib.util.find_spec("parsl.executors.high_throughput.process_worker_pool")
@@ -425,7 +423,9 @@ class ParslExecutor(concurrent.futures.Executor):
             call = _pack(fn, in_place(args, waits_for, upstream), kwargs)
             with dfk.submitter_lock:
                 if self._payloads[turn]:
-                    parsl_future = executor.submit_payload({"task_executor": {"f": _EXECUTE_PATH}}, call)
+                    # A context of its own per task: Parsl keeps it with the task.
+                    context = {"task_executor": {"f": _INVOKE_PATH, "a": ((),)}}
+                    parsl_future = executor.submit_payload(context, call)
                 else:
                     parsl_future = executor.submit(_invoke, {}, call, ())
         except Exception as exc:
