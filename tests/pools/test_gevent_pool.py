@@ -752,7 +752,7 @@ def test_task_process_that_ends_before_the_fork_returns_is_joined(tmp_path: Path
         real_sleep = monkey.get_original("time", "sleep")
 
         def watchdog():
-            real_sleep(4)
+            real_sleep(15)  # a hang guard: the join takes well under a second
             print("hang", flush=True)
             os._exit(0)
 
