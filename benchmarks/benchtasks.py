@@ -24,16 +24,19 @@ def inc(x: int = 0) -> int:
     return x + 1
 
 
-def add(**inputs: Any) -> int:
+def add(**values: Any) -> int:
     """Return the sum of every input plus one: the join task of lattices and random DAGs.
 
+    Not ``**inputs``: Parsl reads a parameter of that name as its own
+    ``inputs`` keyword (a list of futures), and its apps then fail.
+
     Args:
-        **inputs: the upstream values, under any names.
+        **values: the upstream values, under any names.
 
     Returns:
-        ``sum(inputs.values()) + 1``.
+        ``sum(values.values()) + 1``.
     """
-    total: int = sum(inputs.values()) + 1
+    total: int = sum(values.values()) + 1
     return total
 
 

@@ -18,8 +18,8 @@ clock: the figure is the graph's execution, from submission to every sink's
 result. The run ends with a Markdown table: aioflow's time over Parsl's
 (target <= 1.0) and PASS or MISS.
 
-    python benchmarks/parslbench.py            # chain:1000 and fanout:1000, 3 repeats
-    python benchmarks/parslbench.py --smoke    # chain:20 and fanout:20 once (CI; under 30 s)
+    python benchmarks/parslbench.py            # chain:1000, fanout:1000 and lattice:10x10, 3 repeats
+    python benchmarks/parslbench.py --smoke    # chain:20, fanout:20 and lattice:3x3 once (CI; under 30 s)
 
 Records: ``benchmarks/results/parsl-<time>.jsonl`` and ``.md``
 (``parsl-smoke.*`` with ``--smoke``). The exit code is 1 only when a
@@ -62,8 +62,8 @@ TARGET = 1.0
 WARM_SLEEP = 0.3
 
 CONFIGS = ("aioflow-parsl", "parsl-pool")
-WORKLOADS = ("chain:1000", "fanout:1000")
-SMOKE_WORKLOADS = ("chain:20", "fanout:20")
+WORKLOADS = ("chain:1000", "fanout:1000", "lattice:10x10")
+SMOKE_WORKLOADS = ("chain:20", "fanout:20", "lattice:3x3")
 
 
 # ----------------------------------------------------------------------------- the child
