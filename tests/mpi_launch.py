@@ -15,6 +15,7 @@ so that a test parametrized over `launchers` cannot silently lose a case.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -68,7 +69,7 @@ def _mpich() -> Launcher | None:
     if own.exists():
         return Launcher("mpich", str(own))
     found = shutil.which("mpiexec")
-    if found is not None and not _is_open_mpi(found) and "HYDRA" in _version(found):
+    if found is not None and "HYDRA" in _version(found):  # MPICH's process manager
         return Launcher("mpich", found)
     return None
 
@@ -82,8 +83,9 @@ def _open_mpi() -> Launcher | None:
     return None
 
 
+@functools.cache
 def launchers() -> list[Launcher]:
-    """The MPI libraries installed here, each as a `Launcher`."""
+    """The MPI libraries installed here, each as a `Launcher` (looked up once per test run)."""
     return [launcher for launcher in (_mpich(), _open_mpi()) if launcher is not None]
 
 

@@ -97,13 +97,6 @@ class _GreenTask:
         self.hub = hub
 
 
-def _threads_are_greenlets() -> bool:
-    """Whether gevent has patched ``threading`` here, so that `threading.Thread` starts greenlets."""
-    from ..scheduler._gevent_bridge import is_patched
-
-    return is_patched()
-
-
 _WorkItem = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
@@ -140,7 +133,9 @@ class _ThreadExecutor(concurrent.futures.Executor):
         self._interrupted: set[int] = set()  # threads sent a TaskInterrupted
         self._running_changed = threading.Condition(threading.Lock())
         # Decided once: are our threads greenlets (gevent-patched threading)?
-        self._green = _threads_are_greenlets()
+        from ..scheduler._gevent_bridge import is_patched
+
+        self._green = is_patched()
         #: What `ThreadPool.bind` wraps tasks with: `run_owned`, or `run_owned_green`.
         self.run_task: Callable[..., Any] = self.run_owned
         if self._green:
