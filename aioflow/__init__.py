@@ -30,6 +30,7 @@ from ._errors import MissingExtraError as MissingExtraError
 from ._errors import NodeError as NodeError
 from ._errors import OptionError as OptionError
 from ._errors import PoolError as PoolError
+from ._errors import RemoteError as RemoteError
 from ._errors import SerialExecutionError as SerialExecutionError
 from ._errors import SerialExecutionWarning as SerialExecutionWarning
 from ._errors import TaskInputError as TaskInputError
@@ -89,6 +90,7 @@ __all__ = [
     "OptionError",
     "Pool",
     "PoolError",
+    "RemoteError",
     "Results",
     "SerialExecutionError",
     "SerialExecutionWarning",

@@ -9,6 +9,7 @@ The tree::
     ├── TaskInputError (TypeError)         a task was called without a required input (raised in the worker)
     ├── TransferError (TypeError)          a task, its inputs or outputs cannot be sent to or from a worker process
     │   └── UnsendableFunctionError        aioflow.parallel: the mapped function cannot be sent to a worker
+    ├── RemoteError                        stands in for a task's exception that could not be sent back from its worker
     ├── DependencyError                    an Executor call did not run: a future it was given failed
     ├── SerialExecutionError (RuntimeError)   aioflow.parallel: a map would run serially, with if_serial="raise"
     ├── ExecutionError                     an execution stopped before its end; carries ``.results``
@@ -43,6 +44,7 @@ __all__ = [
     "NodeError",
     "OptionError",
     "PoolError",
+    "RemoteError",
     "SerialExecutionError",
     "SerialExecutionWarning",
     "TaskInputError",
@@ -214,6 +216,31 @@ class IterationLimitError(ExecutionError, RuntimeError):
         super().__init__(msg, graph_id=graph_id, node_id=node_id, max_iterations=max_iterations, results=results)
 
 
+class RemoteError(AioflowError):
+    """Stands in for a task's exception that could not be sent back from its worker process.
+
+    A task raised an exception that cannot be pickled (its ``__reduce__``
+    raises), cannot be rebuilt from its pickle (its ``__init__`` takes other
+    arguments than its message), or whose class cannot be imported here. The
+    worker's traceback is ``__cause__``, as for any exception from a worker.
+
+    Attributes:
+        type_name: the task's exception type, ``module.QualifiedName``.
+        original: the task's exception's message (its ``str()``).
+        remote_traceback: the worker's formatted traceback.
+        reason: why the exception itself could not come back.
+    """
+
+    type_name: str
+    original: str
+    remote_traceback: str
+    reason: str
+
+    def __init__(self, type_name: str, original: str, remote_traceback: str, reason: str) -> None:
+        msg = f"{type_name}: {original} (the exception could not be sent back from the worker: {reason})"
+        super().__init__(msg, type_name=type_name, original=original, remote_traceback=remote_traceback, reason=reason)
+
+
 class DependencyError(AioflowError):
     """A call submitted to `aioflow.Executor` did not run: a future among its arguments failed.
 
@@ -237,7 +264,21 @@ class PoolError(AioflowError):
 
 
 class WorkerLostError(PoolError, concurrent.futures.BrokenExecutor):
-    """A worker process died while it ran a task (killed, crashed or exited)."""
+    """A worker process died while it ran a task (killed, crashed or exited).
+
+    Every pool sets the same attributes; those it cannot know are ``None``.
+
+    Attributes:
+        node_id: the node whose task the worker was running (graph executions).
+        pid: the worker's process id.
+        exitcode: the worker's exit code, negative for a signal (``-9``).
+        signal: the name of the signal that ended the worker (``"SIGKILL"``).
+    """
+
+    node_id: Any = None
+    pid: int | None = None
+    exitcode: int | None = None
+    signal: str | None = None
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message, **fields)

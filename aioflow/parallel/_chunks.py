@@ -226,7 +226,7 @@ def raise_outcome(outcome: Outcome, fn: PicklableAndCallable[Any], first_index: 
     _, position, exc, text = outcome
     exc.add_note(f"raised by {fn.name} on item {first_index + position} of the input (aioflow.parallel)")
     if remote and exc.__cause__ is None:
-        from ..pools._process import RemoteTraceback
+        from ..pools._outcomes import RemoteTraceback
 
         raise exc from RemoteTraceback(text)
     raise exc

@@ -537,7 +537,7 @@ class _Session(Session):
         except OSError:
             pass
         worker.process.join(_EXIT_GRACE)
-        from ..pools._process import describe_exit
+        from ..pools._outcomes import describe_exit
 
         detail = describe_exit(worker.pid, worker.process.exitcode)
         self._workers.remove(worker)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError, PoolError, TransferError, WorkerLostError
+from ._outcomes import WorkerDied
 
 if TYPE_CHECKING:
     import asyncio
@@ -259,6 +260,8 @@ class Pool(abc.ABC):
         known. By default the executor is broken as a whole: it is discarded,
         and the next use builds a new one.
         """
+        if isinstance(error, WorkerDied):
+            return error.detail  # only that call failed: the executor carries on
         detail = self.describe_lost_workers(executor) or str(error) or None
         self.discard_broken(executor)
         return detail
@@ -281,6 +284,8 @@ class Pool(abc.ABC):
             detail = (
                 self.lost_worker(executor, error) or "it was killed or crashed: out of memory, a segfault, os._exit?"
             )
+            if isinstance(error, WorkerDied):
+                fields = {"pid": error.pid, "exitcode": error.exitcode, "signal": error.signal, **fields}
             lost = WorkerLostError(f"{where} lost its worker process ({detail})", **fields)
             lost.__cause__ = error
             return lost

@@ -97,13 +97,13 @@ import pickle
 import re
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import MissingExtraError, OptionError
 from ._base import DEFAULT_IDLE_TIMEOUT, Pool, PoolOptions
-from ._process import RemoteTraceback, _worker_initializer, kill_process_trees
+from ._outcomes import pack_error, unpack_error
+from ._process import _worker_initializer, kill_process_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -139,13 +139,8 @@ def _import_billiard() -> Any:
 # --------------------------------------------------------------------------- in the worker
 
 
-def _dump_error(exc: BaseException, text: str) -> bytes:
-    try:
-        return pickle.dumps((exc, text), pickle.HIGHEST_PROTOCOL)
-    except Exception as pickling_error:  # the exception itself cannot be pickled
-        detail = f"{type(pickling_error).__name__}: {pickling_error}"
-        stand_in = RuntimeError(f"the task raised {type(exc).__name__}: {exc} (it cannot be sent back: {detail})")
-        return pickle.dumps((stand_in, text), pickle.HIGHEST_PROTOCOL)
+def _dump_error(exc: BaseException) -> bytes:
+    return pickle.dumps(pack_error(exc), pickle.HIGHEST_PROTOCOL)
 
 
 class _Packed:
@@ -223,7 +218,7 @@ class _Call:
             # billiard loses a job whose message cannot be pickled (its
             # task handler looks the job up under the wrong key): send the
             # error instead, as the job's outcome.
-            return (_Packed, (_dump_error(exc, traceback.format_exc()), True))
+            return (_Packed, (_dump_error(exc), True))
 
 
 def _retire_worker() -> None:
@@ -251,7 +246,7 @@ def _clarify(exc: Exception) -> Exception:
 
 
 def _call_in_worker(call: _Packed) -> tuple[bool, bytes]:
-    """Run the call and pickle its outcome: ``(True, result)`` or ``(False, (exception, traceback text))``.
+    """Run the call and pickle its outcome: ``(True, result)`` or ``(False, packed exception)``.
 
     Exceptions that are not `Exception` (SystemExit, KeyboardInterrupt) are
     left to billiard, which reports them and replaces the worker.
@@ -262,11 +257,11 @@ def _call_in_worker(call: _Packed) -> tuple[bool, bytes]:
         fn, args, kwargs = pickle.loads(call.data)
         result = fn(*args, **kwargs)
     except Exception as exc:
-        return False, _dump_error(_clarify(exc), traceback.format_exc())
+        return False, _dump_error(_clarify(exc))
     try:
         return True, pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # the result cannot be pickled
-        return False, _dump_error(exc, traceback.format_exc())
+        return False, _dump_error(exc)
 
 
 # --------------------------------------------------------------------------- billiard subclasses
@@ -716,9 +711,7 @@ class BilliardExecutor(concurrent.futures.Executor):
         if ok:
             self._settle(job, result=outcome)
             return
-        error, text = outcome
-        error.__cause__ = RemoteTraceback(text)
-        self._settle(job, error=error)
+        self._settle(job, error=unpack_error(outcome))
 
     def _on_error(self, job: _Job, einfo: Any) -> None:
         from billiard.einfo import ExceptionWithTraceback

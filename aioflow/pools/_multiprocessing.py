@@ -72,7 +72,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError
 from ._base import Pool, PoolOptions, settle
-from ._process import RemoteTraceback, _worker_initializer, kill_process_trees, signal_name
+from ._outcomes import pack_error, signal_name, unpack_error
+from ._process import _worker_initializer, kill_process_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -163,7 +164,7 @@ def _say_bye(link: _WorkerLink, pid: int) -> None:
 
 
 def _call_in_worker(job_id: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Run ``fn(*args)`` in a worker; return ``("ok", value)``, ``("error", exc, tb)`` or ``("skipped",)``.
+    """Run ``fn(*args)`` in a worker; return ``("ok", value)``, ``("error", packed exc)`` or ``("skipped",)``.
 
     Every exception, `BaseException` included, comes back as a value: the
     pool's own worker loop only catches `Exception` and would exit on the
@@ -177,8 +178,7 @@ def _call_in_worker(job_id: int, fn: Callable[..., Any], args: tuple[Any, ...]) 
     try:
         return ("ok", fn(*args))
     except BaseException as exc:
-        error = _clarify(exc, link.daemonic)
-        return ("error", error, "".join(traceback.format_exception(error)))
+        return ("error", pack_error(_clarify(exc, link.daemonic)))
 
 
 def _clarify(exc: BaseException, daemonic: bool) -> BaseException:
@@ -472,9 +472,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             if outcome[0] == "ok":
                 settle(job.future, result=outcome[1])
             elif outcome[0] == "error":
-                error: BaseException = outcome[1]
-                error.__cause__ = RemoteTraceback(outcome[2])
-                settle(job.future, error=error)
+                settle(job.future, error=unpack_error(outcome[1]))
             elif not job.future.cancel():  # skipped after a stop: it never started
                 settle(job.future, error=BrokenMultiprocessingPool("the pool was stopped before the call started"))
         if last:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import OptionError
 from ._base import Pool, PoolOptions
+from ._outcomes import RemoteTraceback, describe_exit, signal_name
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -48,17 +49,6 @@ __all__ = [
     "kill_process_trees",
     "signal_name",
 ]
-
-
-class RemoteTraceback(Exception):
-    """The worker's traceback text, attached as ``__cause__`` of a call's exception."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text
 
 
 def _worker_initializer(owner_pid: int, user_initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
@@ -171,26 +161,6 @@ def _running(proc: Any) -> bool:
         return False
 
 
-_LIKELY_CAUSES = {
-    "SIGKILL": "the out-of-memory killer, or someone killed it",
-    "SIGSEGV": "a crash in native code",
-    "SIGBUS": "a crash in native code",
-    "SIGABRT": "native code aborted",
-    "SIGTERM": "someone terminated it",
-}
-
-
-def describe_exit(pid: int, exitcode: int | None) -> str:
-    """``pid 42, killed by SIGKILL (the out-of-memory killer, or someone killed it)``."""
-    if exitcode is None:
-        return f"pid {pid}, exit status unknown"
-    if exitcode < 0:
-        name = signal_name(exitcode)
-        cause = _LIKELY_CAUSES.get(name)
-        return f"pid {pid}, killed by {name}" + (f" ({cause})" if cause else "")
-    return f"pid {pid}, exit code {exitcode} (the task called os._exit() or sys.exit() in a worker?)"
-
-
 def describe_exits(exits: list[tuple[int, int | None]]) -> str | None:
     """Describe the workers that ended, e.g. ``pid 42, killed by SIGKILL``.
 
@@ -202,14 +172,6 @@ def describe_exits(exits: list[tuple[int, int | None]]) -> str | None:
         return None
     first = [(pid, code) for pid, code in ended if code != -signal.SIGTERM] or ended
     return "; ".join(describe_exit(pid, code) for pid, code in first)
-
-
-def signal_name(exitcode: int) -> str:
-    """The signal behind a negative multiprocessing exit code: ``SIGKILL`` for -9."""
-    try:
-        return signal.Signals(-exitcode).name
-    except ValueError:
-        return f"signal {-exitcode}"
 
 
 class ProcessPool(Pool):
@@ -245,13 +207,6 @@ class ProcessPool(Pool):
         from ._workers import Owned
 
         return Owned(owner, fn)
-
-    def lost_worker(self, executor: concurrent.futures.Executor, error: BaseException) -> str | None:
-        from ._workers import WorkerDied
-
-        if isinstance(error, WorkerDied):
-            return error.detail  # only that call failed: the executor carries on
-        return super().lost_worker(executor, error)
 
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
         from ._workers import WorkerProcessExecutor

@@ -21,8 +21,10 @@ Actors and who owns what:
   sentinel, with the next retirement as its timeout: no polling.
 - each *worker* process has a duplex pipe of its own to the dispatcher and
   runs one call at a time: it receives ``(fn, args, kwargs)`` pickled,
-  sends back ``(_OK, value)``, ``(_ERROR, exception, traceback text)`` or,
-  once, ``(_INIT_FAILED, exception, traceback text)``. An empty message asks
+  sends back ``(_OK, value)``, ``(_ERROR, packed exception)`` or, once,
+  ``(_INIT_FAILED, packed exception)`` (`aioflow.pools._outcomes.pack_error`:
+  an exception that cannot be rebuilt here arrives as `aioflow.RemoteError`
+  with its type, message and traceback). An empty message asks
   it to exit.
 
 ``_lock`` guards ``_pending``, ``_live`` (pid -> worker that may take calls),
@@ -50,7 +52,6 @@ import logging
 import os
 import threading
 import time
-import traceback
 import weakref
 from collections import deque
 from multiprocessing.connection import wait
@@ -58,7 +59,8 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from ._base import InitializerFailed, Owned
-from ._process import RemoteTraceback, _worker_initializer, describe_exit, join_or_kill, kill_process_trees
+from ._outcomes import WorkerDied, describe_exit, pack_error, unpack_error
+from ._process import _worker_initializer, join_or_kill, kill_process_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -72,26 +74,6 @@ _OK, _ERROR, _INIT_FAILED = 0, 1, 2
 
 #: Seconds a worker asked to exit (shutdown, retirement) gets before it is killed.
 _EXIT_GRACE = 5.0
-
-
-class WorkerDied(concurrent.futures.BrokenExecutor):
-    """The worker process running a call died. The executor itself is still usable.
-
-    Attributes:
-        pid: the worker's process id.
-        exitcode: its exit code, negative for a signal (``-9``: SIGKILL), or
-            ``None`` if it could not be read.
-        detail: ``pid 42, killed by SIGKILL (...)``.
-    """
-
-    def __init__(self, pid: int, exitcode: int | None) -> None:
-        self.pid = pid
-        self.exitcode = exitcode
-        self.detail = describe_exit(pid, exitcode)
-        super().__init__(f"the worker process running the call died: {self.detail}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.pid, self.exitcode)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -137,12 +119,7 @@ def _reply(conn: Connection, kind: int, value: Any) -> None:
         except BaseException as exc:  # the result cannot be pickled
             _reply(conn, _ERROR, exc)
         return
-    text = "".join(traceback.format_exception(value))
-    try:
-        payload = ForkingPickler.dumps((kind, value, text))
-    except BaseException as exc:  # the exception itself cannot be pickled
-        stand_in = RuntimeError(f"{type(value).__name__}: {value} (unpicklable exception: {exc})")
-        payload = ForkingPickler.dumps((kind, stand_in, text))
+    payload = ForkingPickler.dumps((kind, pack_error(value)))
     try:
         conn.send_bytes(payload)
     except (EOFError, OSError):
@@ -442,12 +419,15 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             worker.eof = True  # it died mid-message, or exited: its sentinel says how
             return
         try:
-            kind, value, *text = ForkingPickler.loads(data)
+            kind, value = ForkingPickler.loads(data)
         except BaseException as exc:  # e.g. the result's class cannot be imported here
-            kind, value, text = _ERROR, exc, []
+            kind, value = _ERROR, exc
+        else:
+            if kind != _OK:
+                value = unpack_error(value)
         del data
         if kind == _INIT_FAILED:
-            self._break(worker, value, text[0])
+            self._break(worker, value)
             return
         with self._lock:
             item, worker.item = worker.item, None
@@ -458,10 +438,8 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             return
         if kind == _OK:
             item.future.set_result(value)
-            return
-        if text and value.__cause__ is None:
-            value.__cause__ = RemoteTraceback(text[0])
-        item.future.set_exception(value)
+        else:
+            item.future.set_exception(value)
 
     def _reap(self, worker: _Worker) -> None:
         """A worker exited: fail its call (unless its outcome is already in the pipe) and forget it."""
@@ -493,14 +471,12 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
         if not item.future.done():
             item.future.set_exception(error)
 
-    def _break(self, worker: _Worker, cause: BaseException, text: str) -> None:
+    def _break(self, worker: _Worker, cause: BaseException) -> None:
         """A worker's initializer failed: fail its call and every queued one, accept no more.
 
         As with the stdlib's executor; calls running on other workers finish.
         """
         message = f"the pool's initializer failed in worker process {worker.pid}: {cause!r}"
-        if cause.__cause__ is None:
-            cause.__cause__ = RemoteTraceback(text)
         with self._lock:
             self._broken = message
             self._shutdown = True
