@@ -16,16 +16,31 @@ dies fails only its own task (`aioflow.WorkerLostError` with its pid and
 exit code or signal); the other workers carry on.
 
 This module also holds the process helpers every process-based pool uses:
-the worker initializer (ignore SIGINT, exit with the owner), killing process
-trees, and naming exit signals.
+the worker initializer (ignore SIGINT, keep the tasks' processes in the
+worker's tree and take them along when it exits, exit with the owner),
+killing process trees, and naming exit signals.
+
+No process a task starts outlives its worker, daemons included. A daemon
+forks twice: its parent exits, and the kernel re-parents it to the nearest
+*subreaper* above it, or to init, out of reach of a look-up of the worker's
+tree. On Linux every worker is a subreaper (`set_subreaper`), so the tasks'
+orphans stay its children: killing the worker's tree kills them, and a
+worker that exits cleanly (retired when idle, its pool closed) kills them
+first (a `multiprocessing.util.Finalize` hook, run at the end of a
+multiprocessing process's bootstrap). An adopted orphan that ends stays a
+zombie, holding only its pid, until its worker exits: reaping it could take
+the exit status of a child a task still waits for. Elsewhere, a daemon
+started by a task escapes, as it would without aioflow.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,16 +61,63 @@ __all__ = [
     "describe_exit",
     "describe_exits",
     "join_or_kill",
+    "kill_descendants",
     "kill_process_trees",
+    "set_subreaper",
     "signal_name",
 ]
+
+# Processes the stdlib, billiard and loky start once per interpreter to clean
+# up after it (named semaphores, shared memory) once it has exited: killing
+# them would leak what they clean up. They end by themselves, after it.
+_TRACKERS = ("multiprocessing.resource_tracker", "billiard.semaphore_tracker", "loky.backend.resource_tracker")
+
+# prctl(2) options (Linux 3.4+).
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+
+# A worker's exit hook runs before every other multiprocessing exit hook (the
+# multiprocessing pool's "bye" has 100), and before the process joins its
+# children: a task's child left running would otherwise keep it waiting.
+_EXIT_HOOK_PRIORITY = 1000
 
 
 def _worker_initializer(owner_pid: int, user_initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_subreaper(True)
+    multiprocessing.util.Finalize(None, _kill_left_behind, args=(os.getpid(),), exitpriority=_EXIT_HOOK_PRIORITY)
     threading.Thread(target=_exit_with_owner, args=(owner_pid,), name="aioflow-parent-watch", daemon=True).start()
     if user_initializer is not None:
         user_initializer(*initargs)
+
+
+def _kill_left_behind(worker_pid: int) -> None:
+    """In a worker that exits cleanly: kill what its tasks left running."""
+    # A process a task forks with os.fork inherits the hook: only the worker acts on it.
+    if os.getpid() == worker_pid:
+        kill_descendants()
+
+
+def set_subreaper(enabled: bool) -> bool | None:
+    """Make this process adopt the orphans below it, or stop; return the previous setting.
+
+    A subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``) becomes the parent of any
+    process below it whose parent exits, instead of init, so that a daemon
+    started below it stays in its tree. The setting is not inherited by
+    children. Returns ``None``, changing nothing, where it cannot be set (not
+    Linux, or the kernel refuses).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    previous = ctypes.c_int()
+    if libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(previous)) != 0:
+        return None
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, ctypes.c_ulong(enabled)) != 0:
+        return None
+    return bool(previous.value)
 
 
 def _exit_with_owner(owner_pid: int) -> None:
@@ -79,14 +141,43 @@ def _exit_with_owner(owner_pid: int) -> None:
         poller.register(fd, select.POLLIN)
         while not poller.poll():
             pass
-    kill_process_trees([child.pid for child in _children()])
+    kill_descendants()
     os._exit(1)
 
 
-def _children() -> list[Any]:
+def kill_descendants() -> None:
+    """SIGKILL every process below this one, but the resource trackers, which must outlive it.
+
+    Every tree is listed before anything is killed (`kill_process_trees`).
+    Only for a process that owns all its children: a worker, or the
+    ``aioflow run`` command's.
+    """
+    if not _has_children():
+        return  # without importing psutil
     import psutil
 
-    return list(psutil.Process().children())
+    roots = []
+    for child in psutil.Process().children():
+        try:
+            cmdline = " ".join(child.cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        except psutil.AccessDenied:
+            cmdline = ""
+        if not any(tracker in cmdline for tracker in _TRACKERS):
+            roots.append(child.pid)
+    kill_process_trees(roots)
+
+
+def _has_children() -> bool:
+    """Whether this process has a child, running or a zombie; none is reaped."""
+    if not hasattr(os, "waitid"):  # macOS, Windows: ask psutil
+        return True
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
 
 
 def kill_process_trees(pids: list[int]) -> None:
