@@ -8,17 +8,28 @@ the engine's asyncio loop running in a bridge thread
 Actors and who owns what:
 
 - the *hub*: the gevent hub of the greenlet that started the execution (the
-  main thread's, usually). Every piece of the executor's scheduling state
-  (the queue of waiting calls, the set of running greenlets and their
-  owners) is touched in the hub's thread only, so it needs no lock.
+  main thread's, usually). The set of running greenlets and their owners is
+  touched in the hub's thread only, so it needs no lock.
 - the *loop thread* (the bridge thread): ``submit`` is called there. It
-  never blocks on a gevent primitive: it posts the call to the hub with
-  ``hub.loop.run_callback_threadsafe`` and returns a
+  never blocks on a gevent primitive: it appends the call to the queue (a
+  deque: its appends and pops are atomic, so it needs no lock either),
+  wakes the hub with ``hub.loop.run_callback_threadsafe`` and returns a
   `concurrent.futures.Future`. A greenlet resolves it, and the asyncio side
   (``asyncio.wrap_future``) learns of it through ``call_soon_threadsafe``.
 - at most ``max_workers`` greenlets run at once; further calls wait in the
   queue (not as greenlets) and start as running ones end. Greenlets are cheap
   and meant for I/O, so the default is `DEFAULT_MAX_WORKERS`.
+
+No hub callback waits. A hub callback that would (a contended lock, a gevent
+primitive) raises `gevent.exceptions.BlockingSwitchOutError` instead, and
+gevent drops it. The futures' condition locks are such locks: with threading
+patched they are gevent locks, and the loop thread holds them whenever
+asyncio adds a callback to a future or reads its state. So the hub's
+callbacks (`_start_next`, `_ended`, the wake-ups ``_post`` sends) only move
+calls between the queue and greenlets; everything that touches a future runs
+in a greenlet, which may wait: the call's own (`_run`), or one spawned to
+fail a call whose greenlet was killed before it settled it (`_fail`). A call
+is thus always started, cancelled or failed, never dropped.
 
 Shutdown order: ``shutdown`` marks the executor closed (under a real lock, as
 it is read from both threads), then, in the hub, cancels the queued calls if
@@ -79,8 +90,9 @@ class _GeventExecutor(concurrent.futures.Executor):
         self._allocate_lock: Callable[[], Any] = monkey.get_original("_thread", "allocate_lock")
         self._lock = self._allocate_lock()  # guards _shutdown (read from both threads)
         self._shutdown = False
-        # Hub thread only:
+        # Appended to by submit (any thread), popped in the hub's thread only:
         self._queue: collections.deque[_Call] = collections.deque()
+        # Hub thread only:
         self._running: dict[Any, object] = {}  # greenlet -> owner (None when unbound)
 
     # ------------------------------------------------------------ Executor API
@@ -91,7 +103,8 @@ class _GeventExecutor(concurrent.futures.Executor):
                 msg = "cannot schedule new futures after shutdown"
                 raise RuntimeError(msg)
             future: concurrent.futures.Future[T] = concurrent.futures.Future()
-            self._post(self._enqueue, (future, fn, args, kwargs))
+            self._queue.append((future, fn, args, kwargs))
+            self._post(self._start_next)
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -99,12 +112,13 @@ class _GeventExecutor(concurrent.futures.Executor):
             self._shutdown = True
         if wait:
             self.call_in_hub(self._finish, cancel_futures)
-        else:
-            self._post(self._finish_nowait, cancel_futures)
+        elif cancel_futures:
+            self._post(self._gevent.spawn, self._cancel_queued)
 
     # ------------------------------------------------------------ hub side
 
     def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Have the hub call ``fn`` in one of its callbacks, where nothing may wait: ``fn`` takes no lock."""
         if self._in_hub_thread():
             self._hub.loop.run_callback(fn, *args)
         else:
@@ -133,63 +147,80 @@ class _GeventExecutor(concurrent.futures.Executor):
             finally:
                 done.release()
 
-        self._hub.loop.run_callback_threadsafe(self._gevent.spawn, run)
+        self._post(self._gevent.spawn, run)
         done.acquire()
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]  # type: ignore[no-any-return]
 
-    def _enqueue(self, call: _Call) -> None:
-        self._queue.append(call)
-        self._start_next()
-
     def _start_next(self) -> None:
+        """Start queued calls, each in a greenlet, while fewer than ``max_workers`` run.
+
+        Runs in hub callbacks, so it touches no future: a future's lock may be
+        held by another thread (asyncio adds its callbacks from the loop
+        thread), and a hub callback that waits for a lock raises instead
+        (`gevent.exceptions.BlockingSwitchOutError`). The call's greenlet
+        marks its future running (`_run`).
+        """
         while self._queue and len(self._running) < self._max_workers:
-            future, fn, args, kwargs = self._queue.popleft()
-            if not future.set_running_or_notify_cancel():
-                continue
+            call = self._queue.popleft()
             greenlet = None
             try:
-                greenlet = self._gevent.Greenlet(self._run, future, fn, args, kwargs)
+                greenlet = self._gevent.Greenlet(self._run, *call)
                 self._running[greenlet] = None
-                greenlet.rawlink(functools.partial(self._ended, future))
+                greenlet.rawlink(functools.partial(self._ended, call[0]))
                 greenlet.start()
             except BaseException as exc:
                 # Ctrl-C lands wherever the hub happens to be, this callback
-                # included: the call never started, its future must not hang.
-                if greenlet is not None:
+                # included: a call whose greenlet did not start fails, and
+                # the queue is served again.
+                if not greenlet:  # None, or not started
                     self._running.pop(greenlet, None)
-                if not future.done():
-                    future.set_exception(exc)
+                    error = PoolError(f"the 'gevent' pool could not start a call: {exc!r}")
+                    error.__cause__ = exc
+                    self._gevent.spawn(_fail, call[0], error)
+                self._hub.loop.run_callback(self._start_next)
                 raise
 
-    def _run(self, future: concurrent.futures.Future[Any], fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+    def _run(self, future: concurrent.futures.Future[Any], fn: Callable[..., Any], args: Any, kwargs: Any) -> bool:
+        """A call's greenlet: run the call unless it was cancelled while queued, settle its future, start the next.
+
+        Returns True once the future is settled (or was cancelled). A greenlet
+        killed before that (before it started, or while it waited for the
+        future's lock) returns nothing, and `_ended` fails the call.
+        """
         current = self._gevent.getcurrent()
         try:
-            result = fn(*args, **kwargs)
-        except (KeyboardInterrupt, SystemExit) as exc:
-            # Ctrl-C strikes whichever greenlet runs at that moment, often a
-            # task: it is the program's interrupt, not the task's failure.
-            # Re-raised, gevent hands it to the main greenlet.
-            future.set_exception(exc)
-            raise
-        except BaseException as exc:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except (KeyboardInterrupt, SystemExit) as exc:
+                    # Ctrl-C strikes whichever greenlet runs at that moment, often a
+                    # task: it is the program's interrupt, not the task's failure.
+                    # Re-raised, gevent hands it to the main greenlet.
+                    future.set_exception(exc)
+                    raise
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            return True
         finally:
             del future, fn, args, kwargs
             self._running.pop(current, None)
             self._start_next()
 
     def _ended(self, future: concurrent.futures.Future[Any], greenlet: Any) -> None:
-        """A greenlet is dead. Normally `_run` already cleaned up; not when it was killed before it started."""
-        if greenlet not in self._running:
-            return
-        del self._running[greenlet]
-        if not future.done():
-            future.set_exception(self._gevent.GreenletExit())
-        self._start_next()
+        """Hub callback, once a call's greenlet is dead: free its slot if `_run` did not, fail the call if it did not settle it.
+
+        Failing the call waits for the future's lock: a new greenlet does it.
+        """
+        if greenlet in self._running:  # killed before it started
+            del self._running[greenlet]
+            self._start_next()
+        if greenlet.value is not True:
+            error = greenlet.exception if greenlet.exception is not None else self._gevent.GreenletExit()
+            self._gevent.spawn(_fail, future, error)
 
     def run_owned(self, owner: object, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn`` in this greenlet, recorded as ``owner``'s."""
@@ -197,35 +228,53 @@ class _GeventExecutor(concurrent.futures.Executor):
         return fn(*args)
 
     def _cancel_queued(self) -> None:
+        """Cancel every queued call. In a greenlet: cancelling waits for each future's lock."""
         while self._queue:
-            self._queue.popleft()[0].cancel()
+            _cancel(self._queue.popleft()[0])
 
     def _finish(self, cancel_futures: bool) -> None:
         if cancel_futures:
             self._cancel_queued()
         while self._running or self._queue:
+            self._start_next()
             self._gevent.joinall(list(self._running))
             # A greenlet killed before it started is forgotten by its link
             # callback, which the hub runs next: let it.
             self._gevent.sleep(0)
 
-    def _finish_nowait(self, cancel_futures: bool) -> None:
-        if cancel_futures:
-            self._cancel_queued()
-
     def kill(self, owner: object | None = None) -> int:
-        """Kill the running greenlets of ``owner`` (all when None); return how many outlived `KILL_GRACE`."""
+        """Kill the running greenlets of ``owner`` (all when None); return how many outlived `KILL_GRACE`.
+
+        Runs in a greenlet. Other threads append to the queue meanwhile (it
+        is a deque, whose appends and pops are atomic): ``owner``'s calls are
+        taken out first, with no switch in between, then cancelled.
+        """
         if owner is None:
             self._cancel_queued()
         else:
-            kept = [call for call in self._queue if _owner_of(call) is not owner]
-            for call in self._queue:
-                if _owner_of(call) is owner:
-                    call[0].cancel()
-            self._queue = collections.deque(kept)
+            mine: list[_Call] = []
+            for _ in range(len(self._queue)):
+                call = self._queue.popleft()
+                (mine if _owner_of(call) is owner else self._queue).append(call)
+            for call in mine:
+                _cancel(call[0])
         victims = [g for g, o in self._running.items() if owner is None or o is owner]
         self._gevent.killall(victims, block=True, timeout=KILL_GRACE)
         return sum(1 for g in victims if not g.dead)
+
+
+def _cancel(future: concurrent.futures.Future[Any]) -> None:
+    """Cancel a queued call and tell ``wait`` and ``as_completed`` (``cancel`` alone does not). In a greenlet."""
+    future.cancel()
+    future.set_running_or_notify_cancel()
+
+
+def _fail(future: concurrent.futures.Future[Any], error: BaseException) -> None:
+    """Fail a call whose greenlet could not settle it. Runs in a greenlet: it waits for the future's lock."""
+    try:
+        future.set_exception(error)
+    except concurrent.futures.InvalidStateError:
+        pass  # settled after all, or cancelled
 
 
 def _owner_of(call: _Call) -> object:

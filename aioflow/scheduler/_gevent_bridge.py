@@ -20,7 +20,16 @@ Hand-offs, none of them polling:
 - bridge -> caller: when the loop has finished (cleanup included), the
   thread ``send``\\s a hub ``async_`` watcher, whose callback (run by the hub)
   sets a `gevent.event.AsyncResult` the caller waits on. While it waits, the
-  hub keeps running every other greenlet, the pool's tasks included.
+  hub keeps running every other greenlet, the pool's tasks included, and the
+  watcher keeps the hub's loop up: a greenlet waiting for a lock the bridge
+  thread holds (a future's, as asyncio adds a callback to it) is woken when
+  the thread lets go, instead of failing with ``LoopExit``.
+
+The hub runs no callback of the bridge that could wait: the watcher's only
+sets the `AsyncResult` (a gevent primitive of that hub, never contended by
+another thread), and the ``gevent`` pool's take no lock at all (see
+`aioflow.pools._gevent`). A hub callback that waits raises
+``BlockingSwitchOutError`` instead, and what it was to do is lost.
 
 Ownership: the caller owns the thread and the watcher; it returns only after
 the thread has released its exit latch (a real lock), so no thread outlives

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent import monkey
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: Names given to `announce_and_nap` calls that have started.
 STARTED: list[str] = []
@@ -87,3 +90,32 @@ def broken(**kwargs: Any) -> None:
     """Always fail, with a recognisable message."""
     msg = "broken on purpose"
     raise ValueError(msg)
+
+
+#: Seconds a `hold_in_os_thread` thread holds its lock at most: a hang guard, never reached.
+HOLD_LIMIT = 60.0
+
+
+def hold_in_os_thread(lock: Any) -> Callable[[], None]:
+    """Hold ``lock`` in a new OS thread until the returned function is called; return once it is held.
+
+    As the bridge thread holds a `concurrent.futures.Future`'s condition
+    while asyncio adds its done-callback or reads its state. Waiting for the
+    thread blocks the hub's thread (a real lock), so the hub runs none of its
+    callbacks before the lock is held. The returned function may be called
+    from a hub callback: ``hub.loop.run_callback(release)`` lets go once the
+    hub has run the callbacks queued before it.
+    """
+    allocate_lock = monkey.get_original("_thread", "allocate_lock")
+    held, release = allocate_lock(), allocate_lock()
+    held.acquire()
+    release.acquire()
+
+    def hold() -> None:
+        with lock:
+            held.release()
+            release.acquire(timeout=HOLD_LIMIT)
+
+    monkey.get_original("_thread", "start_new_thread")(hold, ())
+    held.acquire()
+    return release.release  # type: ignore[no-any-return]

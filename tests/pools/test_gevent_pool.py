@@ -326,6 +326,121 @@ def test_abort_on_a_shared_pool_kills_only_the_owner_tasks(tmp_path: Path) -> No
     assert lines == ["timed out ['n0', 'n1']", "[5, 5]"]
 
 
+# ------------------------------------------------------------------ hub callbacks never wait
+
+# A future's lock held by another OS thread, as the bridge thread holds it
+# whenever asyncio adds a callback to the future or reads its state. A hub
+# callback that waits for it raises BlockingSwitchOutError instead, and gevent
+# drops the callback: the call it concerned must still start, or end.
+LOCKED = """
+from concurrent.futures import wait
+from gevent_tasks import hold_in_os_thread
+
+hub = gevent.get_hub()
+# A greenlet waits for a lock another thread holds as long as the hub's loop
+# runs: an active watcher keeps it up, as the bridge's does during an execution.
+keepalive = hub.loop.async_()
+keepalive.start(lambda: None)
+
+
+def outcome(future):
+    \"\"\"What became of a call: its result, its exception's type, cancelled, or the state it was left in.\"\"\"
+    wait([future], timeout=30)  # generous: only a lost call takes that long
+    if not future.done():
+        return future._state.lower()
+    if future.cancelled():
+        return "cancelled"
+    error = future.exception()
+    return type(error).__name__ if error is not None else repr(future.result())
+"""
+
+
+def run_locked(tmp_path: Path, body: str) -> list[str]:
+    """`run_script` with the `LOCKED` helpers."""
+    return run_script(tmp_path, LOCKED + textwrap.dedent(body))
+
+
+def test_a_call_starts_while_another_thread_holds_its_future_lock(tmp_path: Path) -> None:
+    """The hub starts a call while another thread holds its future's lock: the call runs once it is let go.
+
+    The hub callback that started it used to mark the future running there:
+    it raised, the call never started, and an execution hung (about one run
+    in twelve of a 1,000-node fan).
+    """
+    lines = run_locked(
+        tmp_path,
+        """
+        with aioflow.open_pool("gevent") as pool:
+            future = pool.executor.submit(gevent_tasks.square, 3)  # started in a hub callback
+            hub.loop.run_callback(hold_in_os_thread(future._condition))  # let go after that callback
+            print(outcome(future))
+        """,
+    )
+    assert lines == ["9"]
+
+
+def test_a_call_killed_before_it_starts_fails_while_another_thread_holds_its_future_lock(tmp_path: Path) -> None:
+    """A greenlet killed before it ran fails its call with GreenletExit, though its future's lock was held then."""
+    lines = run_locked(
+        tmp_path,
+        """
+        with aioflow.open_pool("gevent") as pool:
+            executor = pool.executor
+            future = executor.submit(gevent_tasks.nap, 3600)
+
+            def kill_before_start():  # a hub callback after the one that made the call's greenlet
+                for greenlet in list(executor._running):
+                    greenlet.kill(block=False)
+                hub.loop.run_callback(hold_in_os_thread(future._condition))  # let go after the greenlet's links
+
+            hub.loop.run_callback(kill_before_start)
+            print(outcome(future))
+        """,
+    )
+    assert lines == ["GreenletExit"]
+
+
+def test_a_call_killed_while_it_waits_for_its_future_lock_fails(tmp_path: Path) -> None:
+    """A greenlet killed while it waits for its future's lock to settle it fails its call with GreenletExit."""
+    lines = run_locked(
+        tmp_path,
+        """
+        box = []
+
+        def settle_while_locked():
+            box.append(hold_in_os_thread(box[0]._condition))
+            return "result"  # its greenlet now waits for the future's lock
+
+        with aioflow.open_pool("gevent") as pool:
+            executor = pool.executor
+            box.append(executor.submit(settle_while_locked))
+            while len(box) < 2:
+                gevent.sleep(0.01)
+            executor.kill()  # in the hub's thread: a plain call
+            box[1]()
+            print(outcome(box[0]))
+        """,
+    )
+    assert lines == ["GreenletExit"]
+
+
+def test_shutdown_without_waiting_cancels_a_queued_call_whose_future_lock_is_held(tmp_path: Path) -> None:
+    """shutdown(wait=False, cancel_futures=True) cancels a queued call while another thread holds its future's lock."""
+    lines = run_locked(
+        tmp_path,
+        """
+        with aioflow.open_pool("gevent", max_workers=1) as pool:
+            executor = pool.executor
+            first = executor.submit(gevent_tasks.nap, 0.2, "first")
+            queued = executor.submit(gevent_tasks.nap, 0, "queued")
+            executor.shutdown(wait=False, cancel_futures=True)
+            hub.loop.run_callback(hold_in_os_thread(queued._condition))
+            print(outcome(first), outcome(queued))
+        """,
+    )
+    assert lines == ["'first' cancelled"]
+
+
 # ------------------------------------------------------------------ options and environment
 
 
