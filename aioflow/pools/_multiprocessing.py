@@ -2,38 +2,76 @@
 
 Actors and who owns what:
 
-- `_MultiprocessingExecutor` (parent process) owns one `multiprocessing.Pool`
-  and the futures it handed out (``_jobs``: job id -> `_Job`, guarded by
-  ``_lock``). ``submit`` sends ``_call_in_worker(job_id, fn, args)`` with
-  ``apply_async``; the pool's result-handler thread runs our callbacks,
-  which resolve the future.
-- The *workers* (the pool's processes) report on a pipe of our own, the
-  *channel* (one writer lock shared by all workers): ``hello`` when they
-  start, ``start`` with the job id before they run a call, ``bye`` when they
-  exit cleanly (a `multiprocessing.util.Finalize` hook, which SIGKILL and
-  ``os._exit`` skip), ``initfailed`` when the pool's initializer raised.
-- The *watcher* thread (parent) waits on the channel and on every worker's
-  sentinel. A worker that dies without ``bye`` died abnormally: the calls it
-  was running can never finish (``multiprocessing.Pool`` silently replaces
-  the worker and waits forever), and its death may leave the pool's queue
-  locks held. The watcher then fails those calls' futures at once with
-  `BrokenMultiprocessingPool` naming the pid and exit code, marks the
-  executor broken (as `concurrent.futures.ProcessPoolExecutor` does), stops
-  the whole pool and fails every other pending future. After
-  ``shutdown`` it joins the pool once every call has finished, then ends.
+- `_MultiprocessingExecutor` (parent process) owns the futures it handed
+  out (``_jobs``: job id -> `_Job`) and one *generation*, a `_Generation`:
+  a `multiprocessing.Pool` (`_Pool`) with its stop flag. ``submit`` sends
+  ``_call_in_worker(job_id, sealed call)`` with ``apply_async``: the
+  stdlib's task thread pickles it into the pool's task queue, and one of the
+  pool's workers takes it. ``_lock`` guards ``_jobs``, ``_state`` and the
+  generations.
+- Every *worker* has a pipe of its own to the executor (`_Pool.Process`
+  makes it, with a shared *state cell*, before the stdlib starts the
+  worker). On it the worker says ``ready`` once its initializer has run,
+  ``start`` with the job id before it runs a call, then the call's outcome
+  (the value, or the exception packed by `pack_error`), and ``bye`` when it
+  exits cleanly (a `multiprocessing.util.Finalize` hook, which SIGKILL and
+  ``os._exit`` skip). Only that worker writes to its pipe: no lock, and
+  nothing another worker does can garble it. What the stdlib's result queue
+  carries is only a small end-of-call marker, which keeps the stdlib
+  pool's books (it waits for every call it knows of before it closes).
+- The *watcher* thread (parent) is the only reader of those pipes: it
+  waits on them, on every worker's sentinel and on a wake-up pipe, resolves
+  the futures, and handles every worker's exit.
 
-Shutdown order. ``shutdown`` closes the pool (queued calls still run), the
-watcher joins it when the last call finishes. `_MultiprocessingExecutor.abort`
-(a timeout, a cancellation, a failed node) fails every pending future,
-raises a shared *stop flag* (a worker that picks up a call after it skips
-the call), stops the pool's worker thread (else every killed worker is
-replaced at once, by one the kill misses), kills every worker with the
-processes its task started (`kill_process_trees`), frees the result
-queue's write lock a killed worker may hold, terminates the pool, then
-joins the watcher. The broken path runs the same stop from the watcher.
-A worker killed in the middle of reading a task or writing a result leaves
-a pipe out of step: `_Pool` terminates whatever the pipes hold (see there),
-and no error of the stop escapes the watcher.
+Failures stay local, as in the ``process`` pool. A worker that dies
+without ``bye`` fails the one call it had reported and not finished, with
+`WorkerDied` naming its pid and the exit code or signal read from that
+worker's own exit status; the stdlib starts a replacement, and the calls
+queued or running elsewhere go on. Whether the stdlib pool itself survives
+depends on where the worker died, which its state cell tells:
+
+- anywhere but in the task queue's read (running a call, waiting for one,
+  starting up): it held no lock and took no call it did not report. (It
+  waits for a task without the queue's read lock, `_TaskQueue.get`; it
+  writes its marker in one ``write`` of less than ``PIPE_BUF`` bytes, which
+  the kernel does all at once, `_ResultQueue.put`.)
+- in the read (``_TAKING``, from taking the queue's read lock until the call
+  it read is reported): it may hold the lock, may have left half a task in
+  the pipe, or may have taken a call nobody will ever run. That generation
+  is *retired*: its stop flag goes up (a worker that picks up a call from
+  then on reports ``start``, sees the flag and skips the call), its workers
+  are no longer replaced, and every call with no ``start`` read by then is
+  sent again to a new generation. A call is sent again only when it has
+  provably not started: its worker reports ``start`` before it checks the
+  flag, and the watcher reads every worker's pipe after raising the flag.
+  A retired generation is terminated once the calls its workers had started
+  have finished, so for that while the pool runs more than ``max_workers``
+  processes.
+
+Messages that cannot be read fail only their call: a result whose class
+cannot be imported here is `_ResultNotLoadable` (the pool turns it into
+`aioflow.TransferError`), a result that cannot be pickled comes back as the
+pickling error, and a call's function or arguments travel pickled inside the
+task (`_Sealed`), loaded by `_call_in_worker` after ``start``: one the worker
+cannot load fails that call instead of ending the worker in the stdlib's loop.
+
+The executor breaks as a whole only when it cannot start workers: the pool's
+initializer raised, or ``_STARTUP_DEATHS`` workers in a row died before they
+were ready. Then, as `concurrent.futures.ProcessPoolExecutor` does, every
+pending future fails with `BrokenMultiprocessingPool` and the pool is stopped.
+
+Shutdown order. ``shutdown`` closes the current pool (queued calls still
+run); once every call has finished, the watcher drops from the stdlib's
+books the markers that will never come (calls whose worker died), joins the
+pool, then ends. `_MultiprocessingExecutor.abort` (a timeout, a
+cancellation, a failed node) fails every pending future and stops every
+generation: it raises the stop flag (a worker that picks up a call after it
+skips the call), stops the pool's worker thread (else every killed worker
+is replaced at once, by one the kill misses), kills every worker with the
+processes its task started (`kill_process_trees`), frees the result queue's
+write lock, terminates the pool, then joins the watcher. A worker killed in
+the middle of reading a task leaves a pipe out of step: `_Pool` terminates
+whatever the pipes hold (see there), and no error of the stop escapes.
 
 Worker processes ignore SIGINT and exit with the owning process (see
 `aioflow.pools._process._worker_initializer`).
@@ -45,34 +83,45 @@ caller from waiting, the call still runs unless the stop flag is up
 executions, stopping one of them while others run lets its running calls
 finish in the background (`Pool._abort_owner`'s default). The pool's
 internals this module reads and overrides, present in every CPython 3.8+:
-``Pool._pool`` (the worker processes), ``Pool._worker_handler``,
-``Pool._change_notifier``, ``Pool._outqueue``, ``Pool._setup_queues``,
-``Pool._help_stuff_finish`` and ``Pool._terminate_pool``.
+``Pool.Process`` (called as ``self.Process(ctx, target=, args=)``),
+``Pool._pool`` (the worker list, appended to right after each start),
+``Pool._cache``, ``Pool._worker_handler``, ``Pool._change_notifier``,
+``Pool._outqueue``, ``Pool._setup_queues``, ``Pool._help_stuff_finish``,
+``Pool._terminate_pool``, and ``SimpleQueue``'s ``_reader``, ``_writer``,
+``_rlock`` and ``_wlock``.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
+import contextlib
 import ctypes
 import functools
+import io
 import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
 import multiprocessing.pool
+import multiprocessing.queues
 import multiprocessing.util
 import os
+import pickle
+import select
+import struct
 import threading
 import time
 import traceback
 import weakref
 from dataclasses import dataclass
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._errors import OptionError
+from .._errors import OptionError, TransferError
 from ._base import Pool, PoolOptions, settle
-from ._outcomes import pack_error, signal_name, unpack_error
+from ._outcomes import WorkerDied, describe_exit, pack_error, unpack_error
 from ._process import _worker_initializer, kill_process_trees
 
 if TYPE_CHECKING:
@@ -90,6 +139,9 @@ _EXTRA_KEYS = ("initializer", "initargs", "maxtasksperchild")
 #: The message of the assertion `multiprocessing.Process.start` raises in a daemonic process.
 _DAEMONIC_ASSERTION = "daemonic processes are not allowed to have children"
 
+#: Workers in a row that may die before they are ready (their initializer ran) before the pool breaks.
+_STARTUP_DEATHS = 5
+
 #: Seconds the watcher waits for the pool to reap a dead worker before it reads the exit code itself.
 _REAP_GRACE = 2.0
 
@@ -105,9 +157,30 @@ _DRAIN_WAIT = 0.05
 #: ``multiprocessing.pool.TERMINATE``: the state that ends each of the pool's threads.
 _TERMINATE = "TERMINATE"
 
+#: The largest message (its 4-byte length included) a pipe takes in one indivisible write.
+_ATOMIC_WRITE = select.PIPE_BUF
+
+#: The most a watcher's read of a worker's pipe takes at once (a pipe's default capacity).
+_READ_SIZE = 1 << 16
+
+#: A worker's state cell: ``_TAKING`` from taking the task queue's read lock until the call it read is reported.
+_IDLE, _TAKING = 0, 1
+
 
 class BrokenMultiprocessingPool(concurrent.futures.BrokenExecutor):
-    """A worker of a ``multiprocessing`` pool died, or the pool was stopped, before a call finished."""
+    """The ``multiprocessing`` pool cannot start workers, or was stopped, before a call finished."""
+
+
+class _ResultNotLoadable(Exception):
+    """A call's result reached this process but cannot be unpickled here (its class cannot be imported)."""
+
+    def __init__(self, type_name: str, detail: str) -> None:
+        super().__init__(f"the call's result, of type {type_name!r}, cannot be loaded in the calling process: {detail}")
+        self.type_name = type_name
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.type_name, self.detail)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -117,68 +190,88 @@ class BrokenMultiprocessingPool(concurrent.futures.BrokenExecutor):
 class _WorkerLink:
     """What a worker process needs to report to its executor (module global in each worker)."""
 
-    writer: multiprocessing.connection.Connection
-    lock: Any  # a multiprocessing Lock of the pool's context
-    stop: Any  # a shared c_bool: calls picked up after it is set are skipped
+    conn: multiprocessing.connection.Connection  # this worker's own pipe to the executor
+    state: Any  # this worker's shared c_int: _IDLE or _TAKING
+    stop: Any  # the generation's shared c_bool: calls picked up after it is set are skipped
     daemonic: bool
 
 
 _LINK: _WorkerLink | None = None
 
 
+def _link() -> _WorkerLink:
+    link = _LINK
+    assert link is not None, "the worker was not initialised by the aioflow pool"
+    return link
+
+
 def _send(link: _WorkerLink, message: tuple[Any, ...]) -> None:
-    with link.lock:
-        link.writer.send(message)
+    """Send ``message`` to the executor; exit if it no longer listens (the pool is being stopped)."""
+    try:
+        data = ForkingPickler.dumps(message)
+    except BaseException as exc:  # a result that cannot be pickled
+        data = ForkingPickler.dumps(("error", message[1], pack_error(exc)))
+    try:
+        link.conn.send_bytes(data)
+    except OSError:
+        raise SystemExit(0) from None
 
 
 def _pool_initializer(
-    link: _WorkerLink,
+    stop: Any,
+    daemonic: bool,
     owner_pid: int,
     user_initializer: Callable[..., Any] | None,
     initargs: tuple[Any, ...],
+    conn: multiprocessing.connection.Connection,
+    state: Any,
 ) -> None:
-    """Run in each new worker: report it, ignore SIGINT, watch the owner, then the user's initializer."""
+    """Run in each new worker: ignore SIGINT, watch the owner, run the user's initializer, say ``ready``.
+
+    ``conn`` and ``state`` are this worker's own (`_Pool.Process` adds them).
+    """
     global _LINK
-    _LINK = link
-    pid = os.getpid()
-    try:
-        _send(link, ("hello", pid, None))
-    except OSError:
-        # The executor closed its end: the pool was stopped while this
-        # worker was starting. Nothing will ever be asked of it.
-        os._exit(0)
+    link = _LINK = _WorkerLink(conn, state, stop, daemonic)
     # Runs when the worker leaves cleanly (pool closed, maxtasksperchild
     # reached, initializer failed), never after SIGKILL or os._exit.
-    multiprocessing.util.Finalize(None, _say_bye, args=(link, pid), exitpriority=100)
+    multiprocessing.util.Finalize(None, _say_bye, args=(link, os.getpid()), exitpriority=100)
     try:
         _worker_initializer(owner_pid, user_initializer, initargs)
     except BaseException:
-        _send(link, ("initfailed", pid, traceback.format_exc()))
+        _send(link, ("initfailed", traceback.format_exc()))
         raise
+    _send(link, ("ready",))
 
 
 def _say_bye(link: _WorkerLink, pid: int) -> None:
     # A process forked by a task (os.fork) inherits the hook: only the worker speaks for itself.
     if os.getpid() == pid:
-        _send(link, ("bye", pid, None))
+        with contextlib.suppress(OSError):
+            link.conn.send(("bye",))
 
 
-def _call_in_worker(job_id: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Run ``fn(*args)`` in a worker; return ``("ok", value)``, ``("error", packed exc)`` or ``("skipped",)``.
+def _call_in_worker(job_id: int, sealed: bytes) -> None:
+    """Report the call, then run it and send its outcome: ``("ok", id, value)`` or ``("error", id, packed exc)``.
 
-    Every exception, `BaseException` included, comes back as a value: the
-    pool's own worker loop only catches `Exception` and would exit on the
-    others, losing the call.
+    ``start`` goes out before the stop flag is read: a call without ``start``
+    never runs in this generation (the executor may send it again). Every
+    exception, `BaseException` included, is sent as an outcome: the pool's own
+    worker loop only catches `Exception` and would exit on the others.
     """
-    link = _LINK
-    assert link is not None, "the worker was not initialised by the aioflow pool"
+    link = _link()
+    _send(link, ("start", job_id))
+    link.state.value = _IDLE
     if link.stop.value:
-        return ("skipped",)
-    _send(link, ("start", os.getpid(), job_id))
+        _send(link, ("skipped", job_id))
+        return
     try:
-        return ("ok", fn(*args))
+        fn, args = ForkingPickler.loads(sealed)
+        del sealed
+        value = fn(*args)
     except BaseException as exc:
-        return ("error", pack_error(_clarify(exc, link.daemonic)))
+        _send(link, ("error", job_id, pack_error(_clarify(exc, link.daemonic))))
+    else:
+        _send(link, ("ok", job_id, value))
 
 
 def _clarify(exc: BaseException, daemonic: bool) -> BaseException:
@@ -193,6 +286,65 @@ def _clarify(exc: BaseException, daemonic: bool) -> BaseException:
     clear = RuntimeError(msg)
     clear.__cause__ = exc
     return clear
+
+
+class _Sealed:
+    """A call's function and arguments, pickled when the pool's task thread sends the task.
+
+    The worker gets them as bytes, which `_call_in_worker` loads after it
+    reported ``start``. The stdlib's worker loop would die on a task it cannot
+    load, without anyone knowing which call it took.
+    """
+
+    __slots__ = ("args", "fn")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return bytes, (bytes(ForkingPickler.dumps((self.fn, self.args))),)
+
+
+class _TaskQueue(multiprocessing.queues.SimpleQueue[Any]):
+    """The pool's task queue, read by a worker that holds its read lock only while a task is there.
+
+    The stdlib's worker blocks in its read while it holds the lock: killed
+    then, it leaves the lock taken and every other worker waits forever. Here
+    a worker waits for data without the lock, and its state cell says
+    ``_TAKING`` from before it takes the lock until its call is reported
+    (`_call_in_worker`).
+    """
+
+    def get(self) -> Any:
+        state = _link().state
+        reader: multiprocessing.connection.Connection = self._reader  # type: ignore[attr-defined]
+        while True:
+            reader.poll(None)
+            state.value = _TAKING
+            with self._rlock:  # type: ignore[attr-defined]
+                if reader.poll():
+                    data = reader.recv_bytes()
+                    break
+            state.value = _IDLE  # another worker took it
+        return ForkingPickler.loads(data)
+
+
+class _ResultQueue(multiprocessing.queues.SimpleQueue[Any]):
+    """The pool's result queue, written without its lock when a message fits in one indivisible write.
+
+    The markers `_call_in_worker` leaves always do: a worker killed around
+    the write neither holds the lock nor leaves half a message.
+    """
+
+    def put(self, obj: Any) -> None:
+        data = ForkingPickler.dumps(obj)
+        writer: multiprocessing.connection.Connection = self._writer  # type: ignore[attr-defined]
+        if len(data) + 4 <= _ATOMIC_WRITE:
+            writer.send_bytes(data)
+        else:
+            with self._wlock:  # type: ignore[attr-defined]
+                writer.send_bytes(data)
 
 
 # --------------------------------------------------------------------------- non-daemonic workers
@@ -237,17 +389,103 @@ _NON_DAEMONIC: dict[str, type[multiprocessing.process.BaseProcess]] = {
 }
 
 
-class _Pool(multiprocessing.pool.Pool):
-    """A `multiprocessing.Pool` that stops cleanly whatever its killed workers left in its pipes.
+class _Inbox:
+    """The whole messages a worker's pipe holds, read without ever blocking.
 
-    Both queues are pipes of length-prefixed pickles. A worker killed in the
-    middle of reading a task leaves the rest of that message in the task
-    pipe; one killed while writing a result leaves part of a message in the
-    result pipe. Every later read of that pipe is then out of step: the
-    stdlib's ``terminate`` unpickles what is left in the task pipe and raises
-    (``EOFError: Ran out of input``), after which it never stops the pool's
-    threads; its result thread dies on a garbled result, or waits forever
-    for the rest of a message that will never come. Here:
+    A worker killed in the middle of a message leaves half of it: a blocking
+    read would wait for the rest, forever if a process the task started still
+    holds the pipe open. Messages are framed as `Connection.send_bytes` frames
+    them: a big-endian ``int32`` length, or ``-1`` then an ``uint64`` one.
+    """
+
+    __slots__ = ("_buffer", "eof", "fd")
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self._buffer = bytearray()
+        self.eof = False  # the worker's end is closed: nothing more will come
+
+    def receive(self) -> list[bytes]:
+        """Read what the pipe holds now; return the messages completed."""
+        while not self.eof:
+            try:
+                chunk = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.eof = True
+            self._buffer += chunk
+        return self._whole_messages()
+
+    def _whole_messages(self) -> list[bytes]:
+        buffer = self._buffer
+        messages = []
+        start = 0
+        while len(buffer) - start >= 4:
+            (size,) = struct.unpack_from("!i", buffer, start)
+            head = 4
+            if size == -1:
+                if len(buffer) - start < 12:
+                    break
+                (size,) = struct.unpack_from("!Q", buffer, start + 4)
+                head = 12
+            if len(buffer) - start - head < size:
+                break
+            messages.append(bytes(buffer[start + head : start + head + size]))
+            start += head + size
+        del buffer[:start]
+        return messages
+
+
+class _Worker:
+    """A worker process as the watcher sees it: its pipe, its state cell, and the call it reported."""
+
+    __slots__ = ("clean", "conn", "generation", "inbox", "job", "process", "ready", "state")
+
+    def __init__(
+        self,
+        generation: _Generation,
+        process: multiprocessing.process.BaseProcess,
+        conn: multiprocessing.connection.Connection,
+        state: Any,
+    ) -> None:
+        self.generation = generation
+        self.process = process
+        self.conn = conn
+        self.inbox = _Inbox(conn.fileno())
+        self.state = state
+        self.job: int | None = None  # the call it reported ``start`` for and has not finished
+        self.ready = False  # its initializer ran
+        self.clean = False  # it said ``bye``
+
+
+class _WorkerList(list[Any]):
+    """``Pool._pool``, which tells who asks each worker the pool appends to it, right after it started."""
+
+    def __init__(self, on_append: Callable[[Any], None]) -> None:
+        super().__init__()
+        self._on_append = on_append
+
+    def append(self, process: Any) -> None:
+        super().append(process)
+        self._on_append(process)
+
+
+class _Pool(multiprocessing.pool.Pool):
+    """A `multiprocessing.Pool` whose workers report on pipes of their own, and that stops cleanly whatever its killed workers left in its pipes.
+
+    Each worker gets its own pipe and state cell (`Process`); once it has
+    started, ``on_started(process, reader, state)`` is called, in the thread
+    that started it. The queues are `_TaskQueue` and `_ResultQueue`.
+
+    Stopping. Both queues are pipes of length-prefixed pickles. A worker
+    killed in the middle of reading a task leaves the rest of that message in
+    the task pipe: the stdlib's ``terminate`` unpickles what is left in the
+    task pipe and raises (``EOFError: Ran out of input``), after which it
+    never stops the pool's threads. Here:
 
     - ``terminate`` drains the task pipe as raw bytes (`_drain_raw`), never
       unpickling them; it runs once every worker is dead (`_kill_and_terminate`);
@@ -256,16 +494,47 @@ class _Pool(multiprocessing.pool.Pool):
     - ``terminate`` waits for each thread and worker a bounded time, and ends
       the result thread, even one stuck in the middle of a message, by
       closing the result pipe's last write end (the workers' closed with them).
-
-    Only stopping changes: results and tasks travel as in the stdlib.
     """
 
-    def __init__(self, *args: Any, on_results_lost: Callable[[str], None], **kwargs: Any) -> None:
-        self._on_results_lost = on_results_lost  # _setup_queues, called by __init__, needs it
+    def __init__(
+        self,
+        *args: Any,
+        on_results_lost: Callable[[str], None],
+        on_started: Callable[[Any, multiprocessing.connection.Connection, Any], None],
+        **kwargs: Any,
+    ) -> None:
+        # Pool.__init__ starts the first workers: what they need comes first.
+        self._on_results_lost = on_results_lost
+        self._on_started = on_started
+        self._starting: dict[Any, tuple[Any, ...]] = {}
         super().__init__(*args, **kwargs)
 
+    def Process(self, ctx: Any, *args: Any, **kwds: Any) -> Any:  # type: ignore[override]
+        """Called by the pool for each new worker: give it a pipe and a state cell of its own."""
+        reader, writer = ctx.Pipe(duplex=False)
+        state = ctx.RawValue(ctypes.c_int, _IDLE)
+        inqueue, outqueue, initializer, initargs, *rest = kwds["args"]
+        kwds["args"] = (inqueue, outqueue, initializer, (*initargs, writer, state), *rest)
+        process = self._new_process(ctx, *args, **kwds)
+        self._starting[process] = (reader, writer, state)
+        return process
+
+    @staticmethod
+    def _new_process(ctx: Any, *args: Any, **kwds: Any) -> Any:
+        return ctx.Process(*args, **kwds)
+
+    def _started(self, process: Any) -> None:
+        reader, writer, state = self._starting.pop(process)
+        writer.close()  # the worker has its own: the pipe ends with it
+        self._on_started(process, reader, state)
+
     def _setup_queues(self) -> None:
-        super()._setup_queues()  # type: ignore[misc]
+        # Pool.__init__ calls it right after it made the worker list: the one place to replace both.
+        self._pool = _WorkerList(self._started)
+        ctx = self._ctx  # type: ignore[attr-defined]
+        self._inqueue = _TaskQueue(ctx=ctx)
+        self._outqueue = _ResultQueue(ctx=ctx)
+        self._quick_put = self._inqueue._writer.send  # type: ignore[attr-defined]
         self._quick_get = functools.partial(_receive_result, self._outqueue._reader, self._on_results_lost)  # type: ignore[attr-defined]
 
     @staticmethod
@@ -294,10 +563,8 @@ class _Pool(multiprocessing.pool.Pool):
         cls._help_stuff_finish(inqueue, task_handler, len(pool))
         result_handler._state = _TERMINATE
         change_notifier.put(None)
-        try:
+        with contextlib.suppress(OSError):
             outqueue.put(None)  # the result thread's end marker
-        except OSError:
-            pass
         _join_thread(worker_handler, current)
         for worker in pool:
             if worker.exitcode is None:
@@ -306,7 +573,7 @@ class _Pool(multiprocessing.pool.Pool):
         # Nothing writes results any more. Closing the last write end (the
         # workers' closed when they died) lets the result thread read what
         # the pipe holds, then the end of the pipe: it ends even when stuck
-        # in the middle of a message a killed worker began.
+        # in the middle of a message.
         outqueue._writer.close()
         _join_thread(result_handler, current)
         for worker in pool:
@@ -317,24 +584,78 @@ class _Pool(multiprocessing.pool.Pool):
 
 
 class _NonDaemonicPool(_Pool):
-    """A `multiprocessing.Pool` whose workers are not daemonic."""
+    """A `_Pool` whose workers are not daemonic."""
 
     @staticmethod
-    def Process(ctx: Any, *args: Any, **kwds: Any) -> Any:
+    def _new_process(ctx: Any, *args: Any, **kwds: Any) -> Any:
         return _NON_DAEMONIC[ctx.get_start_method()](*args, **kwds)
 
 
 # --------------------------------------------------------------------------- parent side
 
 
+class _Generation:
+    """One `multiprocessing.Pool` of the executor, with the stop flag its workers read.
+
+    Retired (``retired``) once a dead worker may have left its task queue
+    unusable: it takes no new call, its workers skip the calls they pick up,
+    and it ends (`end`) once the calls they had started have finished.
+    """
+
+    def __init__(self, context: multiprocessing.context.BaseContext) -> None:
+        self.stop: Any = context.RawValue(ctypes.c_bool, False)
+        self.pool: _Pool  # set by the executor, right after
+        self.retired = False
+        self.closed = False  # takes no more calls; its workers exit once the last is done
+        self.results_lost: str | None = None  # why its result pipe can no longer be read
+        self.ended = threading.Event()  # terminated or joined: its workers are gone
+        self._end_lock = threading.Lock()
+        self.exit_hook: multiprocessing.util.Finalize | None = None
+
+    def close(self) -> None:
+        self.closed = True
+        self.pool.close()
+
+    def end(self) -> None:
+        """Kill every worker tree, free the queue locks the dead may hold, terminate the pool. Idempotent."""
+        with self._end_lock:
+            if self.ended.is_set():
+                return
+            try:
+                _kill_and_terminate(self.pool, self.stop)
+            except Exception:
+                # Nothing may stop the stop (the watcher runs it).
+                logger.exception("stopping the multiprocessing pool failed")
+            finally:
+                self._ended()
+
+    def join(self) -> None:
+        """Wait for the closed pool's workers to exit, once the stdlib's books hold no call."""
+        # Every call has finished: the markers the stdlib still waits for are
+        # those of calls whose worker died, which will never come.
+        cache = self.pool._cache  # type: ignore[attr-defined]
+        for key in list(cache):
+            with contextlib.suppress(KeyError):
+                del cache[key]
+        self.pool.join()
+        self._ended()
+
+    def _ended(self) -> None:
+        if self.exit_hook is not None:
+            self.exit_hook.cancel()
+        self.ended.set()
+
+
 @dataclass
 class _Job:
     future: concurrent.futures.Future[Any]
-    pid: int | None = None  # the worker running it, once it reported ``start``
+    call: _Sealed  # what a new generation is sent, if this one cannot run it
+    generation: _Generation | None = None
+    worker: _Worker | None = None  # the worker that reported ``start`` for it
 
 
 class _MultiprocessingExecutor(concurrent.futures.Executor):
-    """A `concurrent.futures.Executor` over a `multiprocessing.Pool` that notices dead workers."""
+    """A `concurrent.futures.Executor` over a `multiprocessing.Pool` whose dead workers fail only their own call."""
 
     def __init__(
         self,
@@ -346,40 +667,28 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
         initargs: tuple[Any, ...] = (),
         maxtasksperchild: int | None = None,
     ) -> None:
+        self._processes = processes
+        self._context = context
+        self._daemonic = daemonic
+        self._initializer = initializer
+        self._initargs = initargs
+        self._maxtasksperchild = maxtasksperchild
         self._lock = threading.Lock()
         self._jobs: dict[int, _Job] = {}
         self._ids = itertools.count()
         self._state = "running"  # -> "closing" -> "closed", or -> "broken" / "aborted"
-        self._stopped = False  # the pool was terminated (guarded by _stop_lock)
-        self._pool_done = threading.Event()  # the pool was terminated or joined: its pipes may close
-        self._stop_lock = threading.Lock()
-        self._reader, writer = context.Pipe(duplex=False)
-        self._wake_reader, self._wake_writer = multiprocessing.connection.Pipe(duplex=False)
-        self._stop_flag: Any = context.RawValue(ctypes.c_bool, False)
-        link = _WorkerLink(writer=writer, lock=context.Lock(), stop=self._stop_flag, daemonic=daemonic)
-        self._writer = writer
-        self._known: dict[int, multiprocessing.process.BaseProcess] = {}  # pid -> worker, until its death is handled
-        self._clean_exits: set[int] = set()  # pids that said ``bye``
-        self._handled: set[int] = set()  # pids whose exit was handled
-        self._unmatched: set[int] = set()  # pids that said ``hello`` before the pool listed them
         self._broken_reason: str | None = None
-        self._results_lost: str | None = None  # why the result pipe can no longer be read
-        pool_cls = _Pool if daemonic else _NonDaemonicPool
-        self._pool = pool_cls(
-            processes=processes,
-            initializer=_pool_initializer,
-            initargs=(link, os.getpid(), initializer, initargs),
-            maxtasksperchild=maxtasksperchild,
-            context=context,
-            # Weakly: the pool outlives nothing it does not need to. A strong
-            # reference (pool -> executor) plus the exit hook's (registry ->
-            # pool) would keep both, and every pipe, alive until exit.
-            on_results_lost=_weak_call(self._on_results_lost),
-        )
-        # Priority 16: before the pool's own exit hook (15).
-        multiprocessing.util.Finalize(
-            self, _stop_at_exit, args=(self._pool, self._stop_flag, self._known, self._pool_done), exitpriority=16
-        )
+        self._cancel_queued = False  # shutdown(cancel_futures=True): skipped calls are not sent again
+        self._generation: _Generation | None = None  # the one new calls go to
+        self._generations: list[_Generation] = []  # every one not ended yet
+        # Workers the pools started, for the watcher (appended from the pools' threads).
+        self._arrivals: collections.deque[_Worker] = collections.deque()
+        self._watched: list[_Worker] = []  # the watcher's own
+        self._startup_deaths = 0  # workers in a row that died before they were ready
+        self._wake_lock = threading.Lock()
+        self._wake_reader, self._wake_writer = multiprocessing.connection.Pipe(duplex=False)
+        with self._lock:
+            self._generation = self._start_generation()
         self._watcher = threading.Thread(target=self._watch, name="aioflow-mp-watcher", daemon=True)
         self._watcher.start()
 
@@ -397,27 +706,66 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 raise RuntimeError(msg)
             job_id = next(self._ids)
             future: concurrent.futures.Future[T] = concurrent.futures.Future()
-            self._jobs[job_id] = _Job(future)
-            self._pool.apply_async(
-                _call_in_worker,
-                (job_id, fn, args),
-                callback=lambda outcome: self._on_result(job_id, outcome),
-                error_callback=lambda exc: self._on_error(job_id, exc),
-            )
+            job = self._jobs[job_id] = _Job(future, _Sealed(fn, args))
+            try:
+                self._send(job_id, job)
+            except BaseException:
+                del self._jobs[job_id]
+                raise
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             if self._state == "running":
                 self._state = "closing"
-                self._pool.close()
+                if self._generation is not None:
+                    self._generation.close()
             if cancel_futures and self._state == "closing":
-                self._stop_flag.value = True  # calls not started yet are skipped
+                self._cancel_queued = True
+                for generation in self._generations:
+                    generation.stop.value = True  # calls not started yet are skipped
                 for job in self._jobs.values():
                     job.future.cancel()
         self._wake()
         if wait:
             self._watcher.join()
+
+    # ------------------------------------------------------------ generations (under _lock)
+
+    def _start_generation(self) -> _Generation:
+        generation = _Generation(self._context)
+        pool_cls = _Pool if self._daemonic else _NonDaemonicPool
+        generation.pool = pool_cls(
+            processes=self._processes,
+            initializer=_pool_initializer,
+            initargs=(generation.stop, self._daemonic, os.getpid(), self._initializer, self._initargs),
+            maxtasksperchild=self._maxtasksperchild,
+            context=self._context,
+            # Weakly: the pool outlives nothing it does not need to. A strong
+            # reference (pool -> executor) plus the exit hook's (registry ->
+            # pool) would keep both, and every pipe, alive until exit.
+            on_results_lost=_weak_call(self._on_results_lost, generation),
+            on_started=_weak_call(self._on_started, generation),
+        )
+        # Priority 16: before the pool's own exit hook (15).
+        generation.exit_hook = multiprocessing.util.Finalize(
+            self, _stop_at_exit, args=(generation.pool, generation.stop), exitpriority=16
+        )
+        self._generations.append(generation)
+        return generation
+
+    def _send(self, job_id: int, job: _Job) -> None:
+        """Queue ``job`` on the current generation, starting a new one if the last was retired or closed.
+
+        A generation started while the executor closes is closed by the watcher.
+        """
+        generation = self._generation
+        if generation is None or generation.closed:
+            generation = self._generation = self._start_generation()
+        job.generation = generation
+        generation.pool.apply_async(
+            _call_in_worker, (job_id, job.call), error_callback=_weak_call(self._on_error, job_id, generation)
+        )
 
     # ------------------------------------------------------------ stopping
 
@@ -428,7 +776,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 self._state = "aborted"
             jobs = self._take_jobs()
         _fail_all(jobs, "the pool was stopped while the call was pending")
-        self._stop_pool()
+        self._end_all()
         self._wake()
         self._watcher.join()
 
@@ -437,62 +785,48 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
         self._jobs.clear()
         return jobs
 
-    def _stop_pool(self) -> None:
-        """Kill every worker tree, free the queue locks they may hold, terminate the pool. Idempotent."""
-        with self._stop_lock:
-            if self._stopped:
-                return
-            self._stopped = True
-            try:
-                with self._lock:
-                    pids = set(self._known) | self._unmatched
-                _kill_and_terminate(self._pool, self._stop_flag, pids)
-            except Exception:
-                # Nothing may stop the stop (the watcher runs it on a lost worker).
-                logger.exception("stopping the multiprocessing pool failed")
-            finally:
-                self._pool_done.set()
+    def _end_all(self) -> None:
+        with self._lock:
+            generations = list(self._generations)
+            self._generation = None
+        for generation in generations:
+            generation.end()
 
     def _wake(self) -> None:
-        with self._lock:
+        with self._wake_lock:
             if self._wake_writer.closed:
                 return
-            try:
+            with contextlib.suppress(OSError):
                 self._wake_writer.send_bytes(b"")
-            except OSError:
-                pass
 
-    # ------------------------------------------------------------ results
+    # ------------------------------------------------------------ callbacks from the pools' threads
 
-    def _on_result(self, job_id: int, outcome: tuple[Any, ...]) -> None:
-        with self._lock:
-            job = self._jobs.pop(job_id, None)
-            last = not self._jobs
-        if job is not None:
-            if outcome[0] == "ok":
-                settle(job.future, result=outcome[1])
-            elif outcome[0] == "error":
-                settle(job.future, error=unpack_error(outcome[1]))
-            elif not job.future.cancel():  # skipped after a stop: it never started
-                settle(job.future, error=BrokenMultiprocessingPool("the pool was stopped before the call started"))
-        if last:
-            self._wake()
+    def _on_started(self, generation: _Generation, process: Any, conn: Any, state: Any) -> None:
+        self._arrivals.append(_Worker(generation, process, conn, state))
+        self._wake()
 
-    def _on_error(self, job_id: int, exc: BaseException) -> None:
-        # The call or its result could not be pickled (the pool's own errors).
-        with self._lock:
-            job = self._jobs.pop(job_id, None)
-            last = not self._jobs
+    def _on_error(self, job_id: int, generation: _Generation, exc: BaseException) -> None:
+        # In the pool's task thread: the call could not be pickled.
+        job = self._pop_job(job_id, generation)
         if job is not None:
             settle(job.future, error=exc)
+
+    def _on_results_lost(self, generation: _Generation, reason: str) -> None:
+        # In the pool's result thread, which is ending: the stdlib's books can no longer be kept.
+        generation.results_lost = reason
+        self._wake()
+
+    def _pop_job(self, job_id: int, generation: _Generation) -> _Job | None:
+        """Take job ``job_id`` off the books if ``generation`` runs it; wake the watcher after the last."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.generation is not generation:
+                return None
+            del self._jobs[job_id]
+            last = not self._jobs
         if last:
             self._wake()
-
-    def _on_results_lost(self, reason: str) -> None:
-        # In the pool's result thread, which is ending: the watcher stops the pool.
-        with self._lock:
-            self._results_lost = reason
-        self._wake()
+        return job
 
     # ------------------------------------------------------------ the watcher
 
@@ -503,132 +837,220 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             logger.exception("the multiprocessing pool's watcher failed; stopping the pool")
             self._break("the pool's watcher failed")
         finally:
-            # Workers started while the pool stops still need the channel.
-            self._pool_done.wait()
+            # Workers the pools start while they stop still need their pipes.
             with self._lock:
+                generations = list(self._generations)
+            for generation in generations:
+                generation.ended.wait()
+            with self._wake_lock:
                 self._wake_writer.close()
             self._wake_reader.close()
-            self._reader.close()
-            self._writer.close()
+            self._take_arrivals()
+            for worker in self._watched:
+                worker.conn.close()
 
     def _watch_loop(self) -> None:
         while True:
+            self._take_arrivals()
+            self._end_retired()
             with self._lock:
                 state = self._state
                 idle = not self._jobs
+                generations = list(self._generations)
+                current = self._generation
+                if state == "closing" and current is not None and not current.closed:
+                    current.close()
             if state in ("broken", "aborted"):
                 return
             if state == "closing" and idle:
-                self._pool.join()
-                self._pool_done.set()
-                with self._lock:
-                    if self._state == "closing":
-                        self._state = "closed"
-                    # Every worker has exited: never signal their pids again.
-                    self._known.clear()
-                    self._unmatched.clear()
+                self._close()
                 return
-            self._refresh_known()
-            sentinels: dict[Any, int] = {p.sentinel: pid for pid, p in self._known.items()}
-            timeout = 0.05 if self._unmatched else None
-            ready = multiprocessing.connection.wait([self._reader, self._wake_reader, *sentinels], timeout)
+            for generation in generations:
+                if generation.results_lost is not None:
+                    self._retire(generation, generation.results_lost)
+            watched = list(self._watched)
+            conns = {w.conn: w for w in watched if not w.inbox.eof}
+            sentinels = {w.process.sentinel: w for w in watched}
+            ready = multiprocessing.connection.wait([self._wake_reader, *conns, *sentinels])
             if self._wake_reader in ready:
                 while self._wake_reader.poll():
                     self._wake_reader.recv_bytes()
-            # Read every report first: a dead worker's last words are already in the pipe.
-            self._drain()
             for obj in ready:
-                pid = sentinels.get(obj)
-                if pid is not None:
-                    self._on_worker_exit(pid)
-            self._check_unmatched()
-            with self._lock:
-                results_lost = self._results_lost
-            if results_lost is not None:
-                self._break(results_lost)
+                if obj in conns:
+                    self._read(conns[obj])
+            for obj in ready:
+                if obj in sentinels:
+                    self._on_exit(sentinels[obj])
 
-    def _drain(self) -> None:
-        while self._reader.poll():
-            kind, pid, data = self._reader.recv()
-            if kind == "hello":
-                self._unmatched.add(pid)
-            elif kind == "bye":
-                self._clean_exits.add(pid)
-            elif kind == "start":
-                with self._lock:
-                    job = self._jobs.get(data)
-                    if job is not None:
-                        job.pid = pid
-                        job.future.set_running_or_notify_cancel()
-            elif kind == "initfailed":
-                self._break(f"the pool's initializer failed in worker {pid}:\n{data}")
+    def _take_arrivals(self) -> None:
+        while self._arrivals:
+            self._watched.append(self._arrivals.popleft())
 
-    def _refresh_known(self) -> None:
-        with self._lock:
-            for proc in _workers(self._pool):
-                pid = proc.pid
-                if pid is not None and pid not in self._known and pid not in self._handled:
-                    self._known[pid] = proc
-                    self._unmatched.discard(pid)
+    def _read(self, worker: _Worker) -> None:
+        """Handle every whole message the worker's pipe holds now."""
+        for data in worker.inbox.receive():
+            self._handle(worker, data)
 
-    def _check_unmatched(self) -> None:
-        """A worker that reported and died before the pool listed it is only seen here."""
-        import psutil
-
-        dead = []
-        for pid in list(self._unmatched):
-            if pid in self._known or pid in self._handled or pid in self._clean_exits:
-                self._unmatched.discard(pid)
-                continue
-            try:
-                alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                alive = False
-            if not alive:
-                dead.append(pid)
-        if not dead:
+    def _handle(self, worker: _Worker, data: bytes) -> None:
+        try:
+            message = pickle.loads(data)
+        except BaseException as exc:  # an outcome whose value cannot be loaded here
+            if worker.job is not None:
+                self._finish(worker, worker.job, error=_not_loadable(data, exc))
             return
-        # Seen dead now: its ``bye``, if it said one, is in the pipe by now.
-        self._drain()
-        for pid in dead:
-            self._unmatched.discard(pid)
-            self._handled.add(pid)
-            if pid in self._clean_exits:
-                self._clean_exits.discard(pid)
+        kind = message[0]
+        if kind in ("ok", "error"):
+            outcome = message[2]
+            if kind == "ok":
+                self._finish(worker, message[1], result=outcome)
             else:
-                self._lost(pid, None)
+                self._finish(worker, message[1], error=unpack_error(outcome))
+        elif kind == "start":
+            self._on_start(worker, message[1])
+        elif kind == "skipped":
+            self._on_skipped(worker, message[1])
+        elif kind == "ready":
+            worker.ready = True
+            self._startup_deaths = 0
+        elif kind == "bye":
+            worker.clean = True
+        elif kind == "initfailed":
+            self._break(f"the pool's initializer failed in worker process {worker.process.pid}:\n{message[1]}")
 
-    def _on_worker_exit(self, pid: int) -> None:
-        proc = self._known.pop(pid)
-        self._handled.add(pid)
-        if pid in self._clean_exits:
-            self._clean_exits.discard(pid)
-            return
+    def _on_start(self, worker: _Worker, job_id: int) -> None:
         with self._lock:
-            if self._state in ("broken", "aborted"):
-                return  # killed by us
-        self._lost(pid, self._exit_code(proc))
+            job = self._jobs.get(job_id)
+            if job is None or job.generation is not worker.generation:
+                return  # stopped, or sent again to a new generation: the worker skips it
+            job.worker = worker
+            worker.job = job_id
+            if not (job.future.running() or job.future.done()):
+                job.future.set_running_or_notify_cancel()
 
-    def _exit_code(self, proc: multiprocessing.process.BaseProcess) -> int | None:
+    def _on_skipped(self, worker: _Worker, job_id: int) -> None:
+        """The worker saw the stop flag after ``start``: the call did not run."""
+        if worker.job == job_id:
+            worker.job = None
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.generation is not worker.generation:
+                return
+            if worker.generation.retired and not self._cancel_queued and self._state in ("running", "closing"):
+                job.worker = None
+                self._send(job_id, job)
+                return
+        job = self._pop_job(job_id, worker.generation)
+        if job is not None and not job.future.cancel():
+            settle(job.future, error=BrokenMultiprocessingPool("the pool was stopped before the call started"))
+
+    def _finish(self, worker: _Worker, job_id: int, *, result: Any = None, error: BaseException | None = None) -> None:
+        if worker.job == job_id:
+            worker.job = None
+        job = self._pop_job(job_id, worker.generation)
+        if job is not None:
+            settle(job.future, result=result, error=error)
+
+    def _on_exit(self, worker: _Worker) -> None:
+        """A worker exited: read its last words, fail the call it was running, retire its pool if unsound."""
+        self._watched.remove(worker)
+        self._read(worker)  # its last words; half a message is dropped
+        worker.conn.close()
+        generation = worker.generation
+        with self._lock:
+            if self._state in ("broken", "aborted") or generation.ended.is_set():
+                return  # killed by us
+        if worker.clean and worker.job is None:
+            return
+        pid = worker.process.pid
+        assert pid is not None
+        exitcode = self._exit_code(worker)
+        if worker.job is not None:
+            self._finish(worker, worker.job, error=WorkerDied(pid, exitcode))
+        if worker.state.value == _TAKING:
+            self._retire(generation, f"worker process {pid} died while it took a call from the task queue")
+        if not worker.ready:
+            self._startup_deaths += 1
+            if self._startup_deaths >= _STARTUP_DEATHS:
+                self._break(
+                    f"{self._startup_deaths} worker processes in a row died before they were ready "
+                    f"(the last: {describe_exit(pid, exitcode)}); does the pool's initializer end them?"
+                )
+
+    def _exit_code(self, worker: _Worker) -> int | None:
         # Let the pool's own thread reap the worker first: two threads reading
         # one exit status race (a forkserver worker's status is read from a
-        # pipe, once).
+        # pipe, once). A retired pool's thread is stopped: then it is ours.
+        pool = worker.generation.pool
+        handler = _private(pool, "_worker_handler")
         deadline = time.monotonic() + _REAP_GRACE
-        while proc in _workers(self._pool) and time.monotonic() < deadline:
+        while worker.process in _workers(pool) and handler.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
-        return proc.exitcode
+        return worker.process.exitcode
 
-    def _lost(self, pid: int, exitcode: int | None) -> None:
-        how = _describe_exit(exitcode)
+    def _retire(self, generation: _Generation, reason: str) -> None:
+        """Stop sending calls to ``generation``; send the calls none of its workers started to a new one."""
         with self._lock:
-            ids = [job_id for job_id, job in self._jobs.items() if job.pid == pid]
-            affected = [self._jobs.pop(job_id) for job_id in ids]
-        msg = (
-            f"worker process {pid} of the multiprocessing pool {how} while it ran the call "
-            "(killed, crashed, or the task ended its process)"
-        )
-        _fail_all(affected, msg)
-        self._break(f"worker process {pid} of the multiprocessing pool {how}")
+            if generation.retired:
+                return
+            generation.retired = True
+            if self._generation is generation:
+                self._generation = None
+        logger.warning("%s; the calls it had not started go to a new multiprocessing pool", reason)
+        generation.stop.value = True
+        _stop_replacing_workers(generation.pool)
+        # Each worker reports ``start`` before it reads the flag: every call
+        # that will run in this generation has its ``start`` in a pipe now.
+        self._take_arrivals()
+        for worker in list(self._watched):
+            if worker.generation is generation:
+                self._read(worker)
+        with self._lock:
+            unstarted = [
+                (i, job) for i, job in self._jobs.items() if job.generation is generation and job.worker is None
+            ]
+            if self._cancel_queued or self._state not in ("running", "closing"):
+                for job_id, _ in unstarted:
+                    del self._jobs[job_id]
+            else:
+                for job_id, job in unstarted:
+                    self._send(job_id, job)
+                unstarted = []
+        for _, job in unstarted:
+            job.future.cancel()
+        self._wake()
+
+    def _end_retired(self) -> None:
+        """End the retired generations none of whose calls is still running."""
+        with self._lock:
+            if not any(g.retired for g in self._generations):
+                return
+            busy = {id(job.generation) for job in self._jobs.values()}
+            done = [g for g in self._generations if g.retired and id(g) not in busy]
+            for generation in done:
+                self._generations.remove(generation)
+        for generation in done:
+            self._forget_workers(generation)
+            generation.end()
+
+    def _forget_workers(self, generation: _Generation) -> None:
+        for worker in [w for w in self._watched if w.generation is generation]:
+            self._watched.remove(worker)
+            worker.conn.close()
+
+    def _close(self) -> None:
+        """Closing, and every call has finished: end the retired generations, join the current one."""
+        with self._lock:
+            generations = list(self._generations)
+            self._generations.clear()
+        for generation in generations:
+            self._forget_workers(generation)
+            if generation.retired:
+                generation.end()
+            else:
+                generation.join()
+        with self._lock:
+            if self._state == "closing":
+                self._state = "closed"
 
     def _break(self, reason: str) -> None:
         with self._lock:
@@ -637,47 +1059,67 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             self._state = "broken"
             self._broken_reason = f"{reason}; the pool was stopped"
             jobs = self._take_jobs()
-        self._stop_pool()
+        self._end_all()
         _fail_all(jobs, f"{reason}; the pool was stopped before the call finished")
 
 
-def _weak_call(method: Callable[[str], None]) -> Callable[[str], None]:
-    """``method``, called only while its object is alive."""
+def _not_loadable(data: bytes, error: BaseException) -> _ResultNotLoadable:
+    """What to say of an outcome that cannot be unpickled here: the class it names that cannot be imported."""
+    tracer = _GlobalTracer(io.BytesIO(data))
+    with contextlib.suppress(Exception):
+        tracer.load()
+    detail = f"its class cannot be imported in the calling process ({type(error).__name__}: {error})"
+    return _ResultNotLoadable(tracer.missing or "?", detail)
+
+
+class _GlobalTracer(pickle.Unpickler):
+    """Loads a pickle and keeps the first global (``module.name``) it could not find."""
+
+    missing: str | None = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except Exception:
+            if self.missing is None:
+                self.missing = f"{module}.{name}"
+            raise
+
+
+def _weak_call(method: Callable[..., None], *args: Any) -> Callable[..., None]:
+    """``method(*args, ...)``, called only while its object is alive."""
     ref = weakref.WeakMethod(method)
 
-    def call(reason: str) -> None:
+    def call(*more: Any) -> None:
         bound = ref()
         if bound is not None:
-            bound(reason)
+            bound(*args, *more)
 
     return call
 
 
-def _kill_and_terminate(pool: multiprocessing.pool.Pool, stop_flag: Any, pids: set[int]) -> None:
+def _kill_and_terminate(pool: multiprocessing.pool.Pool, stop_flag: Any) -> None:
     """Kill every worker tree, free the queue locks the dead may hold, terminate ``pool``."""
     stop_flag.value = True
     # First no more replacements, then the kill: the set of workers is final.
     _stop_replacing_workers(pool)
-    pids |= {p.pid for p in _workers(pool) if p.pid is not None}
-    kill_process_trees(sorted(pids))
-    # A worker killed while sending a result holds the result queue's write
-    # lock, which the pool's threads take to send their end markers. (A
+    kill_process_trees(sorted(p.pid for p in _workers(pool) if p.pid is not None))
+    # A worker killed while sending a large result holds the result queue's
+    # write lock, which the pool's threads take to send their end markers. (A
     # worker waiting for a task holds the task queue's read lock: _Pool's
     # terminate does not take it.)
     _free_lock(_private(pool, "_outqueue", "_wlock"))
     pool.terminate()
 
 
-def _stop_at_exit(
-    pool: multiprocessing.pool.Pool, stop_flag: Any, known: dict[int, Any], done: threading.Event
-) -> None:
+def _stop_at_exit(pool: multiprocessing.pool.Pool, stop_flag: Any) -> None:
     """At interpreter exit, stop a pool nobody stopped (the program was interrupted mid-shutdown).
 
     Runs before `multiprocessing.Pool`'s own exit hook, which would only
     SIGTERM the workers and leave the processes their tasks started running.
+    Cancelled once the pool is terminated or joined.
     """
-    if not done.is_set():
-        _kill_and_terminate(pool, stop_flag, set(known))
+    _kill_and_terminate(pool, stop_flag)
 
 
 def _fail_all(jobs: list[_Job], msg: str) -> None:
@@ -685,14 +1127,6 @@ def _fail_all(jobs: list[_Job], msg: str) -> None:
     # (as concurrent.futures.ProcessPoolExecutor does when it breaks).
     for job in jobs:
         settle(job.future, error=BrokenMultiprocessingPool(msg))
-
-
-def _describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "died (exit code unknown)"
-    if exitcode < 0:
-        return f"was killed by {signal_name(exitcode)} (exit code {exitcode})"
-    return f"exited with code {exitcode}"
 
 
 def _workers(pool: multiprocessing.pool.Pool) -> list[multiprocessing.process.BaseProcess]:
@@ -754,19 +1188,20 @@ def _drain_raw(reader: multiprocessing.connection.Connection, task_handler: thre
 
 
 def _receive_result(reader: multiprocessing.connection.Connection, on_lost: Callable[[str], None]) -> Any:
-    """The result thread's read: one result; a message that cannot be read ends the thread.
+    """The result thread's read: one marker; a message that cannot be read ends the thread.
 
-    ``EOFError`` and ``OSError`` end billiard's and the stdlib's result
-    thread quietly; any other error there (a garbled message) would kill it
-    with a traceback. The pipe is out of step from then on: no later
-    result can be trusted, so the executor is told to stop the pool.
+    ``EOFError`` and ``OSError`` end the stdlib's result thread quietly; any
+    other error there (a garbled message) would kill it with a traceback. The
+    pipe is out of step from then on, so the executor is told: the results
+    themselves travel on the workers' own pipes, but the stdlib pool can no
+    longer keep its books.
     """
     try:
         return reader.recv()
     except (EOFError, OSError):
         raise
     except Exception as exc:
-        on_lost(f"a result could not be read ({type(exc).__name__}: {exc}): a worker died while sending one")
+        on_lost(f"the multiprocessing pool's result queue could not be read ({type(exc).__name__}: {exc})")
         raise EOFError from exc
 
 
@@ -793,10 +1228,9 @@ class MultiprocessingPool(Pool):
     ``pool_options`` may hold ``initializer``, ``initargs`` and
     ``maxtasksperchild`` (passed to `multiprocessing.Pool`).
 
-    A worker that dies during a call fails that call with
-    `BrokenMultiprocessingPool` (the scheduler reports `aioflow.WorkerLostError`)
-    and stops the whole pool, failing the other pending calls too: the dead
-    worker may hold the pool's queue locks. The next use starts a new pool.
+    A worker that dies during a call fails that call only (the scheduler
+    reports `aioflow.WorkerLostError` with its pid and exit code or signal);
+    the other calls, queued or running, go on, on a replacement worker.
     """
 
     name = "multiprocessing"
@@ -822,6 +1256,15 @@ class MultiprocessingPool(Pool):
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
         assert isinstance(executor, _MultiprocessingExecutor)
         executor.abort()
+
+    def translate(
+        self, error: BaseException, executor: concurrent.futures.Executor, where: str, **fields: Any
+    ) -> BaseException:
+        if isinstance(error, _ResultNotLoadable):
+            transfer = TransferError(where, error.type_name, error.detail)
+            transfer.__cause__ = error
+            return transfer
+        return super().translate(error, executor, where, **fields)
 
 
 class NonDaemonicMultiprocessingPool(MultiprocessingPool):

@@ -50,3 +50,43 @@ def kill_worker() -> None:
     """SIGKILL the worker process."""
     os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(60)  # not reached
+
+
+def inc_slowly(x: int = 0, seconds: float = 0.01) -> int:
+    """``x + 1`` after ``seconds``: a healthy node that keeps its worker busy for a while."""
+    time.sleep(seconds)
+    return x + 1
+
+
+def kill_worker_after(seconds: float) -> None:
+    """SIGKILL the worker process after ``seconds``, while the other calls are queued or running."""
+    time.sleep(seconds)
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)  # not reached
+
+
+class Point:
+    """A class the caller cannot import when this file is loaded by path in a worker (``"<file>::make_point"``)."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x = x
+        self.y = y
+
+
+def make_point(x: int = 1, y: int = 2) -> Point:
+    return Point(x, y)
+
+
+def die_once_at_start(marker: str) -> None:
+    """A pool initializer: the first worker to run it SIGKILLs itself, the others start normally."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)  # not reached
+
+
+def die_at_start(code: int = 4) -> None:
+    """A pool initializer that ends every worker at once."""
+    os._exit(code)

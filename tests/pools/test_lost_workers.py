@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
+import psutil
 import pytest
 from graphs import method_node
 
@@ -16,6 +18,11 @@ POOLS = [
     pytest.param("process", "fork", id="process-fork"),
     pytest.param("process", "spawn", id="process-spawn"),
     pytest.param("ndprocess", "forkserver", id="ndprocess-forkserver"),
+    *(
+        pytest.param(pool_type, context, id=f"{pool_type}-{context}")
+        for pool_type in ("multiprocessing", "ndmultiprocessing")
+        for context in ("fork", "spawn", "forkserver")
+    ),
 ]
 
 HOW = [("SIGKILL", -9, "SIGKILL"), ("SIGTERM", -15, "SIGTERM"), ("exit3", 3, None)]
@@ -51,3 +58,36 @@ def test_lost_worker_is_named_by_node_pid_and_exit(
     assert (error.node_id, error.pid, error.exitcode, error.signal) == ("victim", pid, exitcode, signal)
     assert f"pid {pid}" in str(error)
     assert (signal or f"exit code {exitcode}") in str(error)
+
+
+def _new_idle_workers(before: set[int]) -> list[psutil.Process]:
+    """The processes below this one started since ``before``, but the fork server and the trackers."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.pid in before or proc.children() or "_tracker" in " ".join(proc.cmdline()):
+                continue
+        except psutil.Error:
+            continue
+        found.append(proc)
+    return found
+
+
+@pytest.mark.parametrize(("pool_type", "context"), POOLS)
+def test_workers_killed_while_idle_do_not_fail_the_next_execution(pool_type: str, context: str) -> None:
+    """Every worker of an open pool SIGKILLed between two executions: the second one still runs in full."""
+    graph = {"nodes": [method_node(f"n{i}", "remote_error_tasks.value", x=i) for i in range(6)]}
+    expected = {f"n{i}": {"return_value": i} for i in range(6)}
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with aioflow.open_pool(pool_type, context=context, max_workers=2) as pool:
+        assert aioflow.execute_graph(graph, pool=pool, merge_outputs=False, timeout=60) == expected
+        victims = _new_idle_workers(before)
+        assert victims
+        for victim in victims:
+            victim.kill()
+        # Until the pool (or the fork server) has reaped them. Generous: only a hang reaches it.
+        deadline = time.monotonic() + 30
+        while any(psutil.pid_exists(v.pid) for v in victims):
+            assert time.monotonic() < deadline, "the killed workers were never reaped"
+            time.sleep(0.01)
+        assert aioflow.execute_graph(graph, pool=pool, merge_outputs=False, timeout=60) == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -19,7 +20,8 @@ import pytest
 from graphs import method_node, return_value_link
 
 import aioflow
-from aioflow.pools._multiprocessing import BrokenMultiprocessingPool, _MultiprocessingExecutor
+from aioflow.pools._multiprocessing import BrokenMultiprocessingPool, _Inbox, _MultiprocessingExecutor
+from aioflow.pools._outcomes import WorkerDied
 
 MP_TASKS = Path(__file__).resolve().parent / "mp_tasks.py"
 
@@ -135,7 +137,7 @@ def test_timeout_kills_workers_and_their_children(
 @pytest.mark.parametrize("pool_type", POOLS)
 @pytest.mark.parametrize(
     ("identifier", "how"),
-    [("exit_worker", "exited with code 3"), ("kill_worker", "killed by SIGKILL")],
+    [("exit_worker", "exit code 3"), ("kill_worker", "killed by SIGKILL")],
 )
 def test_task_that_ends_its_worker_fails_its_node(pool_type: str, context: str, identifier: str, how: str) -> None:
     """A task that kills its worker fails its node with WorkerLostError naming the exit; nothing hangs."""
@@ -145,7 +147,7 @@ def test_task_that_ends_its_worker_fails_its_node(pool_type: str, context: str, 
     assert info.value.node_id == "boom"
     assert isinstance(info.value.error, aioflow.WorkerLostError)
     cause = info.value.error.__cause__
-    assert isinstance(cause, BrokenMultiprocessingPool)
+    assert isinstance(cause, WorkerDied)
     assert how in str(cause)
 
 
@@ -313,17 +315,17 @@ def test_sigint_ignored_and_stop_is_prompt_for_a_long_task() -> None:
 def _half_task(executor: Any) -> None:
     """The task pipe holds the rest of a message whose header a worker read before it was killed."""
     payload = ForkingPickler.dumps(None)
-    os.write(executor._pool._inqueue._writer.fileno(), bytes(payload))
+    os.write(executor._generation.pool._inqueue._writer.fileno(), bytes(payload))
 
 
 def _half_result(executor: Any) -> None:
     """The result pipe holds the start of a message a worker was killed while writing: its reader waits for the rest."""
-    os.write(executor._pool._outqueue._writer.fileno(), struct.pack("!i", 1 << 20) + b"partial")
+    os.write(executor._generation.pool._outqueue._writer.fileno(), struct.pack("!i", 1 << 20) + b"partial")
 
 
 def _garbled_result(executor: Any) -> None:
     """The result pipe holds a whole message that does not unpickle (read out of step after a kill)."""
-    os.write(executor._pool._outqueue._writer.fileno(), struct.pack("!i", 8) + b"garbage!")
+    os.write(executor._generation.pool._outqueue._writer.fileno(), struct.pack("!i", 8) + b"garbage!")
 
 
 @pytest.mark.timeout(HANG_LIMIT, method="thread")
@@ -337,7 +339,8 @@ def test_stopping_survives_what_killed_workers_leave_in_the_pipes(corrupt: Any, 
     read or a write leaves them.
     """
     executor = _MultiprocessingExecutor(processes=1, context=multiprocessing.get_context("fork"), daemonic=daemonic)
-    pool: Any = executor._pool
+    assert executor._generation is not None
+    pool: Any = executor._generation.pool
     threads = [executor._watcher, pool._worker_handler, pool._task_handler, pool._result_handler]
     workers = [p.pid for p in pool._pool]
     future = executor.submit(time.sleep, 3600)
@@ -352,3 +355,223 @@ def test_stopping_survives_what_killed_workers_leave_in_the_pipes(corrupt: Any, 
         thread.join(timeout=HANG_LIMIT / 2)
         assert not thread.is_alive(), thread.name
     assert not [pid for pid in workers if _alive(pid)]
+
+
+# --------------------------------------------------------------------------- a dead worker fails its own call only
+
+ALL = [pytest.param(p, c, id=f"{p}-{c}") for p in POOLS for c in CONTEXTS]
+
+
+def _chain(name: str, length: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``name0 -> name1 -> ...``: node ``name{j}`` returns ``j + 1``."""
+    nodes = [node(f"{name}{j}", task("inc_slowly"), **({"x": 0} if j == 0 else {})) for j in range(length)]
+    links = [link(f"{name}{j}", f"{name}{j + 1}", "x") for j in range(length - 1)]
+    return nodes, links
+
+
+@pytest.mark.timeout(HANG_LIMIT, method="thread")
+@pytest.mark.parametrize(("pool_type", "context"), ALL)
+def test_healthy_chains_keep_every_result_when_one_branch_kills_its_worker(pool_type: str, context: str) -> None:
+    """Four chains beside a branch whose task SIGKILLs its worker: all 20 healthy results, one WorkerLostError."""
+    nodes: list[dict[str, Any]] = [node("victim", task("kill_worker_after"), seconds=0.05)]
+    links: list[dict[str, Any]] = []
+    for i in range(4):
+        chain_nodes, chain_links = _chain(f"c{i}_", 5)
+        nodes += chain_nodes
+        links += chain_links
+    results = aioflow.execute_graph(
+        {"graph": {"id": "chains"}, "nodes": nodes, "links": links},
+        pool_type=pool_type,
+        context=context,
+        max_workers=2,
+        raise_on_error=False,
+        outputs=[{"all": True}],
+        merge_outputs=False,
+        timeout=HANG_LIMIT / 2,
+    )
+    assert set(results.errors) == {"victim"}
+    assert isinstance(results.errors["victim"], aioflow.WorkerLostError)
+    assert results.errors["victim"].signal == "SIGKILL"
+    healthy = {f"c{i}_{j}": j + 1 for i in range(4) for j in range(5)}
+    assert {n: results[n]["return_value"] for n in healthy} == healthy
+
+
+@pytest.mark.timeout(HANG_LIMIT, method="thread")
+@pytest.mark.parametrize(("pool_type", "context"), ALL)
+def test_calls_queued_behind_a_dying_call_all_finish(pool_type: str, context: str) -> None:
+    """With one worker, the calls queued in the pool behind a call that kills its worker run on its replacement."""
+    graph = {
+        "nodes": [node("victim", task("kill_worker"))] + [node(f"n{i}", "tasks.inc", x=i) for i in range(24)],
+    }
+    results = aioflow.execute_graph(
+        graph,
+        pool_type=pool_type,
+        context=context,
+        max_workers=1,
+        raise_on_error=False,
+        outputs=[{"all": True}],
+        merge_outputs=False,
+        timeout=HANG_LIMIT / 2,
+    )
+    assert set(results.errors) == {"victim"}
+    assert {f"n{i}": results[f"n{i}"]["return_value"] for i in range(24)} == {f"n{i}": i + 1 for i in range(24)}
+
+
+@pytest.mark.timeout(HANG_LIMIT, method="thread")
+@pytest.mark.parametrize("context", CONTEXTS)
+@pytest.mark.parametrize("daemonic", [True, False])
+def test_executor_keeps_every_queued_call_when_a_worker_dies(context: str, daemonic: bool) -> None:
+    """Forty calls queued in the stdlib pool behind one that kills its worker: only that one fails, with its pid."""
+    import mp_tasks
+    import tasks
+
+    executor = _MultiprocessingExecutor(processes=2, context=multiprocessing.get_context(context), daemonic=daemonic)
+    try:
+        victim = executor.submit(mp_tasks.kill_worker_after, 0.1)
+        healthy = [executor.submit(mp_tasks.inc_slowly, i, 0.005) for i in range(40)]
+        assert [f.result(timeout=HANG_LIMIT / 2) for f in healthy] == [i + 1 for i in range(40)]
+        error = victim.exception(timeout=HANG_LIMIT / 2)
+        assert isinstance(error, WorkerDied), repr(error)
+        assert error.signal == "SIGKILL"
+        assert not _alive(error.pid)
+        # The executor carries on.
+        assert executor.submit(tasks.inc, 1).result(timeout=HANG_LIMIT / 2) == 2
+    finally:
+        executor.shutdown(wait=True)
+
+
+@pytest.mark.timeout(HANG_LIMIT, method="thread")
+@pytest.mark.parametrize(("pool_type", "context"), ALL)
+def test_a_worker_killed_at_start_up_is_replaced(pool_type: str, context: str, tmp_path: Path) -> None:
+    """The first worker SIGKILLs itself in the initializer: the pool starts another, and every node runs."""
+    import mp_tasks
+
+    graph = {"nodes": [node(f"n{i}", "tasks.inc", x=i) for i in range(6)]}
+    results = aioflow.execute_graph(
+        graph,
+        pool_type=pool_type,
+        context=context,
+        max_workers=2,
+        pool_options={"initializer": mp_tasks.die_once_at_start, "initargs": (str(tmp_path / "died"),)},
+        merge_outputs=False,
+        timeout=HANG_LIMIT / 2,
+    )
+    assert (tmp_path / "died").exists()
+    assert {n: r["return_value"] for n, r in results.items()} == {f"n{i}": i + 1 for i in range(6)}
+
+
+@pytest.mark.timeout(HANG_LIMIT, method="thread")
+@pytest.mark.parametrize("pool_type", POOLS)
+def test_workers_that_always_die_at_start_up_fail_the_calls(pool_type: str) -> None:
+    """An initializer that ends every worker fails the node with WorkerLostError instead of hanging."""
+    import mp_tasks
+
+    graph = {"nodes": [node("a", "tasks.inc")]}
+    with pytest.raises(aioflow.NodeError) as info:
+        aioflow.execute_graph(
+            graph,
+            pool_type=pool_type,
+            context="fork",
+            max_workers=2,
+            pool_options={"initializer": mp_tasks.die_at_start},
+            timeout=HANG_LIMIT / 2,
+        )
+    assert isinstance(info.value.error, aioflow.WorkerLostError)
+    assert "exit code 4" in str(info.value.error)
+
+
+# --------------------------------------------------------------------------- values that cannot cross
+
+
+@pytest.mark.timeout(HANG_LIMIT, method="thread")
+@pytest.mark.parametrize(("pool_type", "context"), ALL)
+def test_unpicklable_result_names_the_node_and_the_type(pool_type: str, context: str) -> None:
+    """A result that cannot be pickled fails its node with TransferError; the other node and the pool carry on."""
+    graph = {"graph": {"id": "lock"}, "nodes": [node("l", "tasks.unpicklable_output"), node("ok", "tasks.inc", x=1)]}
+    with aioflow.open_pool(pool_type, max_workers=1, context=context) as pool:
+        results = aioflow.execute_graph(graph, pool=pool, raise_on_error=False, merge_outputs=False)
+        error = results.errors["l"]
+        assert isinstance(error, aioflow.TransferError), repr(error)
+        assert "graph 'lock': node 'l': a value of type '_thread.lock' cannot be sent between processes" in str(error)
+        assert "use pool_type='thread'" in str(error)
+        assert results["ok"]["return_value"] == 2
+        assert aioflow.execute_graph(DIAMOND, pool=pool) == {"return_value": 6}
+
+
+@pytest.mark.timeout(HANG_LIMIT, method="thread")
+@pytest.mark.parametrize(("pool_type", "context"), ALL)
+def test_unpicklable_input_names_the_node_and_the_type(pool_type: str, context: str) -> None:
+    """An input that cannot be pickled fails its node with TransferError before it reaches a worker."""
+    import threading
+
+    graph = {"graph": {"id": "lock"}, "nodes": [node("i", "tasks.identity")]}
+    with pytest.raises(aioflow.NodeError) as info:
+        aioflow.execute_graph(
+            graph, pool_type=pool_type, context=context, max_workers=1, startargs={"value": threading.Lock()}
+        )
+    assert isinstance(info.value.error, aioflow.TransferError), repr(info.value.error)
+    assert "graph 'lock': node 'i': a value of type '_thread.lock' cannot be sent between processes" in str(
+        info.value.error
+    )
+
+
+@pytest.mark.timeout(HANG_LIMIT, method="thread")
+@pytest.mark.parametrize("pool_type", POOLS)
+def test_unpicklable_function_is_a_transfer_error(pool_type: str) -> None:
+    """An Executor call whose function cannot be pickled fails with TransferError; the next call runs."""
+    import tasks
+
+    with aioflow.Executor(pool_type, max_workers=1, context="spawn") as executor:
+        with pytest.raises(aioflow.TransferError, match="cannot be sent between processes"):
+            executor.submit(lambda x: x, 1).result(timeout=HANG_LIMIT / 2)
+        assert executor.submit(tasks.inc, 1).result(timeout=HANG_LIMIT / 2) == 2
+
+
+@pytest.mark.timeout(HANG_LIMIT, method="thread")
+@pytest.mark.parametrize(("pool_type", "context"), ALL)
+def test_result_whose_class_cannot_be_imported_here_fails_its_call_only(pool_type: str, context: str) -> None:
+    """A result of a class defined in a task file loaded by path: TransferError naming it, no worker reported dead."""
+    graph = {"graph": {"id": "point"}, "nodes": [node("p", task("make_point")), node("ok", "tasks.pid")]}
+    with aioflow.open_pool(pool_type, max_workers=1, context=context) as pool:
+        results = aioflow.execute_graph(graph, pool=pool, raise_on_error=False, merge_outputs=False)
+        error = results.errors["p"]
+        assert isinstance(error, aioflow.TransferError), repr(error)
+        assert re.search(
+            r"graph 'point': node 'p': a value of type 'aioflow_task_file_mp_tasks_\w+\.Point'", str(error)
+        )
+        assert "cannot be imported in the calling process" in str(error)
+        # The worker that sent it is alive and runs the next execution.
+        worker = results["ok"]["return_value"]
+        assert _alive(worker)
+        again = aioflow.execute_graph({"nodes": [node("ok", "tasks.pid")]}, pool=pool)
+        assert again == {"return_value": worker}
+
+
+def test_inbox_returns_whole_messages_and_never_waits_for_the_rest() -> None:
+    """The watcher's read of a worker's pipe: whole messages only, and half of one does not block it.
+
+    The write end stays open, as it does when a process the task started
+    outlives a worker killed in the middle of a message.
+    """
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    try:
+        inbox = _Inbox(reader.fileno())
+        writer.send_bytes(b"one")
+        writer.send_bytes(b"two")
+        assert inbox.receive() == [b"one", b"two"]
+        assert inbox.receive() == []
+        big = os.urandom(200_000)  # more than the pipe holds: read while it is written
+        frame = struct.pack("!i", len(big)) + big + struct.pack("!i", 5) + b"after" + struct.pack("!i", 9) + b"half"
+        received: list[bytes] = []
+        while frame:
+            frame = frame[os.write(writer.fileno(), frame[:30_000]) :]
+            received += inbox.receive()
+        assert received == [big, b"after"]
+        assert inbox.receive() == []  # "half" waits for five more bytes, without blocking
+        assert not inbox.eof
+        writer.close()
+        assert inbox.receive() == []
+        assert inbox.eof
+    finally:
+        writer.close()
+        reader.close()
