@@ -17,20 +17,29 @@ code meaning
      or a worker process was lost
 2    the graph is invalid or cannot run, an option is invalid, an extra is
      missing, or the command line is wrong
-130  interrupted (Ctrl-C); every worker was stopped first
+130  interrupted (Ctrl-C, SIGINT); every worker was stopped first
+143  terminated (SIGTERM); every worker was stopped first
 ==== ==========================================================================
 
 When it runs as the program (the console script, ``python -m aioflow``:
-`main` called without ``argv``), ``aioflow run`` owns its whole process tree:
-on its way out after Ctrl-C, or after an execution error that stopped the
-running tasks (a timeout, a failed node, a lost worker), it kills every
-process still descending from it (`kill_leftover_processes`). The pools stop
-their own workers and what their tasks started, but a ``thread`` task blocked
-waiting for a child process (``subprocess.run``) cannot be interrupted, and
-its child is a child of this process, which only the program may kill: the
-library (`aioflow.execute_graph`, and `main` called with ``argv``) may run in
-a process with other children of its own (a Jupyter kernel's) and leaves them
-alone.
+`main` called without ``argv``), ``aioflow run`` owns its process and every
+process below it (`_run_owning_the_process`):
+
+- It adopts them (a subreaper, on Linux): a process a task daemonises (it
+  forks twice, and its parent exits) is re-parented to this process instead
+  of init, and stays below it.
+- On its way out, in every outcome, it kills every process still below it
+  (`kill_leftover_processes`), but the resource trackers, which clean up
+  after it. The pools stop their own workers and what their tasks started,
+  but a ``thread`` task's processes are children of this process, which only
+  the program may kill: the library (`aioflow.execute_graph`, and `main`
+  called with ``argv``) may run in a process with other children of its own
+  (a Jupyter kernel's) and leaves them alone.
+- SIGINT (Ctrl-C) and SIGTERM stop the run as Ctrl-C stops any execution
+  (the execution is cancelled, the pools stop their workers), and the
+  process exits within `STOP_DEADLINE` seconds: a ``thread`` task blocked in
+  a C call, which nothing can stop, does not hold it up (`_Stop`). The exit
+  code is 128 + the signal's number.
 
 stdout carries nothing but the results; messages and the progress bar go to
 stderr. rich is imported only when a progress bar is shown (stderr is a
@@ -44,7 +53,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,7 +74,16 @@ if TYPE_CHECKING:
     from .events import Event
     from .graph import Graph, NodeId
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "kill_leftover_processes", "main"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TERMINATED",
+    "EXIT_USAGE",
+    "STOP_DEADLINE",
+    "kill_leftover_processes",
+    "main",
+]
 
 #: Everything went well.
 EXIT_OK = 0
@@ -72,7 +92,16 @@ EXIT_FAILED = 1
 #: Nothing ran: the graph, an option or the command line is wrong (argparse uses 2 too).
 EXIT_USAGE = 2
 #: Ctrl-C: 128 + SIGINT, what shells report for a process stopped by SIGINT.
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+#: SIGTERM (``kill``, a batch system at the end of a job's time): 128 + SIGTERM.
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+#: Seconds after SIGINT or SIGTERM within which ``aioflow run``, in its own
+#: process, has exited: the ordinary stop normally takes a fraction of it.
+STOP_DEADLINE = 0.5
+
+# Shows the terminal's cursor, which a progress bar hides while it runs.
+_SHOW_CURSOR = "\x1b[?25h"
 
 PROG = "aioflow"
 
@@ -464,35 +493,153 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------- leftover processes
-
-# Processes the stdlib and billiard start once per interpreter to clean up
-# after it (named semaphores, shared memory) once it has exited: killing them
-# would leak what they clean up. They end by themselves, after this process.
-_TRACKERS = ("multiprocessing.resource_tracker", "billiard.semaphore_tracker")
+# --------------------------------------------------------------------------- owning the process
 
 
 def kill_leftover_processes() -> None:
     """SIGKILL every process descending from this one, but the resource trackers.
 
-    Every tree is listed before anything is killed (`kill_process_trees`).
-    Only for a process that owns all its children: ``aioflow run``'s.
+    Every tree is listed before anything is killed. Only for a process that
+    owns all its children: ``aioflow run``'s.
     """
-    import psutil
+    from .pools._process import kill_descendants
 
-    from .pools._process import kill_process_trees
+    kill_descendants()
 
-    roots = []
-    for child in psutil.Process().children():
+
+def _kill_leftovers_quietly() -> None:
+    """`kill_leftover_processes`, which never fails the exit."""
+    try:
+        kill_leftover_processes()
+    except Exception as exc:
+        _error(f"could not stop the processes left by the tasks: {type(exc).__name__}: {exc}")
+
+
+class _Stop:
+    """SIGINT and SIGTERM in ``aioflow run``'s own process.
+
+    The first signal raises KeyboardInterrupt in the main thread while the
+    run runs, which stops it the way Ctrl-C stops any execution: the
+    execution is cancelled, the pools stop their workers, multiprocessing
+    cleans up. It also sets an alarm: if the process has not exited
+    `STOP_DEADLINE` seconds later (a ``thread`` task blocked in a C call,
+    which nothing can stop, holds the stop up; or a thread the interpreter
+    waits for at exit), `exit_now` kills every process below it and ends it.
+    The alarm is a signal, not a thread: its handler runs in the main thread
+    wherever that waits (the event loop, a join, gevent's hub), and nothing
+    runs beside the main path. Later signals change nothing: the stop is
+    under way, and bounded.
+
+    Attributes:
+        signum: the first signal received, or ``None``.
+        interruptible: whether that signal raises KeyboardInterrupt; cleared
+            once the run is over, so that nothing cuts the killing of the
+            leftover processes short.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.interruptible = True
+        self._said = False
+        self._pid = os.getpid()
+        self._previous: dict[int, Any] = {}
+
+    @contextmanager
+    def handling_signals(self) -> Iterator[None]:
+        """Handle SIGINT and SIGTERM; restore the previous handlers after, unless one came.
+
+        Only the main thread can. A signal ignored when the process started
+        stays ignored, as Python leaves it: a shell starts a background job
+        with SIGINT ignored, so that Ctrl-C stops only the foreground one.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = [signum for signum in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(signum) != signal.SIG_IGN]
+        self._previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
         try:
-            cmdline = " ".join(child.cmdline())
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        except psutil.AccessDenied:
-            cmdline = ""
-        if not any(tracker in cmdline for tracker in _TRACKERS):
-            roots.append(child.pid)
-    kill_process_trees(roots)
+            yield
+        finally:
+            if self.signum is None:  # else the process is on its way out: a second Ctrl-C must not cut it short
+                self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if os.getpid() != self._pid:
+            # A process forked from this one (a worker of the fork start
+            # method, a task's fork) is not the command: it gets its
+            # handlers back, then the signal again.
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        if self.signum is not None:
+            return
+        self.signum = signum
+        signal.signal(signal.SIGALRM, self.exit_now)
+        signal.setitimer(signal.ITIMER_REAL, STOP_DEADLINE)
+        if self.interruptible:
+            raise KeyboardInterrupt
+
+    @property
+    def exit_code(self) -> int:
+        """`EXIT_TERMINATED` after SIGTERM, else `EXIT_INTERRUPTED`."""
+        return EXIT_TERMINATED if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
+
+    def say(self) -> None:
+        """Say on stderr why the command stopped, unless it was said."""
+        if not self._said:
+            _err(f"{PROG}: terminated" if self.signum == signal.SIGTERM else f"{PROG}: interrupted")
+            self._said = True
+
+    def exit_now(self, signum: int, frame: object) -> NoReturn:
+        """The alarm's handler: kill every process below this one, say why, flush, and end at once."""
+        _kill_leftovers_quietly()
+        self.say()
+        if _stderr_is_terminal():
+            sys.stderr.write(_SHOW_CURSOR)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: S110 - a closed stream, or one the interrupted main path was writing to
+                pass
+        os._exit(self.exit_code)
+
+
+def _run_owning_the_process(args: argparse.Namespace) -> int:
+    """``aioflow run`` in its own process: no process it started outlives it, and a signal ends it at once.
+
+    Returns:
+        The exit code, when no signal came.
+
+    Raises:
+        SystemExit: after SIGINT or SIGTERM, with `EXIT_INTERRUPTED` or
+            `EXIT_TERMINATED`: the process exits, within `STOP_DEADLINE`
+            seconds of the signal.
+    """
+    from .pools._process import set_subreaper
+
+    stop = _Stop()
+    adopting = set_subreaper(True)
+    try:
+        with stop.handling_signals():
+            try:
+                code = _run_command(args)
+            except KeyboardInterrupt:  # a signal, or raised by a task
+                code = EXIT_INTERRUPTED
+            stop.interruptible = False
+            _kill_leftovers_quietly()
+    finally:
+        if adopting is False:
+            set_subreaper(False)
+    if stop.signum is not None:
+        stop.say()
+        raise SystemExit(stop.exit_code)
+    if code == EXIT_INTERRUPTED:
+        stop.say()
+    return code
 
 
 # --------------------------------------------------------------------------- parser
@@ -592,12 +739,16 @@ def main(argv: list[str] | None = None, *, own_process: bool | None = None) -> i
     Args:
         argv: the arguments, without the program name (default: ``sys.argv[1:]``).
         own_process: whether this process is the command's own, so that
-            ``run`` kills every process still descending from it after
-            Ctrl-C or an execution error (default: when ``argv`` is not
-            given, as for the console script and ``python -m aioflow``).
+            ``run`` adopts every process below it, kills those still there
+            when it ends, and ends the process on SIGINT or SIGTERM (see the
+            module docstring; default: when ``argv`` is not given, as for the
+            console script and ``python -m aioflow``).
 
     Returns:
         The exit code: `EXIT_OK`, `EXIT_FAILED`, `EXIT_USAGE` or `EXIT_INTERRUPTED`.
+
+    Raises:
+        SystemExit: ``run`` in its own process, after SIGINT or SIGTERM.
     """
     if own_process is None:
         own_process = argv is None
@@ -609,22 +760,25 @@ def main(argv: list[str] | None = None, *, own_process: bool | None = None) -> i
         return EXIT_USAGE
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
+    if own_process and args.command == "run":
+        return _run_owning_the_process(args)
+    try:
+        return _run_command(args)
+    except KeyboardInterrupt:
+        _err(f"{PROG}: interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """Run the command; report a failure on stderr and return its exit code. KeyboardInterrupt propagates."""
     show_traceback = getattr(args, "traceback", False)
-    cleanup = own_process and args.command == "run"
     try:
         with _show_warnings():
             code: int = args.handler(args)
-    except KeyboardInterrupt:
-        if cleanup:
-            _kill_leftovers_quietly()
-        _err(f"{PROG}: interrupted")
-        return EXIT_INTERRUPTED
     except (GraphError, OptionError, MissingExtraError) as exc:
         _report(exc, show_traceback=show_traceback)
         return EXIT_USAGE
     except (ExecutionError, PoolError) as exc:
-        if cleanup:
-            _kill_leftovers_quietly()
         _report(exc, show_traceback=show_traceback)
         return EXIT_FAILED
     # Anything else is a bug, in a task's callback or in aioflow: report it, do not lose it.
@@ -632,20 +786,3 @@ def main(argv: list[str] | None = None, *, own_process: bool | None = None) -> i
         _report(exc, show_traceback=show_traceback, known=False)
         return EXIT_FAILED
     return code
-
-
-def _kill_leftovers_quietly() -> None:
-    """`kill_leftover_processes`, which a second Ctrl-C cannot cut short, and which never fails the exit."""
-    import signal
-    import threading
-
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        kill_leftover_processes()
-    except Exception as exc:
-        _error(f"could not stop the processes left by the tasks: {type(exc).__name__}: {exc}")
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
