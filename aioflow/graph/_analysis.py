@@ -115,7 +115,7 @@ def analyse(graph: Graph) -> Analysis:
             per_name = condition_values.setdefault(link.source, {})
             for name, value in link.conditions:
                 values = per_name.setdefault(name, [])
-                if not any(_same(value, v) for v in values):
+                if not any(same_value(value, v) for v in values):
                     values.append(value)
 
     node_list = list(nodes.values())
@@ -146,7 +146,7 @@ def analyse(graph: Graph) -> Analysis:
     )
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     """Equality that never raises (values come from user documents)."""
     try:
         return bool(a == b)
@@ -191,11 +191,11 @@ def _has_uncovered_condition(values_by_name: dict[Any, list[Any]], else_value: A
     for values in values_by_name.values():
         for value in values:
             covering = [else_value]
-            if _same(value, True):
+            if same_value(value, True):
                 covering.append(False)
-            elif _same(value, False):
+            elif same_value(value, False):
                 covering.append(True)
-            if not any(_same(c, v) for c in covering for v in values):
+            if not any(same_value(c, v) for c in covering for v in values):
                 return True
     return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -210,12 +211,22 @@ def test_subgraph_errors_name_the_graph_node() -> None:
 
 
 def test_subgraph_including_itself_is_refused(tmp_path: Path) -> None:
-    """A graph file that includes itself stops with a clear error instead of recursing for ever."""
-    (tmp_path / "loop.json").write_text(
-        json.dumps({"nodes": [{"id": "again", "task_type": "graph", "task_identifier": str(tmp_path / "loop.json")}]})
-    )
-    with pytest.raises(GraphError, match="nested more than"):
-        load_graph(tmp_path / "loop.json")
+    """A graph file that includes itself stops with a clear error naming the file, instead of recursing for ever."""
+    loop = tmp_path / "loop.json"
+    loop.write_text(json.dumps({"nodes": [{"id": "again", "task_type": "graph", "task_identifier": str(loop)}]}))
+    with pytest.raises(GraphError, match=re.escape(f"subgraph 'again': the graph includes itself: {loop} -> {loop}")):
+        load_graph(loop)
+
+
+def test_graph_node_without_default_inputs_keeps_the_input_nodes_defaults() -> None:
+    """Only the attributes written on the graph node replace those of its input nodes (spec §3.7)."""
+    inner = {
+        "graph": {"input_nodes": [{"id": "in", "node": "t"}]},
+        "nodes": [node("t", default_inputs=[{"name": "a", "value": 1}], force_start_node=True)],
+    }
+    graph = load_graph({"nodes": [{"id": "s", "task_type": "graph", "task_identifier": inner}]})
+    assert graph.nodes[("s", "t")].default_inputs == {"a": 1}
+    assert graph.nodes[("s", "t")].force_start_node
 
 
 def test_subgraph_default_error_handler_is_wired_inside_then_to_the_parent() -> None:
