@@ -441,6 +441,36 @@ def test_shutdown_without_waiting_cancels_a_queued_call_whose_future_lock_is_hel
     assert lines == ["'first' cancelled"]
 
 
+def test_lattice_with_frequent_thread_switches_neither_hangs_nor_loses_a_result(tmp_path: Path) -> None:
+    """A 32x32 lattice (each node joins the whole layer before it) with threads switching every 10 microseconds.
+
+    Frequent switches make the bridge thread hold a call's future lock at
+    the instant the hub starts that call: before no hub callback touched a
+    future, such a run hung nearly every time. The timeout is a hang guard;
+    a run takes a few seconds.
+    """
+    lines = run_script(
+        tmp_path,
+        """
+        import sys
+        sys.setswitchinterval(1e-5)
+        width = 32
+        layers = [[f"L{k}_{j}" for j in range(width)] for k in range(width)]
+        nodes = [method_node(nid, "tasks.inc", x=0) for nid in layers[0]]
+        links = []
+        for above, layer in zip(layers, layers[1:]):
+            for nid in layer:
+                nodes.append(method_node(nid, "tasks.add_all"))
+                links.extend(return_value_link(source, nid, f"a{j}") for j, source in enumerate(above))
+        graph = {"graph": {"id": "lattice"}, "nodes": nodes, "links": links}
+        results = aioflow.execute_graph(graph, pool_type="gevent", merge_outputs=False, timeout=60)
+        executions = results.executions
+        print(len(executions), set(executions.values()), {results[nid]["return_value"] for nid in layers[-1]})
+        """,
+    )
+    assert lines == [f"1024 {{1}} {{{32**31}}}"]
+
+
 # ------------------------------------------------------------------ options and environment
 
 
