@@ -36,11 +36,14 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .._errors import (
+    AioflowError,
+    ExecutionError,
     ExecutionTimeoutError,
     GraphError,
     IterationLimitError,
@@ -60,7 +63,7 @@ from ._state import ExecutionState, Firing, IterationLimitReached
 
 if TYPE_CHECKING:
     import concurrent.futures
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Sequence
     from typing import TypeAlias
 
     # A call in the pool, as the driver awaits it: the event loop's future of
@@ -158,8 +161,8 @@ async def execute_graph_async(
         ExecutionTimeoutError: ``timeout`` expired.
         IterationLimitError: a node would run more than ``max_iterations`` times.
     """
-    loaded = load_graph(graph, inputs=inputs, **dict(load_options or {}))
-    _check_options(timeout, max_iterations, merge_outputs, raise_on_error)
+    loaded = load_graph(graph, inputs=inputs, **_load_options(load_options))
+    _check_options(timeout, max_iterations, merge_outputs, raise_on_error, startargs, on_event, pool)
     validate_outputs(loaded, outputs)
     if loaded.nodes and not loaded.start_nodes and any(n.task_type == "class" for n in loaded.nodes.values()):
         # ewokscore's fallback start nodes depend on the task classes' required inputs.
@@ -213,7 +216,27 @@ async def execute_graph_async(
                 await owned.aclose()
 
 
-def _check_options(timeout: Any, max_iterations: Any, merge_outputs: Any, raise_on_error: Any) -> None:
+# What load_options may hold: load_graph's keywords, but inputs (an argument of its own).
+_LOAD_OPTIONS = frozenset(("representation", "root_dir", "root_module"))
+
+
+def _load_options(load_options: Any) -> dict[str, Any]:
+    if load_options is None:
+        return {}
+    if not isinstance(load_options, Mapping) or not set(load_options) <= _LOAD_OPTIONS:
+        raise OptionError("load_options", f"a dict with keys among {', '.join(sorted(_LOAD_OPTIONS))}", load_options)
+    return dict(load_options)
+
+
+def _check_options(
+    timeout: Any,
+    max_iterations: Any,
+    merge_outputs: Any,
+    raise_on_error: Any,
+    startargs: Any,
+    on_event: Any,
+    pool: Any,
+) -> None:
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 or math.isnan(timeout)
     ):
@@ -225,6 +248,12 @@ def _check_options(timeout: Any, max_iterations: Any, merge_outputs: Any, raise_
     for name, value in (("merge_outputs", merge_outputs), ("raise_on_error", raise_on_error)):
         if not isinstance(value, bool):
             raise OptionError(name, "True or False", value)
+    if startargs is not None and not isinstance(startargs, Mapping):
+        raise OptionError("startargs", "a dict of input names and values, or None", startargs)
+    if on_event is not None and not callable(on_event):
+        raise OptionError("on_event", "a callable taking an aioflow.events.Event, or None", on_event)
+    if pool is not None and not isinstance(pool, Pool):
+        raise OptionError("pool", "a pool from aioflow.open_pool(), or None", pool)
 
 
 def _import_ewoks_extra(graph: Graph) -> None:
@@ -372,6 +401,8 @@ class _Execution:
         self._may_stay_remote: frozenset[NodeId] = frozenset()
         self._remote: dict[NodeId, tuple[concurrent.futures.Future[Any], concurrent.futures.Executor]] = {}
         self._interrupted: list[NodeId] = []
+        # The node whose call the driver is handling, named by an internal error.
+        self._handling: NodeId | None = None
         # The first reason the execution stops early (it is raised at the end).
         self._stop_reason: BaseException | _NodeFailed | None = None
 
@@ -394,6 +425,36 @@ class _Execution:
             self._task_group.cancel_scope.cancel()
 
     async def run(self, pool: Pool) -> Results:
+        """Run the graph on ``pool``; see `execute_graph_async` for what it raises.
+
+        The safety net: an exception of aioflow's own making (a bug: not an
+        aioflow error, not the ``on_event`` callback's, not a cancellation or
+        Ctrl-C, which pass as they are) stops the execution like a failed
+        node, and is raised as an `ExecutionError` whose ``__cause__`` it is,
+        with the results of the nodes that finished.
+        """
+        try:
+            return await self._run(pool)
+        except Exception as exc:
+            if isinstance(exc, AioflowError) or exc is self._stop_reason:
+                raise
+            cause = exc.exceptions[0] if isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1 else exc
+            raise self._internal_error(cause) from cause
+
+    def _internal_error(self, cause: BaseException) -> ExecutionError:
+        try:
+            results = self.results()
+        except Exception:  # what broke may be the state the results come from
+            results = Results({})
+        node = self._handling
+        where = f" while handling node {node!r}" if node is not None else ""
+        msg = (
+            f"graph {self.graph.id!r}: internal error{where}: {type(cause).__name__}: {cause}; this is a bug "
+            "in aioflow, please report it with its traceback (.results holds the outputs of the nodes that finished)"
+        )
+        return ExecutionError(msg, graph_id=self.graph.id, results=results, node_id=node)
+
+    async def _run(self, pool: Pool) -> Results:
         self._pool = pool
         # Enough calls in the pool to keep every worker busy while the loop
         # hands out the next ones; few enough that a 10,000-wide fan does not
@@ -513,6 +574,7 @@ class _Execution:
             if not self._inflight:
                 return  # nothing runs and nothing is ready: the execution is over
             if not self._completed:
+                self._handling = None
                 self._wakeup = loop.create_future()
                 await self._wakeup
             while self._completed:
@@ -556,7 +618,7 @@ class _Execution:
         assert pool is not None
         while self._ready and len(self._inflight) < self._window and self._stop_reason is None:
             firing = self._ready.popleft()
-            nid = firing.node_id
+            nid = self._handling = firing.node_id
             node = self.graph.nodes[nid]
             self._emit("node.started", nid, firing.number)
             executor = None
@@ -729,6 +791,7 @@ class _Execution:
         slot = self._inflight.get(future)
         if slot is None:
             return  # cancelled by run()'s cleanup, or voided
+        self._handling = slot.node_id
         firing = slot.firing
         if firing is None:  # sent ahead, and its node has not fired (yet)
             slot.parked = True
