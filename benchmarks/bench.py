@@ -67,6 +67,7 @@ class Sizes:
 
     load_chain: tuple[int, int, int]  # small, medium, large: each 10x the previous
     load_random: tuple[int, int]  # medium, large
+    load_links: int  # entries of one link (merged into one), and links between distinct pairs
     thread_chain: int
     thread_fanout: int
     lattice: tuple[int, int]  # width, depth
@@ -84,6 +85,7 @@ class Sizes:
 FULL = Sizes(
     load_chain=(1_000, 10_000, 100_000),
     load_random=(10_000, 100_000),
+    load_links=100_000,
     thread_chain=10_000,
     thread_fanout=10_000,
     lattice=(100, 100),
@@ -101,6 +103,7 @@ FULL = Sizes(
 SMOKE = Sizes(
     load_chain=(50, 500, 5_000),
     load_random=(500, 5_000),
+    load_links=5_000,
     thread_chain=50,
     thread_fanout=50,
     lattice=(5, 5),
@@ -291,6 +294,7 @@ def build_rows(sizes: Sizes, cpu_iters: int, *, uvloop: bool) -> list[Row]:
     """The benchmark table, at the given sizes."""
     small, medium, large = (f"chain:{n}" for n in sizes.load_chain)
     rmed, rlarge = (f"random:{n}" for n in sizes.load_random)
+    repeated = f"repeated:{sizes.load_links}"
     rows = [
         Row(f"load chain {_n(large)} / {_n(medium)}", load(large), load(medium), "ratio", 12.0),
         Row(
@@ -310,6 +314,14 @@ def build_rows(sizes: Sizes, cpu_iters: int, *, uvloop: bool) -> list[Row]:
             "ratio",
             None,
             note="what this machine does for linear Python code",
+        ),
+        Row(
+            f"load {_n(repeated)} entries of one link / {_n(repeated)} links between distinct pairs",
+            load(repeated),
+            load(f"pairs:{sizes.load_links}"),
+            "ratio",
+            1.2,
+            note="duplicate links merge in linear time",
         ),
         Row(
             f"load chain {_n(large)}, seconds",

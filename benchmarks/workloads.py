@@ -11,7 +11,13 @@ A workload spec is a short string:
 - ``sleepfan:NxS``: ``N`` independent `benchtasks.sleep` nodes of ``S``
   seconds each (``sleepfan:100x0.05``: 100 sleeps of 50 ms);
 - ``random:N``: ``N`` `add` nodes; each node links to 1 to 3 distinct random
-  earlier nodes (a fixed seed, so every process builds the same graph).
+  earlier nodes (a fixed seed, so every process builds the same graph);
+- ``repeated:N``: two nodes and ``N`` entries of the one link between them,
+  each mapping ``return_value`` to an input of its own (the loader merges
+  them into one link);
+- ``pairs:N``: ``N`` links between distinct pairs of about ``sqrt(2 N)``
+  nodes (every earlier node to every later one), the same link entries as
+  ``repeated:N`` without the merging. Both are only loaded.
 
 Besides the graph, each workload knows its sink nodes and the checksum they
 must sum to, so that a run that computes the wrong thing is caught. `plan`
@@ -20,6 +26,7 @@ turns a graph dict into the predecessor lists the raw floor runs from.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -132,11 +139,31 @@ def _random_dag(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], lis
     return nodes, links, sinks, None
 
 
+def _repeated(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], None]:
+    nodes = [_node("a", "inc", x=0), _node("b", "add")]
+    links = [_link("a", "b", f"x{i}") for i in range(n)]
+    return nodes, links, ["b"], None
+
+
+def _pairs(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], None]:
+    count = 2
+    while count * (count - 1) // 2 < n:
+        count += 1
+    ids = [f"n{i}" for i in range(count)]
+    pairs = ((s, t) for t in range(count) for s in range(t))
+    chosen = list(itertools.islice(pairs, n))
+    links = [_link(ids[s], ids[t], f"x{s}") for s, t in chosen]
+    nodes = [_node(ids[0], "inc", x=0)] + [_node(nid, "add") for nid in ids[1:]]
+    sources = {s for s, _ in chosen}
+    return nodes, links, [nid for i, nid in enumerate(ids) if i not in sources], None
+
+
 def make(spec: str, *, cpu_iters: int = 0) -> Workload:
     """Build the workload named by ``spec``.
 
     Args:
-        spec: ``chain:N``, ``fanout:N``, ``lattice:WxD``, ``cpufan:N``, ``sleepfan:NxS`` or ``random:N``.
+        spec: ``chain:N``, ``fanout:N``, ``lattice:WxD``, ``cpufan:N``, ``sleepfan:NxS``, ``random:N``,
+            ``repeated:N`` or ``pairs:N``.
         cpu_iters: the `benchtasks.cpu` loop count of ``cpufan`` nodes.
 
     Returns:
@@ -161,8 +188,15 @@ def make(spec: str, *, cpu_iters: int = 0) -> Workload:
         built = _sleepfan(int(count), float(seconds))
     elif kind == "random":
         built = _random_dag(int(arg))
+    elif kind == "repeated":
+        built = _repeated(int(arg))
+    elif kind == "pairs":
+        built = _pairs(int(arg))
     else:
-        msg = f"unknown workload {spec!r} (expected chain:N, fanout:N, lattice:WxD, cpufan:N, sleepfan:NxS or random:N)"
+        msg = (
+            f"unknown workload {spec!r} "
+            "(expected chain:N, fanout:N, lattice:WxD, cpufan:N, sleepfan:NxS, random:N, repeated:N or pairs:N)"
+        )
         raise ValueError(msg)
     nodes, links, sinks, checksum = built
     name = f"{kind}{arg}"
