@@ -878,7 +878,8 @@ class _Loader:
             hint = _did_you_mean(task_type, TASK_TYPES) if isinstance(task_type, str) else ""
             self.problem(here, f"'task_type' must be one of {', '.join(TASK_TYPES)} (got {_show(task_type)}){hint}")
             return None
-        self.check_task_identifier(node, task_type, here)
+        if not self.check_task_identifier(node, task_type, here):
+            return None  # what runs is unknown: links to the node are not reported again
 
         if "default_inputs" in node:
             node["default_inputs"] = self.normalise_inputs(node["default_inputs"], here)
@@ -897,29 +898,32 @@ class _Loader:
                 node[key] = self.copied(value, here, f"the attribute {_show(key)}")
         return node
 
-    def check_task_identifier(self, node: dict[str, Any], task_type: str, here: _At) -> None:
+    def check_task_identifier(self, node: dict[str, Any], task_type: str, here: _At) -> bool:
         """What runs: ``task_identifier`` and ``task_generator`` as the task type needs them (§2.2)."""
         identifier = node.get("task_identifier")
+        problems = []
         if task_type == "ppfport":
             if identifier is not None:
-                self.problem(here, "a 'ppfport' node must not have a 'task_identifier'")
+                problems.append("a 'ppfport' node must not have a 'task_identifier'")
         elif identifier is None or (isinstance(identifier, str) and not identifier):
-            self.problem(here, f"a {task_type!r} node needs a 'task_identifier'")
+            problems.append(f"a {task_type!r} node needs a 'task_identifier'")
         elif task_type == "graph":
             if not isinstance(identifier, (str, Mapping, os.PathLike)):
-                self.problem(
-                    here,
+                problems.append(
                     "a 'graph' node's 'task_identifier' must be a file path, a JSON string or an object "
-                    f"(got a {type(identifier).__name__})",
+                    f"(got a {type(identifier).__name__})"
                 )
         elif not isinstance(identifier, str):
-            self.problem(here, f"'task_identifier' must be a string (got a {type(identifier).__name__})")
+            problems.append(f"'task_identifier' must be a string (got a {type(identifier).__name__})")
         generator = node.get("task_generator")
         if task_type == "generated":
             if not isinstance(generator, str) or not generator:
-                self.problem(here, f"a 'generated' node needs a 'task_generator' string (got {_show(generator)})")
+                problems.append(f"a 'generated' node needs a 'task_generator' string (got {_show(generator)})")
         elif generator is not None:
-            self.problem(here, "'task_generator' is only allowed on 'generated' nodes")
+            problems.append("'task_generator' is only allowed on 'generated' nodes")
+        for problem in problems:
+            self.problem(here, problem)
+        return not problems
 
     def normalise_inputs(self, value: Any, here: str | _At) -> list[dict[str, Any]]:
         if value is None:

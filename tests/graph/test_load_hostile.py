@@ -128,6 +128,12 @@ def test_expansion_is_bounded_by_the_nodes_and_links_it_copies(tmp_path: Path, m
     assert "expanding the graph makes more than 5,000 nodes and links (a node or link is copied" in text
 
 
+def test_a_graph_node_without_task_identifier() -> None:
+    """A graph node that names no subgraph is reported once, and so are links to it (was a KeyError)."""
+    text = problems_of({"nodes": [node("p"), {"id": "s", "task_type": "graph"}], "links": [link("p", "s")]})
+    assert text == "node 's': a 'graph' node needs a 'task_identifier'"
+
+
 def test_links_to_a_subgraph_that_failed_to_load_are_dropped() -> None:
     """A link to a graph node whose file is missing, with a default error handler: was a KeyError."""
     text = problems_of(
