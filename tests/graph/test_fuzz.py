@@ -206,7 +206,7 @@ def mutated(draw: Draw) -> dict[str, Any]:
             container[draw(st.sampled_from(KEYS) | st.text(max_size=4))] = draw(JSON | SCALARS)
         elif how == "duplicate" and isinstance(container, list):
             container.insert(key, copy.deepcopy(container[key]))
-        elif how == "swap ids" and len(doc.get("nodes") or []) > 1:
+        elif how == "swap ids" and isinstance(doc.get("nodes"), list) and len(doc["nodes"]) > 1:
             first, second = draw(st.lists(st.integers(0, len(doc["nodes"]) - 1), min_size=2, max_size=2, unique=True))
             a, b = doc["nodes"][first], doc["nodes"][second]
             if isinstance(a, dict) and isinstance(b, dict):
