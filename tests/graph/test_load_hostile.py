@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from aioflow import GraphError, load_graph
+from aioflow import GraphError, cli, load_graph
 from aioflow.graph import _load
 
 if TYPE_CHECKING:
@@ -59,6 +59,13 @@ def test_a_file_that_includes_itself_twice_is_refused_at_once(tmp_path: Path) ->
     text = problems_of("a.json", root_dir=tmp_path)
     assert "subgraph 'x': the graph includes itself: a.json -> a.json" in text
     assert "subgraph 'y': the graph includes itself: a.json -> a.json" in text
+
+
+def test_aioflow_check_names_the_include_cycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`aioflow check` on a file that includes itself twice: exit code 2, the chain on stderr (it never returned)."""
+    write(tmp_path / "a.json", {"nodes": [subgraph("x", "a.json"), subgraph("y", "a.json")]})
+    assert cli.main(["check", "a.json", "--root-dir", str(tmp_path)]) == cli.EXIT_USAGE
+    assert "subgraph 'x': the graph includes itself: a.json -> a.json" in capsys.readouterr().err
 
 
 def test_an_include_cycle_through_several_files_names_the_chain(tmp_path: Path) -> None:
