@@ -629,14 +629,21 @@ class _Generation:
             finally:
                 self._ended()
 
-    def join(self) -> None:
-        """Wait for the closed pool's workers to exit, once the stdlib's books hold no call."""
-        # Every call has finished: the markers the stdlib still waits for are
-        # those of calls whose worker died, which will never come.
+    def let_go(self) -> None:
+        """Every call has finished: let the closed pool's workers exit.
+
+        The stdlib keeps its workers until it has the marker of every call it
+        sent; those it still waits for are the markers of calls whose worker
+        died, which will never come. Forgetting them lets it send each worker
+        its end marker.
+        """
         cache = self.pool._cache  # type: ignore[attr-defined]
         for key in list(cache):
             with contextlib.suppress(KeyError):
                 del cache[key]
+
+    def join(self) -> None:
+        """Join the closed pool, whose workers have exited."""
         self.pool.join()
         self._ended()
 
@@ -862,8 +869,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                     current.close()
             if state in ("broken", "aborted"):
                 return
-            if state == "closing" and idle:
-                self._close()
+            if state == "closing" and idle and self._closed_down():
                 return
             for generation in generations:
                 if generation.results_lost is not None:
@@ -1037,20 +1043,33 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             self._watched.remove(worker)
             worker.conn.close()
 
-    def _close(self) -> None:
-        """Closing, and every call has finished: end the retired generations, join the current one."""
+    def _closed_down(self) -> bool:
+        """Closing, and every call has finished: end the retired generations, join the others. True once all are.
+
+        A generation is joined once its workers have exited, not before:
+        until then the watcher handles their deaths as always, and one that
+        dies in the task queue's read, where it may hold the lock the others
+        need to read their end markers, has its generation ended instead.
+        """
         with self._lock:
             generations = list(self._generations)
-            self._generations.clear()
         for generation in generations:
-            self._forget_workers(generation)
             if generation.retired:
+                self._forget_workers(generation)
                 generation.end()
             else:
+                generation.let_go()
+                if any(w.generation is generation for w in self._watched):
+                    continue
                 generation.join()
+            with self._lock:
+                self._generations.remove(generation)
         with self._lock:
+            if self._generations:
+                return False
             if self._state == "closing":
                 self._state = "closed"
+            return True
 
     def _break(self, reason: str) -> None:
         with self._lock:

@@ -90,3 +90,23 @@ def die_once_at_start(marker: str) -> None:
 def die_at_start(code: int = 4) -> None:
     """A pool initializer that ends every worker at once."""
     os._exit(code)
+
+
+def die_holding_the_task_lock() -> None:
+    """Die as a worker killed in the middle of reading a task would: holding the task queue's read lock.
+
+    The lock is the one the pool's worker loop reads its tasks with (found in
+    its frame), and the worker's state cell says it is taking a task.
+    """
+    import sys
+
+    from aioflow.pools import _multiprocessing
+
+    frame = sys._getframe()
+    while frame.f_code.co_name != "worker" or "inqueue" not in frame.f_locals:
+        assert frame.f_back is not None, "not called from a multiprocessing.Pool worker"
+        frame = frame.f_back
+    frame.f_locals["inqueue"]._rlock.acquire()
+    _multiprocessing._link().state.value = _multiprocessing._TAKING
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)  # not reached

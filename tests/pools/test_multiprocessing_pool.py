@@ -441,6 +441,29 @@ def test_executor_keeps_every_queued_call_when_a_worker_dies(context: str, daemo
 
 
 @pytest.mark.timeout(HANG_LIMIT, method="thread")
+@pytest.mark.parametrize("context", CONTEXTS)
+@pytest.mark.parametrize("daemonic", [True, False])
+def test_calls_move_to_a_new_pool_when_a_worker_dies_holding_the_task_lock(context: str, daemonic: bool) -> None:
+    """A worker dies holding the task queue's read lock: the calls no worker started run on a new pool."""
+    import mp_tasks
+
+    executor = _MultiprocessingExecutor(processes=2, context=multiprocessing.get_context(context), daemonic=daemonic)
+    try:
+        first = executor._generation
+        victim = executor.submit(mp_tasks.die_holding_the_task_lock)
+        healthy = [executor.submit(mp_tasks.inc_slowly, i, 0.005) for i in range(30)]
+        assert [f.result(timeout=HANG_LIMIT / 2) for f in healthy] == [i + 1 for i in range(30)]
+        error = victim.exception(timeout=HANG_LIMIT / 2)
+        assert isinstance(error, WorkerDied), repr(error)
+        assert error.signal == "SIGKILL"
+        assert first is not None
+        assert first.retired
+        assert executor._generation is not first
+    finally:
+        executor.shutdown(wait=True)
+
+
+@pytest.mark.timeout(HANG_LIMIT, method="thread")
 @pytest.mark.parametrize(("pool_type", "context"), ALL)
 def test_a_worker_killed_at_start_up_is_replaced(pool_type: str, context: str, tmp_path: Path) -> None:
     """The first worker SIGKILLs itself in the initializer: the pool starts another, and every node runs."""
