@@ -972,8 +972,13 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
         exitcode = self._exit_code(worker)
         if worker.job is not None:
             self._finish(worker, worker.job, error=WorkerDied(pid, exitcode))
+        else:
+            when = "while idle" if worker.ready else "while it started"
+            logger.warning("a worker of the multiprocessing pool died %s: %s", when, describe_exit(pid, exitcode))
         if worker.state.value == _TAKING:
-            self._retire(generation, f"worker process {pid} died while it took a call from the task queue")
+            self._retire(
+                generation, f"worker process {pid} of the multiprocessing pool died while it took a call from its queue"
+            )
         if not worker.ready:
             self._startup_deaths += 1
             if self._startup_deaths >= _STARTUP_DEATHS:
@@ -1001,7 +1006,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             generation.retired = True
             if self._generation is generation:
                 self._generation = None
-        logger.warning("%s; the calls it had not started go to a new multiprocessing pool", reason)
+        logger.warning("%s; the calls no worker of that pool had started go to a new one", reason)
         generation.stop.value = True
         _stop_replacing_workers(generation.pool)
         # Each worker reports ``start`` before it reads the flag: every call
