@@ -530,7 +530,8 @@ class _Pool(multiprocessing.pool.Pool):
 
     def _setup_queues(self) -> None:
         # Pool.__init__ calls it right after it made the worker list: the one place to replace both.
-        self._pool = _WorkerList(self._started)
+        # Weakly: the pool's exit hook holds the list until the pool is collected.
+        self._pool = _WorkerList(_weak_call(self._started))
         ctx = self._ctx  # type: ignore[attr-defined]
         self._inqueue = _TaskQueue(ctx=ctx)
         self._outqueue = _ResultQueue(ctx=ctx)
