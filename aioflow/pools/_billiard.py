@@ -6,35 +6,63 @@ Actors:
   `_call_in_worker` and hands it to ``Pool.apply_async`` with callbacks that
   resolve a `concurrent.futures.Future`. It owns ``_jobs`` (future -> record),
   guarded by ``_lock``.
-- billiard's threads, in the pool's process: the task handler feeds the
-  workers, the result handler runs our callbacks (so futures resolve in that
-  thread), and the supervisor reaps dead workers and starts replacements.
-  Ours (`_Supervisor`) waits on the workers' sentinels instead of sleeping
-  0.8 s between rounds, so a dead worker is noticed at once and closing the
-  pool does not wait for a nap to end.
-- the workers: daemonic, as billiard makes them; they ignore SIGINT and exit
-  with their owner (``_worker_initializer`` of the ``process`` pool).
+- billiard's threads, in the pool's process: the task handler hands each
+  job to an idle worker (`_Switchboard.dispatch`), the result handler reads
+  what the workers send (`_Switchboard.poll`) and runs our callbacks (so
+  futures resolve in that thread), and the supervisor reaps dead workers and
+  starts replacements. Ours (`_Supervisor`) waits on the workers' sentinels
+  instead of sleeping 0.8 s between rounds, so a dead worker is noticed at
+  once and closing the pool does not wait for a nap to end.
+- the workers run billiard's worker loop: daemonic, as billiard makes them;
+  they ignore SIGINT and exit with their owner (``_worker_initializer`` of
+  the ``process`` pool).
+
+Each worker has a pipe pair of its own (`_WorkerPipe`, through billiard's
+``get_process_queues`` hook, as in Celery's own pool): one brings it its
+jobs, the other takes back what it says (ACK when it takes a job, READY with
+the outcome, DEATH as it exits). billiard's default, one task pipe and one
+result pipe shared by every worker, each behind a lock between processes,
+cannot survive a worker's death: killed while it holds a lock (an idle
+worker waits for its next job holding the task pipe's read lock; a worker
+holds the result pipe's write lock while it sends, and billiard SIGTERMs a
+worker as soon as its DEATH arrives, while it still holds it), the worker
+leaves it taken and every other worker waits for it forever; killed between
+reading a job and acknowledging it, it takes the job with it, unreported.
+With a pipe pair per worker nothing is shared and nothing is locked: a dead
+worker can only garble what was its own. (Nor does a worker get billiard's
+``on_ready_counter``, a shared value behind a lock of its own that a worker
+reads as it exits, to wait until its last messages are read: its pipe keeps
+them after it dies.)
 
 Transport: the call travels pickled twice (`_Call`), so that the worker
 acknowledges the job before it unpickles the inputs, and the worker pickles
 the outcome itself (`_call_in_worker`), so that a result that cannot be
 pickled fails its node with the real pickling error; an exception comes back
-with the worker's traceback text as ``__cause__``, as with
-``concurrent.futures``. Pickling happens in billiard's threads and in the
-workers, never in the caller's (the event loop's) thread.
+packed (`aioflow.pools._outcomes.pack_error`) with the worker's traceback as
+``__cause__``, and a result whose class cannot be imported here fails its
+node with `aioflow.TransferError`. Pickling happens in billiard's threads
+and in the workers, never in the caller's (the event loop's) thread.
 
-A worker that dies (os._exit, a signal, out of memory) fails the job it was
-running: billiard waits ``lost_worker_timeout`` (1 s here, 10 s in billiard;
-``pool_options`` can change it) for a result already on its way, then reports
-``billiard.exceptions.WorkerLostError``, which the executor turns into a
-`concurrent.futures.BrokenExecutor` (the scheduler then raises
-`aioflow.WorkerLostError`). Unlike ``concurrent.futures``, the pool is not
-broken: billiard starts a replacement and the other jobs go on. Workers that
-keep dying before they accept any job (a failing initializer) do break it:
-every pending future fails instead of waiting forever (billiard would
-restart them forever, or SIGTERM the whole program when they restart too
-fast). Likewise a failing billiard thread breaks the pool instead of ending
-the program with ``os._exit``, as billiard's own threads do.
+A worker that dies (os._exit, a signal, out of memory) fails only the job it
+had taken, with `WorkerDied` naming its pid and the exit code or signal
+read from its own exit status; the pool replaces it and the other jobs go on.
+When the supervisor has reaped it, the switchboard reads what it sent before
+it died (a result already sent counts), then fails the job it had
+acknowledged, or sends a job it never acknowledged to another worker (it
+died before reading it, or while starting up: the job never ran). There is
+no waiting for a result that may be on its way (billiard's
+``lost_worker_timeout``): all the worker sent is in its pipe. Workers that
+keep dying before they take the job they were given (an initializer that
+ends them) break the pool: every pending future fails instead of waiting
+forever (billiard would restart them forever, or SIGTERM the whole program
+when they restart too fast). Likewise a failing billiard thread breaks the
+pool instead of ending the program with ``os._exit``, as billiard's own
+threads do.
+
+Start methods: ``fork`` and ``spawn`` workers are billiard's processes.
+``forkserver`` workers are started by the standard library's fork server
+(`_ForkServerWorker`), which passes on how each worker ended; billiard's
+reports exit code 255 for every worker.
 
 Workers: with ``scaling_workers`` the pool starts one worker and grows (up
 to ``max_workers``) when jobs outnumber workers; otherwise billiard starts
@@ -47,21 +75,14 @@ milliseconds) only for the first job after a pause long enough to make it
 negligible, at the price of a process that may never be used again.
 
 How a worker retires. billiard's ``Pool.shrink`` (Celery's autoscaler)
-SIGTERMs a worker that holds no acknowledged job. In this pool the workers
-share one task queue: a worker that has just read a job, but whose
-acknowledgement is not processed yet, counts as free and dies with that job,
-which billiard never reports (only Celery's own pool tracks which worker a
-job was written to), so its future would wait forever; and an idle worker
-blocked in its read may, under load, read a job submitted just after the
-signal before it handles it. billiard's per-worker shutdown event
-(``allow_restart``) is no better: an idle worker blocks in its read and
-checks the event only once a job arrives. ``grow`` is sound and is used as
-is. To retire a worker, the pool does ``shrink``'s bookkeeping (one process
-fewer to keep) and queues a *retirement job* (`_retire_worker`): whichever
-idle worker reads it raises ``SystemExit``, which billiard reports as the
-job's outcome before the worker exits cleanly, never in the middle of a
-job. So no job is lost; and none waits for a retiring worker: once it has
-taken its retirement job it no longer counts towards the pool's size
+SIGTERMs a worker that holds no acknowledged job, which may be reading one;
+billiard's per-worker shutdown event (``allow_restart``) is read only when a
+job arrives. ``grow`` is sound and is used as is. To retire a worker, the
+pool does ``shrink``'s bookkeeping (one process fewer to keep) and queues a
+*retirement job* (`_retire_worker`): the idle worker it is handed to raises
+``SystemExit``, which billiard reports as the job's outcome before the
+worker exits cleanly, never in the middle of a job. Once it has taken its
+retirement job it no longer counts towards the pool's size
 (`_Pool.retiring`), and a job that needs a worker gets a new one at once.
 Retirement is decided in the supervisor thread, whose wait also ends when
 the next idle worker is due (no polling of its own), and only while every
@@ -87,22 +108,28 @@ the jobs, and fails their futures.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import functools
 import itertools
 import logging
 import math
+import multiprocessing
+import multiprocessing.connection
+import multiprocessing.context
 import os
 import pickle
-import re
+import select
+import struct
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._errors import MissingExtraError, OptionError
+from .._errors import MissingExtraError, OptionError, TransferError
 from ._base import DEFAULT_IDLE_TIMEOUT, Pool, PoolOptions
-from ._outcomes import pack_error, unpack_error
+from ._multiprocessing import _Inbox, _not_loadable, _ResultNotLoadable
+from ._outcomes import WorkerDied, describe_exit, pack_error, unpack_error
 from ._process import _worker_initializer, kill_process_trees
 
 if TYPE_CHECKING:
@@ -112,19 +139,16 @@ __all__ = ["BilliardExecutor", "BilliardPool", "BrokenBilliardPool"]
 
 logger = logging.getLogger("aioflow.pools")
 
-#: Seconds billiard waits, after a worker died, for a result it may have sent.
-LOST_WORKER_TIMEOUT = 1.0
-
 # Longest wait of the supervisor between two rounds when nothing happens.
 _SUPERVISE_INTERVAL = 0.8
 
-# At teardown, how long a queue lock may stay taken by a live thread (billiard's
-# own handlers hold them for one small write) before it counts as a dead worker's.
-_LOCK_WAIT = 0.5
+#: Workers in a row that may die before taking the job they were given (an
+#: initializer that ends them) before the pool breaks.
+_UNTAKEN_DEATHS = 5
 
 
 class BrokenBilliardPool(concurrent.futures.BrokenExecutor):
-    """A billiard worker died while running the job, or the pool can no longer run jobs."""
+    """The billiard pool can no longer run jobs (its workers die before taking any), or was stopped."""
 
 
 def _import_billiard() -> Any:
@@ -153,55 +177,16 @@ class _Packed:
         self.failed = failed
 
 
-def _free_locks_of_dead_workers(results: Any, tasks: Any) -> None:
-    """Release the queue locks that killed workers died holding (the result queue's write lock, the task queue's read lock).
-
-    Only called once every worker is dead, and before ``Pool.terminate``.
-    Nobody else would ever release such a lock, and billiard's shutdown would
-    wait on it forever. (A lock of this kind may be released by any process.)
-
-    - The result queue's write lock is also taken, for one small write, by
-      billiard's task handler in this process: still taken after a short
-      wait, it was a worker's.
-    - The task queue's read lock is taken in this process only by
-      ``Pool.terminate``, later: taken now, it was a worker's. An idle worker
-      holds it while it waits for its next job, so after a normal close it is
-      almost always taken; waiting for it would add ``_LOCK_WAIT`` to every
-      close.
-    """
-    for lock, wait in ((getattr(results, "_wlock", None), True), (getattr(tasks, "_rlock", None), False)):
-        if lock is None:
-            continue
-        if lock.acquire(timeout=_LOCK_WAIT) if wait else lock.acquire(False):
-            lock.release()  # free: nobody died holding it
-            continue
-        try:
-            lock.release()
-        except ValueError:
-            pass  # released meanwhile
-
-
-def _release_sentinels(workers: list[Any]) -> None:
-    """Close the exit pipes of workers that ended: billiard never closes them (one descriptor per worker).
-
-    Killed workers are reaped by psutil, so billiard may not know their exit
-    code: the caller vouches that each one has ended.
-    """
-    for worker in workers:
-        popen = getattr(worker, "_popen", None)
-        if popen is not None and hasattr(popen, "close"):
-            popen.close()
-
-
 class _Call:
     """A call to send to a worker. It pickles as `_Packed`, in billiard's task-handler thread.
 
     A worker acknowledges a job (billiard's ACK) only once it has unpickled
     it. Were the inputs unpickled then, a worker killed while doing so (out of
-    memory on a large input, a module that crashes on import) would take an
-    unacknowledged job with it, which billiard never reports. Packed, the job
-    unpickles at once and the call itself is unpickled in `_call_in_worker`,
-    after the ACK: its loss is reported like any other.
+    memory on a large input, a module that crashes on import) would die
+    before its ACK, and the job, which had in fact started, would be sent to
+    another worker. Packed, the job unpickles at once and the call itself is
+    unpickled in `_call_in_worker`, after the ACK: its loss is reported like
+    any other.
     """
 
     __slots__ = ("args", "fn", "kwargs")
@@ -215,9 +200,7 @@ class _Call:
         try:
             return (_Packed, (pickle.dumps((self.fn, self.args, self.kwargs), pickle.HIGHEST_PROTOCOL),))
         except Exception as exc:
-            # billiard loses a job whose message cannot be pickled (its
-            # task handler looks the job up under the wrong key): send the
-            # error instead, as the job's outcome.
+            # Sent as the job's outcome: the worker returns it as the call's error.
             return (_Packed, (_dump_error(exc), True))
 
 
@@ -264,6 +247,388 @@ def _call_in_worker(call: _Packed) -> tuple[bool, bytes]:
         return False, _dump_error(exc)
 
 
+class _WorkerPipe:
+    """One of a worker's own two pipes, with what billiard's worker loop uses of a queue.
+
+    The worker reads its jobs with ``get_payload`` and sends its messages
+    with ``put``; as it starts, it closes the ends it does not use (the job
+    pipe's ``_writer``, the message pipe's ``_reader``), and the pool closes
+    the worker's ends in its own process. One process writes, one reads: no
+    lock.
+    """
+
+    __slots__ = ("_reader", "_writer")
+
+    def __init__(self, reader: Any, writer: Any) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    def __getstate__(self) -> tuple[Any, Any]:
+        return self._reader, self._writer
+
+    def __setstate__(self, state: tuple[Any, Any]) -> None:
+        self._reader, self._writer = state
+
+    def get_payload(self) -> bytes:
+        payload: bytes = self._reader.recv_bytes()
+        return payload
+
+    def get(self) -> Any:
+        return pickle.loads(self.get_payload())
+
+    def put(self, obj: Any) -> None:
+        self._writer.send_bytes(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+
+
+class _ForkServerWorker(multiprocessing.context.ForkServerProcess):
+    """A pool worker started by the standard library's fork server, which reports how each worker ended.
+
+    billiard's own fork server sends a worker's exit code only when the
+    worker returns from its main function; billiard's workers end with
+    ``os._exit`` (or a signal), so it reports 255 for every one. The worker
+    runs billiard's loop all the same; billiard's pool asks its workers
+    ``_is_alive``.
+    """
+
+    def _is_alive(self) -> bool:
+        return self.is_alive()
+
+
+def _start_method(billiard: Any, name: str | None) -> tuple[Any, Any]:
+    """The context the pool's workers start from, and their process class."""
+    if name == "forkserver":
+        return multiprocessing.get_context("forkserver"), _ForkServerWorker
+    context = billiard.get_context(name)
+    return context, context.Process
+
+
+# --------------------------------------------------------------------------- the workers' pipes, in the pool's process
+
+
+class _Link:
+    """A worker as the switchboard sees it: its pipe ends, and the job written to it.
+
+    ``write_lock`` is held while a job is written to the worker and while its
+    pipes are closed: a descriptor is never closed under a write.
+    """
+
+    __slots__ = (
+        "acked",
+        "exitcode",
+        "exiting",
+        "gone",
+        "inbox",
+        "pid",
+        "process",
+        "reader",
+        "sentinel",
+        "task",
+        "took_any",
+        "write_lock",
+        "writer",
+    )
+
+    def __init__(self, process: Any) -> None:
+        self.process = process
+        self.pid: int = process.pid
+        self.sentinel: int = process.sentinel
+        self.writer = process.inq._writer  # where its jobs go
+        self.reader = process.outq._reader  # where its messages come from
+        os.set_blocking(self.writer.fileno(), False)
+        self.inbox = _Inbox(self.reader.fileno())
+        self.write_lock = threading.Lock()
+        self.task: tuple[Any, ...] | None = None  # the job written to it, until its READY
+        self.acked = False  # it took that job (its ACK was read)
+        self.took_any = False  # it has taken a job
+        self.exiting = False  # it takes no more jobs (it said DEATH, or took a retirement job)
+        self.gone = False  # reaped: what it sent is read, then it is buried
+        self.exitcode: int | None = None
+
+    def send(self, header: bytes, data: bytes) -> None:
+        """Write a job, unless the worker ends first (`BrokenPipeError`).
+
+        The pipe is non-blocking and its sentinel is watched: a job larger
+        than the pipe's buffer, written to a worker that died before reading
+        it, would otherwise block for ever if some other process (forked
+        while the worker started) holds a copy of the pipe's read end.
+        """
+        with self.write_lock:
+            fd = self.writer.fileno()
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            poller.register(self.sentinel, select.POLLIN)
+            for chunk in (header, data):
+                view = memoryview(chunk)
+                while view:
+                    try:
+                        view = view[os.write(fd, view) :]
+                    except BlockingIOError:
+                        if any(ready == self.sentinel for ready, _ in poller.poll()):
+                            raise BrokenPipeError(f"worker process {self.pid} ended") from None
+
+    def close(self) -> None:
+        """Close its pipes and its exit sentinel (billiard never closes a worker's: one descriptor each)."""
+        with self.write_lock:
+            self.writer.close()
+        self.reader.close()
+        popen = getattr(self.process, "_popen", None)
+        if popen is not None and hasattr(popen, "close"):
+            popen.close()
+
+
+class _Switchboard:
+    """The pool's task and result queues: hands each job to an idle worker's own pipe, reads every worker's.
+
+    billiard's pool uses it where its shared queues were. Its task handler
+    thread calls `dispatch` for each job, its result handler thread calls
+    `poll` for the next message, its shutdown calls `stop`, ``put(None)``
+    (the end of results) and `close`; the supervisor thread calls `add` for
+    each worker it starts and `exited` for each one it reaps. The pipes are
+    written by the task thread only and read by the result thread only;
+    ``_cond`` guards the links and their job bookkeeping.
+
+    A reaped worker is *buried* in the result thread, after the messages its
+    pipe still holds: a job it acknowledged fails (``fail``), a job it never
+    acknowledged is sent again (``resend``), and `_UNTAKEN_DEATHS` workers in
+    a row dying before they took their job break the pool (``broken``).
+    """
+
+    def __init__(
+        self,
+        *,
+        fail: Callable[[tuple[Any, ...], BaseException], None],
+        resend: Callable[[tuple[Any, ...]], None],
+        broken: Callable[[str], None],
+    ) -> None:
+        from billiard.pool import ACK, DEATH, READY
+
+        self._kinds = (ACK, READY, DEATH)
+        self._fail = fail
+        self._resend = resend
+        self._broken = broken
+        self._cond = threading.Condition(threading.Lock())
+        self._links: dict[int, _Link] = {}  # pid -> worker not buried yet
+        self._idle: list[_Link] = []  # without a job; the most recently idle last
+        self._graves: collections.deque[_Link] = collections.deque()  # reaped, not buried yet
+        self._stopped = False
+        self._closed = False
+        # The result thread's own.
+        self._mail: collections.deque[tuple[_Link, bytes | None]] = collections.deque()  # None: bury it
+        self._ended = False
+        self._untaken_deaths = 0  # in a row
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # ------------------------------------------------------------ the supervisor thread
+
+    def add(self, process: Any) -> None:
+        """A worker has started: close its ends of its pipes here, and give it jobs."""
+        process.inq._reader.close()
+        process.outq._writer.close()
+        link = _Link(process)
+        with self._cond:
+            self._links[link.pid] = link
+            self._idle.append(link)
+            self._cond.notify()
+        self._wake()
+
+    def exited(self, process: Any) -> None:
+        """A worker was reaped (its exit status is known): bury it once its last messages are read."""
+        with self._cond:
+            link = self._links.get(process.pid)
+            if link is None or link.process is not process or link.gone:
+                return
+            link.gone = True
+            link.exitcode = process.exitcode
+            if link in self._idle:
+                self._idle.remove(link)
+            self._graves.append(link)
+        self._wake()
+
+    # ------------------------------------------------------------ the task handler thread
+
+    def dispatch(self, task: Any) -> None:
+        """Write a job to an idle worker, waiting for one (billiard's ``_quick_put``).
+
+        ``None``, billiard's "no more jobs" to each worker, is ignored: the
+        workers are killed instead. Never raises `OSError`, which would end
+        billiard's task thread: a worker that died before it read its job is
+        buried, and the job sent again. Any other error (a job that cannot be
+        pickled) fails the job, in billiard's task thread.
+        """
+        if task is None:
+            return
+        data = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
+        header = struct.pack("!i", len(data))  # framed as billiard's Connection.send_bytes does
+        with self._cond:
+            while not self._idle and not self._stopped:
+                self._cond.wait()
+            if self._stopped:
+                return
+            link = self._idle.pop()
+            link.task = task
+            link.acked = False
+            link.exiting = task[1][2] is _retire_worker
+        try:
+            link.send(header, data)
+        except OSError:
+            pass  # it died: buried, it sends the job again
+
+    def stop(self) -> None:
+        """Dispatch no more: the pool is terminating (billiard's ``_help_stuff_finish``)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------ the result handler thread
+
+    def poll(self, timeout: float) -> tuple[bool, Any]:
+        """The next message of any worker, ``(True, None)`` once the results end, ``(False, None)`` after ``timeout`` s.
+
+        billiard's ``_poll_result``: the result handler handles each message
+        it returns (ACK, READY, DEATH).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._mail:
+                link, data = self._mail.popleft()
+                if data is None:
+                    self._bury(link)
+                    continue
+                message = self._open(link, data)
+                if message is not None:
+                    return True, message
+            if self._ended:
+                return True, None
+            with self._cond:
+                graves = list(self._graves)
+                self._graves.clear()
+                watched = {link.inbox.fd: link for link in self._links.values() if not link.gone}
+            for link in graves:  # its last messages first
+                self._read(link)
+                self._mail.append((link, None))
+            if graves:
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False, None
+            ready = multiprocessing.connection.wait([self._wake_r, *watched], remaining)
+            for fd in ready:
+                if fd == self._wake_r:
+                    self._drain_wake()
+                else:
+                    self._read(watched[fd])  # type: ignore[index]
+
+    def put(self, obj: Any) -> None:
+        """billiard's end of results (``obj`` is ``None``): `poll` says so from now on."""
+        self._ended = True
+        self._wake()
+
+    def _read(self, link: _Link) -> None:
+        for data in link.inbox.receive():
+            self._mail.append((link, data))
+
+    def _open(self, link: _Link, data: bytes) -> Any:
+        """Unpickle a worker's message and keep its books; ``None`` if it is not for billiard."""
+        try:
+            message = pickle.loads(data)
+        except Exception as exc:  # e.g. a task's BaseException whose class cannot be imported here
+            self._unreadable(link, data, exc)
+            return None
+        ack, ready, death = self._kinds
+        kind = message[0]
+        with self._cond:
+            if kind == ack:
+                link.acked = link.took_any = True
+                self._untaken_deaths = 0
+            elif kind == ready:
+                self._idle_again(link)
+            elif kind == death:
+                link.exiting = True
+                if link in self._idle:
+                    self._idle.remove(link)
+                if link.gone:
+                    return None  # billiard would SIGTERM its pid, no longer its own
+        return message
+
+    def _idle_again(self, link: _Link) -> None:
+        # Under _cond: its job is done.
+        link.task = None
+        link.acked = False
+        if not (link.exiting or link.gone):
+            self._idle.append(link)
+            self._cond.notify()
+
+    def _unreadable(self, link: _Link, data: bytes, error: BaseException) -> None:
+        """A message that cannot be unpickled here: its worker's outcome. Fail the job it was running."""
+        with self._cond:
+            task = link.task if link.acked else None
+            if task is not None:
+                self._idle_again(link)
+        if task is None:
+            logger.warning("a message of billiard worker %d could not be read: %r", link.pid, error)
+            return
+        self._fail(task, _not_loadable(data, error))
+
+    def _bury(self, link: _Link) -> None:
+        """A reaped worker whose messages were all handled: fail or resend the job it held, close its pipes."""
+        with self._cond:
+            if self._links.get(link.pid) is link:
+                del self._links[link.pid]
+            task, taken = link.task, link.acked
+            link.task = None
+            untaken = task is not None and not taken and not link.took_any
+            if untaken:
+                self._untaken_deaths += 1
+            in_a_row = self._untaken_deaths
+        link.close()
+        if task is None:
+            return
+        if taken:
+            self._fail(task, WorkerDied(link.pid, link.exitcode))
+        elif untaken and in_a_row >= _UNTAKEN_DEATHS:
+            self._broken(
+                f"{in_a_row} worker processes in a row died before taking their first job (the last: "
+                f"{describe_exit(link.pid, link.exitcode)}); does the pool's initializer end them?"
+            )
+        else:
+            self._resend(task)  # never started
+
+    # ------------------------------------------------------------ any thread
+
+    def _wake(self) -> None:
+        with self._cond:
+            if self._closed:  # a closed descriptor's number may be reused
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass  # full of wake-ups already
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        """Close every pipe: the pool's threads have ended. Idempotent."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            links = [*self._links.values(), *self._graves]
+            self._links.clear()
+            self._graves.clear()
+            self._idle.clear()
+        for link in {id(link): link for link in links}.values():
+            link.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
 # --------------------------------------------------------------------------- billiard subclasses
 
 
@@ -280,6 +645,7 @@ def _pool_class() -> type[Any]:
     result_handler_base: Any = bpool.ResultHandler
     task_handler_base: Any = bpool.TaskHandler
     pool_base: Any = bpool.Pool
+    worker_class: Any = bpool.Worker
 
     def run_guarded(thread: Any, pool: Any) -> None:
         """Run a pool thread's body; if it fails, break the pool.
@@ -291,10 +657,10 @@ def _pool_class() -> type[Any]:
         try:
             thread.body()
         except RestartFreqExceeded:
-            pool.on_broken("its worker processes keep exiting before they accept any task")
+            pool.break_pool("its worker processes keep exiting before they accept any task")
         except Exception as exc:
             logger.exception("the billiard pool's %s thread failed", type(thread).__name__)
-            pool.on_broken(f"its {type(thread).__name__} thread failed ({type(exc).__name__}: {exc})")
+            pool.break_pool(f"its {type(thread).__name__} thread failed ({type(exc).__name__}: {exc})")
 
     class _Supervisor(supervisor_base):  # type: ignore[misc]
         """Maintains the workers as billiard's does; wakes when a worker dies or the pool stops."""
@@ -319,7 +685,7 @@ def _pool_class() -> type[Any]:
             pool = self.pool
             while self._state == bpool.RUN and pool._state == bpool.RUN:
                 pool._maintain_pool()
-                timeout = self._timeout(pool)
+                timeout = _SUPERVISE_INTERVAL
                 idle_due = pool.on_idle()  # retires the idle workers that are due
                 if idle_due is not None:
                     timeout = max(min(timeout, idle_due + 0.01), 0.01)
@@ -328,18 +694,7 @@ def _pool_class() -> type[Any]:
                 if self._wake_r in ready:
                     os.read(self._wake_r, 512)
                 elif ready:
-                    time.sleep(0.01)  # a worker ended: let its last messages arrive first
-
-        @staticmethod
-        def _timeout(pool: Any) -> float:
-            """Until the next lost job is due (billiard marks it after ``lost_worker_timeout``)."""
-            timeout = _SUPERVISE_INTERVAL
-            now = time.monotonic()
-            for job in list(pool._cache.values()):
-                lost = job._worker_lost
-                if lost and not job.ready():
-                    timeout = min(timeout, lost[0] + job._lost_worker_timeout - now + 0.01)
-            return max(timeout, 0.01)
+                    time.sleep(0.01)  # a worker ended: its exit status shows a moment later
 
         def wake(self) -> None:
             with self._wake_lock:
@@ -375,16 +730,21 @@ def _pool_class() -> type[Any]:
             run_guarded(self, self.aioflow_pool)
 
     class _Pool(pool_base):  # type: ignore[misc]
+        """billiard's pool, its workers on pipes of their own (`_Switchboard`)."""
+
         Supervisor = _Supervisor
 
         def __init__(
             self,
             *args: Any,
+            process_class: Any,
             on_broken: Callable[[str], None],
             on_idle: Callable[[], float | None],
             **kwargs: Any,
         ) -> None:
+            self.process_class = process_class
             self.on_broken = on_broken
+            self.broken = False
             # Called by the supervisor each round: retires idle workers, returns
             # the seconds until the next one is due (None: no idle worker).
             self.on_idle = on_idle
@@ -397,6 +757,11 @@ def _pool_class() -> type[Any]:
             self.ResultHandler = functools.partial(_ResultHandler, aioflow_pool=self)
             super().__init__(*args, **kwargs)
 
+        def break_pool(self, reason: str) -> None:
+            """The pool can run no more jobs: say so (the executor fails them all)."""
+            self.broken = True
+            self.on_broken(reason)
+
         def wake_supervisor(self) -> None:
             self._worker_handler.wake()
 
@@ -406,12 +771,68 @@ def _pool_class() -> type[Any]:
                 if any(w.pid == pid for w in list(self._pool)):
                     self.retiring.add(pid)
 
+        # ---------------------------------------------------------- the workers' own pipes
+
+        def _setup_queues(self) -> None:
+            # Called first thing by billiard's __init__: where its shared
+            # queues were, the switchboard writes jobs and reads results.
+            board = self.switchboard = _Switchboard(fail=self._fail_job, resend=self._resend, broken=self.break_pool)
+            self._inqueue = self._outqueue = board
+            self._quick_put = board.dispatch
+            self._quick_get = None  # read through _poll_result only
+            self._poll_result = board.poll
+
+        def get_process_queues(self) -> tuple[_WorkerPipe, _WorkerPipe, None]:
+            jobs = _WorkerPipe(*self._ctx.Pipe(duplex=False))
+            messages = _WorkerPipe(*self._ctx.Pipe(duplex=False))
+            return jobs, messages, None
+
+        def Process(self, *args: Any, **kwargs: Any) -> Any:
+            return self.process_class(*args, **kwargs)
+
+        def Worker(self, *args: Any, **kwargs: Any) -> Any:
+            # Without the shared on_ready_counter (see the module docstring).
+            return worker_class(*args, **{**kwargs, "on_ready_counter": None})
+
+        def _create_worker_process(self, i: int) -> Any:
+            worker = super()._create_worker_process(i)
+            self.switchboard.add(worker)
+            return worker
+
+        def process_flush_queues(self, worker: Any) -> None:
+            # billiard calls it for each worker it has reaped.
+            self.switchboard.exited(worker)
+
+        def on_job_process_lost(self, job: Any, pid: int, exitcode: int) -> None:
+            # billiard would fail the job after lost_worker_timeout, with
+            # whatever exit code it last saw; the switchboard fails it as soon
+            # as the worker's pipe is read, with that worker's own.
+            pass
+
+        def _fail_job(self, task: tuple[Any, ...], error: BaseException) -> None:
+            job_id, index = task[1][:2]
+            job = self._cache.get(job_id)
+            if job is not None and not job.ready():
+                job._set(index, (False, error))
+
+        def _resend(self, task: tuple[Any, ...]) -> None:
+            if not self.broken and self._state == bpool.RUN:
+                self._taskqueue.put(([task], None))
+
+        @staticmethod
+        def _help_stuff_finish(inqueue: Any, task_handler: Any, _pool: Any) -> None:
+            inqueue.stop()  # a task thread waiting for an idle worker returns
+
+        @classmethod
+        def _set_result_sentinel(cls, outqueue: Any, pool: Any) -> None:
+            outqueue.put(None)
+
+        # ---------------------------------------------------------- workers that retire
+
         def _join_exited_workers(self, shutdown: bool = False) -> Any:
-            before = list(self._pool)
             exitcodes = super()._join_exited_workers(shutdown)
             with self.retiring_lock:
                 self.retiring &= {w.pid for w in self._pool}
-            _release_sentinels([w for w in before if w not in self._pool])
             return exitcodes
 
         def _repopulate_pool(self, exitcodes: list[int | None]) -> None:
@@ -433,30 +854,6 @@ def _pool_class() -> type[Any]:
             # billiard asserts fewer workers than processes, untrue while some retire.
             indices = {w.index for w in self._pool}
             return next(i for i in itertools.count() if i not in indices)
-
-        @staticmethod
-        def _help_stuff_finish(inqueue: Any, task_handler: Any, _pool: Any) -> None:
-            # As billiard's, without waiting for the read lock: an idle
-            # worker blocks in its read holding it, and we SIGKILL workers
-            # before terminating the pool, so it is never released.
-            locked = inqueue._rlock.acquire(False)
-            try:
-                while task_handler.is_alive() and inqueue._reader.poll():
-                    inqueue._reader.recv()
-                    time.sleep(0)
-            finally:
-                if locked:
-                    inqueue._rlock.release()
-
-        @classmethod
-        def _set_result_sentinel(cls, outqueue: Any, pool: Any) -> None:
-            # A worker SIGKILLed while sending a result may hold the write lock.
-            if outqueue._wlock is None or outqueue._wlock.acquire(True, 1.0):
-                try:
-                    outqueue._writer.send(None)
-                finally:
-                    if outqueue._wlock is not None:
-                        outqueue._wlock.release()
 
     return _Pool
 
@@ -499,7 +896,7 @@ class BilliardExecutor(concurrent.futures.Executor):
         pool_kwargs: dict[str, Any] | None = None,
     ) -> None:
         billiard = _import_billiard()
-        kwargs = {"lost_worker_timeout": LOST_WORKER_TIMEOUT, **(pool_kwargs or {})}
+        kwargs = dict(pool_kwargs or {})
         self._max_workers = max_workers
         self._scaling = scaling_workers
         self._idle_timeout = idle_timeout if scaling_workers else None
@@ -512,15 +909,15 @@ class BilliardExecutor(concurrent.futures.Executor):
         self._shutdown = False
         self._torn_down = False
         self._broken: str | None = None
-        #: How the last worker lost while running a job ended, as billiard tells it.
-        self.last_loss: str | None = None
         # Set once billiard's constructor, which starts the supervisor, returns.
         self._pool: Any = None
+        start, process_class = _start_method(billiard, context)
         self._pool = _pool_class()(
             1 if scaling_workers else max_workers,
             initializer=_worker_initializer,
             initargs=(os.getpid(), initializer, tuple(initargs)),
-            context=billiard.get_context(context),
+            context=start,
+            process_class=process_class,
             on_broken=self._break,
             on_idle=self._retire_idle,
             **kwargs,
@@ -616,17 +1013,9 @@ class BilliardExecutor(concurrent.futures.Executor):
         # Jobs left in billiard's cache would keep its result handler
         # waiting for them (5 s) after the workers are gone.
         pool._cache.clear()
-        # Stop reading results: billiard's end-of-results marker may never
-        # come if a killed worker holds the result queue's write lock.
         pool._result_handler.terminate()
-        # The same lock (and the task queue's read lock) would also block
-        # billiard's own shutdown: its task handler writes that marker under
-        # the lock, and its termination takes the read lock to drain tasks.
-        # Every worker is dead now, so a lock still taken was taken by one.
-        _free_locks_of_dead_workers(pool._outqueue, pool._inqueue)
-        pool.terminate()
+        pool.terminate()  # closes the workers' pipes and sentinels once billiard's threads have ended
         pool.join()
-        _release_sentinels(list(pool._pool))
 
     def _break(self, reason: str) -> None:
         """The pool cannot run jobs any more: fail them all (called from a billiard thread)."""
@@ -706,7 +1095,7 @@ class BilliardExecutor(concurrent.futures.Executor):
         try:
             outcome = pickle.loads(payload)
         except Exception as exc:  # e.g. a class the parent cannot import
-            self._settle(job, error=exc)
+            self._settle(job, error=_not_loadable(payload, exc))
             return
         if ok:
             self._settle(job, result=outcome)
@@ -714,21 +1103,15 @@ class BilliardExecutor(concurrent.futures.Executor):
         self._settle(job, error=unpack_error(outcome))
 
     def _on_error(self, job: _Job, einfo: Any) -> None:
+        # billiard's ExceptionInfo (a task's SystemExit, a job its task
+        # thread could not send), or an error of ours (a dead worker's WorkerDied).
         from billiard.einfo import ExceptionWithTraceback
-        from billiard.exceptions import Terminated, WorkerLostError
 
         error = getattr(einfo, "exception", einfo)
         if isinstance(error, ExceptionWithTraceback):  # made in this process
             error = error.exc
-        if isinstance(error, (WorkerLostError, Terminated)):
-            # "Worker exited prematurely: signal 9 (SIGKILL) Job: 3." -> "signal 9 (SIGKILL)"
-            how = re.sub(r"^Worker exited prematurely: |\s*Job: \d+\.?$", "", str(error))
-            self.last_loss = f"a billiard worker ended: {how}" if how else None
-            lost = BrokenBilliardPool(f"a billiard worker process died while running the task: {error}")
-            lost.__cause__ = error
-            error = lost
         if not isinstance(error, BaseException):
-            error = BrokenBilliardPool(f"the billiard pool reported a failure: {einfo}")
+            error = RuntimeError(f"the billiard pool reported a failure: {einfo}")
         self._settle(job, error=error)
 
     def _settle(self, job: _Job, *, result: Any = None, error: BaseException | None = None) -> None:
@@ -757,8 +1140,7 @@ class BilliardPool(Pool):
     """Tasks run in the worker processes of a billiard pool (``pip install 'aioflow[billiard]'``).
 
     ``pool_options`` are passed to ``billiard.pool.Pool`` (``initializer``,
-    ``initargs``, ``maxtasksperchild``, ``max_memory_per_child``,
-    ``lost_worker_timeout``...).
+    ``initargs``, ``maxtasksperchild``, ``max_memory_per_child``...).
     """
 
     name = "billiard"
@@ -789,12 +1171,11 @@ class BilliardPool(Pool):
         assert isinstance(executor, BilliardExecutor)
         executor.abort()
 
-    def discard_broken(self, executor: concurrent.futures.Executor) -> None:
-        # A lost worker does not break a billiard pool: it was replaced, and
-        # the other jobs run on. Only a pool that stopped is replaced.
-        if isinstance(executor, BilliardExecutor) and not executor.broken:
-            return
-        super().discard_broken(executor)
-
-    def describe_lost_workers(self, executor: concurrent.futures.Executor) -> str | None:
-        return executor.last_loss if isinstance(executor, BilliardExecutor) else None
+    def translate(
+        self, error: BaseException, executor: concurrent.futures.Executor, where: str, **fields: Any
+    ) -> BaseException:
+        if isinstance(error, _ResultNotLoadable):
+            transfer = TransferError(where, error.type_name, error.detail)
+            transfer.__cause__ = error
+            return transfer
+        return super().translate(error, executor, where, **fields)

@@ -20,7 +20,7 @@ POOLS = [
     pytest.param("ndprocess", "forkserver", id="ndprocess-forkserver"),
     *(
         pytest.param(pool_type, context, id=f"{pool_type}-{context}")
-        for pool_type in ("multiprocessing", "ndmultiprocessing")
+        for pool_type in ("multiprocessing", "ndmultiprocessing", "billiard")
         for context in ("fork", "spawn", "forkserver")
     ),
 ]
