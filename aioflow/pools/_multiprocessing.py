@@ -61,9 +61,10 @@ were ready. Then, as `concurrent.futures.ProcessPoolExecutor` does, every
 pending future fails with `BrokenMultiprocessingPool` and the pool is stopped.
 
 Shutdown order. ``shutdown`` closes the current pool (queued calls still
-run); once every call has finished, the watcher drops from the stdlib's
-books the markers that will never come (calls whose worker died), joins the
-pool, then ends. `_MultiprocessingExecutor.abort` (a timeout, a
+run); once every call has finished, the watcher ends the retired pools,
+drops from the stdlib's books the markers that will never come (calls whose
+worker died), which lets the workers exit, handles their exits as always,
+joins the pool once they are gone, then ends. `_MultiprocessingExecutor.abort` (a timeout, a
 cancellation, a failed node) fails every pending future and stops every
 generation: it raises the stop flag (a worker that picks up a call after it
 skips the call), stops the pool's worker thread (else every killed worker
