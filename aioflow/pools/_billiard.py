@@ -167,26 +167,16 @@ def _dump_error(exc: BaseException) -> bytes:
     return pickle.dumps(pack_error(exc), pickle.HIGHEST_PROTOCOL)
 
 
-class _Packed:
-    """The call's pickled bytes as they travel to the worker, or the pickled error that prevented it."""
-
-    __slots__ = ("data", "failed")
-
-    def __init__(self, data: bytes, failed: bool = False) -> None:
-        self.data = data
-        self.failed = failed
-
-
 class _Call:
-    """A call to send to a worker. It pickles as `_Packed`, in billiard's task-handler thread.
+    """A call to send to a worker. It pickles as the bytes of its own pickle, in billiard's task-handler thread.
 
     A worker acknowledges a job (billiard's ACK) only once it has unpickled
     it. Were the inputs unpickled then, a worker killed while doing so (out of
     memory on a large input, a module that crashes on import) would die
-    before its ACK, and the job, which had in fact started, would be sent to
-    another worker. Packed, the job unpickles at once and the call itself is
-    unpickled in `_call_in_worker`, after the ACK: its loss is reported like
-    any other.
+    before its ACK, as if it had never read the job: the job would go to the
+    next worker, and kill it too. As bytes, the job unpickles at once and the
+    call itself is unpickled in `_call_in_worker`, after the ACK: the worker's
+    death fails that job, like any other.
     """
 
     __slots__ = ("args", "fn", "kwargs")
@@ -197,11 +187,7 @@ class _Call:
         self.kwargs = kwargs
 
     def __reduce__(self) -> tuple[Any, ...]:
-        try:
-            return (_Packed, (pickle.dumps((self.fn, self.args, self.kwargs), pickle.HIGHEST_PROTOCOL),))
-        except Exception as exc:
-            # Sent as the job's outcome: the worker returns it as the call's error.
-            return (_Packed, (_dump_error(exc), True))
+        return bytes, (pickle.dumps((self.fn, self.args, self.kwargs), pickle.HIGHEST_PROTOCOL),)
 
 
 def _retire_worker() -> None:
@@ -228,16 +214,14 @@ def _clarify(exc: Exception) -> Exception:
     return clear
 
 
-def _call_in_worker(call: _Packed) -> tuple[bool, bytes]:
-    """Run the call and pickle its outcome: ``(True, result)`` or ``(False, packed exception)``.
+def _call_in_worker(call: bytes) -> tuple[bool, bytes]:
+    """Run the call (a `_Call`'s bytes) and pickle its outcome: ``(True, result)`` or ``(False, packed exception)``.
 
-    Exceptions that are not `Exception` (SystemExit, KeyboardInterrupt) are
-    left to billiard, which reports them and replaces the worker.
+    Exceptions that are not `Exception` are left to billiard, which reports
+    them (and ends the worker after a SystemExit or KeyboardInterrupt).
     """
-    if call.failed:
-        return False, call.data
     try:
-        fn, args, kwargs = pickle.loads(call.data)
+        fn, args, kwargs = pickle.loads(call)
         result = fn(*args, **kwargs)
     except Exception as exc:
         return False, _dump_error(_clarify(exc))
@@ -416,6 +400,7 @@ class _Switchboard:
         self._mail: collections.deque[tuple[_Link, bytes | None]] = collections.deque()  # None: bury it
         self._ended = False
         self._untaken_deaths = 0  # in a row
+        self._last_exit = "none yet"  # how the last worker reaped ended
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -441,6 +426,7 @@ class _Switchboard:
                 return
             link.gone = True
             link.exitcode = process.exitcode
+            self._last_exit = describe_exit(link.pid, link.exitcode)
             if link in self._idle:
                 self._idle.remove(link)
             self._graves.append(link)
@@ -452,15 +438,20 @@ class _Switchboard:
         """Write a job to an idle worker, waiting for one (billiard's ``_quick_put``).
 
         ``None``, billiard's "no more jobs" to each worker, is ignored: the
-        workers are killed instead. Never raises `OSError`, which would end
-        billiard's task thread: a worker that died before it read its job is
-        buried, and the job sent again. Any other error (a job that cannot be
-        pickled) fails the job, in billiard's task thread.
+        workers are killed instead. Never raises: an `OSError` would end
+        billiard's task thread (a worker that died before it read its job is
+        buried, and the job sent again), and billiard's task thread loses a
+        job whose message cannot be pickled (it looks the job up under the
+        wrong key): that job fails with the pickling error here.
         """
         if task is None:
             return
-        data = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
-        header = struct.pack("!i", len(data))  # framed as billiard's Connection.send_bytes does
+        try:
+            data = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
+            header = struct.pack("!i", len(data))  # framed as billiard's Connection.send_bytes does
+        except Exception as exc:  # e.g. an input that cannot be pickled
+            self._fail(task, exc)
+            return
         with self._cond:
             while not self._idle and not self._stopped:
                 self._cond.wait()
@@ -588,14 +579,20 @@ class _Switchboard:
         if taken:
             self._fail(task, WorkerDied(link.pid, link.exitcode))
         elif untaken and in_a_row >= _UNTAKEN_DEATHS:
-            self._broken(
-                f"{in_a_row} worker processes in a row died before taking their first job (the last: "
-                f"{describe_exit(link.pid, link.exitcode)}); does the pool's initializer end them?"
-            )
+            self._broken(self.dying_at_start())
         else:
             self._resend(task)  # never started
 
     # ------------------------------------------------------------ any thread
+
+    def dying_at_start(self) -> str:
+        """Why the pool breaks when its workers keep dying before they take a job."""
+        with self._cond:
+            last = self._last_exit
+        return (
+            f"its worker processes keep dying before they take any job (the last: {last}); "
+            "does the pool's initializer end them?"
+        )
 
     def _wake(self) -> None:
         with self._cond:
@@ -657,7 +654,7 @@ def _pool_class() -> type[Any]:
         try:
             thread.body()
         except RestartFreqExceeded:
-            pool.break_pool("its worker processes keep exiting before they accept any task")
+            pool.break_pool(pool.switchboard.dying_at_start())
         except Exception as exc:
             logger.exception("the billiard pool's %s thread failed", type(thread).__name__)
             pool.break_pool(f"its {type(thread).__name__} thread failed ({type(exc).__name__}: {exc})")
@@ -814,6 +811,7 @@ def _pool_class() -> type[Any]:
             job = self._cache.get(job_id)
             if job is not None and not job.ready():
                 job._set(index, (False, error))
+                job.discard()  # billiard leaves a job it never saw taken in its books
 
         def _resend(self, task: tuple[Any, ...]) -> None:
             if not self.broken and self._state == bpool.RUN:

@@ -55,9 +55,26 @@ def sleep_with_children(directory: str, seconds: float = 3600, with_process: boo
     time.sleep(seconds)
 
 
-def exit_worker(code: int = 3) -> None:
-    """End the worker process at once, skipping every cleanup."""
+def record_pid(pid_file: str) -> int:
+    """Write this worker's pid to ``pid_file`` (whole, or not at all: a reader may be waiting for it); return it."""
+    target = Path(pid_file)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(str(os.getpid()))
+    tmp.rename(target)
+    return os.getpid()
+
+
+def exit_worker(code: int = 3, pid_file: str | None = None) -> None:
+    """End the worker process at once, skipping every cleanup (its pid first written to ``pid_file``, if given)."""
+    if pid_file is not None:
+        record_pid(pid_file)
     os._exit(code)
+
+
+def wait_to_be_killed(pid_file: str, seconds: float = 120.0) -> None:
+    """Write this worker's pid to ``pid_file``, then sleep: the test kills the worker meanwhile."""
+    record_pid(pid_file)
+    time.sleep(seconds)
 
 
 def unpicklable() -> Any:
@@ -81,3 +98,24 @@ def rendezvous(directory: str, count: int = 2, deadline: float = 60.0) -> int:
             raise TimeoutError(msg)
         time.sleep(0.01)
     return os.getpid()
+
+
+class Unloadable:
+    """Defined in this file, which workers load by path: the calling process cannot import it."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def return_unloadable() -> Unloadable:
+    """Return an instance of a class the calling process cannot import."""
+    return Unloadable(1)
+
+
+class Halt(BaseException):
+    """A `BaseException` (not an `Exception`) defined in this file: the calling process cannot import it."""
+
+
+def raise_halt() -> None:
+    """Raise `Halt`, which billiard's worker loop sends back itself (it is not an `Exception`)."""
+    raise Halt("halted on purpose")

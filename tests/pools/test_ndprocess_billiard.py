@@ -253,6 +253,8 @@ def test_billiard_failing_initializer_breaks_the_pool() -> None:
             pool_options={"initializer": os._exit, "initargs": (1,)},
         )
     assert isinstance(info.value.error, aioflow.WorkerLostError)
+    assert "keep dying before they take any job (the last: pid" in str(info.value.error)
+    assert "exit code 1" in str(info.value.error)
 
 
 def test_billiard_missing_is_a_missing_extra_error(monkeypatch: pytest.MonkeyPatch) -> None:
