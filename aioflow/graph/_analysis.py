@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
     from ._model import Graph, NodeId
 
@@ -110,13 +110,16 @@ def analyse(graph: Graph) -> Analysis:
         position[n] = pos
 
     condition_values: dict[NodeId, dict[Any, list[Any]]] = {}
+    seen: dict[tuple[NodeId, Any], _Values] = {}
     for link in links:
         if link.conditions:
             per_name = condition_values.setdefault(link.source, {})
             for name, value in link.conditions:
-                values = per_name.setdefault(name, [])
-                if not any(same_value(value, v) for v in values):
-                    values.append(value)
+                known = seen.get((link.source, name))
+                if known is None:
+                    known = seen[link.source, name] = _Values()
+                if known.add(value):
+                    per_name.setdefault(name, []).append(value)
 
     node_list = list(nodes.values())
     start = [i for i in range(n_nodes) if not links_in[i] or node_list[i].force_start_node]
@@ -144,6 +147,38 @@ def analyse(graph: Graph) -> Analysis:
         blocked_cycles=tuple(in_order(c) for c in blocked),
         order=tuple(ids[i] for i in order),
     )
+
+
+class _Values:
+    """Distinct values, by ``==``: a hashable one is found in O(1), others by a scan of the unhashable ones.
+
+    (A hashable value never equals an unhashable one in what documents hold:
+    a tuple is never equal to a list, nor a str to a dict.)
+    """
+
+    __slots__ = ("hashable", "others")
+
+    def __init__(self, values: Iterable[Any] = ()) -> None:
+        self.hashable: set[Any] = set()
+        self.others: list[Any] = []
+        for value in values:
+            self.add(value)
+
+    def add(self, value: Any) -> bool:
+        """Keep ``value``; False when an equal one is kept already."""
+        if value in self:
+            return False
+        try:
+            self.hashable.add(value)
+        except Exception:  # unhashable (or a __hash__ that raises)
+            self.others.append(value)
+        return True
+
+    def __contains__(self, value: Any) -> bool:
+        try:
+            return value in self.hashable
+        except Exception:  # unhashable, or an __eq__ that raises
+            return any(same_value(value, v) for v in self.others)
 
 
 def same_value(a: Any, b: Any) -> bool:
@@ -189,13 +224,14 @@ def _has_uncovered_condition(values_by_name: dict[Any, list[Any]], else_value: A
     remaining cases: the else value for any value, or the opposite boolean.
     """
     for values in values_by_name.values():
+        known = _Values(values)
         for value in values:
             covering = [else_value]
             if same_value(value, True):
                 covering.append(False)
             elif same_value(value, False):
                 covering.append(True)
-            if not any(same_value(c, v) for c in covering for v in values):
+            if not any(c in known for c in covering):
                 return True
     return False
 

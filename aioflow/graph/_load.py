@@ -19,7 +19,9 @@ holds nothing the scheduler cannot use. What would let a document take
 unbounded time, memory or stack is refused with a message naming the limit:
 
 - values nested more than `_MAX_NESTING` lists or objects deep, or that
-  contain themselves (copying, comparing and pickling recurse once per level);
+  contain themselves (copying, comparing and pickling recurse once per level),
+  and values whose shared parts expand them beyond `_MAX_SHARED_EXPANSION`
+  items (comparing two copies walks them expanded);
 - positional input indices beyond `_MAX_POSITION` (a task call holds one
   argument per index below the largest);
 - node ids of more than `_MAX_ID_PARTS` parts, and int ids beyond 64 bits;
@@ -30,8 +32,7 @@ unbounded time, memory or stack is refused with a message naming the limit:
   that includes a file twice at each level doubles at every level).
 
 A value met twice in one document value (YAML anchors and aliases, one Python
-object used twice) is copied once, so that an alias "bomb" copies in time
-linear in its text.
+object used twice) is copied once, so that copying stays linear in the text.
 """
 
 from __future__ import annotations
@@ -98,6 +99,10 @@ _MAX_NESTING = 100
 # line (script tasks) can hold.
 _MAX_POSITION = 2**16 - 1
 _POSITION_DIGITS = len(str(_MAX_POSITION))
+# The most items a value may hold once its shared parts are expanded (a YAML
+# alias "bomb" is small as written and copied once, but comparing it walks it
+# whole). Values without shared parts have no bound but the document's size.
+_MAX_SHARED_EXPANSION = 1_000_000
 # A node id holds at most this many strings and ints, however nested.
 _MAX_ID_PARTS = 1000
 # Int ids (and graph ids) lie within 64 bits: they are printed in labels and
@@ -209,8 +214,8 @@ def _repr(maxlevel: int, maxparts: int) -> reprlib.Repr:
     return shown
 
 
-# Values may share their parts (YAML aliases): at most 6**4 parts are shown.
-_VALUE_REPR = _repr(4, 6)
+# Values may share their parts (YAML aliases): at most 6**3 parts are shown.
+_VALUE_REPR = _repr(3, 6)
 # Ids are bounded (`_MAX_ID_PARTS`), and nest one level per subgraph: shown whole.
 _ID_REPR = _repr(_MAX_NESTING + _MAX_SUBGRAPH_DEPTH, _MAX_ID_PARTS)
 
@@ -526,15 +531,26 @@ def _bad_input_name(what: str, value: Any) -> str:
     return f"{what} must be a string or an int (got {_show(value)})"
 
 
-class _TooDeep(Exception):
-    """A value nests more than `_MAX_NESTING` lists or objects deep (or contains itself)."""
+class _Unbounded(Exception):
+    """A value nests more than `_MAX_NESTING` levels or contains itself, or expands beyond `_MAX_SHARED_EXPANSION`.
+
+    Its message says which, after the value's name.
+    """
+
+
+_TOO_DEEP = f"is nested more than {_MAX_NESTING} lists or objects deep (or contains itself)"
+_TOO_SHARED = (
+    f"shares parts (YAML aliases, or one object used several times) that make it more than "
+    f"{_MAX_SHARED_EXPANSION:,} items once expanded"
+)
 
 
 def _copy_structure(value: Any) -> Any:
     """A copy of the dicts, lists and tuples of a document value; anything else is kept as it is.
 
     Raises:
-        _TooDeep: the value nests more than `_MAX_NESTING` levels, or contains itself.
+        _Unbounded: the value nests more than `_MAX_NESTING` levels, contains
+            itself, or expands to more than `_MAX_SHARED_EXPANSION` items.
     """
     # Exact type checks first: isinstance(x, Mapping) is slow on large documents.
     kind = type(value)
@@ -546,18 +562,22 @@ def _copy_structure(value: Any) -> Any:
 
 
 class _Copy:
-    """The copy of one value: what is met twice is copied once, and the depth is bounded.
+    """The copy of one value: what is met twice is copied once, and the depth and expansion are bounded.
 
     A container already copied is reused, and its height (levels, itself
     included) is checked against the depth it is met at again; a container
-    that contains itself is met deeper and deeper until the bound.
+    that contains itself is met deeper and deeper until the bound. Its size
+    (items, expanded) counts again each time it is met: comparing two copies
+    of the value walks it expanded, so only values without shared parts may
+    be larger than `_MAX_SHARED_EXPANSION`.
     """
 
-    __slots__ = ("copies", "deepest")
+    __slots__ = ("copies", "deepest", "expanded")
 
     def __init__(self) -> None:
-        self.copies: dict[int, tuple[Any, int]] = {}
+        self.copies: dict[int, tuple[Any, int, int]] = {}  # id -> copy, height, expanded size
         self.deepest = 0  # the deepest level reached under the container being copied
+        self.expanded = 0  # items copied so far, shared parts counted each time they are met
 
     def copy(self, value: Any, depth: int) -> Any:
         kind = type(value)
@@ -565,15 +585,20 @@ class _Copy:
             return value
         known = self.copies.get(id(value))
         if known is not None:
-            result, height = known
+            result, height, size = known
             if depth + height > _MAX_NESTING:
-                raise _TooDeep
+                raise _Unbounded(_TOO_DEEP)
+            self.expanded += size
+            if self.expanded > _MAX_SHARED_EXPANSION:
+                raise _Unbounded(_TOO_SHARED)
             self.deepest = max(self.deepest, depth + height)
             return result
         if depth >= _MAX_NESTING:
-            raise _TooDeep
+            raise _Unbounded(_TOO_DEEP)
         outer = self.deepest
         self.deepest = depth + 1
+        before = self.expanded
+        self.expanded += len(value)
         below = depth + 1
         if kind is list:
             result = [self.copy(v, below) for v in value]
@@ -581,7 +606,7 @@ class _Copy:
             result = tuple([self.copy(v, below) for v in value])
         else:
             result = {k: self.copy(v, below) for k, v in value.items()}
-        self.copies[id(value)] = (result, self.deepest - depth)
+        self.copies[id(value)] = (result, self.deepest - depth, self.expanded - before)
         self.deepest = max(outer, self.deepest)
         return result
 
@@ -664,11 +689,11 @@ class _Loader:
         return _did_you_mean(wanted, known)
 
     def copied(self, value: Any, where: str | _At, what: str) -> Any:
-        """A copy of a document value (see `_copy_structure`); None, reported, past the nesting bound."""
+        """A copy of a document value (see `_copy_structure`); None, reported, past its bounds."""
         try:
             return _copy_structure(value)
-        except _TooDeep:
-            self.problem(where, f"{what} is nested more than {_MAX_NESTING} lists or objects deep (or contains itself)")
+        except _Unbounded as exc:
+            self.problem(where, f"{what} {exc}")
             return None
 
     def grow(self, count: int, where: str | _At, cause: str) -> bool:
@@ -1259,8 +1284,11 @@ class _Loader:
                 self.problem(here, f"'id' must be {_expected_id(item['id'])}")
                 continue
             nid = _normalise_id(item["node"])
-            if nid is None or nid not in level:
-                self.problem(here, f"no node {_fmt(item['node'])}{self.did_you_mean(item['node'], level)}")
+            if nid is None:
+                self.problem(here, f"'node' must be a node id: {_expected_id(item['node'])}")
+                continue
+            if nid not in level:
+                self.problem(here, f"no node {_fmt(nid)}{self.did_you_mean(nid, level)}")
                 continue
             attrs = item.get("link_attributes")
             attrs = {} if attrs is None else self.link_attributes(attrs, here, "'link_attributes'")
@@ -1554,8 +1582,10 @@ def select_nodes(graph: Graph, item: Mapping[str, Any], default: Sequence[NodeId
         raise GraphError(graph.id, problems)
     if "id" in item:
         nid = _normalise_id(item["id"])
-        if nid is None or nid not in graph.nodes:
-            raise GraphError(graph.id, [f"no node {_fmt(item['id'])}{_did_you_mean(item['id'], graph.nodes)}"])
+        if nid is None:
+            raise GraphError(graph.id, [f"'id' must be a node id: {_expected_id(item['id'])}"])
+        if nid not in graph.nodes:
+            raise GraphError(graph.id, [f"no node {_fmt(nid)}{_did_you_mean(nid, graph.nodes)}"])
         return [nid]
     if "label" in item or "task_identifier" in item:
         label = item.get("label")

@@ -263,16 +263,30 @@ def test_a_value_that_contains_itself_is_refused() -> None:
     )
 
 
-def test_a_value_shared_inside_a_document_is_copied_once(tmp_path: Path) -> None:
-    """YAML aliases share a value: it is copied once, so an alias "bomb" loads in time linear in its text."""
+def test_a_value_shared_inside_a_document_is_copied_once() -> None:
+    """A part used twice in one value (a YAML alias, one Python object) is copied once, and stays shared."""
+    part = list(range(1000))
+    value = load_graph({"nodes": [node("a", default_inputs=[{"name": "x", "value": [part, part]}])]}).nodes["a"]
+    copied = value.default_inputs["x"]
+    assert copied == [part, part]
+    assert copied[0] is copied[1]
+    assert copied[0] is not part
+
+
+def test_a_yaml_alias_bomb_is_refused(tmp_path: Path) -> None:
+    """Nine aliases of nine aliases, 12 levels: small as written, 9**12 items expanded.
+
+    Copied once, it would load, but comparing two copies of it (merging
+    duplicate links, the analysis of conditions) walks it expanded.
+    """
     lines = ["b0: &b0 [x, x, x, x, x, x, x, x, x]"]
-    lines += [f"b{i}: &b{i} [{', '.join([f'*b{i - 1}'] * 9)}]" for i in range(1, 12)]  # 9**12 leaves
+    lines += [f"b{i}: &b{i} [{', '.join([f'*b{i - 1}'] * 9)}]" for i in range(1, 12)]
     lines.append("nodes: [{id: a, task_type: method, task_identifier: m.f, default_inputs: [{name: x, value: *b11}]}]")
     path = tmp_path / "bomb.yaml"
     path.write_text("\n".join(lines))
-    value = load_graph(path).nodes["a"].default_inputs["x"]
-    assert value[0] is value[8]
-    assert value[0][0][0][0][0][0][0][0][0][0][0] == ["x"] * 9
+    text = problems_of(path)
+    assert "node 'a': default_inputs[0] ('x'): the value shares parts (YAML aliases" in text
+    assert "more than 1,000,000 items once expanded" in text
 
 
 def test_values_too_deep_for_a_shared_part_are_refused() -> None:
@@ -306,6 +320,22 @@ def test_ids_within_their_bounds() -> None:
     ids = [2**63 - 1, -(2**63), ["a"] * 1000, nested(99, "a")]
     graph = load_graph({"nodes": [node(i) for i in ids]})
     assert len(graph.nodes) == 4
+
+
+def test_a_huge_value_where_an_id_belongs_is_shown_short() -> None:
+    """30**7 items (one list shared at each level) as an alias's node and as an inputs= id: the message is short.
+
+    They were printed whole, as ids are, which never ended.
+    """
+    value: Any = [1] * 30
+    for _ in range(6):
+        value = [value] * 30
+    text = problems_of({"graph": {"input_nodes": [{"id": "i", "node": value}]}, "nodes": [node("a")]})
+    assert text.startswith("input_nodes[0]: 'node' must be a node id: a string, an int or a non-empty list")
+    assert len(text) < 3000
+    text = problems_of({"nodes": [node("a")]}, inputs=[{"id": value, "name": "x", "value": 1}])
+    assert text.startswith("inputs[0]: 'id' must be a node id: a string, an int or a non-empty list")
+    assert len(text) < 3000
 
 
 def test_many_links_to_unknown_nodes_stay_linear() -> None:
@@ -406,7 +436,7 @@ def test_alias_sub_node_of_the_wrong_type() -> None:
         ({"label": ["x"], "name": "a", "value": 1}, "inputs[0]: 'label' must be a string (got ['x'])"),
         ({"task_identifier": 5, "name": "a", "value": 1}, "inputs[0]: 'task_identifier' must be a string"),
         ({"all": "yes", "name": "a", "value": 1}, "inputs[0]: 'all' must be true or false"),
-        ({"id": {"x": 1}, "name": "a", "value": 1}, "inputs[0]: no node {'x': 1}"),
+        ({"id": {"x": 1}, "name": "a", "value": 1}, "inputs[0]: 'id' must be a node id: a string, an int"),
         ({"name": {"x": 1}, "value": 1}, "inputs[0]: 'name' must be a string or an int"),
     ],
 )
@@ -472,6 +502,24 @@ def test_many_entries_of_one_link_are_merged() -> None:
     mapping = [{"source_output": "return_value", "target_input": f"x{i}"} for i in range(n)]
     graph = load_graph({"nodes": [node("a"), node("b")], "links": [link("a", "b", data_mapping=[m]) for m in mapping]})
     assert graph.links[0].data_mapping == tuple(("return_value", f"x{i}") for i in range(n))
+
+
+def test_many_conditional_links_from_one_node() -> None:
+    """100,000 conditional links leaving one node, each with its own value: the analysis keeps each value once.
+
+    It compared each value with every one before it (20,000 links took 8 s;
+    this many, minutes: the suite's timeout stops it).
+    """
+    n = 100_000
+    graph = load_graph(
+        {
+            "nodes": [node("r"), *(node(i) for i in range(n))],
+            "links": [
+                link("r", i, conditions=[{"source_output": "return_value", "value": i % (n // 2)}]) for i in range(n)
+            ],
+        }
+    )
+    assert graph.analysis.condition_values["r"]["return_value"] == list(range(n // 2))
 
 
 def test_duplicate_links_merged_leave_the_document_alone() -> None:
