@@ -67,7 +67,7 @@ class Sizes:
 
     load_chain: tuple[int, int, int]  # small, medium, large: each 10x the previous
     load_random: tuple[int, int]  # medium, large
-    load_links: int  # entries of one link (merged into one), and links between distinct pairs
+    load_links: int  # entries of one link (merged into one), links between distinct pairs, links from one node
     thread_chain: int
     thread_fanout: int
     lattice: tuple[int, int]  # width, depth
@@ -322,6 +322,14 @@ def build_rows(sizes: Sizes, cpu_iters: int, *, uvloop: bool) -> list[Row]:
             "ratio",
             1.2,
             note="duplicate links merge in linear time",
+        ),
+        Row(
+            f"load {_n(repeated)} conditional links from one node / {_n(repeated)} plain links from one node",
+            load(f"router:{sizes.load_links}"),
+            load(f"fanout:{sizes.load_links}"),
+            "ratio",
+            1.5,
+            note="each condition value is kept once, in O(1)",
         ),
         Row(
             f"load chain {_n(large)}, seconds",

@@ -17,7 +17,10 @@ A workload spec is a short string:
   them into one link);
 - ``pairs:N``: ``N`` links between distinct pairs of about ``sqrt(2 N)``
   nodes (every earlier node to every later one), the same link entries as
-  ``repeated:N`` without the merging. Both are only loaded.
+  ``repeated:N`` without the merging. Both are only loaded;
+- ``router:N``: one `inc` source and ``N`` `inc` children, each link
+  conditional on its own value of the source's output (``fanout:N`` with
+  conditions); only loaded.
 
 Besides the graph, each workload knows its sink nodes and the checksum they
 must sum to, so that a run that computes the wrong thing is caught. `plan`
@@ -158,12 +161,19 @@ def _pairs(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str
     return nodes, links, [nid for i, nid in enumerate(ids) if i not in sources], None
 
 
+def _router(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str], None]:
+    nodes, links, sinks, _ = _fanout(n)
+    for value, link in enumerate(links):
+        link["conditions"] = [{"source_output": "return_value", "value": value}]
+    return nodes, links, sinks, None
+
+
 def make(spec: str, *, cpu_iters: int = 0) -> Workload:
     """Build the workload named by ``spec``.
 
     Args:
         spec: ``chain:N``, ``fanout:N``, ``lattice:WxD``, ``cpufan:N``, ``sleepfan:NxS``, ``random:N``,
-            ``repeated:N`` or ``pairs:N``.
+            ``repeated:N``, ``pairs:N`` or ``router:N``.
         cpu_iters: the `benchtasks.cpu` loop count of ``cpufan`` nodes.
 
     Returns:
@@ -192,10 +202,12 @@ def make(spec: str, *, cpu_iters: int = 0) -> Workload:
         built = _repeated(int(arg))
     elif kind == "pairs":
         built = _pairs(int(arg))
+    elif kind == "router":
+        built = _router(int(arg))
     else:
         msg = (
-            f"unknown workload {spec!r} "
-            "(expected chain:N, fanout:N, lattice:WxD, cpufan:N, sleepfan:NxS, random:N, repeated:N or pairs:N)"
+            f"unknown workload {spec!r} (expected chain:N, fanout:N, lattice:WxD, cpufan:N, sleepfan:NxS, "
+            "random:N, repeated:N, pairs:N or router:N)"
         )
         raise ValueError(msg)
     nodes, links, sinks, checksum = built
