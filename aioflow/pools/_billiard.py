@@ -338,15 +338,17 @@ class _Link:
         """
         with self.write_lock:
             fd = self.writer.fileno()
-            poller = select.poll()
-            poller.register(fd, select.POLLOUT)
-            poller.register(self.sentinel, select.POLLIN)
+            poller: select.poll | None = None
             for chunk in (header, data):
                 view = memoryview(chunk)
                 while view:
                     try:
                         view = view[os.write(fd, view) :]
-                    except BlockingIOError:
+                    except BlockingIOError:  # the pipe is full: wait for room, or the worker's end
+                        if poller is None:
+                            poller = select.poll()
+                            poller.register(fd, select.POLLOUT)
+                            poller.register(self.sentinel, select.POLLIN)
                         if any(ready == self.sentinel for ready, _ in poller.poll()):
                             raise BrokenPipeError(f"worker process {self.pid} ended") from None
 
@@ -396,9 +398,9 @@ class _Switchboard:
         self._graves: collections.deque[_Link] = collections.deque()  # reaped, not buried yet
         self._stopped = False
         self._closed = False
+        self._ends = 0  # billiard's end-of-results markers, not yet returned by poll
         # The result thread's own.
         self._mail: collections.deque[tuple[_Link, bytes | None]] = collections.deque()  # None: bury it
-        self._ended = False
         self._untaken_deaths = 0  # in a row
         self._last_exit = "none yet"  # how the last worker reaped ended
         self._wake_r, self._wake_w = os.pipe()
@@ -490,9 +492,10 @@ class _Switchboard:
                 message = self._open(link, data)
                 if message is not None:
                     return True, message
-            if self._ended:
-                return True, None
             with self._cond:
+                if self._ends:
+                    self._ends -= 1
+                    return True, None
                 graves = list(self._graves)
                 self._graves.clear()
                 watched = {link.inbox.fd: link for link in self._links.values() if not link.gone}
@@ -512,8 +515,9 @@ class _Switchboard:
                     self._read(watched[fd])  # type: ignore[index]
 
     def put(self, obj: Any) -> None:
-        """billiard's end of results (``obj`` is ``None``): `poll` says so from now on."""
-        self._ended = True
+        """billiard's end of results (``obj`` is ``None``): `poll` returns it, once, as from a queue."""
+        with self._cond:
+            self._ends += 1
         self._wake()
 
     def _read(self, link: _Link) -> None:

@@ -275,6 +275,18 @@ def test_billiard_unpicklable_argument_fails_its_future() -> None:
         executor.shutdown()
 
 
+@pytest.mark.parametrize("context", CONTEXTS)
+def test_billiard_calls_and_results_larger_than_a_pipe_travel_whole(context: str) -> None:
+    """Calls and results of 2 MiB (a pipe holds 64 KiB) cross each worker's own pipes whole, several at once."""
+    executor = BilliardExecutor(2, context=context)
+    try:
+        payloads = [bytes([i]) * (2 << 20) for i in range(4)]
+        futures = [executor.submit(bytes, payload) for payload in payloads]
+        assert [future.result(timeout=DEADLINE) for future in futures] == payloads
+    finally:
+        executor.shutdown()
+
+
 # --------------------------------------------------------------------------- billiard: idle workers retire
 
 
