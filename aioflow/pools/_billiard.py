@@ -6,11 +6,11 @@ Actors:
   `_call_in_worker` and hands it to ``Pool.apply_async`` with callbacks that
   resolve a `concurrent.futures.Future`. It owns ``_jobs`` (future -> record),
   guarded by ``_lock``.
-- billiard's threads, in the pool's process: the task handler hands each
-  job to an idle worker (`_Switchboard.dispatch`), the result handler reads
-  what the workers send (`_Switchboard.poll`) and runs our callbacks (so
-  futures resolve in that thread), and the supervisor reaps dead workers and
-  starts replacements. Ours (`_Supervisor`) waits on the workers' sentinels
+- billiard's threads, in the pool's process: the task handler queues each
+  job for the next idle worker (`_Switchboard.dispatch`), the result handler
+  reads what the workers send (`_Switchboard.poll`), writes a freed worker
+  its next job and runs our callbacks (so futures resolve in that thread),
+  and the supervisor reaps dead workers and starts replacements. Ours (`_Supervisor`) waits on the workers' sentinels
   instead of sleeping 0.8 s between rounds, so a dead worker is noticed at
   once and closing the pool does not wait for a nap to end.
 - the workers run billiard's worker loop: daemonic, as billiard makes them;
@@ -289,6 +289,19 @@ def _start_method(billiard: Any, name: str | None) -> tuple[Any, Any]:
 # --------------------------------------------------------------------------- the workers' pipes, in the pool's process
 
 
+#: What the result thread queues after a dead worker's last messages: bury it then.
+_BURY = object()
+
+#: Jobs up to this size are framed in one buffer, written at once.
+_SMALL_JOB = 1 << 14
+
+
+def _frame(data: bytes) -> tuple[bytes, ...]:
+    """A job as billiard's ``Connection.recv_bytes`` reads it: a big-endian 4-byte length, then the bytes."""
+    header = struct.pack("!i", len(data))
+    return (header + data,) if len(data) <= _SMALL_JOB else (header, data)
+
+
 class _Link:
     """A worker as the switchboard sees it: its pipe ends, and the job written to it.
 
@@ -328,7 +341,7 @@ class _Link:
         self.gone = False  # reaped: what it sent is read, then it is buried
         self.exitcode: int | None = None
 
-    def send(self, header: bytes, data: bytes) -> None:
+    def send(self, message: tuple[bytes, ...]) -> None:
         """Write a job, unless the worker ends first (`BrokenPipeError`).
 
         The pipe is non-blocking and its sentinel is watched: a job larger
@@ -339,7 +352,7 @@ class _Link:
         with self.write_lock:
             fd = self.writer.fileno()
             poller: select.poll | None = None
-            for chunk in (header, data):
+            for chunk in message:
                 view = memoryview(chunk)
                 while view:
                     try:
@@ -369,40 +382,47 @@ class _Switchboard:
     thread calls `dispatch` for each job, its result handler thread calls
     `poll` for the next message, its shutdown calls `stop`, ``put(None)``
     (the end of results) and `close`; the supervisor thread calls `add` for
-    each worker it starts and `exited` for each one it reaps. The pipes are
-    written by the task thread only and read by the result thread only;
-    ``_cond`` guards the links and their job bookkeeping.
+    each worker it starts and `exited` for each one it reaps. ``_lock``
+    guards the links, the jobs waiting for a worker and who holds which.
+
+    A worker is given one job at a time, by whichever thread frees it or
+    brings a job (`_pump`): the result thread writes the next job as soon as
+    it reads a READY, with no hand-off to another thread. (billiard's workers
+    read the shared task pipe as soon as they are free; a job never waits
+    behind another one's worker while a worker is idle.) The pipes are read
+    by the result thread only.
 
     A reaped worker is *buried* in the result thread, after the messages its
     pipe still holds: a job it acknowledged fails (``fail``), a job it never
-    acknowledged is sent again (``resend``), and `_UNTAKEN_DEATHS` workers in
-    a row dying before they took their job break the pool (``broken``).
+    acknowledged goes first to the next idle worker, and `_UNTAKEN_DEATHS`
+    workers in a row dying before they took their job break the pool
+    (``broken``).
     """
 
     def __init__(
-        self,
-        *,
-        fail: Callable[[tuple[Any, ...], BaseException], None],
-        resend: Callable[[tuple[Any, ...]], None],
-        broken: Callable[[str], None],
+        self, *, fail: Callable[[tuple[Any, ...], BaseException], None], broken: Callable[[str], None]
     ) -> None:
         from billiard.pool import ACK, DEATH, READY
 
         self._kinds = (ACK, READY, DEATH)
         self._fail = fail
-        self._resend = resend
         self._broken = broken
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._links: dict[int, _Link] = {}  # pid -> worker not buried yet
         self._idle: list[_Link] = []  # without a job; the most recently idle last
+        self._pending: collections.deque[tuple[Any, ...]] = collections.deque()  # jobs waiting for a worker
         self._graves: collections.deque[_Link] = collections.deque()  # reaped, not buried yet
         self._stopped = False
         self._closed = False
         self._ends = 0  # billiard's end-of-results markers, not yet returned by poll
-        # The result thread's own.
-        self._mail: collections.deque[tuple[_Link, bytes | None]] = collections.deque()  # None: bury it
         self._untaken_deaths = 0  # in a row
         self._last_exit = "none yet"  # how the last worker reaped ended
+        # The result thread's own: messages read for billiard, and workers to bury (once billiard has
+        # handled the messages read before).
+        self._mail: collections.deque[tuple[_Link, Any]] = collections.deque()
+        self._watched: dict[int, _Link] = {}  # message pipe -> worker, as polled
+        self._poller = select.poll()
+        self._rewatch = True  # the workers changed since the poller was built (under _lock)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -414,15 +434,16 @@ class _Switchboard:
         process.inq._reader.close()
         process.outq._writer.close()
         link = _Link(process)
-        with self._cond:
+        with self._lock:
             self._links[link.pid] = link
             self._idle.append(link)
-            self._cond.notify()
+            self._rewatch = True
         self._wake()
+        self._pump()
 
     def exited(self, process: Any) -> None:
         """A worker was reaped (its exit status is known): bury it once its last messages are read."""
-        with self._cond:
+        with self._lock:
             link = self._links.get(process.pid)
             if link is None or link.process is not process or link.gone:
                 return
@@ -432,47 +453,58 @@ class _Switchboard:
             if link in self._idle:
                 self._idle.remove(link)
             self._graves.append(link)
+            self._rewatch = True
         self._wake()
 
     # ------------------------------------------------------------ the task handler thread
 
     def dispatch(self, task: Any) -> None:
-        """Write a job to an idle worker, waiting for one (billiard's ``_quick_put``).
+        """Queue a job for the next idle worker (billiard's ``_quick_put``).
 
         ``None``, billiard's "no more jobs" to each worker, is ignored: the
-        workers are killed instead. Never raises: an `OSError` would end
-        billiard's task thread (a worker that died before it read its job is
-        buried, and the job sent again), and billiard's task thread loses a
-        job whose message cannot be pickled (it looks the job up under the
-        wrong key): that job fails with the pickling error here.
+        workers are killed instead.
         """
         if task is None:
             return
-        try:
-            data = pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
-            header = struct.pack("!i", len(data))  # framed as billiard's Connection.send_bytes does
-        except Exception as exc:  # e.g. an input that cannot be pickled
-            self._fail(task, exc)
-            return
-        with self._cond:
-            while not self._idle and not self._stopped:
-                self._cond.wait()
-            if self._stopped:
-                return
-            link = self._idle.pop()
-            link.task = task
-            link.acked = False
-            link.exiting = task[1][2] is _retire_worker
-        try:
-            link.send(header, data)
-        except OSError:
-            pass  # it died: buried, it sends the job again
+        with self._lock:
+            self._pending.append(task)
+        self._pump()
 
     def stop(self) -> None:
-        """Dispatch no more: the pool is terminating (billiard's ``_help_stuff_finish``)."""
-        with self._cond:
+        """Hand out no more jobs: the pool is terminating or broken (billiard's ``_help_stuff_finish``)."""
+        with self._lock:
             self._stopped = True
-            self._cond.notify_all()
+            self._pending.clear()
+
+    # ------------------------------------------------------------ any thread
+
+    def _pump(self) -> None:
+        """Write waiting jobs to idle workers, one job each.
+
+        Never raises: billiard's task thread ends on an `OSError` (a worker
+        that died before it read its job is buried, and the job sent again),
+        and loses a job whose message cannot be pickled (it looks the job up
+        under the wrong key): that job fails here with the pickling error.
+        """
+        while True:
+            with self._lock:
+                if self._stopped or not self._pending or not self._idle:
+                    return
+                link = self._idle.pop()
+                task = link.task = self._pending.popleft()
+                link.acked = False
+                link.exiting = task[1][2] is _retire_worker
+            try:
+                message = _frame(pickle.dumps(task, pickle.HIGHEST_PROTOCOL))
+            except Exception as exc:  # e.g. an input that cannot be pickled
+                with self._lock:
+                    self._idle_again(link)
+                self._fail(task, exc)
+                continue
+            try:
+                link.send(message)
+            except OSError:
+                pass  # it died: buried, it sends the job again
 
     # ------------------------------------------------------------ the result handler thread
 
@@ -485,44 +517,61 @@ class _Switchboard:
         deadline = time.monotonic() + timeout
         while True:
             while self._mail:
-                link, data = self._mail.popleft()
-                if data is None:
+                link, message = self._mail.popleft()
+                if message is _BURY:
                     self._bury(link)
                     continue
-                message = self._open(link, data)
-                if message is not None:
-                    return True, message
-            with self._cond:
+                return True, message
+            with self._lock:
                 if self._ends:
                     self._ends -= 1
                     return True, None
                 graves = list(self._graves)
                 self._graves.clear()
-                watched = {link.inbox.fd: link for link in self._links.values() if not link.gone}
+                if self._rewatch:
+                    self._rewatch = False
+                    self._watch([link for link in self._links.values() if not (link.gone or link.inbox.eof)])
             for link in graves:  # its last messages first
                 self._read(link)
-                self._mail.append((link, None))
+                self._mail.append((link, _BURY))
             if graves:
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False, None
-            ready = multiprocessing.connection.wait([self._wake_r, *watched], remaining)
-            for fd in ready:
+            for fd, _ in self._poller.poll(math.ceil(remaining * 1000)):
                 if fd == self._wake_r:
                     self._drain_wake()
                 else:
-                    self._read(watched[fd])  # type: ignore[index]
+                    self._read(self._watched[fd])
+
+    def _watch(self, links: list[_Link]) -> None:
+        """Poll the wake-up pipe and these workers' message pipes from now on."""
+        self._watched = {link.inbox.fd: link for link in links}
+        self._poller = select.poll()
+        for fd in (self._wake_r, *self._watched):
+            self._poller.register(fd, select.POLLIN)
 
     def put(self, obj: Any) -> None:
         """billiard's end of results (``obj`` is ``None``): `poll` returns it, once, as from a queue."""
-        with self._cond:
+        with self._lock:
             self._ends += 1
         self._wake()
 
     def _read(self, link: _Link) -> None:
+        """Take the messages the worker's pipe holds: keep their books now (a freed worker gets its next job at
+        once), and queue them for billiard."""
+        freed = False
         for data in link.inbox.receive():
-            self._mail.append((link, data))
+            message = self._open(link, data)
+            if message is not None:
+                freed |= message[0] == self._kinds[1]
+                self._mail.append((link, message))
+        if link.inbox.eof:  # it is exiting: its pipe would poll as ready until it is reaped
+            with self._lock:
+                self._rewatch = True
+        if freed:
+            self._pump()
 
     def _open(self, link: _Link, data: bytes) -> Any:
         """Unpickle a worker's message and keep its books; ``None`` if it is not for billiard."""
@@ -533,11 +582,12 @@ class _Switchboard:
             return None
         ack, ready, death = self._kinds
         kind = message[0]
-        with self._cond:
-            if kind == ack:
-                link.acked = link.took_any = True
-                self._untaken_deaths = 0
-            elif kind == ready:
+        if kind == ack:  # read and written by this thread only, once the job is written
+            link.acked = link.took_any = True
+            self._untaken_deaths = 0
+            return message
+        with self._lock:
+            if kind == ready:
                 self._idle_again(link)
             elif kind == death:
                 link.exiting = True
@@ -548,50 +598,53 @@ class _Switchboard:
         return message
 
     def _idle_again(self, link: _Link) -> None:
-        # Under _cond: its job is done.
+        # Under _lock: its job is done.
         link.task = None
         link.acked = False
         if not (link.exiting or link.gone):
             self._idle.append(link)
-            self._cond.notify()
 
     def _unreadable(self, link: _Link, data: bytes, error: BaseException) -> None:
         """A message that cannot be unpickled here: its worker's outcome. Fail the job it was running."""
-        with self._cond:
+        with self._lock:
             task = link.task if link.acked else None
             if task is not None:
                 self._idle_again(link)
         if task is None:
             logger.warning("a message of billiard worker %d could not be read: %r", link.pid, error)
             return
+        self._pump()
         self._fail(task, _not_loadable(data, error))
 
     def _bury(self, link: _Link) -> None:
         """A reaped worker whose messages were all handled: fail or resend the job it held, close its pipes."""
-        with self._cond:
+        with self._lock:
             if self._links.get(link.pid) is link:
                 del self._links[link.pid]
             task, taken = link.task, link.acked
             link.task = None
-            untaken = task is not None and not taken and not link.took_any
-            if untaken:
-                self._untaken_deaths += 1
-            in_a_row = self._untaken_deaths
+            breaks = False
+            if task is not None and not taken:
+                if not link.took_any:  # it died as it started
+                    self._untaken_deaths += 1
+                    breaks = self._untaken_deaths >= _UNTAKEN_DEATHS
+                if not breaks:
+                    self._pending.appendleft(task)  # it never started
         link.close()
         if task is None:
             return
         if taken:
             self._fail(task, WorkerDied(link.pid, link.exitcode))
-        elif untaken and in_a_row >= _UNTAKEN_DEATHS:
+        elif breaks:
             self._broken(self.dying_at_start())
         else:
-            self._resend(task)  # never started
+            self._pump()
 
     # ------------------------------------------------------------ any thread
 
     def dying_at_start(self) -> str:
         """Why the pool breaks when its workers keep dying before they take a job."""
-        with self._cond:
+        with self._lock:
             last = self._last_exit
         return (
             f"its worker processes keep dying before they take any job (the last: {last}); "
@@ -599,7 +652,7 @@ class _Switchboard:
         )
 
     def _wake(self) -> None:
-        with self._cond:
+        with self._lock:
             if self._closed:  # a closed descriptor's number may be reused
                 return
             try:
@@ -616,7 +669,7 @@ class _Switchboard:
 
     def close(self) -> None:
         """Close every pipe: the pool's threads have ended. Idempotent."""
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
@@ -745,7 +798,6 @@ def _pool_class() -> type[Any]:
         ) -> None:
             self.process_class = process_class
             self.on_broken = on_broken
-            self.broken = False
             # Called by the supervisor each round: retires idle workers, returns
             # the seconds until the next one is due (None: no idle worker).
             self.on_idle = on_idle
@@ -759,8 +811,8 @@ def _pool_class() -> type[Any]:
             super().__init__(*args, **kwargs)
 
         def break_pool(self, reason: str) -> None:
-            """The pool can run no more jobs: say so (the executor fails them all)."""
-            self.broken = True
+            """The pool can run no more jobs: hand out none, and say so (the executor fails them all)."""
+            self.switchboard.stop()
             self.on_broken(reason)
 
         def wake_supervisor(self) -> None:
@@ -777,7 +829,7 @@ def _pool_class() -> type[Any]:
         def _setup_queues(self) -> None:
             # Called first thing by billiard's __init__: where its shared
             # queues were, the switchboard writes jobs and reads results.
-            board = self.switchboard = _Switchboard(fail=self._fail_job, resend=self._resend, broken=self.break_pool)
+            board = self.switchboard = _Switchboard(fail=self._fail_job, broken=self.break_pool)
             self._inqueue = self._outqueue = board
             self._quick_put = board.dispatch
             self._quick_get = None  # read through _poll_result only
@@ -816,10 +868,6 @@ def _pool_class() -> type[Any]:
             if job is not None and not job.ready():
                 job._set(index, (False, error))
                 job.discard()  # billiard leaves a job it never saw taken in its books
-
-        def _resend(self, task: tuple[Any, ...]) -> None:
-            if not self.broken and self._state == bpool.RUN:
-                self._taskqueue.put(([task], None))
 
         @staticmethod
         def _help_stuff_finish(inqueue: Any, task_handler: Any, _pool: Any) -> None:
