@@ -10,9 +10,10 @@ Actors:
   job for the next idle worker (`_Switchboard.dispatch`), the result handler
   reads what the workers send (`_Switchboard.poll`), writes a freed worker
   its next job and runs our callbacks (so futures resolve in that thread),
-  and the supervisor reaps dead workers and starts replacements. Ours (`_Supervisor`) waits on the workers' sentinels
-  instead of sleeping 0.8 s between rounds, so a dead worker is noticed at
-  once and closing the pool does not wait for a nap to end.
+  and the supervisor reaps dead workers and starts replacements. Ours
+  (`_Supervisor`) waits on the workers' sentinels instead of sleeping 0.8 s
+  between rounds, so a dead worker is noticed at once and closing the pool
+  does not wait for a nap to end.
 - the workers run billiard's worker loop: daemonic, as billiard makes them;
   they ignore SIGINT and exit with their owner (``_worker_initializer`` of
   the ``process`` pool).
@@ -114,7 +115,6 @@ import functools
 import itertools
 import logging
 import math
-import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
 import os
@@ -385,12 +385,12 @@ class _Switchboard:
     each worker it starts and `exited` for each one it reaps. ``_lock``
     guards the links, the jobs waiting for a worker and who holds which.
 
-    A worker is given one job at a time, by whichever thread frees it or
-    brings a job (`_pump`): the result thread writes the next job as soon as
-    it reads a READY, with no hand-off to another thread. (billiard's workers
-    read the shared task pipe as soon as they are free; a job never waits
-    behind another one's worker while a worker is idle.) The pipes are read
-    by the result thread only.
+    A worker is given one job at a time, as billiard's took one from the
+    shared pipe once free: no job waits behind another on a busy worker while
+    a worker is idle. Whichever thread frees a worker or brings a job hands
+    it out (`_pump`): the result thread writes a worker its next job as soon
+    as it reads its READY, with no hand-off to another thread. The pipes are
+    read by the result thread only.
 
     A reaped worker is *buried* in the result thread, after the messages its
     pipe still holds: a job it acknowledged fails (``fail``), a job it never
