@@ -205,6 +205,7 @@ def _load_graph(
 
 
 def _repr(maxlevel: int, maxparts: int) -> reprlib.Repr:
+    """A `reprlib.Repr` showing ``maxlevel`` levels of ``maxparts`` items at most, strings of 80 characters."""
     shown = reprlib.Repr()
     shown.maxlevel = maxlevel
     shown.maxlist = shown.maxtuple = shown.maxset = shown.maxfrozenset = shown.maxdeque = maxparts
@@ -320,7 +321,8 @@ def _read_source(
             )
         # No copy here: the loader never edits the documents it reads (it builds
         # new dicts and lists), and the values a Graph keeps are copied when the
-        # nodes are built. Copying a 100,000-node document up front costs seconds.
+        # nodes and links are normalised. Copying a 100,000-node document up
+        # front costs seconds.
         raw = dict(source)
         return raw, _graph_name(raw, "dict"), None
     if representation == "json_string":
