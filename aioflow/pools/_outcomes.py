@@ -103,8 +103,9 @@ def pack_error(exc: BaseException, text: str | None = None) -> PackedError:
 def unpack_error(packed: PackedError) -> BaseException:
     """In the caller: the task's exception, or a `aioflow.RemoteError` standing in for it.
 
-    The worker's traceback is the result's ``__cause__`` unless the exception
-    already has one of its own.
+    The worker's traceback is the result's ``__cause__``, always: its text holds
+    the exception's own chain. (Whether a chain survives pickling depends on the
+    process: tblib, which Dask and Parsl install, pickles ``__cause__`` too.)
     """
     problem = packed.problem
     if packed.data is not None:
@@ -114,8 +115,7 @@ def unpack_error(packed: PackedError) -> BaseException:
             problem = _describe(error)
         else:
             if isinstance(exc, BaseException):
-                if exc.__cause__ is None:
-                    exc.__cause__ = RemoteTraceback(packed.text)
+                exc.__cause__ = RemoteTraceback(packed.text)
                 return exc
             problem = f"it unpickled as a {type(exc).__name__}, not an exception"
     stand_in = RemoteError(packed.type_name, packed.message, packed.text, problem)

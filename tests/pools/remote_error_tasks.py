@@ -51,3 +51,16 @@ def die(pid_file: str, how: str) -> None:
     if how == "exit3":
         os._exit(3)
     os.kill(os.getpid(), getattr(signal, how))
+
+
+class KeepsCause(Exception):
+    """Pickles its ``__cause__`` along, as every exception does once tblib's pickling support is installed."""
+
+    def __reduce__(self) -> Any:
+        return _with_cause, (type(self), self.args, self.__cause__)
+
+
+def _with_cause(cls: type[BaseException], args: tuple[Any, ...], cause: BaseException | None) -> BaseException:
+    exc = cls(*args)
+    exc.__cause__ = cause
+    return exc

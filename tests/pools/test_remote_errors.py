@@ -128,3 +128,17 @@ def test_an_exception_whose_str_raises_is_still_reported() -> None:
 
     packed: Any = pack_error(BadStr())
     assert "str() of the exception failed" in packed.message
+
+
+def test_the_cause_is_the_worker_traceback_even_when_the_chain_pickles() -> None:
+    """Where pickling keeps ``__cause__`` (tblib, installed by Dask), the worker's traceback still becomes it."""
+    import pickle
+
+    from remote_error_tasks import KeepsCause
+
+    exc = KeepsCause("outer")
+    exc.__cause__ = AssertionError("inner")
+    back = unpack_error(pickle.loads(pickle.dumps(pack_error(exc))))
+    assert isinstance(back, KeepsCause)
+    assert isinstance(back.__cause__, RemoteTraceback)
+    assert "AssertionError: inner" in str(back.__cause__)
