@@ -8,7 +8,10 @@ Actors:
 - the executor's *done-callbacks* (`_Execution._on_done`), run by the event
   loop when a call finishes: they queue the finished future and wake the
   driver, which hands the outcomes to the state machine and submits the
-  firings they unlock. On a pool that chains calls, whose calls the driver
+  firings they unlock. Where the order of outcomes can change what fires
+  (loops, optional links), the driver hands them over in the order their
+  firings were made, whatever order they finished in (`_Execution._settle`),
+  so an execution gives the same results on every run. On a pool that chains calls, whose calls the driver
   submits itself (``executor.submit``, to keep the pool's futures), the
   callback (`_Execution._arrived`) runs in the pool's thread: it queues the
   future there and wakes the loop once per burst of completions, not once
@@ -301,6 +304,15 @@ class _NodeFailed:
         self.error = error
 
 
+class _Failure:
+    """The outcome of a firing that failed, until it is handed to the state machine."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class _InFlight:
     """A call in the pool: for which node, and which firing (``None`` while sent ahead and unclaimed)."""
 
@@ -401,6 +413,12 @@ class _Execution:
         self._may_stay_remote: frozenset[NodeId] = frozenset()
         self._remote: dict[NodeId, tuple[concurrent.futures.Future[Any], concurrent.futures.Executor]] = {}
         self._interrupted: list[NodeId] = []
+        # Outcomes are handed to the state machine in the order of their
+        # firings when that order can matter (`_settle`): those that finished
+        # before their turn wait here, by `Firing.order`.
+        self._in_order = self.state.order_matters
+        self._held: dict[int, tuple[Firing, Any]] = {}
+        self._next_order = 0
         # The node whose call the driver is handling, named by an internal error.
         self._handling: NodeId | None = None
         # The first reason the execution stops early (it is raised at the end).
@@ -616,7 +634,14 @@ class _Execution:
     def _submit_ready(self, loop: asyncio.AbstractEventLoop) -> None:
         pool = self._pool
         assert pool is not None
-        while self._ready and len(self._inflight) < self._window and self._stop_reason is None:
+        while self._ready and self._stop_reason is None:
+            # The window bounds the calls in the pool, except for the firing
+            # whose outcome the held ones wait for: calls sent ahead may fill
+            # the window while their claims wait for it.
+            if len(self._inflight) >= self._window and not (
+                self._in_order and self._ready[0].order == self._next_order
+            ):
+                break
             firing = self._ready.popleft()
             nid = self._handling = firing.node_id
             node = self.graph.nodes[nid]
@@ -639,7 +664,7 @@ class _Execution:
                         executor, pool.bind(executor, self, run_task), self._call(node, firing)
                     )
             except Exception as exc:  # the pool refused the call (closed, broken)
-                self._fail(firing, self._translate(exc, firing, executor) if executor is not None else exc)
+                self._failed(firing, self._translate(exc, firing, executor) if executor is not None else exc)
                 continue
             pool.enter(self)
             slot = self._inflight[future] = _InFlight(nid, firing, executor, pool_future, remote)
@@ -804,13 +829,12 @@ class _Execution:
         self._pool.leave(self)
         if future.cancelled():  # the pool gave up on the call (not this execution)
             lost = PoolError(f"graph {self.graph.id!r}: node {firing.node_id!r}: the pool cancelled the call")
-            self._fail(firing, lost)
+            self._failed(firing, lost)
             return
         error = future.exception()
         if error is not None:
-            self._fail(firing, self._translate(error, firing, executor))
+            self._failed(firing, self._translate(error, firing, executor))
             return
-        self._emit("node.finished", firing.node_id, firing.number)
         result = future.result()
         if slot.remote:  # the outputs stayed on the workers: the state machine never reads them
             assert slot.call is not None
@@ -818,18 +842,49 @@ class _Execution:
             result = {}
         if self._waiting_on:
             self._waiting_on.pop(firing.node_id, None)  # the calls sent ahead after it will be claimed
+        self._settle(firing, result)
+
+    def _failed(self, firing: Firing, error: BaseException) -> None:
+        """A firing failed: void the calls sent ahead that waited for it, then settle it."""
+        if self._waiting_on:
+            self._void(firing.node_id)
+        self._settle(firing, _Failure(error))
+
+    def _settle(self, firing: Firing, outcome: Any) -> None:
+        """Hand a finished firing's outcome (its result, or a `_Failure`) to the state machine.
+
+        When the order can change what fires (`ExecutionState.order_matters`),
+        outcomes are handed over in the order the state machine made their
+        firings, whatever order they finished in: one that finished early
+        waits in `_held` for those made before it. The execution then gives
+        the same firings and results on every run.
+        """
+        if not self._in_order:
+            self._hand_over(firing, outcome)
+            return
+        held = self._held
+        held[firing.order] = (firing, outcome)
+        while self._next_order in held and self._stop_reason is None:
+            firing, outcome = held.pop(self._next_order)
+            self._next_order += 1
+            self._hand_over(firing, outcome)
+
+    def _hand_over(self, firing: Firing, outcome: Any) -> None:
+        self._handling = firing.node_id
+        if isinstance(outcome, _Failure):
+            self._fail(firing, outcome.error)
+            return
+        self._emit("node.finished", firing.node_id, firing.number)
         try:
-            if type(result) is TaskOutcome:  # outputs with their tokens (tasks run by ewokscore)
-                self._queue(self.state.succeeded(firing, result.outputs, result.tags))
+            if type(outcome) is TaskOutcome:  # outputs with their tokens (tasks run by ewokscore)
+                self._queue(self.state.succeeded(firing, outcome.outputs, outcome.tags))
             else:
-                self._queue(self.state.succeeded(firing, result))
+                self._queue(self.state.succeeded(firing, outcome))
         except IterationLimitReached as exc:
             self._stop(exc)
 
     def _fail(self, firing: Firing, error: BaseException) -> None:
         self._emit("node.failed", firing.node_id, firing.number, error=error)
-        if self._waiting_on:
-            self._void(firing.node_id)
         try:
             nxt = self.state.failed(firing, error)
         except IterationLimitReached as exc:

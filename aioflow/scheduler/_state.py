@@ -31,6 +31,15 @@ without a token, the exception entries of an error link) has none. The state
 never looks inside a token; conditions and results use the values only. With
 no tags given, none are tracked (the common case costs one test per firing).
 
+Order: the state machine numbers its firings in the order it makes them
+(`Firing.order`). Its outcome depends only on the order in which finished
+firings are handed back to it, so handing them back in that numbering makes
+every execution give the same firings, inputs and results whatever the
+timing: the driver does so when that order can matter (`order_matters`).
+It cannot when the graph is acyclic and every link is required: every node
+then fires at most once, when all its links have delivered, with their data
+merged in link order.
+
 Cost: a delivery is O(1) plus the size of the merged inputs, a completion is
 O(the node's out-links). Nothing rescans the graph.
 
@@ -75,6 +84,8 @@ class Firing:
         inputs: what the task is called with: default inputs under dynamic inputs.
         input_tags: input name -> the token of the output its value came from,
             for the dynamic inputs that have one; ``None`` when none has.
+        order: its position among the execution's firings, in the order the
+            state machine made them (0 first).
     """
 
     node_id: NodeId
@@ -82,6 +93,7 @@ class Firing:
     dynamic_inputs: dict[Any, Any]
     inputs: dict[Any, Any]
     input_tags: dict[Any, Any] | None = None
+    order: int = 0
 
 
 # The tokens of one delivery's data (a subset of its keys), or None for none.
@@ -129,6 +141,8 @@ class ExecutionState:
         errors: node id -> the exception of the node's last failure that no
             ``on_error`` link handled (kept even if a later execution succeeded).
         handled_errors: the same, for failures an ``on_error`` link handled.
+        order_matters: whether the order in which finished firings are
+            handed over can change what fires (see the module docstring).
     """
 
     def __init__(
@@ -154,6 +168,8 @@ class ExecutionState:
         self.executions: dict[NodeId, int] = {}
         self.errors: dict[NodeId, BaseException] = {}
         self.handled_errors: dict[NodeId, BaseException] = {}
+        self.order_matters = bool(analysis.cycles) or not all(analysis.link_required)
+        self._made = 0  # firings made so far: the next one's `Firing.order`
 
     # ------------------------------------------------------------------ transitions
 
@@ -297,7 +313,9 @@ class ExecutionState:
         defaults = self.graph.nodes[nid].default_inputs
         inputs = {**defaults, **dynamic} if defaults else dict(dynamic)
         input_tags = self._merged_tags(st, links_in, optional, optional_tags) if st.tagged else None
-        return Firing(nid, number, dynamic, inputs, input_tags)
+        order = self._made
+        self._made += 1
+        return Firing(nid, number, dynamic, inputs, input_tags, order)
 
     @staticmethod
     def _merged_tags(
