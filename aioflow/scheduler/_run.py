@@ -109,6 +109,7 @@ async def execute_graph_async(
     varinfo: Mapping[str, Any] | None = None,
     execinfo: Any = None,
     task_options: Mapping[str, Any] | None = None,
+    _select_results: Callable[[ExecutionState], Results] | None = None,
 ) -> Results:
     """Execute a graph and return its results.
 
@@ -150,6 +151,9 @@ async def execute_graph_async(
             process, node events by the workers (``ewoks`` extra).
         task_options: extra keyword arguments for every ewokscore task's
             constructor (``ewoks`` extra).
+        _select_results: not public: `aioflow.ewoks` passes its own rule
+            (ewoksppf's), which builds the results from the execution's state
+            in place of ``outputs=`` and ``merge_outputs=``.
 
     Returns:
         The selected outputs, as `aioflow.Results` (a dict).
@@ -196,6 +200,7 @@ async def execute_graph_async(
             startargs=startargs,
             ewoks_all=ewoks_payload,
             ewoks_some=ewoks_run.node_context(ewoks_payload) if ewoks_run is not None else None,
+            select_results=_select_results,
         )
         if not loaded.nodes:
             return Results({})
@@ -370,6 +375,7 @@ class _Execution:
         startargs: Mapping[str, Any] | None,
         ewoks_all: Mapping[str, Any] | None = None,
         ewoks_some: Mapping[str, Any] | None = None,
+        select_results: Callable[[ExecutionState], Results] | None = None,
     ) -> None:
         self.graph = graph
         self.outputs = outputs
@@ -378,6 +384,7 @@ class _Execution:
         self.timeout = timeout
         self.on_event = on_event
         self.state = ExecutionState(graph, max_iterations=max_iterations, start_inputs=startargs)
+        self._select_results = select_results
         # The Ewoks context of every call (persistence, events, task options:
         # every node runs through ewokscore), or of ewokscore's own task types only.
         self._ewoks_all = ewoks_all
@@ -425,6 +432,8 @@ class _Execution:
         self._stop_reason: BaseException | _NodeFailed | None = None
 
     def results(self) -> Results:
+        if self._select_results is not None:
+            return self._select_results(self.state)
         return select_results(self.graph, self.state, self.outputs, self.merge_outputs)
 
     def _emit(self, kind: EventKind, node_id: Any = None, number: int = 0, **extra: Any) -> None:

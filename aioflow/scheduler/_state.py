@@ -141,6 +141,14 @@ class ExecutionState:
         errors: node id -> the exception of the node's last failure that no
             ``on_error`` link handled (kept even if a later execution succeeded).
         handled_errors: the same, for failures an ``on_error`` link handled.
+        error_data: node id -> for the node's first failure that no
+            ``on_error`` link handled, the data an ``on_error`` link would
+            have carried (its link inputs, ``WorkflowException`` and
+            ``WorkflowExceptionInstance``), in the order the failures were
+            handed over.
+        finished: node id -> whether its last execution succeeded, in the
+            order the executions were handed over: a node moves to the end
+            each time, so the node handed over last comes last.
         order_matters: whether the order in which finished firings are
             handed over can change what fires (see the module docstring).
     """
@@ -168,6 +176,8 @@ class ExecutionState:
         self.executions: dict[NodeId, int] = {}
         self.errors: dict[NodeId, BaseException] = {}
         self.handled_errors: dict[NodeId, BaseException] = {}
+        self.error_data: dict[NodeId, dict[Any, Any]] = {}
+        self.finished: dict[NodeId, bool] = {}
         self.order_matters = bool(analysis.cycles) or not all(analysis.link_required)
         self._made = 0  # firings made so far: the next one's `Firing.order`
 
@@ -196,6 +206,7 @@ class ExecutionState:
         nid = firing.node_id
         outputs = dict(outputs)
         self.outputs[nid] = outputs
+        self._finished(nid, True)
         out_tags = dict(tags) if tags else None
         firings: list[Firing] = []
         for li in self._data_out[nid]:
@@ -213,16 +224,15 @@ class ExecutionState:
         """
         nid = firing.node_id
         self.outputs[nid] = {}
+        self._finished(nid, False)
         error_links = self._error_out[nid]
         if not error_links:
             self.errors[nid] = error
+            if nid not in self.error_data:
+                self.error_data[nid] = self._error_data(firing, error, tb)
             return []
         self.handled_errors[nid] = error
-        if tb is None:
-            tb = traceback.format_exception(error)
-        data = dict(firing.dynamic_inputs)
-        data["WorkflowException"] = {"errorMessage": str(error), "traceBack": tb}
-        data["WorkflowExceptionInstance"] = error
+        data = self._error_data(firing, error, tb)
         # The failed firing's inputs keep their tokens; the exception entries have none.
         tags = firing.input_tags
         if tags:
@@ -232,7 +242,21 @@ class ExecutionState:
             firings.extend(self._deliver(li, self._links[li], data, tags or None))
         return firings
 
+    @staticmethod
+    def _error_data(firing: Firing, error: BaseException, tb: list[str] | None) -> dict[Any, Any]:
+        """What a failure hands on: the firing's link inputs plus the exception, as ewoksppf does."""
+        if tb is None:
+            tb = traceback.format_exception(error)
+        data = dict(firing.dynamic_inputs)
+        data["WorkflowException"] = {"errorMessage": str(error), "traceBack": tb}
+        data["WorkflowExceptionInstance"] = error
+        return data
+
     # ------------------------------------------------------------------ internals
+
+    def _finished(self, nid: NodeId, succeeded: bool) -> None:
+        self.finished.pop(nid, None)
+        self.finished[nid] = succeeded
 
     def _state(self, nid: NodeId) -> _NodeState:
         st = self._nodes.get(nid)

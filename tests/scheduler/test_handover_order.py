@@ -185,3 +185,33 @@ async def test_order_is_not_enforced_where_it_cannot_matter(pool: ReversingPool)
     result = await aioflow.execute_graph_async(graph, inputs=inputs, pool=pool, on_event=events.append)
     assert result == {"return_value": 3}
     assert finished_events(events) == [("b", 1), ("a", 1), ("sum", 1)]
+
+
+async def test_the_state_records_the_order_of_last_executions_and_the_first_unhandled_failures(
+    pool: ReversingPool,
+) -> None:
+    """`finished` lists nodes by their last hand-over; `error_data` keeps each first unhandled failure's data."""
+    graph = {
+        "graph": {"id": "records"},
+        "nodes": [node("x", "tasks.identity"), node("y", "tasks.identity"), node("join", "tasks.fail")],
+        "links": [optional("x", "join", "x"), optional("y", "join", "y")],
+    }
+    seen: list[ExecutionState] = []
+
+    def select(state: ExecutionState) -> aioflow.Results:
+        seen.append(state)
+        return aioflow.Results({"selected": True})
+
+    inputs = [{"id": "x", "name": "value", "value": 1}, {"id": "y", "name": "value", "value": 2}]
+    result = await aioflow.execute_graph_async(
+        graph, inputs=inputs, pool=pool, raise_on_error=False, _select_results=select
+    )
+    assert result == {"selected": True}
+    (state,) = seen
+    assert list(state.finished.items()) == [("x", True), ("y", True), ("join", False)]
+    first = state.error_data["join"]  # join failed twice: with x, then with y
+    assert set(first) == {"x", "WorkflowException", "WorkflowExceptionInstance"}
+    assert first["x"] == 1
+    assert str(first["WorkflowExceptionInstance"]) == "failed on purpose with ['x']"
+    assert first["WorkflowException"]["errorMessage"] == "failed on purpose with ['x']"
+    assert str(state.errors["join"]) == "failed on purpose with ['y']"
