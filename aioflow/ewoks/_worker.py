@@ -16,17 +16,29 @@ identity (and location) and the value already loaded: what ewokscore's own
 engines pass from task to task. Inputs without a token (default inputs, start
 inputs) are plain values, as there.
 
+Saving: two executions with the same identity (the same task with the
+same inputs, say two nodes of one loop, or two identical nodes) save their
+outputs under the same name. A process runs them one at a time
+(`_one_identity_at_a_time`): the second then finds the outputs saved and
+loads them instead of running, as a sequential engine would, rather than
+writing the same file at the same time (which HDF5 files do not survive
+between threads; between processes, HDF5's file locks already take turns).
+
 ewokscore is imported here, in the worker, on first use; nothing else in a
 worker process imports it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .._results import MISSING
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from .._tasks import TaskCall, TaskOutcome
 
 __all__ = ["run_ewoks_task"]
@@ -76,10 +88,12 @@ def run_ewoks_task(call: TaskCall) -> dict[Any, Any] | TaskOutcome:
         execinfo=context.get("execinfo"),
         task_options=context.get("task_options"),
     )
-    if call.task_type == "notebook":
-        _execute_closing_event_loops(task)
-    else:
-        task.execute()
+    location = task.output_variables.data_uri
+    with _one_identity_at_a_time(None if location is None else str(location)):
+        if call.task_type == "notebook":
+            _execute_closing_event_loops(task)
+        else:
+            task.execute()
     outputs = {name: value for name, value in task.get_output_values().items() if not is_missing_data(value)}
     tags = {}
     for name, variable in task.output_variables.items():
@@ -92,6 +106,36 @@ def run_ewoks_task(call: TaskCall) -> dict[Any, Any] | TaskOutcome:
     from .._tasks import TaskOutcome
 
     return TaskOutcome(outputs, tags)
+
+
+class _Turns:
+    """A lock per identity, for as long as some execution of that identity holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    @contextlib.contextmanager
+    def one_at_a_time(self, key: str | None) -> Iterator[None]:
+        if key is None:  # nothing is saved: nothing to share
+            yield
+            return
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[key]
+                if users == 1:
+                    del self._locks[key]
+                else:
+                    self._locks[key] = (lock, users - 1)
+
+
+_one_identity_at_a_time = _Turns().one_at_a_time
 
 
 def _execute_closing_event_loops(task: Any) -> None:

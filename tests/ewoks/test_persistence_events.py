@@ -13,6 +13,7 @@ from ewokscore.events import cleanup as cleanup_events
 from ewokscore.tests import test_workflow_events as reference
 from ewoksutils.event_utils import FIELD_TYPES
 from ewoksutils.sqlite3_utils import connect, select
+from twin_tasks import TWINS
 
 import aioflow
 import aioflow.ewoks
@@ -337,6 +338,35 @@ def test_loop_iterations_with_identical_inputs_are_done_after_the_first(tmp_path
     with pytest.raises(aioflow.IterationLimitError):
         aioflow.ewoks.execute_graph(counted_loop(log_file, feed_back=False), max_iterations=3, pool_type="thread")
     assert ran(log_file) == ["a", "b"] * 3
+
+
+@pytest.fixture
+def twins() -> Iterator[None]:
+    TWINS.reset()
+    yield
+    TWINS.reset()
+
+
+@pytest.mark.usefixtures("twins")
+@pytest.mark.parametrize("scheme", ["nexus", "json"])
+def test_twin_tasks_save_their_outputs_one_at_a_time(scheme: str, tmp_path: Path) -> None:
+    """Two executions of one task with the same inputs take turns: the second loads what the first saved."""
+    graph = {
+        "graph": {"id": "twins"},
+        "nodes": [
+            {
+                "id": node_id,
+                "task_type": "class",
+                "task_identifier": "twin_tasks.WaitForTwin",
+                "default_inputs": [{"name": "x", "value": 7}],
+            }
+            for node_id in ("one", "two")
+        ],
+    }
+    varinfo = {"root_uri": str(tmp_path), "scheme": scheme}
+    result = aioflow.ewoks.execute_graph(graph, pool_type="thread", max_workers=2, varinfo=varinfo)
+    assert result == {"result": 7}
+    assert (TWINS.ran, TWINS.most_at_once) == (1, 1)
 
 
 def test_no_varinfo_means_nothing_is_saved(tmp_path: Path) -> None:
