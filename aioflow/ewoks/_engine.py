@@ -13,6 +13,10 @@ Keywords, as ewoksppf names them (docs/ewoks.md has the table):
   ``max_iterations``, ``uvloop``, ``on_event``, ``pool``;
 - anything else raises `TypeError` naming it (ewoksppf would read it as a
   pool option; aioflow takes pool options only in ``pool_options``).
+
+The default result is ewoksppf's (`aioflow.ewoks._result`), read from
+aioflow's execution state, so it is the same on every run; other
+``outputs=``/``merge_outputs=`` select as aioflow's own door does.
 """
 
 from __future__ import annotations
@@ -24,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 from ewokscore.engine_interface import WorkflowEngine
 from ewokscore.events import job_context
 from ewokscore.missing_data import MISSING_DATA
-from ewoksutils.exceptions import TaskError, TaskExecutionError
 
 from .._errors import GraphError, NodeError, OptionError
 from .._results import MISSING, Results
 from ..graph import load_graph
 from ..scheduler import execute_graph as _aioflow_execute_graph
 from ._convert import from_taskgraph, is_taskgraph
+from ._result import ewoks_error, ppf_result
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -88,7 +92,12 @@ def execute_graph(
         raise_on_error: raise when a node fails without an ``on_error`` link
             (``None`` is ``True``); with ``False`` the result's ``.errors`` lists
             the failed nodes.
-        outputs: which outputs to return (spec §6.6); ``[]`` returns ``{}``.
+        outputs: which outputs to return (spec §6.6); ``[]`` returns ``{}``. By
+            default (with ``merge_outputs``), ewoksppf's result: the end nodes'
+            last outputs merged in the order they ran, the last one winning;
+            when none succeeded, the first unhandled failure's inputs plus
+            ``WorkflowException`` and ``WorkflowExceptionInstance``
+            (`aioflow.ewoks._result`). The same on every run.
         merge_outputs: one merged dict, or ``{node_id: outputs}`` (``None`` is ``True``).
         timeout: seconds; past it the workers are stopped and
             `aioflow.ExecutionTimeoutError` is raised.
@@ -138,6 +147,8 @@ def execute_graph(
         if pre_import:
             _pre_import(loaded)
         execute_options = _pool_keywords(loaded, pool_options, options, max_workers)
+        if merge_outputs is not False and outputs in (None, [{"all": False}]):
+            execute_options["_select_results"] = ppf_result
         try:
             results = _aioflow_execute_graph(
                 loaded,
@@ -155,7 +166,7 @@ def execute_graph(
                 **execute_options,
             )
         except NodeError as exc:
-            error = _as_ewoks_error(loaded, exc)
+            error = ewoks_error(loaded, exc.node_id, exc.error)
             raise error from error.__cause__
     return _ewoks_results(results, merged=merge_outputs is not False)
 
@@ -213,24 +224,6 @@ def _pre_import(graph: Graph) -> None:
             problems.append(f"node {node.id!r}: cannot import {identifier!r} ({type(exc).__name__}: {exc})")
     if problems:
         raise GraphError(graph.id, problems)
-
-
-def _as_ewoks_error(graph: Graph, exc: NodeError) -> BaseException:
-    """The error ewokscore's engines raise for this failure: the task's own ewokscore error.
-
-    Tasks run by ewokscore raise it already; a task on aioflow's fast path gets
-    the message ewokscore would have written, and its exception as ``__cause__``.
-    """
-    error: BaseException = exc.error
-    if isinstance(error, TaskError):
-        return exc.error
-    node = graph.nodes.get(exc.node_id)
-    label = node.label if node is not None else str(exc.node_id)
-    task = node.task_identifier if node is not None else None
-    msg = f"Execution failed for ewoks task {label!r} (id: {exc.node_id!r}, task: {task!r}): {error}"
-    wrapped: BaseException = TaskExecutionError(msg)
-    wrapped.__cause__ = error
-    return wrapped
 
 
 def _ewoks_results(results: Results, *, merged: bool) -> Results:
