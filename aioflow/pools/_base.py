@@ -51,6 +51,13 @@ T = TypeVar("T")
 #: worth more than the restart it would save.
 DEFAULT_IDLE_TIMEOUT = 60.0
 
+#: The most workers a pool may be asked for: 1,024, or one per CPU on a larger
+#: machine. A count beyond it is a slip (9999 for 99) that would start that
+#: many processes: no local pool runs more usefully (a process worker holds
+#: file descriptors of the parent, whose default limit on Linux is 1,024), and
+#: on a cluster pool max_workers only sizes the calls kept in flight.
+MAX_WORKERS = max(1024, os.cpu_count() or 1)
+
 
 class InitializerFailed(concurrent.futures.BrokenExecutor):
     """The ``initializer`` of ``pool_options`` raised in a new worker: the pool cannot start workers.
@@ -84,6 +91,8 @@ class PoolOptions:
         mw = self.max_workers
         if mw is not None and (isinstance(mw, bool) or not isinstance(mw, int) or mw < 1):
             raise OptionError("max_workers", "an int >= 1 or None", mw)
+        if mw is not None and mw > MAX_WORKERS:
+            raise OptionError("max_workers", f"an int from 1 to {MAX_WORKERS} (docs/pools.md), or None", mw)
         if not isinstance(self.scaling_workers, bool):
             raise OptionError("scaling_workers", "True or False", self.scaling_workers)
         if self.context is not None:
