@@ -19,25 +19,42 @@ flag.
 Failure. A dependency that raised fails its dependents with
 `aioflow.DependencyError` (its exception as ``__cause__``); a cancelled one
 cancels them, so a cancellation runs down a whole chain. A lost worker gives
-`aioflow.WorkerLostError`, an argument that cannot be pickled
-`aioflow.TransferError`, as in graph executions.
+`aioflow.WorkerLostError`, an argument or result that cannot be pickled or
+unpickled `aioflow.TransferError`, as in graph executions. A pool whose
+``initializer`` failed breaks the executor, as the stdlib's: the calls it
+refused and every later `Executor.submit` raise a
+`concurrent.futures.BrokenExecutor`.
+
+Life cycle, as the stdlib's executors. A cancelled call is done for
+`concurrent.futures.wait` and ``as_completed``. At interpreter exit (before
+``atexit`` hooks, as ``concurrent.futures`` does it) every executor not shut
+down is shut down with ``wait=True``: the calls already submitted run to
+the end, those waiting for dependencies included; ``submit`` then raises
+`RuntimeError`. The executor never keeps a call's function, arguments or
+result once the call has ended: they are freed as soon as the caller drops
+them, without waiting for a cyclic garbage collection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
+import os
 import threading
 import time
+import weakref
 from collections import deque
+from concurrent.futures._base import CANCELLED
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import DependencyError, PoolError
+from ._errors import DependencyError, OptionError, PoolError
 from .pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
-from .pools._base import settle
+from .pools._base import InitializerFailed, settle
 
 if TYPE_CHECKING:
+    import multiprocessing.context
     from collections.abc import Callable, Generator, Iterable, Iterator
     from types import TracebackType
 
@@ -62,7 +79,10 @@ class ChainedFuture(concurrent.futures.Future[T]):
 
     It stays pending while its call waits for dependencies or for a worker;
     `cancel` succeeds until a worker has started the call, and cancels the
-    call's dependents too.
+    call's dependents too. A call that reaches the pool while a worker is
+    free for it counts as started at once, as the stdlib's executors count
+    the calls they have queued for their workers: it runs even if
+    ``shutdown(cancel_futures=True)`` follows before the worker takes it.
     """
 
     def __init__(self) -> None:
@@ -72,29 +92,80 @@ class ChainedFuture(concurrent.futures.Future[T]):
 
     def cancel(self) -> bool:
         with self._link_lock:
+            if super().running():
+                return False  # started when it reached a free worker
             inner = self._inner
             if inner is not None and not inner.cancel():
                 return False  # the call is running, or done
-            return super().cancel()
+            if not super().cancel():
+                return False
+            if self._state == CANCELLED:
+                # No executor will ever take this future: tell the waiters of
+                # concurrent.futures.wait() and as_completed() here, as an
+                # executor's worker does when it finds a call cancelled.
+                self.set_running_or_notify_cancel()
+            return True
 
     def running(self) -> bool:
+        if super().running():
+            return True
         inner = self._inner
         return inner is not None and inner.running() and not self.done()
 
 
 class _Call:
-    """One submitted call waiting for its dependencies."""
+    """One submitted call, until it goes to the pool (it may wait for dependencies)."""
 
-    __slots__ = ("args", "fn", "future", "kwargs", "remaining")
+    __slots__ = ("args", "fn", "future", "kwargs", "name", "remaining")
 
     def __init__(
         self, future: ChainedFuture[Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ):
         self.future = future
-        self.fn = fn
+        self.fn: Callable[..., Any] | None = fn
         self.args = args
         self.kwargs = kwargs
+        self.name = _describe(fn)
         self.remaining = 0
+
+    def take(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """The function and arguments, for the pool, which holds them from now on (this call forgets them)."""
+        fn, args, kwargs = self.fn, self.args, self.kwargs
+        assert fn is not None
+        self.fn, self.args, self.kwargs = None, (), {}
+        return fn, args, kwargs
+
+
+# Executors the interpreter's exit shuts down, and whether it has begun (under _EXIT_LOCK).
+_LIVE: weakref.WeakSet[Executor] = weakref.WeakSet()
+_EXIT_LOCK = threading.Lock()
+_exiting = False
+
+
+def _shut_down_at_exit() -> None:
+    """At interpreter exit: refuse new calls, let every submitted one run, stop the executors' own pools."""
+    global _exiting
+    with _EXIT_LOCK:
+        _exiting = True
+        executors = list(_LIVE)
+    for executor in executors:
+        executor._release(wait=True)
+
+
+# As concurrent.futures does: run before atexit hooks and before non-daemon
+# threads are joined, while the pools' threads still run.
+threading._register_atexit(_shut_down_at_exit)  # type: ignore[attr-defined]
+
+
+def _forget_parent_executors() -> None:
+    """In a forked child (a process pool's worker): none of its parent's executors is its own."""
+    global _EXIT_LOCK
+    _EXIT_LOCK = threading.Lock()  # another thread of the parent may have held it
+    _LIVE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_executors)
 
 
 class Executor(concurrent.futures.Executor):
@@ -106,6 +177,11 @@ class Executor(concurrent.futures.Executor):
         max_workers, scaling_workers, context, idle_timeout, pool_options:
             as for `aioflow.open_pool`.
         pool: an open pool to share instead (it stays open after `shutdown`).
+        mp_context, initializer, initargs, max_tasks_per_child, thread_name_prefix:
+            the keywords of the stdlib's ``ThreadPoolExecutor`` and
+            ``ProcessPoolExecutor``, for the pools that take them:
+            ``mp_context`` gives ``context`` its start method; the others go
+            to ``pool_options``.
 
     Use it as a context manager: leaving the block waits for every call and
     stops the workers (``shutdown(wait=True)``).
@@ -124,18 +200,33 @@ class Executor(concurrent.futures.Executor):
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         pool_options: dict[str, Any] | None = None,
         pool: Pool | None = None,
+        mp_context: multiprocessing.context.BaseContext | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        max_tasks_per_child: int | None = None,
+        thread_name_prefix: str = "",
     ) -> None:
+        stdlib = {
+            "initializer": initializer,
+            "initargs": tuple(initargs) or None,
+            "max_tasks_per_child": max_tasks_per_child,
+            "thread_name_prefix": thread_name_prefix or None,
+        }
         if pool is None:
             pool = open_pool(
                 pool_type,
                 max_workers=max_workers,
                 scaling_workers=scaling_workers,
-                context=context,
+                context=_start_method(context, mp_context),
                 idle_timeout=idle_timeout,
-                pool_options=pool_options,
+                pool_options=_merged(pool_options, stdlib),
             )
             self._owns_pool = True
+            weakref.finalize(self, _close_abandoned, pool).atexit = False
         else:
+            for name, value in {**stdlib, "mp_context": mp_context}.items():
+                if value is not None:
+                    raise OptionError(name, "left out with pool= (the shared pool's own options apply)", value)
             self._owns_pool = False
         self._pool = pool
         self._lock = threading.Lock()
@@ -143,6 +234,12 @@ class Executor(concurrent.futures.Executor):
         # Calls not finished: ChainedFutures of submit, pool futures of asubmit's direct path.
         self._unfinished: set[concurrent.futures.Future[Any]] = set()
         self._shutdown = False
+        # The pool's initializer failed: every call is refused with this error (a new instance each time).
+        self._broken: InitializerFailed | None = None
+        # Stops the workers of an own pool after shutdown(wait=False), once every call has ended.
+        self._closer: threading.Thread | None = None
+        with _EXIT_LOCK:
+            _LIVE.add(self)
 
     @property
     def pool(self) -> Pool:
@@ -155,13 +252,12 @@ class Executor(concurrent.futures.Executor):
         """Schedule ``fn(*args, **kwargs)``; futures among the arguments are replaced by their results first.
 
         Raises:
-            RuntimeError: after `shutdown`.
+            RuntimeError: after `shutdown`, or once the interpreter exits.
+            concurrent.futures.BrokenExecutor: the pool's ``initializer`` failed.
         """
         future: ChainedFuture[T] = ChainedFuture()
         with self._lock:
-            if self._shutdown:
-                msg = "cannot schedule new futures after shutdown"
-                raise RuntimeError(msg)
+            self._check_open()
             self._unfinished.add(future)
         future.add_done_callback(self._forget)
         call = _Call(future, fn, args, kwargs)
@@ -172,7 +268,7 @@ class Executor(concurrent.futures.Executor):
         call.remaining = len(dependencies)
         # A dependent that is cancelled while it waits stops nothing upstream.
         for dependency in dependencies:
-            dependency.add_done_callback(lambda done, call=call: self._dependency_done(call, done))
+            dependency.add_done_callback(functools.partial(self._dependency_done, call))
         return future
 
     def map(
@@ -213,14 +309,18 @@ class Executor(concurrent.futures.Executor):
         deadline: float | None,
         fn: Callable[..., T],
     ) -> Generator[T, None, None]:
+        # As the stdlib's map: the call whose result timed out (or failed) is
+        # cancelled if it has not started, and the iterator keeps no reference
+        # to a future or a result it has handed out.
         try:
             while window:
-                future = window.popleft()
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                results = future.result(remaining)
+                results = _result_or_cancel(window.popleft(), remaining)
                 for chunk in itertools.islice(chunks, 1):
                     window.append(self.submit(_run_chunk, fn, chunk))
-                yield from results
+                results.reverse()
+                while results:
+                    yield results.pop()
         finally:
             for future in window:
                 future.cancel()
@@ -229,20 +329,15 @@ class Executor(concurrent.futures.Executor):
         """No more calls; with ``wait``, wait for the submitted ones (and stop the workers of an own pool).
 
         ``cancel_futures`` cancels the calls that have not started, those waiting
-        for dependencies included.
+        for dependencies included. Without ``wait``, the calls submitted still
+        run, and an own pool stops once they have ended.
         """
         with self._lock:
             self._shutdown = True
             pending = list(self._unfinished) if cancel_futures else []
         for future in pending:
             future.cancel()
-        if wait:
-            with self._idle:
-                self._idle.wait_for(lambda: not self._unfinished)
-            if self._owns_pool:
-                self._pool.close()
-        elif self._owns_pool:
-            threading.Thread(target=self._close_when_idle, name="aioflow-executor-close", daemon=True).start()
+        self._release(wait)
 
     async def asubmit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``await`` the result of ``fn(*args, **kwargs)`` from async code without blocking the loop.
@@ -260,9 +355,7 @@ class Executor(concurrent.futures.Executor):
         loop = asyncio.get_running_loop()
         pool = self._pool
         with self._lock:
-            if self._shutdown:
-                msg = "cannot schedule new futures after shutdown"
-                raise RuntimeError(msg)
+            self._check_open()
             executor = pool.executor
             inner = executor.submit(pool.bind(executor, self, fn), *args, **kwargs)
             self._unfinished.add(inner)
@@ -279,7 +372,7 @@ class Executor(concurrent.futures.Executor):
             if error is None:
                 outcome.set_result(done.result())
             else:
-                outcome.set_exception(self._translate(error, executor, fn))
+                outcome.set_exception(self._outcome_error(error, executor, _describe(fn)))
 
         def finished(done: concurrent.futures.Future[Any]) -> None:  # in the thread that completed the call
             pool.leave(self)
@@ -320,16 +413,57 @@ class Executor(concurrent.futures.Executor):
 
     # ------------------------------------------------------------ internals
 
+    def _check_open(self) -> None:
+        """Under ``_lock``: raise if no call may be submitted now, as the stdlib's executors do."""
+        self._check_broken()
+        if self._shutdown:
+            msg = "cannot schedule new futures after shutdown"
+            raise RuntimeError(msg)
+        if _exiting:
+            msg = "cannot schedule new futures after interpreter shutdown"
+            raise RuntimeError(msg)
+
+    def _check_broken(self) -> None:
+        """Under ``_lock``: raise a new `InitializerFailed` if the pool's initializer failed."""
+        if self._broken is not None:
+            raise InitializerFailed.caused_by(str(self._broken), self._broken.__cause__)
+
+    def _release(self, wait: bool) -> None:
+        """After shutdown (or at interpreter exit): stop an own pool's workers once every call has ended.
+
+        With ``wait``, return when they are stopped; otherwise a thread does it.
+        """
+        if not self._owns_pool:
+            if wait:
+                self._wait_idle()
+            return
+        with self._lock:
+            closer = self._closer
+            if closer is None and not wait:
+                closer = self._closer = threading.Thread(
+                    target=self._close_when_idle, name="aioflow-executor-close", daemon=True
+                )
+                closer.start()
+        if not wait:
+            return
+        if closer is not None:
+            closer.join()
+        else:
+            self._close_when_idle()
+
+    def _wait_idle(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: not self._unfinished)
+
+    def _close_when_idle(self) -> None:
+        self._wait_idle()
+        self._pool.close()
+
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
         with self._idle:
             self._unfinished.discard(future)
             if not self._unfinished:
                 self._idle.notify_all()
-
-    def _close_when_idle(self) -> None:
-        with self._idle:
-            self._idle.wait_for(lambda: not self._unfinished)
-        self._pool.close()
 
     def _dependency_done(self, call: _Call, dependency: Any) -> None:
         future = call.future
@@ -340,7 +474,7 @@ class Executor(concurrent.futures.Executor):
             return
         error = dependency.exception()
         if error is not None:
-            failed = DependencyError(_describe(call.fn), f"{type(error).__name__}: {error}")
+            failed = DependencyError(call.name, f"{type(error).__name__}: {error}")
             failed.__cause__ = error
             settle(future, error=failed)
             return
@@ -357,39 +491,57 @@ class Executor(concurrent.futures.Executor):
         with future._link_lock:
             if future.done():  # cancelled while it waited
                 return
+            fn, args, kwargs = call.take()
+            if pool.enter(self) < pool.capacity:
+                future.set_running_or_notify_cancel()  # a worker is free for it: it starts at once
             try:
+                with self._lock:
+                    self._check_broken()  # it may have broken while this call waited for its dependencies
                 executor = pool.executor
-                inner = executor.submit(pool.bind(executor, self, call.fn), *call.args, **call.kwargs)
+                inner = executor.submit(pool.bind(executor, self, fn), *args, **kwargs)
             except BaseException as exc:  # the pool refused: closed, broken
+                pool.leave(self)
+                if isinstance(exc, InitializerFailed):
+                    self._break(exc)
                 settle(future, error=exc)
                 return
             future._inner = inner
-        call.args, call.kwargs = (), {}  # the pool holds them now
-        pool.enter(self)
-        inner.add_done_callback(lambda done: self._finished(future, done, executor, call.fn))
+        del fn, args, kwargs  # the pool holds them now, until the call ends
+        inner.add_done_callback(functools.partial(self._finished, future, executor, call.name))
 
     def _finished(
         self,
         future: ChainedFuture[Any],
-        inner: concurrent.futures.Future[Any],
         executor: concurrent.futures.Executor,
-        fn: Callable[..., Any],
+        name: str,
+        inner: concurrent.futures.Future[Any],
     ) -> None:
         self._pool.leave(self)
         if inner.cancelled():
             if not future.cancel():  # the pool gave up on the call, not the caller
-                settle(future, error=PoolError(f"task {_describe(fn)}: the pool cancelled the call"))
-            return
-        error = inner.exception()
-        if error is None:
-            settle(future, result=inner.result())
+                settle(future, error=PoolError(f"task {name}: the pool cancelled the call"))
         else:
-            settle(future, error=self._translate(error, executor, fn))
+            error = inner.exception()
+            if error is None:
+                settle(future, result=inner.result())
+            else:
+                settle(future, error=self._outcome_error(error, executor, name))
+        # The future no longer refers to the pool's: no reference cycle keeps either alive.
+        future._inner = None
 
-    def _translate(
-        self, error: BaseException, executor: concurrent.futures.Executor, fn: Callable[..., Any]
-    ) -> BaseException:
-        return self._pool.translate(error, executor, f"task {_describe(fn)}")
+    def _outcome_error(self, error: BaseException, executor: concurrent.futures.Executor, name: str) -> BaseException:
+        """What the caller gets for a call that failed with ``error`` in the pool."""
+        if isinstance(error, InitializerFailed):
+            # As the stdlib: the executor is broken; the error stays a BrokenExecutor.
+            self._break(error)
+            return error
+        return self._pool.translate(error, executor, f"task {name}")
+
+    def _break(self, error: InitializerFailed) -> None:
+        """Refuse every call from now on, as the stdlib's executors do once an initializer failed."""
+        with self._lock:
+            if self._broken is None:
+                self._broken = error
 
 
 def _dependencies(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
@@ -425,6 +577,53 @@ def _resolve_value(value: Any) -> Any:
     if isinstance(value, dict) and any(map(_is_future, value.values())):
         return type(value)({k: (v.result() if _is_future(v) else v) for k, v in value.items()})
     return value
+
+
+def _close_abandoned(pool: Pool) -> None:
+    """An executor was garbage-collected without `Executor.shutdown`: stop its own pool's workers.
+
+    As the stdlib's executors do. Its calls have all ended (each one refers
+    to the executor until it has), so there is nothing to wait for; a thread
+    closes the pool, as this may run in any thread, one of the pool's own included.
+    """
+    if not pool.closed:
+        threading.Thread(target=pool.close, name="aioflow-executor-close", daemon=True).start()
+
+
+def _start_method(context: str | None, mp_context: multiprocessing.context.BaseContext | None) -> str | None:
+    """The ``context`` option, given itself or as the stdlib's ``mp_context``."""
+    if mp_context is None:
+        return context
+    get_start_method = getattr(mp_context, "get_start_method", None)
+    if not callable(get_start_method):
+        raise OptionError(
+            "mp_context", "a multiprocessing context, e.g. multiprocessing.get_context('spawn')", mp_context
+        )
+    method: str = get_start_method()
+    if context is not None and context != method:
+        raise OptionError("mp_context", f"a context of start method {context!r}, as context=", mp_context)
+    return method
+
+
+def _merged(pool_options: dict[str, Any] | None, stdlib: dict[str, Any]) -> dict[str, Any]:
+    """``pool_options`` with the stdlib keywords that were given; each option is given once."""
+    merged = dict(pool_options or {})
+    for name, value in stdlib.items():
+        if value is None:
+            continue
+        if name in merged:
+            raise OptionError(name, "given once: as a keyword or in pool_options", value)
+        merged[name] = value
+    return merged
+
+
+def _result_or_cancel(future: concurrent.futures.Future[T], timeout: float | None) -> T:
+    """``future``'s result; if it is not there in time (or failed), its call is cancelled unless it started."""
+    try:
+        return future.result(timeout)
+    except BaseException:
+        future.cancel()
+        raise
 
 
 def _run_chunk(fn: Callable[..., T], chunk: tuple[tuple[Any, ...], ...]) -> list[T]:

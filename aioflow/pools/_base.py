@@ -39,7 +39,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "InitializerFailed", "Pool", "PoolOptions", "run_in_own_thread"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "InitializerFailed",
+    "Pool",
+    "PoolOptions",
+    "TransferFailed",
+    "cancel_queued",
+    "run_in_own_thread",
+]
 
 logger = logging.getLogger("aioflow.pools")
 
@@ -64,6 +72,42 @@ class InitializerFailed(concurrent.futures.BrokenExecutor):
 
     Its ``__cause__`` is the initializer's exception.
     """
+
+    @classmethod
+    def caused_by(cls, message: str, cause: BaseException | None) -> InitializerFailed:
+        """A new instance for one call (each raise gets its own traceback), with ``cause`` as ``__cause__``."""
+        error = cls(message)
+        error.__cause__ = cause
+        return error
+
+
+class TransferFailed(Exception):
+    """A call, or its outcome, could not be pickled or unpickled on its way between processes.
+
+    The form a pool's executor gives it; `Pool.translate` turns it into an
+    `aioflow.TransferError` that names the call. Its ``__cause__`` is the
+    pickling error (whatever the failing ``__reduce__`` raised, ``SystemExit``
+    included: it never reaches the caller as such).
+
+    Attributes:
+        type_name: the type of the value that failed (``"?"`` when unknown).
+        detail: what failed, and how.
+    """
+
+    def __init__(self, type_name: str, detail: str) -> None:
+        super().__init__(detail)
+        self.type_name = type_name
+        self.detail = detail
+
+    @classmethod
+    def wrapping(cls, what: str, error: BaseException) -> TransferFailed:
+        """``what`` (``the call could not be unpickled in the worker``) failed with ``error``."""
+        failed = cls(unpicklable_type(error) or "?", f"{what}: {type(error).__name__}: {error}")
+        failed.__cause__ = error
+        return failed
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.type_name, self.detail)
 
 
 @dataclass(frozen=True)
@@ -244,10 +288,12 @@ class Pool(abc.ABC):
         """
         raise NotImplementedError(f"the {self.name!r} pool cannot keep results on its workers")
 
-    def enter(self, owner: object) -> None:
-        """Count one call of ``owner`` as in flight."""
+    def enter(self, owner: object) -> int:
+        """Count one call of ``owner`` as in flight; return how many calls, of every owner, were before it."""
         with self._lock:
+            before = sum(self._inflight.values())
             self._inflight[owner] = self._inflight.get(owner, 0) + 1
+            return before
 
     def leave(self, owner: object) -> None:
         """The call counted by `enter` is no longer awaited."""
@@ -298,6 +344,10 @@ class Pool(abc.ABC):
             lost = WorkerLostError(f"{where} lost its worker process ({detail})", **fields)
             lost.__cause__ = error
             return lost
+        if isinstance(error, TransferFailed):
+            transfer = TransferError(where, error.type_name, error.detail)
+            transfer.__cause__ = error.__cause__ or error
+            return transfer
         kind = unpicklable_type(error)
         if kind is not None:
             transfer = TransferError(where, kind, str(error))
@@ -403,7 +453,7 @@ class Owned:
         # The result stays on the worker (`Pool.bind_remote`).
         self.remote = remote
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
 
 
@@ -426,6 +476,19 @@ def settle(future: concurrent.futures.Future[Any], *, result: Any = None, error:
             future.set_result(result)
     except concurrent.futures.InvalidStateError:
         pass  # nobody waits for this outcome any more
+
+
+def cancel_queued(future: concurrent.futures.Future[Any]) -> None:
+    """Cancel a call that no worker has taken, so that `concurrent.futures.wait` and ``as_completed`` see it end.
+
+    `Future.cancel` alone leaves the future ``CANCELLED``: the waiters those
+    functions install hear of a cancellation only from
+    `Future.set_running_or_notify_cancel`, which an executor calls when a
+    worker takes the call, and this one never will be. (Only for a future no
+    one has called ``set_running_or_notify_cancel`` on yet: a queued call's.)
+    """
+    if future.cancel():
+        future.set_running_or_notify_cancel()
 
 
 def unpicklable_type(exc: BaseException) -> str | None:

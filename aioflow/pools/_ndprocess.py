@@ -102,4 +102,4 @@ class NonDaemonicProcessPool(ProcessPool):
     name = "ndprocess"
 
     def _mp_context(self) -> Any:
-        return non_daemonic_context(self.options.context)
+        return non_daemonic_context(self._start_method())

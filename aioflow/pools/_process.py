@@ -266,15 +266,35 @@ def describe_exits(exits: list[tuple[int, int | None]]) -> str | None:
 
 
 class ProcessPool(Pool):
-    """Tasks run in worker processes: real parallelism; inputs and outputs are pickled."""
+    """Tasks run in worker processes: real parallelism; inputs and outputs are pickled.
+
+    ``pool_options``: ``initializer`` and ``initargs`` (run in each new worker),
+    and ``max_tasks_per_child`` (a worker retires after that many calls, for
+    tasks that leak memory). As with the stdlib's ``ProcessPoolExecutor``,
+    ``max_tasks_per_child`` needs the ``spawn`` or ``forkserver`` start method,
+    and makes ``spawn`` the default.
+    """
 
     name = "process"
     uses_processes = True
 
     def _validate(self, options: PoolOptions) -> None:
-        unknown = set(options.extra) - {"initializer", "initargs"}
+        unknown = set(options.extra) - {"initializer", "initargs", "max_tasks_per_child"}
         if unknown:
-            raise OptionError("pool_options", "a dict with keys among initializer, initargs", options.extra)
+            raise OptionError(
+                "pool_options", "a dict with keys among initializer, initargs, max_tasks_per_child", options.extra
+            )
+        limit = options.extra.get("max_tasks_per_child")
+        if limit is None:
+            return
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise OptionError("max_tasks_per_child", "an int >= 1 or None", limit)
+        if options.context == "fork":
+            raise OptionError(
+                "context",
+                "'spawn' or 'forkserver' with max_tasks_per_child (as for the stdlib's ProcessPoolExecutor)",
+                options.context,
+            )
 
     def _create_executor(self) -> concurrent.futures.Executor:
         from ._workers import WorkerProcessExecutor
@@ -288,11 +308,18 @@ class ProcessPool(Pool):
             initargs=tuple(extra.get("initargs", ())),
             scaling=self.options.scaling_workers,
             idle_timeout=self.options.idle_timeout,
+            max_tasks_per_child=extra.get("max_tasks_per_child"),
         )
+
+    def _start_method(self) -> str | None:
+        """The ``context`` option; without one, ``spawn`` when workers retire after ``max_tasks_per_child``."""
+        if self.options.context is None and self.options.extra.get("max_tasks_per_child") is not None:
+            return "spawn"
+        return self.options.context
 
     def _mp_context(self) -> Any:
         """The multiprocessing context the workers start from."""
-        return multiprocessing.get_context(self.options.context)
+        return multiprocessing.get_context(self._start_method())
 
     def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
         from ._workers import Owned

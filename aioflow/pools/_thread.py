@@ -61,7 +61,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .._errors import OptionError
-from ._base import Pool, PoolOptions
+from ._base import InitializerFailed, Pool, PoolOptions, cancel_queued
 
 __all__ = ["INTERRUPT_GRACE", "TaskInterrupted", "ThreadPool"]
 
@@ -128,7 +128,9 @@ class _ThreadExecutor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._shutdown = False
+        # Why the executor cannot run calls (its initializer failed), and the initializer's exception.
         self._broken: str | None = None
+        self._broken_cause: BaseException | None = None
         self._running: dict[int, object] = {}
         self._interrupted: set[int] = set()  # threads sent a TaskInterrupted
         self._running_changed = threading.Condition(threading.Lock())
@@ -152,8 +154,8 @@ class _ThreadExecutor(concurrent.futures.Executor):
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         with self._lock:
-            if self._broken:
-                raise concurrent.futures.BrokenExecutor(self._broken)
+            if self._broken is not None:
+                raise self._broken_error()
             if self._shutdown:
                 msg = "cannot schedule new futures after shutdown"
                 raise RuntimeError(msg)
@@ -189,25 +191,46 @@ class _ThreadExecutor(concurrent.futures.Executor):
         thread.start()
         self._threads.append(thread)
 
-    def _cancel_queued(self) -> None:
+    def _take_queued(self) -> list[_WorkItem]:
+        """Empty the queue (under ``_lock``): the items no thread has taken."""
+        items: list[_WorkItem] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return
+                return items
             if item is not None:
                 self._unclaimed -= 1
-                item[0].cancel()
+                items.append(item)
+
+    def _cancel_queued(self) -> None:
+        for item in self._take_queued():
+            cancel_queued(item[0])
+
+    def _broken_error(self) -> InitializerFailed:
+        assert self._broken is not None
+        return InitializerFailed.caused_by(self._broken, self._broken_cause)
+
+    def _break(self, cause: BaseException) -> None:
+        """The initializer failed: fail the queued calls and refuse new ones, as the stdlib's executor does.
+
+        Calls already running in other threads finish.
+        """
+        with self._lock:
+            self._broken = f"the thread pool's initializer failed: {cause!r}; the pool cannot run calls"
+            self._broken_cause = cause
+            queued = self._take_queued()
+        for future, *_ in queued:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(self._broken_error())
 
     def _work(self) -> None:
         if self._initializer is not None:
             try:
                 self._initializer(*self._initargs)
-            except BaseException:
+            except BaseException as exc:
                 logger.exception("the thread pool's initializer failed")
-                with self._lock:
-                    self._broken = "a thread initializer failed; the pool is no longer usable"
-                    self._cancel_queued()
+                self._break(exc)
                 return
         while True:
             with self._lock:
@@ -229,17 +252,10 @@ class _ThreadExecutor(concurrent.futures.Executor):
             if item is None:
                 self._queue.put(None)
                 return
-            future, fn, args, kwargs = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as exc:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
-            del item, future, fn, args, kwargs
+            _run(item)
+            del item  # nothing of a call outlives it here: its function, arguments and result are freed
 
-    def run_owned(self, owner: object, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def run_owned(self, owner: object, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` in this worker thread, recorded as ``owner``'s."""
         ident = threading.get_ident()
         with self._running_changed:
@@ -257,7 +273,7 @@ class _ThreadExecutor(concurrent.futures.Executor):
                     _async_raise(ident, None)
                 self._running_changed.notify_all()
 
-    def run_owned_green(self, owner: object, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def run_owned_green(self, owner: object, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """`run_owned` for a worker that is a greenlet (gevent-patched ``threading``)."""
         ident = threading.get_ident()
         task = _GreenTask(owner, self._getcurrent(), self._get_hub())
@@ -312,6 +328,18 @@ class _ThreadExecutor(concurrent.futures.Executor):
             self._running_changed.wait_for(lambda: not busy(), timeout=INTERRUPT_GRACE)
             stuck = busy()
         return [t.name for t in list(self._threads) if t.ident in stuck]
+
+
+def _run(item: _WorkItem) -> None:
+    """Run one call in this worker thread, unless it was cancelled while queued."""
+    future, fn, args, kwargs = item
+    if future.set_running_or_notify_cancel():
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
 
 
 class ThreadPool(Pool):

@@ -16,7 +16,7 @@ Actors and who owns what:
   (the most recently used first, so surplus workers stay idle and retire),
   starts a new worker when none is idle and fewer than ``max_workers`` run,
   reads results, reaps dead workers, and retires workers idle for longer
-  than ``idle_timeout``. It blocks in one `multiprocessing.connection.wait`
+  than ``idle_timeout`` or done with ``max_tasks_per_child`` calls. It blocks in one `multiprocessing.connection.wait`
   on the wake-up pipe, every worker's connection and every worker's
   sentinel, with the next retirement as its timeout: no polling.
 - each *worker* process has a duplex pipe of its own to the dispatcher and
@@ -38,6 +38,9 @@ running, with `WorkerDied` naming its pid and exit code or signal (the
 dispatcher reaps the process itself, so the exit status is always known);
 the executor stays usable and starts a new worker when one is needed. A
 worker whose initializer fails breaks the executor, as the stdlib's does.
+A call, or its result, that cannot be pickled or unpickled on its way fails
+alone with `TransferFailed` (whatever the failing ``__reduce__`` raised,
+``SystemExit`` included), and the worker carries on.
 `WorkerProcessExecutor.kill_owner` kills only the workers running one
 owner's calls (with the processes those calls started); `terminate` kills
 them all and ends the executor.
@@ -58,7 +61,7 @@ from multiprocessing.connection import wait
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
-from ._base import InitializerFailed, Owned
+from ._base import InitializerFailed, Owned, TransferFailed, cancel_queued
 from ._outcomes import WorkerDied, describe_exit, pack_error, unpack_error
 from ._process import _worker_initializer, join_or_kill, kill_process_trees
 
@@ -100,7 +103,11 @@ def _worker_main(
             return  # asked to exit
         try:
             fn, args, kwargs = ForkingPickler.loads(data)
-            del data
+        except BaseException as exc:  # SystemExit too: a failing __reduce__ must not end the worker
+            _reply(conn, _ERROR, TransferFailed.wrapping("the call could not be unpickled in the worker process", exc))
+            continue
+        del data
+        try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             _reply(conn, _ERROR, exc)
@@ -148,7 +155,7 @@ class _Item:
 
 
 class _Worker:
-    __slots__ = ("conn", "eof", "idle_since", "item", "killed", "pid", "process")
+    __slots__ = ("conn", "eof", "idle_since", "item", "killed", "pid", "process", "tasks")
 
     def __init__(self, process: Any, conn: Connection) -> None:
         self.process = process
@@ -158,12 +165,7 @@ class _Worker:
         self.idle_since = time.monotonic()
         self.killed = False  # by terminate or kill_owner: its call was stopped, not lost
         self.eof = False  # its end of the pipe is closed: it is exiting
-
-
-def _broken_error(message: str, cause: BaseException) -> concurrent.futures.BrokenExecutor:
-    error = InitializerFailed(message)
-    error.__cause__ = cause
-    return error
+        self.tasks = 0  # calls it has finished
 
 
 _LIVE_EXECUTORS: weakref.WeakSet[WorkerProcessExecutor] = weakref.WeakSet()
@@ -185,6 +187,9 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
         scaling: start workers as calls need them (``True``), or all at once.
         idle_timeout: with ``scaling``, retire a worker idle this many seconds
             (``None``: never).
+        max_tasks_per_child: retire a worker once it has run this many calls
+            (``None``: never), as the stdlib's ``ProcessPoolExecutor``; a new
+            one starts when a call needs it.
     """
 
     _counter = itertools.count()
@@ -198,8 +203,10 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
         *,
         scaling: bool = True,
         idle_timeout: float | None = None,
+        max_tasks_per_child: int | None = None,
     ) -> None:
         self._max_workers = max_workers
+        self._max_tasks_per_child = max_tasks_per_child
         self._context = mp_context
         self._initializer = initializer
         self._initargs = initargs
@@ -212,13 +219,17 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
         self._idle: list[_Worker] = []
         self._leaving: dict[int, _Worker] = {}
         self._shutdown = False
+        # Why the executor takes no more calls, and the initializer's exception when that is why.
         self._broken: str | None = None
+        self._broken_cause: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        # Closed with the executor object, never while another thread may still write.
-        weakref.finalize(self, _close_fds, self._wake_r, self._wake_w)
+        # Closed with the executor object, never while another thread may still use them: not at
+        # interpreter exit (a finalizer's default), where the dispatcher may still run, and would
+        # wait on the descriptor numbers after they were reused ("FD 3 is already registered").
+        weakref.finalize(self, _close_fds, self._wake_r, self._wake_w).atexit = False
         _LIVE_EXECUTORS.add(self)
         if not scaling:
             # Before the dispatcher thread exists: with ``fork``, no thread of
@@ -237,7 +248,7 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
             if self._broken is not None:
-                raise concurrent.futures.BrokenExecutor(self._broken)
+                raise self._broken_error()
             if self._shutdown:
                 msg = "cannot schedule new futures after shutdown"
                 raise RuntimeError(msg)
@@ -304,7 +315,7 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
         kept: deque[_Item] = deque()
         for item in self._pending:
             if which(item):
-                item.future.cancel()
+                cancel_queued(item.future)
             else:
                 kept.append(item)
         self._pending = kept
@@ -399,7 +410,7 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             try:
                 payload = ForkingPickler.dumps((item.fn, item.args, item.kwargs))
             except BaseException as exc:  # an unpicklable function or input
-                item.future.set_exception(exc)
+                item.future.set_exception(TransferFailed.wrapping("the call could not be pickled", exc))
                 with self._lock:
                     self._idle.append(worker)
                 continue
@@ -420,8 +431,9 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             return
         try:
             kind, value = ForkingPickler.loads(data)
-        except BaseException as exc:  # e.g. the result's class cannot be imported here
-            kind, value = _ERROR, exc
+        except BaseException as exc:  # e.g. the result's class cannot be imported here; SystemExit too
+            kind = _ERROR
+            value = TransferFailed.wrapping("the result could not be unpickled in the calling process", exc)
         else:
             if kind != _OK:
                 value = unpack_error(value)
@@ -432,8 +444,15 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
         with self._lock:
             item, worker.item = worker.item, None
             worker.idle_since = time.monotonic()
-            if worker.pid in self._live:
+            worker.tasks += 1
+            limit = self._max_tasks_per_child
+            retiring = worker.pid in self._live and limit is not None and worker.tasks >= limit
+            if retiring:
+                self._retire(worker)
+            elif worker.pid in self._live:
                 self._idle.append(worker)
+        if retiring:
+            self._ask_to_exit(worker)
         if item is None:
             return
         if kind == _OK:
@@ -476,17 +495,24 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
 
         As with the stdlib's executor; calls running on other workers finish.
         """
-        message = f"the pool's initializer failed in worker process {worker.pid}: {cause!r}"
         with self._lock:
-            self._broken = message
+            self._broken = f"the pool's initializer failed in worker process {worker.pid}: {cause!r}"
+            self._broken_cause = cause
             self._shutdown = True
             pending, self._pending = self._pending, deque()
             item, worker.item = worker.item, None
         for queued in pending:
             if queued.future.set_running_or_notify_cancel():
-                queued.future.set_exception(_broken_error(message, cause))
+                queued.future.set_exception(self._broken_error())
         if item is not None and not item.future.done():
-            item.future.set_exception(_broken_error(message, cause))
+            item.future.set_exception(self._broken_error())
+
+    def _broken_error(self) -> concurrent.futures.BrokenExecutor:
+        """The error for a call refused because the executor broke (a new instance per call)."""
+        assert self._broken is not None
+        if self._broken_cause is None:  # the dispatcher failed
+            return concurrent.futures.BrokenExecutor(self._broken)
+        return InitializerFailed.caused_by(self._broken, self._broken_cause)
 
     def _next_retirement(self) -> float | None:
         if self._idle_timeout is None or not self._idle:
@@ -502,10 +528,14 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             retiring = [w for w in self._idle if now - w.idle_since >= self._idle_timeout]
             for worker in retiring:
                 self._idle.remove(worker)
-                self._live.pop(worker.pid, None)
-                self._leaving[worker.pid] = worker
+                self._retire(worker)
         for worker in retiring:
             self._ask_to_exit(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        """Under ``_lock``: ``worker``, not idle, takes no more calls; it exits once asked (`_ask_to_exit`)."""
+        self._live.pop(worker.pid, None)
+        self._leaving[worker.pid] = worker
 
     def _drain_wake(self) -> None:
         try:

@@ -174,8 +174,9 @@ def test_an_initializer_that_fails_fails_the_node_clearly() -> None:
 
 
 def test_unknown_pool_options_are_refused() -> None:
+    # multiprocessing.Pool's spelling: the process pool takes the stdlib executor's max_tasks_per_child.
     with pytest.raises(aioflow.OptionError, match="pool_options"):
-        aioflow.open_pool("process", pool_options={"max_tasks_per_child": 1})
+        aioflow.open_pool("process", pool_options={"maxtasksperchild": 1})
 
 
 def test_a_pool_closed_with_work_queued_runs_it_first() -> None:
