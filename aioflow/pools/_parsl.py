@@ -39,15 +39,27 @@ cancels the executor's future when an awaiting task is cancelled. Ours can
 be cancelled; the Parsl task then runs to its end and its outcome is dropped.
 
 Who owns the DFK: with ``pool_options={"dfk": dfk}`` the caller does, and the
-pool never stops it. Otherwise the pool builds it (from
-``pool_options={"config": config}``, or from `default_config`), on first
-use, in a loader thread of its own: starting a DFK takes about a second
-(more with a batch provider), and that must not block the event loop. Calls
-submitted meanwhile wait in the executor and are sent in order once the DFK
-is up; if it cannot start, they fail with `aioflow.PoolError`. `ParslPool.close`
-waits for the calls in flight, then cleans the DFK up (which cancels its
-blocks: the workers stop) and removes the default config's temporary
-``run_dir``.
+pool never stops it. Otherwise the pool loads it (from
+``pool_options={"config": config}``, or from `default_config`) in a loader
+thread of its own: starting a DFK takes about a second (more with a batch
+provider). Calls submitted meanwhile wait in the executor and are sent in
+order once the DFK is up; if it cannot start, they fail with
+`aioflow.PoolError`. `ParslPool.close` waits for the calls in flight, then
+cleans the DFK up (which cancels its blocks: the workers stop) and removes
+the default config's temporary ``run_dir``.
+
+Parsl's apps beside the pool: a DFK the pool loads is Parsl's current one
+(``parsl.load``'s) while the pool is open, unless the caller has loaded one
+already, so that ``@python_app``s without ``data_flow_kernel=`` run there and
+take the pool's futures as inputs (Parsl's DFK waits for any
+`concurrent.futures.Future` among an app's arguments), as with Parsl's
+``ParslPoolExecutor``. An app must find the DFK up: with a ``config``, the
+pool loads it as it opens, as ``ParslPoolExecutor(config)`` does (inside an
+event loop, on first use); the first call waits for the DFK to be up
+(``submit`` returns once it is). Not so for the pool a graph execution opens
+for itself (`ParslPool.scope_to_running_loop`): it is opened and used in the
+execution's event loop, which never waits for Parsl to start, and nobody
+else has its futures, so its DFK loads on first use and stays private.
 
 Stopping: Parsl cannot stop a running task. `ParslPool.abort` cancels the
 pool's futures (their results are dropped) and leaves the DFK up; the tasks
@@ -61,6 +73,7 @@ Lost workers: a worker that dies fails its task with Parsl's ``WorkerLost``
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import importlib.util
@@ -229,7 +242,16 @@ def default_config(max_workers: int, run_dir: str) -> Any:
 
 
 class _Kernel:
-    """The DFK the pool's calls go to: the caller's, or one the pool loads (in a thread) and cleans up."""
+    """The DFK the pool's calls go to: the caller's, or one the pool loads (in a thread) and cleans up.
+
+    A DFK the pool loads is Parsl's current one (what ``parsl.load`` makes
+    it: ``@python_app``s without ``data_flow_kernel=`` run there, and take
+    the pool's futures as inputs) until it is cleaned up, unless another is
+    current already, or the pool is private (`make_private`). A call that
+    finds the DFK still loading waits for it, unless the pool is private: so
+    once ``submit`` has returned, Parsl's apps find the DFK, as they do
+    after ``ParslPoolExecutor(config)``.
+    """
 
     def __init__(self, dfk: Any = None, config: Any = None, max_workers: int = 1) -> None:
         self._lock = threading.Lock()
@@ -240,48 +262,90 @@ class _Kernel:
         self._error: BaseException | None = None
         self._waiting: list[Callable[[Any, BaseException | None], None]] = []
         self._thread: threading.Thread | None = None
+        # Set once loading has ended, either way, before the waiting calls are sent.
+        self._loaded = threading.Event()
+        self._private = False
         self._run_dir: str | None = None
         self._closed = False
 
+    def make_private(self) -> None:
+        """Never make the DFK Parsl's current one, nor make a call wait for it (a graph execution's own pool).
+
+        Only that execution sends calls to it, from its event loop, which
+        must not wait for Parsl to start; nobody else has its futures to give
+        to an app. Called before the pool's first call.
+        """
+        with self._lock:
+            self._private = True
+
+    def load(self) -> None:
+        """Load the DFK now, if the pool loads one, and return once it is up (or could not start)."""
+        with self._lock:
+            if self._dfk is not None or self._error is not None:
+                return
+            self._start()
+        self._loaded.wait()
+
     def when_ready(self, callback: Callable[[Any, BaseException | None], None]) -> None:
-        """Call ``callback(dfk, error)`` once the DFK is up (now, if it is), starting it if needed."""
+        """Call ``callback(dfk, error)`` once the DFK is up (now, if it is), starting it if needed.
+
+        While it loads, the callback waits in a list, and the calling thread
+        waits for the load to end, unless the pool is private.
+        """
         with self._lock:
             if self._closed:
                 msg = "the 'parsl' pool is closed; open a new one with aioflow.open_pool()"
                 raise PoolError(msg)
-            if self._dfk is None and self._error is None:
-                self._waiting.append(callback)
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._load, name="aioflow-parsl-load", daemon=True)
-                    self._thread.start()
-                return
             dfk, error = self._dfk, self._error
-        callback(dfk, error)
+            loading = dfk is None and error is None
+            if loading:
+                self._waiting.append(callback)
+                self._start()
+            wait = loading and not self._private
+        if wait:
+            self._loaded.wait()  # the callback runs in the loader thread
+        elif not loading:
+            callback(dfk, error)
 
-    def _load(self) -> None:
+    def _start(self) -> None:
+        """Under ``_lock``: start the loader thread, unless it runs already."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._load, args=(self._private,), name="aioflow-parsl-load", daemon=True
+            )
+            self._thread.start()
+
+    def _load(self, private: bool) -> None:
         dfk: Any = None
         error: BaseException | None = None
         try:
+            import parsl
             from parsl.dataflow.dflow import DataFlowKernel
 
             config = self._config
             if config is None:
                 self._run_dir = tempfile.mkdtemp(prefix="aioflow-parsl-")
                 config = default_config(self._max_workers, self._run_dir)
-            # A DFK of our own, not parsl.load(): the process-wide one stays
-            # free for the caller's own Parsl apps.
-            dfk = DataFlowKernel(config)
+            # parsl.load() makes it the current DFK; a caller's current one stays current.
+            dfk = DataFlowKernel(config) if private or _current_dfk() is not None else parsl.load(config)
         except Exception as exc:
             error = PoolError(f"the 'parsl' pool could not start Parsl: {type(exc).__name__}: {exc}")
             error.__cause__ = exc
         with self._lock:
             self._dfk, self._error = dfk, error
             waiting, self._waiting = self._waiting, []
+        # Before the waiting calls are sent: a caller waiting in when_ready()
+        # may hold a lock their done-callbacks need (aioflow.Executor.asubmit
+        # holds its executor's), so it must not wait for them.
+        self._loaded.set()
         for callback in waiting:
             callback(dfk, error)
 
     def close(self) -> None:
-        """Clean up the DFK the pool loaded (its workers stop) and its run_dir. Blocking."""
+        """Clean up the DFK the pool loaded (its workers stop; no longer Parsl's current one) and its run_dir.
+
+        Blocking.
+        """
         with self._lock:
             self._closed = True
             thread = self._thread
@@ -291,10 +355,30 @@ class _Kernel:
             dfk, self._dfk = self._dfk, None
         try:
             if dfk is not None and self._owned:
-                dfk.cleanup()
+                dfk.cleanup()  # Parsl's cleanup also clears it as the current DFK
         finally:
             if self._run_dir is not None:
                 shutil.rmtree(self._run_dir, ignore_errors=True)
+
+
+def _in_event_loop() -> bool:
+    """Whether this thread runs an asyncio event loop (async code, a Jupyter cell)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _current_dfk() -> Any:
+    """Parsl's current DFK (``parsl.load``'s), or None."""
+    import parsl
+    from parsl.errors import NoDataFlowKernelError
+
+    try:
+        return parsl.dfk()
+    except NoDataFlowKernelError:
+        return None
 
 
 class ParslExecutor(concurrent.futures.Executor):
@@ -534,19 +618,24 @@ class ParslPool(Pool):
     """Tasks run on Parsl's workers: a local HighThroughputExecutor by default, any Parsl ``Config`` or DFK.
 
     ``pool_options``:
-        config: a ``parsl.config.Config``; the pool starts a DFK from it on
-            first use and cleans it up when it closes. One config serves one
-            pool (Parsl's executors inside it start once).
+        config: a ``parsl.config.Config``; the pool loads a DFK from it as
+            it opens (inside an event loop: on first use) and cleans it up
+            when it closes. One config serves one pool (Parsl's executors
+            inside it start once).
         dfk: a loaded ``DataFlowKernel`` (``parsl.load(config)``); the pool
             sends calls to it and leaves it running.
         executors: the labels of the Parsl executors to use (default ``"all"``).
 
     Without ``config`` or ``dfk``: `default_config` with ``max_workers``
-    workers, its ``run_dir`` in a temporary directory removed at close.
-    ``max_workers`` otherwise only sets how many calls the scheduler keeps
-    in flight (default: the workers the config declares, else one per CPU).
-    ``scaling_workers`` and ``idle_timeout`` do not apply: Parsl's strategy
-    scales the blocks.
+    workers, loaded on first use, its ``run_dir`` in a temporary directory
+    removed at close. ``max_workers`` otherwise only sets how many calls the
+    scheduler keeps in flight (default: the workers the config declares,
+    else one per CPU). ``scaling_workers`` and ``idle_timeout`` do not
+    apply: Parsl's strategy scales the blocks.
+
+    A DFK the pool loads is Parsl's current one while the pool is open
+    (Parsl's apps run there, on the pool's futures), unless another is, or
+    the pool is a graph execution's own.
     """
 
     name = "parsl"
@@ -565,6 +654,19 @@ class ParslPool(Pool):
         super().__init__(options)
         extra = options.extra
         self._kernel = _Kernel(dfk=extra.get("dfk"), config=extra.get("config"), max_workers=self.capacity)
+        if extra.get("config") is not None and not _in_event_loop():
+            # As ParslPoolExecutor(config): the DFK is up, and Parsl's current
+            # one, when the pool is. In an event loop it loads on first use
+            # (a graph execution opens its own pool there, and makes it private).
+            try:
+                self._kernel.load()
+            except BaseException:  # interrupted while it loads: leave nothing running
+                self._kernel.close()
+                raise
+
+    def scope_to_running_loop(self) -> None:
+        # A graph execution's own pool: its DFK stays out of Parsl's current slot, and its loop never waits for it.
+        self._kernel.make_private()
 
     def _validate(self, options: PoolOptions) -> None:
         if importlib.util.find_spec("parsl") is None:

@@ -85,10 +85,16 @@ def parsl_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def parsl_dfk(parsl_run_dir: Path) -> Iterator[Any]:
-    """A DFK loaded with ``parsl.load`` (as users do), its workers up; cleaned up after the module's tests."""
-    import parsl
+    """A started DFK of the caller's, its workers up; cleaned up after the module's tests.
 
-    dfk = parsl.load(make_config(parsl_run_dir))
+    Started as ``parsl.load`` starts one, but not made Parsl's current DFK:
+    the tests that load one of their own, or that check which DFK is
+    current, run the same whatever module-scoped DFK is up.
+    """
+    import parsl
+    from parsl.dataflow.dflow import DataFlowKernel
+
+    dfk = DataFlowKernel(make_config(parsl_run_dir))
     try:
         # Warm up: the worker block is running and the DFK's launch thread exists.
         import tasks
@@ -99,5 +105,4 @@ def parsl_dfk(parsl_run_dir: Path) -> Iterator[Any]:
         yield dfk
     finally:
         dfk.cleanup()
-        parsl.clear()
     assert_no_parsl_processes(parsl_run_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ import pytest
 import aioflow
 import aioflow.parallel as par
 from aioflow import NodeError, OptionError, WorkerLostError
+from aioflow.pools._parsl import _current_dfk
 
 from .parsl_fixtures import assert_no_parsl_processes, make_config, parsl_dfk, parsl_processes, parsl_run_dir
 
@@ -315,7 +317,7 @@ def test_parallel_backend_by_name_is_the_parsl_pool() -> None:
 
 
 def test_config_dfk_is_cleaned_up_at_close(tmp_path: Path) -> None:
-    """With a Config, the pool loads its own DFK on first use and cleans it up at close: no process remains."""
+    """With a Config, the pool loads its own DFK as it opens and cleans it up at close: no process remains."""
     with aioflow.open_pool("parsl", pool_options={"config": make_config(tmp_path, workers=1)}) as pool:
         assert aioflow.execute_graph(chain(3), pool=pool) == {"return_value": 3}
         with aioflow.Executor(pool=pool) as executor:
@@ -354,6 +356,137 @@ def test_a_config_that_cannot_start_fails_with_pool_error(tmp_path: Path) -> Non
     with pytest.raises(NodeError, match=r"could not start Parsl: NotADirectoryError") as info:
         aioflow.execute_graph(chain(2), pool_type="parsl", pool_options={"config": bad})
     assert isinstance(info.value.error, aioflow.PoolError)
+
+
+# --------------------------------------------------------------------------- Parsl's apps beside the pool
+
+
+def test_executor_futures_are_inputs_of_parsl_apps(tmp_path: Path) -> None:
+    """As with ParslPoolExecutor(config): a @python_app takes the executor's futures, and the executor takes the app's.
+
+    While the executor is open, its DFK is Parsl's current one (apps
+    without data_flow_kernel= run there); closing it clears that and stops
+    its workers.
+    """
+    import parsl
+
+    app = parsl.python_app(tasks.inc)
+    with aioflow.Executor("parsl", pool_options={"config": make_config(tmp_path, workers=1)}) as executor:
+        first = executor.submit(tasks.inc, 1)
+        from_app = app(first)
+        assert from_app.result(timeout=60) == 3
+        assert executor.submit(tasks.add, from_app, 10).result(timeout=60) == 13
+        assert str(_current_dfk().run_dir).startswith(str(tmp_path))
+    assert _current_dfk() is None
+    assert_no_parsl_processes(tmp_path)
+
+
+def test_a_config_executor_serves_apps_as_soon_as_it_exists(tmp_path: Path) -> None:
+    """As ParslPoolExecutor(config) does, the executor loads its DFK as it is made: an app runs there before any submit."""
+    import parsl
+
+    with aioflow.Executor("parsl", pool_options={"config": make_config(tmp_path, workers=1)}):
+        assert str(_current_dfk().run_dir).startswith(str(tmp_path))
+        assert parsl.python_app(tasks.inc)(41).result(timeout=60) == 42
+    assert _current_dfk() is None
+    assert_no_parsl_processes(tmp_path)
+
+
+def test_the_default_configs_dfk_serves_apps_once_a_call_is_submitted() -> None:
+    """Without options, the DFK loads on the first submit, which returns once it is up: an app takes that future."""
+    import parsl
+
+    with aioflow.Executor("parsl", max_workers=1) as executor:
+        assert _current_dfk() is None  # opening it started nothing
+        first = executor.submit(tasks.inc, 1)
+        assert parsl.python_app(tasks.inc)(first).result(timeout=60) == 3
+        run_dir = executor.pool._kernel._run_dir  # type: ignore[attr-defined]
+        assert _current_dfk().run_dir.startswith(run_dir)
+    assert _current_dfk() is None
+    assert_no_parsl_processes(run_dir)
+
+
+def test_a_current_dfk_of_the_callers_stays_current(tmp_path: Path) -> None:
+    """The pool does not take the current slot from a DFK the caller loaded: apps run there, on the pool's futures."""
+    import parsl
+    from parsl.config import Config
+    from parsl.executors.threads import ThreadPoolExecutor
+
+    callers = Config(
+        executors=[ThreadPoolExecutor(label="callers")], run_dir=str(tmp_path / "callers"), initialize_logging=False
+    )
+    with parsl.load(callers) as dfk:
+        with aioflow.Executor("parsl", pool_options={"config": make_config(tmp_path / "pool", workers=1)}) as executor:
+            assert _current_dfk() is dfk
+            from_app = parsl.python_app(tasks.inc)(executor.submit(tasks.inc, 1))
+            assert from_app.result(timeout=60) == 3
+            assert from_app.task_record["dfk"] is dfk
+        assert _current_dfk() is dfk
+    assert_no_parsl_processes(tmp_path / "pool")
+
+
+def test_an_executions_own_pool_keeps_its_dfk_private(tmp_path: Path) -> None:
+    """A graph execution's own parsl pool never becomes Parsl's current DFK: nobody else has its futures."""
+    current: list[Any] = []
+
+    def record(event: Any) -> None:
+        if event.kind == "node.finished":
+            current.append(_current_dfk())
+
+    options = {"config": make_config(tmp_path, workers=1)}
+    results = aioflow.execute_graph(chain(2), pool_type="parsl", pool_options=options, on_event=record)
+    assert results == {"return_value": 2}
+    assert current == [None, None]
+    assert_no_parsl_processes(tmp_path)
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["a-users-pool", "an-executions-own-pool"])
+def test_a_call_waits_for_the_dfk_to_load_unless_the_pool_is_private(
+    monkeypatch: pytest.MonkeyPatch, private: bool
+) -> None:
+    """A call made while the DFK loads returns once it is up (apps then find it), but on an execution's own pool.
+
+    That pool's calls come from its event loop, which never waits for Parsl
+    to start. Parsl itself is replaced by a DFK that starts only once the
+    caller waits for it (a user's pool) or once the test lets it (an
+    execution's own pool), so the order is certain either way.
+    """
+    import parsl
+    import parsl.dataflow.dflow
+
+    from aioflow.pools._parsl import _Kernel
+
+    kernel = _Kernel(config=object())
+    if private:
+        kernel.make_private()
+    caller_waits, release = threading.Event(), threading.Event()
+    loaded_wait = kernel._loaded.wait
+
+    def wait(timeout: float | None = None) -> bool:
+        caller_waits.set()
+        return loaded_wait(timeout)
+
+    class FakeDFK:
+        def __init__(self, config: Any) -> None:
+            (release if private else caller_waits).wait(timeout=60)
+
+        def cleanup(self) -> None:
+            pass
+
+    monkeypatch.setattr(kernel._loaded, "wait", wait)
+    monkeypatch.setattr(parsl, "load", FakeDFK)
+    monkeypatch.setattr(parsl.dataflow.dflow, "DataFlowKernel", FakeDFK)
+    sent: list[tuple[Any, BaseException | None]] = []
+    try:
+        kernel.when_ready(lambda dfk, error: sent.append((dfk, error)))
+        assert caller_waits.is_set() is not private
+        assert kernel._loaded.is_set() is not private  # returned once the DFK was up, or at once
+        release.set()
+    finally:
+        kernel.close()
+    [(dfk, error)] = sent
+    assert isinstance(dfk, FakeDFK)
+    assert error is None
 
 
 # --------------------------------------------------------------------------- options and imports
