@@ -10,6 +10,8 @@ neither mpi4py, loky nor cloudpickle (each is imported when first needed).
         ...
     parallel.set_parallel_backend("loky")                   # or "mpi", "thread", "process", "billiard", ...
 
+    class RayBackend(parallel.Parallel): ...                # another engine: scinexus's interface
+
 See docs/parallel.md.
 """
 
@@ -18,8 +20,8 @@ from __future__ import annotations
 from .._errors import SerialExecutionError as SerialExecutionError
 from .._errors import SerialExecutionWarning as SerialExecutionWarning
 from .._errors import UnsendableFunctionError as UnsendableFunctionError
+from ._api import BACKEND_TYPES as BACKEND_TYPES
 from ._api import DEFAULT_BACKEND as DEFAULT_BACKEND
-from ._api import IF_SERIAL_CHOICES as IF_SERIAL_CHOICES
 from ._api import as_completed as as_completed
 from ._api import available_backends as available_backends
 from ._api import get_parallel_backend as get_parallel_backend
@@ -34,15 +36,22 @@ from ._backends import Backend as Backend
 from ._backends import ExecutorBackend as ExecutorBackend
 from ._backends import LokyBackend as LokyBackend
 from ._backends import MPIBackend as MPIBackend
+from ._backends import MPIUnavailableError as MPIUnavailableError
+from ._backends import Parallel as Parallel
 from ._backends import PoolBackend as PoolBackend
 from ._backends import Session as Session
+from ._backends import ThreadBackend as ThreadBackend
 from ._chunks import UNSIZED_CHUNKSIZE as UNSIZED_CHUNKSIZE
 from ._chunks import PicklableAndCallable as PicklableAndCallable
 from ._chunks import get_default_chunksize as get_default_chunksize
 from ._chunks import run_chunk as run_chunk
 from ._multiprocess import MultiprocessBackend as MultiprocessBackend
+from ._options import IF_SERIAL_CHOICES as IF_SERIAL_CHOICES
+from ._options import ParallelOptionError as ParallelOptionError
+from ._options import ParallelOptionTypeError as ParallelOptionTypeError
 
 __all__ = [
+    "BACKEND_TYPES",
     "DEFAULT_BACKEND",
     "IF_SERIAL_CHOICES",
     "UNSIZED_CHUNKSIZE",
@@ -50,12 +59,17 @@ __all__ = [
     "ExecutorBackend",
     "LokyBackend",
     "MPIBackend",
+    "MPIUnavailableError",
     "MultiprocessBackend",
+    "Parallel",
+    "ParallelOptionError",
+    "ParallelOptionTypeError",
     "PicklableAndCallable",
     "PoolBackend",
     "SerialExecutionError",
     "SerialExecutionWarning",
     "Session",
+    "ThreadBackend",
     "UnsendableFunctionError",
     "as_completed",
     "available_backends",

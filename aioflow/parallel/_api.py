@@ -1,13 +1,21 @@
-"""The public functions: ``imap``, ``map``, ``as_completed``, the backend choice, MPI rank and size, ``shutdown``.
+"""The public functions: ``imap``, ``map``, ``as_completed``, the backend choice, ranks and size, ``shutdown``.
 
-Data flow of a map. `imap` validates its arguments, picks the backend and the
-number of workers, and decides whether the run would be serial, all before
-any worker starts. The generator it returns then opens a `Session` on the
-backend (warm workers are lent to it), cuts the input into chunks as it goes
-(`_chunks.chunks`), keeps at most ``session.capacity`` chunks submitted and
-not yet yielded, and yields results in input order (`imap`) or as chunks
-finish (`as_completed`). So a map over a generator of any length holds a
-bounded number of items: ``(capacity + 1) * chunksize`` at most.
+Data flow of a map. `imap` validates its arguments and picks the backend. A
+`Parallel` of another engine gets the call as scinexus makes it; an aioflow
+`Backend` goes through `run_map`, which decides the number of workers and
+whether the run would be serial, all before any worker starts. The
+generator it returns then opens a `Session` on the backend (warm workers are
+lent to it), cuts the input into chunks as it goes (`_chunks.chunks`), keeps
+at most ``session.capacity`` chunks submitted and not yet yielded, and yields
+results in input order (`imap`) or as chunks finish (`as_completed`). So a
+map over a generator of any length holds a bounded number of items:
+``(capacity + 1) * chunksize`` at most.
+
+Worker counts. A map never starts more workers than it has chunks, nor more
+than the backend's `Backend.worker_limit` (the CPUs, for backends whose
+workers run here): ``imap`` and ``map`` refuse a larger ``max_workers`` and
+``as_completed`` clamps it, as scinexus does; on a cluster backend, a count
+above the pools' bound (`aioflow.pools._base.MAX_WORKERS`) is refused.
 
 Module state (under ``_lock``): the default backend, the backends made from
 names (so one name always means the same warm workers), and the backends
@@ -17,26 +25,43 @@ that have run a map (stopped by `shutdown` and at interpreter exit).
 from __future__ import annotations
 
 import itertools
+import math
+import sys
 import threading
 import warnings
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import OptionError, SerialExecutionError, SerialExecutionWarning
+from ..pools._base import MAX_WORKERS
 from ._backends import (
     Backend,
     LokyBackend,
     MPIBackend,
+    Parallel,
     PoolBackend,
+    ThreadBackend,
     cpu_count,
+    require,
     warn_ignored_max_workers,
 )
-from ._chunks import PicklableAndCallable, chunks, get_default_chunksize, in_worker, raise_outcome
-from ._mpi import get_rank, get_size
+from ._chunks import PicklableAndCallable, chunks, in_worker, raise_outcome, worker_rank
+from ._mpi import get_rank as mpi_rank
+from ._mpi import get_size
+from ._multiprocess import MultiprocessBackend
+from ._options import (
+    IF_SERIAL_CHOICES,
+    ParallelOptionError,
+    ParallelOptionTypeError,
+    check_if_serial,
+    check_optional_count,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable
 
 __all__ = [
+    "BACKEND_TYPES",
     "DEFAULT_BACKEND",
     "IF_SERIAL_CHOICES",
     "as_completed",
@@ -47,7 +72,7 @@ __all__ = [
     "imap",
     "is_master_process",
     "map",
-    "resolve_max_workers",
+    "run_map",
     "set_parallel_backend",
     "shutdown",
 ]
@@ -56,18 +81,28 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 #: The backend used when `set_parallel_backend` was not called: warm worker
-#: processes, the fastest transport measured (docs/performance.md).
+#: processes, the fastest transport measured (docs/performance.md). On a
+#: free-threaded build running without the GIL, the master's default is
+#: ``"thread"`` instead, as scinexus's.
 DEFAULT_BACKEND = "multiprocess"
 
-#: What ``if_serial`` accepts (any letter case).
-IF_SERIAL_CHOICES = ("raise", "warn", "ignore")
+#: scinexus's backend names and the classes they make (``"threads"`` is aioflow's ``"thread"``).
+BACKEND_TYPES: MappingProxyType[str, type[Backend]] = MappingProxyType(
+    {"multiprocess": MultiprocessBackend, "threads": ThreadBackend, "loky": LokyBackend, "mpi": MPIBackend}
+)
 
 # Names accepted besides the aioflow pools: scinexus spells the thread backend "threads".
 _OWN_BACKENDS = ("multiprocess", "loky", "mpi")
 _ALIASES = {"threads": "thread"}
 
+# Backends that need an optional library: (module, what needs it, extra).
+_EXTRAS = {
+    "loky": ("loky", "the 'loky' parallel backend", "loky"),
+    "mpi": ("mpi4py", "the 'mpi' parallel backend", "mpi"),
+}
+
 _lock = threading.RLock()
-_default: Backend | None = None
+_default: Parallel | None = None
 _named: dict[str, Backend] = {}
 _used: list[Backend] = []
 _exit_hook_registered = False
@@ -85,71 +120,93 @@ def available_backends() -> tuple[str, ...]:
 
 def _make_backend(name: str) -> Backend:
     if name == "multiprocess":
-        from ._multiprocess import MultiprocessBackend
-
         return MultiprocessBackend()
+    if name == "thread":
+        return ThreadBackend()
     if name == "loky":
         return LokyBackend()
     if name == "mpi":
         return MPIBackend()
-    from ..pools import available_pools
+    return PoolBackend(name)
 
-    pool_type = _ALIASES.get(name, name)
-    if pool_type in available_pools():
-        return PoolBackend(pool_type)
+
+def _backend_named(name: str) -> Backend:
+    if not isinstance(name, str):
+        expected = "a backend name, a Parallel instance or None"
+        raise ParallelOptionTypeError("backend", expected, name, f"backend must be {expected}, got {name!r}")
+    key = _ALIASES.get(name, name)
+    if key not in _OWN_BACKENDS:
+        from ..pools import available_pools
+
+        if key not in available_pools():
+            _refuse_backend_name(name)
+    if key in _EXTRAS:  # checked on every use: the library may have gone (or be hidden) since
+        require(*_EXTRAS[key])
+    with _lock:
+        backend = _named.get(key)
+        if backend is None:
+            backend = _named[key] = _make_backend(key)
+        return backend
+
+
+def _refuse_backend_name(name: str) -> None:
     import difflib
 
     names = available_backends()
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     listed = ", ".join(repr(n) for n in names)
-    raise OptionError("backend", f"a Backend or one of {listed}{hint}", name)
+    expected = f"one of {listed}, or a Parallel instance"
+    raise ParallelOptionError("backend", expected, name, f"unknown backend {name!r}: expected {expected}{hint}")
 
 
-def _backend_named(name: str) -> Backend:
-    if not isinstance(name, str):
-        raise OptionError("backend", "a backend name, a Backend instance or None", name)
-    key = _ALIASES.get(name, name)
-    with _lock:
-        backend = _named.get(key)
-        if backend is None:
-            backend = _named[key] = _make_backend(name)
-        return backend
+def _automatic_backend() -> str:
+    """The default backend's name: threads where they run at once (no GIL) in the master, else `DEFAULT_BACKEND`.
+
+    Asked on every call, as scinexus does: importing an extension without
+    free-threading support turns the GIL back on at any time.
+    """
+    import multiprocessing
+
+    probe = getattr(sys, "_is_gil_enabled", None)
+    gil = True if probe is None else bool(probe())
+    return DEFAULT_BACKEND if gil or multiprocessing.parent_process() is not None else "thread"
 
 
-def set_parallel_backend(backend: str | Backend | None) -> None:
+def set_parallel_backend(backend: str | Parallel | None = None) -> None:
     """Choose the backend every following map uses (process-wide).
 
     Args:
         backend: a name (``"multiprocess"``, the default; ``"loky"``;
-            ``"mpi"``; any aioflow pool: ``"thread"``, ``"process"``,
-            ``"billiard"``, ...), a `Backend` instance, or ``None`` for the
+            ``"mpi"``; ``"threads"``; any aioflow pool: ``"thread"``,
+            ``"process"``, ``"billiard"``, ...), a `Parallel` instance (an
+            aioflow `Backend`, or another engine's), or ``None`` for the
             default.
 
     Raises:
-        OptionError: an unknown name.
-        MissingExtraError: the backend's library is not installed.
+        ParallelOptionError: an unknown name (a `ValueError`).
+        MissingExtraError: the backend's library is not installed (an `ImportError`).
     """
     global _default
-    chosen = None if backend is None else backend if isinstance(backend, Backend) else _backend_named(backend)
+    chosen = backend if backend is None or isinstance(backend, Parallel) else _backend_named(backend)
     with _lock:
         _default = chosen
 
 
-def get_parallel_backend(backend: str | Backend | None = None) -> Backend:
+def get_parallel_backend(backend: str | Parallel | None = None) -> Parallel:
     """The backend maps use now, or, given a name, the backend of that name (without making it the default).
 
     Raises:
-        OptionError: an unknown name.
-        MissingExtraError: the backend's library is not installed.
+        ParallelOptionError: an unknown name (a `ValueError`).
+        MissingExtraError: the backend's library is not installed (an `ImportError`).
     """
-    if isinstance(backend, Backend):
+    if isinstance(backend, Parallel):
         return backend
     if backend is not None:
         return _backend_named(backend)
     with _lock:
         current = _default
-    return current if current is not None else _backend_named(DEFAULT_BACKEND)
+    return current if current is not None else _backend_named(_automatic_backend())
 
 
 def shutdown() -> None:
@@ -179,63 +236,66 @@ def _remember(backend: Backend) -> None:
             _exit_hook_registered = True
 
 
-# --------------------------------------------------------------------------- MPI and workers
+# --------------------------------------------------------------------------- ranks
+
+
+def get_rank() -> int:
+    """This process's rank: its MPI rank in an MPI job; otherwise 0 in the master and 1 or more in a map's worker.
+
+    A worker's number is that of its thread (a thread backend's worker) or
+    of its process (`_chunks.worker_rank`).
+    """
+    return mpi_rank() if get_size() > 1 else worker_rank()
 
 
 def is_master_process() -> bool:
-    """Whether this process is the master: MPI rank 0, and not a task running in a worker of a map."""
+    """Whether this process is the master: rank 0, and not a task running in a worker of a map."""
     return get_rank() == 0 and not in_worker()
 
 
 # --------------------------------------------------------------------------- maps
 
 
-def resolve_max_workers(max_workers: int | None) -> int:
-    """``max_workers``, validated; ``None`` gives the number of CPUs this process may use.
+def _worker_count(backend: Backend, max_workers: object, *, clamp: bool) -> int:
+    """The workers a map asks of ``backend``, before the input's length is known.
 
     Raises:
-        OptionError: not an int >= 1 or None.
+        ParallelOptionError: ``max_workers`` is invalid, or above the backend's limit (unless ``clamp``).
     """
-    if max_workers is None:
-        return cpu_count()
-    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-        raise OptionError("max_workers", "an int >= 1 or None", max_workers)
-    return max_workers
+    given = check_optional_count(max_workers, "max_workers")
+    limit = backend.worker_limit()
+    requested = given or limit or cpu_count()
+    if limit is not None and requested > limit:
+        if not clamp:
+            expected = f"an int from 1 to the CPU count ({limit}), or None"
+            message = (
+                f"max_workers ({requested}) must be less than or equal to CPU count ({limit}): more workers than "
+                "CPUs only compete for them (as_completed clamps a larger count instead)"
+            )
+            raise ParallelOptionError("max_workers", expected, max_workers, message)
+        requested = limit
+    elif limit is None and requested > MAX_WORKERS:
+        expected = f"an int from 1 to {MAX_WORKERS}, or None"
+        message = f"max_workers ({requested}) must be less than or equal to {MAX_WORKERS}, the most any pool takes"
+        raise ParallelOptionError("max_workers", expected, max_workers, message)
+    workers = backend.worker_count(requested)
+    if isinstance(backend, MPIBackend):
+        warn_ignored_max_workers(backend, given, workers)
+    return workers
 
 
-def _validate(f: Any, max_workers: Any, use_mpi: Any, if_serial: Any, chunksize: Any) -> tuple[int, str]:
-    if not callable(f):
-        raise OptionError("f", "a callable", f)
-    requested = resolve_max_workers(max_workers)
-    if not isinstance(use_mpi, bool):
-        raise OptionError("use_mpi", "True or False", use_mpi)
-    mode = if_serial.lower() if isinstance(if_serial, str) else if_serial
-    if mode not in IF_SERIAL_CHOICES:
-        choices = ", ".join(repr(c) for c in IF_SERIAL_CHOICES)
-        raise OptionError("if_serial", f"one of {choices} (any letter case)", if_serial)
-    if chunksize is not None and (isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1):
-        raise OptionError("chunksize", "an int >= 1 or None (a default from the input's length)", chunksize)
-    return requested, mode
-
-
-def _serial_reason(backend: Backend, max_workers: int | None, workers: int, s: Iterable[Any]) -> tuple[str, str] | None:
-    """Why a map would run serially, and what to do instead; ``None`` if it runs in parallel."""
+def _serial_reason(backend: Backend, workers: int) -> tuple[str, str] | None:
+    """Why a map would run serially in this process, and what to do instead; ``None`` if it runs on workers."""
     if in_worker():
         return (
             "it was called by a task that runs in a worker of another map (maps do not nest)",
             "parallelise the outer map only",
         )
-    if workers == 1:
-        if isinstance(backend, MPIBackend):
-            return (
-                "this MPI job has one worker process (MPI size 2)",
-                "launch it with more processes: mpiexec -n 3 python -m mpi4py.futures script.py, or more",
-            )
-        if max_workers is None:
-            return ("this process may use one CPU only (max_workers defaults to the CPU count)", "pass max_workers=2")
-        return ("max_workers is 1", "pass max_workers=2 or more")
-    if _length(s) == 1:
-        return ("the input has one item", "map over two items or more")
+    if workers == 1 and isinstance(backend, MPIBackend):
+        return (
+            "this MPI job has one worker process (MPI size 2)",
+            "launch it with more processes: mpiexec -n 3 python -m mpi4py.futures script.py, or more",
+        )
     return None
 
 
@@ -256,27 +316,31 @@ def _serial_decision(mode: str, fn: Callable[..., Any], reason: tuple[str, str])
         warnings.warn(msg, SerialExecutionWarning, stacklevel=4)
 
 
-def _plan(
+def run_map(
+    backend: Backend,
     f: Callable[[T], R],
     s: Iterable[T],
     max_workers: int | None,
-    use_mpi: bool,
-    if_serial: str,
-    chunksize: int | None,
     *,
-    ordered: bool = True,
+    chunksize: int | None,
+    if_serial: str,
+    ordered: bool,
 ) -> Generator[R, None, None]:
-    requested, mode = _validate(f, max_workers, use_mpi, if_serial, chunksize)
-    backend = get_parallel_backend("mpi" if use_mpi else None)
-    workers = backend.worker_count(requested)
-    if isinstance(backend, MPIBackend):
-        warn_ignored_max_workers(backend, max_workers, workers)
-    reason = _serial_reason(backend, max_workers, workers, s)
+    """A map of ``f`` over ``s`` on ``backend``: results in input order (``ordered``) or as computed.
+
+    Validates every argument and decides the worker count now; the workers
+    start when the generator is first advanced.
+    """
+    if not callable(f):
+        raise OptionError("f", "a callable", f)
+    mode = check_if_serial(if_serial)
+    size = check_optional_count(chunksize, "chunksize")
+    workers = _worker_count(backend, max_workers, clamp=not ordered)
+    reason = _serial_reason(backend, workers)
     if reason is not None:
         _serial_decision(mode, f, reason)
         return _serial(f, s)
-    size = chunksize or get_default_chunksize(s, workers)
-    return _run(backend, f, s, workers, size, mode, ordered=ordered)
+    return _run(backend, f, s, workers, size, ordered=ordered)
 
 
 def _serial(f: Callable[[T], R], s: Iterable[T]) -> Generator[R, None, None]:
@@ -289,24 +353,28 @@ def _run(
     f: Callable[[T], R],
     s: Iterable[T],
     workers: int,
-    chunksize: int,
-    mode: str,
+    chunksize: int | None,
     *,
-    ordered: bool = True,
+    ordered: bool,
 ) -> Generator[R, None, None]:
     items = iter(s)
-    if _length(s) is None:
-        # A generator's length is known only by reading it: one item means a serial run.
-        head = list(itertools.islice(items, 2))
-        if len(head) == 1:
-            _serial_decision(mode, f, ("the input has one item", "map over two items or more"))
-            yield f(head[0])
-            return
+    length = _length(s)
+    if length is None:
+        # A generator's length is known only by reading it: enough for every worker to have a chunk.
+        size = chunksize or backend.default_chunksize(s, workers)
+        head = list(itertools.islice(items, workers * size))
+        length = len(head)
         items = itertools.chain(head, items)
+    else:
+        size = chunksize or backend.default_chunksize(s, max(1, min(workers, length)))
+    if length == 0:
+        return
+    # Never more workers than chunks: the others would start only to sit idle.
+    workers = min(workers, math.ceil(length / size))
     fn = PicklableAndCallable(f)
     session = backend.open_session(fn, workers)
     _remember(backend)
-    todo = enumerate(chunks(items, chunksize))
+    todo = enumerate(chunks(items, size))
     in_flight = 0
     exhausted = False
     done: dict[int, list[Any]] = {}  # finished chunks waiting for an earlier one (ordered maps)
@@ -326,7 +394,7 @@ def _run(
                 break
             for index, outcome in session.wait():
                 in_flight -= 1
-                results = raise_outcome(outcome, fn, index * chunksize, session.remote)
+                results = raise_outcome(outcome, fn, index * size, session.remote)
                 if ordered:
                     done[index] = results
                 else:
@@ -337,6 +405,39 @@ def _run(
         finished_normally = True
     finally:
         session.close(abandoned=not finished_normally)
+
+
+def _dispatch(
+    f: Callable[[T], R],
+    s: Iterable[T],
+    max_workers: int | None,
+    use_mpi: bool,
+    if_serial: str,
+    chunksize: int | None,
+    *,
+    ordered: bool,
+) -> Generator[R, None, None]:
+    mode = check_if_serial(if_serial)
+    if not isinstance(use_mpi, bool):
+        raise OptionError("use_mpi", "True or False", use_mpi)
+    backend = get_parallel_backend("mpi" if use_mpi else None)
+    if isinstance(backend, Backend):
+        return run_map(backend, f, s, max_workers, chunksize=chunksize, if_serial=mode, ordered=ordered)
+    return _delegate(backend, f, s, max_workers, chunksize, ordered=ordered)
+
+
+def _delegate(
+    backend: Parallel,
+    f: Callable[[T], R],
+    s: Iterable[T],
+    max_workers: int | None,
+    chunksize: int | None,
+    *,
+    ordered: bool,
+) -> Generator[R, None, None]:
+    """Another engine's map, called as scinexus calls it."""
+    method = backend.imap if ordered else backend.as_completed
+    yield from method(f, s, max_workers=max_workers, chunksize=chunksize)
 
 
 def imap(
@@ -352,33 +453,37 @@ def imap(
     Lazy and bounded: items are read from ``s`` as workers need them; at
     most ``workers * max(2 * chunksize, 1024) + chunksize`` items are read
     and not yet yielded, so ``s`` may be a generator of any length. The workers stay warm for the next map
-    (`shutdown` stops them).
+    (`shutdown` stops them). A map starts no more workers than it has chunks.
 
     Args:
         f: a function of one argument. Functions defined in ``__main__`` or a
             notebook, lambdas and closures are sent by value (cloudpickle).
         s: the items.
-        max_workers: the number of workers (``None``: one per CPU). Ignored
-            under MPI, where it is the job's size minus one.
+        max_workers: the number of workers (``None``: one per CPU), an int
+            (numpy's too) from 1 to the CPU count on backends whose workers
+            run here. Ignored under MPI, where it is the job's size minus one.
         use_mpi: run on the MPI job's worker ranks (the ``mpi`` backend) instead of the default backend.
         if_serial: what to do when the map would run serially in this
-            process (one worker, one item, or called from a task in a worker):
-            ``"raise"`` a `SerialExecutionError`, ``"warn"`` (a
-            `SerialExecutionWarning`) and run, or ``"ignore"`` and run.
+            process (called from a task in a worker of another map, or an
+            MPI job with one worker): ``"raise"`` a `SerialExecutionError`,
+            ``"warn"`` (a `SerialExecutionWarning`) and run, or ``"ignore"``
+            and run.
         chunksize: items per chunk sent to a worker (``None``:
-            `get_default_chunksize`).
+            `get_default_chunksize`; 1 on the thread backend).
 
     Raises:
-        OptionError: an invalid argument (before any worker starts).
+        ParallelOptionError: an invalid argument (before any worker starts),
+            such as more workers than CPUs; a `ParallelOptionTypeError` (a
+            `TypeError` too) for one of the wrong type.
         SerialExecutionError: the map would run serially, with ``if_serial="raise"``.
         UnsendableFunctionError: ``f`` cannot be sent to a worker process.
         WorkerLostError: a worker process died while it ran a chunk.
         MissingExtraError: the backend's library is not installed.
-        PoolError: ``use_mpi`` in a process not launched by MPI.
+        MPIUnavailableError: ``use_mpi`` in a process not launched by MPI.
         Exception: the first exception ``f`` raised, in input order, with the
             worker's traceback as ``__cause__``.
     """
-    return _plan(f, s, max_workers, use_mpi, if_serial, chunksize)
+    return _dispatch(f, s, max_workers, use_mpi, if_serial, chunksize, ordered=True)
 
 
 def map(
@@ -390,7 +495,7 @@ def map(
     chunksize: int | None = None,
 ) -> list[R]:
     """`imap`, as a list."""
-    return list(_plan(f, s, max_workers, use_mpi, if_serial, chunksize))
+    return list(_dispatch(f, s, max_workers, use_mpi, if_serial, chunksize, ordered=True))
 
 
 def as_completed(
@@ -405,6 +510,7 @@ def as_completed(
 
     Within a chunk, results keep their input order; with ``chunksize=1`` the
     order is the tasks' completion order. Takes the same arguments as `imap`
-    (scinexus's signature: ``f, s``, not a list of futures).
+    (scinexus's signature: ``f, s``, not a list of futures), except that a
+    ``max_workers`` above the CPU count is clamped to it, as scinexus does.
     """
-    return _plan(f, s, max_workers, use_mpi, if_serial, chunksize, ordered=False)
+    return _dispatch(f, s, max_workers, use_mpi, if_serial, chunksize, ordered=False)

@@ -1,4 +1,11 @@
-"""The backend interface, and the backends built on a `concurrent.futures.Executor`: loky, MPI, aioflow pools.
+"""The backend interfaces, and the backends built on a `concurrent.futures.Executor`: loky, MPI, aioflow pools.
+
+`Parallel` is scinexus's interface: ``imap``, ``as_completed``, ``get_rank``,
+``get_size``, ``is_master_process``. Another engine (ray, dask, ...) plugs in
+by implementing it; the module's maps then call its methods as scinexus does.
+aioflow's own backends are `Backend` subclasses, which implement `Parallel`
+with aioflow's map driver (`aioflow.parallel._api`) over a transport of their
+own.
 
 A `Backend` owns warm workers across maps. Each map opens a `Session`: the
 backend lends it workers (and sends them the function), the map's driver
@@ -26,17 +33,32 @@ import os
 import queue
 import threading
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolError, WorkerLostError
 from ..pools._base import DEFAULT_IDLE_TIMEOUT
-from ._chunks import run_chunk
+from ._chunks import get_default_chunksize, in_worker, run_chunk
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterable, Iterator
+
     from ..pools import Pool
     from ._chunks import Outcome, PicklableAndCallable
 
-__all__ = ["Backend", "ExecutorBackend", "LokyBackend", "MPIBackend", "PoolBackend", "Session"]
+__all__ = [
+    "Backend",
+    "ExecutorBackend",
+    "LokyBackend",
+    "MPIBackend",
+    "MPIUnavailableError",
+    "Parallel",
+    "PoolBackend",
+    "Session",
+    "ThreadBackend",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: Chunks a session keeps in flight per worker, at least: one running and
 #: one waiting, so a worker that finishes a chunk starts the next without
@@ -88,11 +110,45 @@ class Session(abc.ABC):
         """The map is over. With ``abandoned``, chunks may still be in flight: stop what can be stopped."""
 
 
-class Backend(abc.ABC):
+class Parallel(abc.ABC):
+    """A parallel engine, as scinexus defines one: subclass it to run maps on an engine of your own (ray, dask, ...).
+
+    `aioflow.parallel.set_parallel_backend` takes any instance; ``imap``,
+    ``map`` and ``as_completed`` of the module then call its methods as
+    scinexus does: ``imap(f, s, max_workers=max_workers, chunksize=chunksize)``.
+    aioflow's own backends implement it through `Backend`.
+    """
+
+    @abc.abstractmethod
+    def imap(self, f: Callable[[T], R], s: Iterable[T], max_workers: int | None = None, **kwargs: Any) -> Iterator[R]:
+        """Yield ``f(x)`` for each ``x`` of ``s``, in input order."""
+
+    @abc.abstractmethod
+    def as_completed(
+        self, f: Callable[[T], R], s: Iterable[T], max_workers: int | None = None, **kwargs: Any
+    ) -> Iterator[R]:
+        """Yield ``f(x)`` for each ``x`` of ``s``, in completion order."""
+
+    @abc.abstractmethod
+    def is_master_process(self) -> bool:
+        """Whether this process (and thread) is the master, not one of the workers."""
+
+    @abc.abstractmethod
+    def get_rank(self) -> int:
+        """The rank of this process: 0 for the master."""
+
+    @abc.abstractmethod
+    def get_size(self) -> int:
+        """The number of workers a map gets by default."""
+
+
+class Backend(Parallel):
     """A way to run a map's chunks on workers, warm across maps.
 
     Subclasses set `name` and implement `open_session`; they may override
-    `worker_count` and `shutdown`.
+    `worker_limit`, `worker_count`, `default_chunksize` and `shutdown`. The
+    `Parallel` methods come with it: ``imap`` and ``as_completed`` are
+    `aioflow.parallel.imap` and ``as_completed`` on this backend.
     """
 
     #: The name `aioflow.parallel.set_parallel_backend` knows it by.
@@ -101,9 +157,71 @@ class Backend(abc.ABC):
     #: Whether tasks run in other processes (the function and items are pickled).
     uses_processes: bool = True
 
+    def imap(
+        self,
+        f: Callable[[T], R],
+        s: Iterable[T],
+        max_workers: int | None = None,
+        *,
+        chunksize: int | None = None,
+        if_serial: str = "raise",
+        **kwargs: Any,
+    ) -> Generator[R, None, None]:
+        """`aioflow.parallel.imap` on this backend (``use_mpi`` aside).
+
+        Raises:
+            TypeError: a keyword argument other than ``chunksize`` and ``if_serial``.
+        """
+        from ._api import run_map
+
+        _refuse_keywords(self, "imap", kwargs)
+        return run_map(self, f, s, max_workers, chunksize=chunksize, if_serial=if_serial, ordered=True)
+
+    def as_completed(
+        self,
+        f: Callable[[T], R],
+        s: Iterable[T],
+        max_workers: int | None = None,
+        *,
+        chunksize: int | None = None,
+        if_serial: str = "raise",
+        **kwargs: Any,
+    ) -> Generator[R, None, None]:
+        """`aioflow.parallel.as_completed` on this backend (``use_mpi`` aside).
+
+        Raises:
+            TypeError: a keyword argument other than ``chunksize`` and ``if_serial``.
+        """
+        from ._api import run_map
+
+        _refuse_keywords(self, "as_completed", kwargs)
+        return run_map(self, f, s, max_workers, chunksize=chunksize, if_serial=if_serial, ordered=False)
+
+    def is_master_process(self) -> bool:
+        """`aioflow.parallel.is_master_process`: rank 0, and not a task running in a worker of a map."""
+        return self.get_rank() == 0 and not in_worker()
+
+    def get_rank(self) -> int:
+        """`aioflow.parallel.get_rank`: the MPI rank in an MPI job, else the worker's number (0 in the master)."""
+        from ._api import get_rank
+
+        return get_rank()
+
+    def get_size(self) -> int:
+        """The number of workers a map gets with ``max_workers=None``: one per CPU this process may use."""
+        return cpu_count()
+
+    def worker_limit(self) -> int | None:
+        """The most workers a map may ask for: the CPUs this process may use; ``None`` where workers are not here."""
+        return cpu_count()
+
     def worker_count(self, max_workers: int) -> int:
-        """How many workers a map asking for ``max_workers`` gets."""
+        """How many workers a map asking for ``max_workers`` (within `worker_limit`) gets."""
         return max_workers
+
+    def default_chunksize(self, s: Iterable[Any], workers: int) -> int:
+        """Items per chunk when a map gives no ``chunksize``: `aioflow.parallel.get_default_chunksize`."""
+        return get_default_chunksize(s, workers)
 
     @abc.abstractmethod
     def open_session(self, fn: PicklableAndCallable[Any], workers: int) -> Session:
@@ -119,6 +237,13 @@ class Backend(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def _refuse_keywords(backend: Backend, method: str, kwargs: dict[str, Any]) -> None:
+    if kwargs:
+        names = ", ".join(repr(k) for k in kwargs)
+        msg = f"{type(backend).__name__}.{method}() got unexpected keyword arguments: {names}"
+        raise TypeError(msg)
 
 
 # --------------------------------------------------------------------------- executor-based
@@ -283,6 +408,10 @@ class PoolBackend(ExecutorBackend):
         self._extra = extra
         self._pools: dict[int, Pool] = {}
 
+    def worker_limit(self) -> int | None:
+        # A cluster's workers are not this machine's CPUs: only the pools' own bound applies.
+        return None if self._pool_type in _REMOTE_POOLS else cpu_count()
+
     def _create_executor(self, workers: int) -> concurrent.futures.Executor:
         from ..pools import open_pool
 
@@ -322,7 +451,36 @@ class PoolBackend(ExecutorBackend):
             pool.close()
 
     def __repr__(self) -> str:
-        return f"<PoolBackend {self._pool_type!r} context={self._context!r}>"
+        return f"<{type(self).__name__} {self._pool_type!r} context={self._context!r}>"
+
+
+class ThreadBackend(PoolBackend):
+    """aioflow's thread pool (``"thread"``, or ``"threads"`` as scinexus spells it): nothing is pickled.
+
+    Items go one per chunk unless ``chunksize`` says otherwise: a thread has
+    no transport cost to share, and one item at a time keeps every thread
+    busy to the end (as scinexus's thread backend, which takes one task per
+    item).
+
+    Args:
+        scaling_workers: start threads as chunks need them (``True``), or all at once.
+        idle_timeout: seconds after which an idle thread is retired (``None``: never).
+        pool_options: options of the thread pool (``initializer``, ``initargs``).
+    """
+
+    def __init__(
+        self,
+        *,
+        scaling_workers: bool = True,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        pool_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            "thread", scaling_workers=scaling_workers, idle_timeout=idle_timeout, pool_options=pool_options
+        )
+
+    def default_chunksize(self, s: Iterable[Any], workers: int) -> int:
+        return 1
 
 
 class LokyBackend(ExecutorBackend):
@@ -332,7 +490,7 @@ class LokyBackend(ExecutorBackend):
 
     def __init__(self) -> None:
         super().__init__()
-        _require("loky", "the 'loky' parallel backend", "loky")
+        require("loky", "the 'loky' parallel backend", "loky")
 
     def _create_executor(self, workers: int) -> concurrent.futures.Executor:
         import loky
@@ -354,6 +512,13 @@ class LokyBackend(ExecutorBackend):
         return str(error)
 
 
+class MPIUnavailableError(PoolError, RuntimeError):
+    """A map on the ``mpi`` backend (``use_mpi=True``) in a process that is not part of an MPI job of two or more.
+
+    An `aioflow.PoolError`, and a `RuntimeError` as scinexus raises there.
+    """
+
+
 class MPIBackend(ExecutorBackend):
     """The worker ranks of an MPI job, through ``mpi4py.futures.MPIPoolExecutor`` (``pip install 'aioflow[mpi]'``).
 
@@ -367,7 +532,16 @@ class MPIBackend(ExecutorBackend):
 
     def __init__(self) -> None:
         super().__init__()
-        _require("mpi4py", "the 'mpi' parallel backend", "mpi")
+        require("mpi4py", "the 'mpi' parallel backend", "mpi")
+
+    def get_size(self) -> int:
+        """The job's worker ranks: its size minus the master (1 outside an MPI job)."""
+        from ._mpi import get_size
+
+        return max(get_size() - 1, 1)
+
+    def worker_limit(self) -> int | None:
+        return None  # the ranks mpiexec started, whatever max_workers says
 
     def worker_count(self, max_workers: int) -> int:
         from ._mpi import get_size
@@ -375,12 +549,16 @@ class MPIBackend(ExecutorBackend):
         size = get_size()
         if size < 2:
             msg = (
-                "aioflow.parallel: the 'mpi' backend (use_mpi=True) needs the script launched by MPI, for example: "
-                "mpiexec -n 3 python -m mpi4py.futures script.py (rank 0 runs the script, ranks 1-2 are the workers); "
-                f"this process is not part of an MPI job of more than one process (MPI size {size})"
+                "aioflow.parallel: Cannot use MPI: the 'mpi' backend (use_mpi=True) needs the script launched by MPI, "
+                "for example: mpiexec -n 3 python -m mpi4py.futures script.py (rank 0 runs the script, ranks 1-2 are "
+                f"the workers); this process is not part of an MPI job of more than one process (MPI size {size})"
             )
-            raise PoolError(msg)
+            raise MPIUnavailableError(msg)
         return size - 1
+
+    def executor(self, workers: int) -> concurrent.futures.Executor:
+        # One executor serves every map: its workers are the job's ranks, however many a map uses.
+        return super().executor(0)
 
     def _create_executor(self, workers: int) -> concurrent.futures.Executor:
         from mpi4py.futures import MPIPoolExecutor
@@ -391,7 +569,8 @@ class MPIBackend(ExecutorBackend):
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _require(module: str, what: str, extra: str) -> None:
+def require(module: str, what: str, extra: str) -> None:
+    """Raise `MissingExtraError` unless ``module`` can be imported (``sys.modules[module] = None`` hides it)."""
     import importlib.util
 
     if importlib.util.find_spec(module) is None:

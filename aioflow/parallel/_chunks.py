@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import multiprocessing
 import pickle
 import threading
 import traceback
@@ -21,6 +22,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._errors import UnsendableFunctionError
+from ._options import check_count
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +36,7 @@ __all__ = [
     "in_worker",
     "raise_outcome",
     "run_chunk",
+    "worker_rank",
 ]
 
 R = TypeVar("R")
@@ -54,6 +57,10 @@ _CHUNKS_PER_WORKER = 4
 # backend) runs a chunk: a map started from inside a task is a nested one.
 _worker_state = threading.local()
 
+# Numbers of the master's threads that run chunks (worker_rank), across every map and backend.
+_THREAD_RANKS = itertools.count(1)
+_RANK_LOCK = threading.Lock()
+
 # Functions received by value in this worker, by payload (the latest few):
 # a map sends its function with every chunk on executor backends.
 _LOADED: OrderedDict[bytes, Callable[..., Any]] = OrderedDict()
@@ -61,24 +68,23 @@ _LOADED_MAX = 8
 _LOADED_LOCK = threading.Lock()
 
 
-def get_default_chunksize(s: Iterable[Any], max_workers: int | None = None) -> int:
-    """The chunk size a map uses when ``chunksize`` is not given.
+def get_default_chunksize(s: Iterable[Any], max_workers: int) -> int:
+    """The chunk size a map of processes uses when ``chunksize`` is not given.
 
-    ``ceil(len(s) / (4 * max_workers))``, at least 1: each worker gets about
-    four chunks. Stable: the same length and ``max_workers`` always give the
-    same chunks. An input without ``len()`` (a generator) gets
-    `UNSIZED_CHUNKSIZE` (16).
+    ``ceil(len(s) / (4 * max_workers))``, at least 1 (an empty input too):
+    each worker gets about four chunks. Stable: the same length and
+    ``max_workers`` always give the same chunks. An input without ``len()``
+    (a generator) gets `UNSIZED_CHUNKSIZE` (16).
 
     Args:
         s: the input of the map.
-        max_workers: the number of workers (``None``: one per CPU).
+        max_workers: the number of workers, an int >= 1 (numpy's integers too).
 
     Raises:
-        OptionError: ``max_workers`` is not an int >= 1.
+        ParallelOptionTypeError: ``max_workers`` is not an int (``None`` included).
+        ParallelOptionError: ``max_workers`` is below 1.
     """
-    from ._api import resolve_max_workers
-
-    workers = resolve_max_workers(max_workers)
+    workers = check_count(max_workers, "max_workers")
     try:
         size = len(s)  # type: ignore[arg-type]
     except TypeError:
@@ -102,6 +108,35 @@ def chunks(items: Iterator[Any], chunksize: int) -> Iterator[list[Any]]:
 def in_worker() -> bool:
     """Whether this thread is running a chunk for a parallel map (a map started here would be nested)."""
     return bool(getattr(_worker_state, "active", False))
+
+
+def worker_rank() -> int:
+    """This worker's number, 1 or more, in a worker of a map; 0 in the master.
+
+    A thread of the master process that has run a chunk (a thread backend's
+    worker) has a number of its own, handed out once and never reused in this
+    process, so no two live threads share one. Otherwise the number is the
+    process's: the one multiprocessing puts at the end of a process's name
+    (``ForkProcess-3``, ``LokyProcess-2``, ``aioflow-parallel-worker-5``), as
+    scinexus reads it; 1 for a child process whose name has none; 0 for the
+    main process.
+    """
+    rank: int = getattr(_worker_state, "rank", 0)
+    if rank:
+        return rank
+    process = multiprocessing.current_process()
+    if process.name == "MainProcess":
+        return 0
+    number = process.name.rpartition("-")[2]
+    return int(number) if number.isdigit() else 1
+
+
+def _claim_thread_rank() -> int:
+    """The rank of a thread about to run its first chunk: a new number for a thread of the master, else 0."""
+    if multiprocessing.parent_process() is not None or threading.current_thread() is threading.main_thread():
+        return 0  # a worker process, or the master's own thread (a backend running chunks in the caller)
+    with _RANK_LOCK:
+        return next(_THREAD_RANKS)
 
 
 def _describe(fn: object) -> str:
@@ -192,6 +227,8 @@ Outcome = tuple[Any, ...]
 def run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> Outcome:
     """Call ``fn`` on each item, in order, until one raises. Runs in the worker."""
     func = fn.func if isinstance(fn, PicklableAndCallable) else fn  # one call level less per item
+    if not hasattr(_worker_state, "rank"):
+        _worker_state.rank = _claim_thread_rank()
     _worker_state.active = True
     results: list[Any] = []
     append = results.append

@@ -12,7 +12,8 @@ the figures in ``docs/performance.md``.
 Actors and who owns what:
 
 - `MultiprocessBackend` keeps the *idle* workers (``_idle``, under ``_lock``)
-  between maps: a warm second map starts no process.
+  between maps, up to one per CPU (the most a map may ask for): a warm second
+  map starts no process.
 - A map's `_Session` *leases* workers: it takes idle ones (the most recently
   used first) and starts the rest; while the session lasts, only the thread
   iterating that map touches them, so concurrent maps (two threads, or two
@@ -271,7 +272,8 @@ class MultiprocessBackend(Backend):
 
     name = "multiprocess"
 
-    _counter = itertools.count()
+    # Worker numbers, in the workers' names: their rank (worker_rank), so from 1.
+    _counter = itertools.count(1)
 
     def __init__(self, context: str | None = None, idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT) -> None:
         validate_context(context)
@@ -288,7 +290,7 @@ class MultiprocessBackend(Backend):
     def open_session(self, fn: PicklableAndCallable[Any], workers: int) -> Session:
         payload = fn.payload()  # an unsendable function fails here, before any worker starts
         leased = self._lease(workers)
-        return _Session(self, fn, payload, leased, keep=workers)
+        return _Session(self, fn, payload, leased, keep=self.worker_limit() or workers)
 
     # ------------------------------------------------------------ workers
 

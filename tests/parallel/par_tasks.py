@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+import aioflow
 import aioflow.parallel
 
 # Generous: only a deadlock reaches it.
@@ -68,4 +70,14 @@ def nested_map(x: int) -> list[int]:
 
 
 def nested_map_ignore(x: int) -> tuple[list[int], bool]:
-    return aioflow.parallel.map(inc, [x, x], max_workers=2, if_serial="ignore"), aioflow.parallel.is_master_process()
+    """A nested map with if_serial='IGNORE' (any letter case): it runs here, in silence."""
+    return aioflow.parallel.map(inc, [x, x], max_workers=2, if_serial="IGNORE"), aioflow.parallel.is_master_process()
+
+
+def nested_map_warn(x: int) -> tuple[list[int], list[int], list[str]]:
+    """A nested map with if_serial='warn': its results, the pids that computed them, the warnings it gave."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = aioflow.parallel.map(inc, [x, x], max_workers=2, if_serial="warn")
+        pids = aioflow.parallel.map(pid, [x, x], max_workers=2, if_serial="ignore")
+    return results, pids, [str(w.message) for w in caught if issubclass(w.category, aioflow.SerialExecutionWarning)]

@@ -21,6 +21,7 @@ from .par_tasks import (
     inc,
     nested_map,
     nested_map_ignore,
+    nested_map_warn,
     pid,
     square,
     wait_for_file,
@@ -203,30 +204,25 @@ def test_large_items_and_results_do_not_deadlock() -> None:
 # ----------------------------------------------------------------------------- if_serial
 
 
-def test_if_serial_raise_on_one_worker() -> None:
-    """max_workers=1 with if_serial='raise' (the default) raises a clear error before anything runs."""
-    with pytest.raises(par.SerialExecutionError, match="max_workers is 1") as info:
-        par.map(inc, range(3), max_workers=1)
-    assert "if_serial='warn'" in str(info.value)
+def test_one_worker_or_one_item_runs_on_a_worker_process() -> None:
+    """max_workers=1, or a single item in a list or a generator, is no serial run: it runs in a worker, as scinexus."""
+    me = psutil.Process().pid
+    one_worker = par.map(pid, range(3), max_workers=1)
+    assert len(set(one_worker)) == 1
+    assert me not in one_worker
+    for single in ([1], iter([1])):
+        assert par.map(pid, single, max_workers=2) != [me]
 
 
-def test_if_serial_raise_on_one_item() -> None:
-    """A single item, in a list or a generator, raises with if_serial='raise'."""
-    with pytest.raises(par.SerialExecutionError, match="one item"):
-        par.map(inc, [1], max_workers=2)
-    with pytest.raises(par.SerialExecutionError, match="one item"):
-        par.map(inc, iter([1]), max_workers=2)
-
-
-def test_if_serial_warn_runs_in_this_process() -> None:
-    """if_serial='warn' warns, then runs the map here."""
-    with pytest.warns(par.SerialExecutionWarning, match="max_workers is 1"):
-        assert par.map(pid, range(3), max_workers=1, if_serial="warn") == [psutil.Process().pid] * 3
-
-
-def test_if_serial_ignore_runs_silently() -> None:
-    """if_serial='IGNORE' (any case) runs serially without a word."""
-    assert par.map(inc, [41], max_workers=2, if_serial="IGNORE") == [42]
+def test_if_serial_warn_runs_a_nested_map_in_the_worker() -> None:
+    """if_serial='warn' warns, then runs the nested map in the worker's own process."""
+    outcomes = par.map(nested_map_warn, range(2), max_workers=2)
+    for x, (results, inner_pids, caught) in enumerate(outcomes):
+        assert results == [x + 1, x + 1]
+        assert inner_pids == [inner_pids[0]] * 2
+        assert inner_pids[0] != psutil.Process().pid
+        assert len(caught) == 1
+        assert "maps do not nest" in caught[0]
 
 
 def test_nested_map_is_serial() -> None:
@@ -265,9 +261,9 @@ def test_backend_choice_by_name_is_shared() -> None:
     """A name always gives the same backend object (so its warm workers are shared); 'threads' is 'thread'."""
     assert par.get_parallel_backend("threads") is par.get_parallel_backend("thread")
     par.set_parallel_backend("loky")
-    assert par.get_parallel_backend().name == "loky"
+    assert isinstance(par.get_parallel_backend(), par.LokyBackend)
     par.set_parallel_backend(None)
-    assert par.get_parallel_backend().name == par.DEFAULT_BACKEND
+    assert par.get_parallel_backend() is par.get_parallel_backend(par.DEFAULT_BACKEND)
 
 
 def test_errors_pickle_round_trip() -> None:
