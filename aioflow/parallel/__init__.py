@@ -85,6 +85,20 @@ __all__ = [
     "shutdown",
 ]
 
+
+def __getattr__(name: str) -> int:
+    """``SIZE``, scinexus's constant (`_api.worker_budget`), worked out when first read.
+
+    Not at import: in an MPI job that asks MPI, and importing this module never initialises MPI.
+    """
+    if name == "SIZE":
+        from ._api import worker_budget
+
+        return worker_budget()
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
 # Show the public path in reprs and tracebacks (aioflow.parallel.SerialExecutionError).
 for _name in __all__:
     _obj = globals()[_name]

@@ -49,13 +49,7 @@ from ._chunks import PicklableAndCallable, chunks, in_worker, raise_outcome, wor
 from ._mpi import get_rank as mpi_rank
 from ._mpi import get_size
 from ._multiprocess import MultiprocessBackend
-from ._options import (
-    IF_SERIAL_CHOICES,
-    ParallelOptionError,
-    ParallelOptionTypeError,
-    check_if_serial,
-    check_optional_count,
-)
+from ._options import ParallelOptionError, ParallelOptionTypeError, check_if_serial, check_optional_count
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable
@@ -63,7 +57,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BACKEND_TYPES",
     "DEFAULT_BACKEND",
-    "IF_SERIAL_CHOICES",
     "as_completed",
     "available_backends",
     "get_parallel_backend",
@@ -75,6 +68,7 @@ __all__ = [
     "run_map",
     "set_parallel_backend",
     "shutdown",
+    "worker_budget",
 ]
 
 T = TypeVar("T")
@@ -246,6 +240,15 @@ def get_rank() -> int:
     of its process (`_chunks.worker_rank`).
     """
     return mpi_rank() if get_size() > 1 else worker_rank()
+
+
+def worker_budget() -> int:
+    """The workers a map gets by default: the MPI job's worker ranks (its size minus the master), else the CPUs.
+
+    scinexus's ``SIZE`` (`aioflow.parallel.SIZE` reads it when first asked for).
+    """
+    size = get_size()
+    return size - 1 if size > 1 else cpu_count()
 
 
 def is_master_process() -> bool:

@@ -581,8 +581,8 @@ def warn_ignored_max_workers(backend: Backend, requested: int | None, workers: i
     """``max_workers`` does not choose the number of MPI workers: say so when it differs."""
     if requested is not None and requested != workers:
         msg = (
-            f"max_workers={requested} is ignored by the {backend.name!r} backend: the MPI job has {workers} worker "
-            "processes (its size minus the master)"
+            f"max_workers ({requested}) is not the {workers} workers of this MPI job (its size minus the master), "
+            f"which mpiexec -n fixed: the {backend.name!r} backend ignores it, this request is not used"
         )
         warnings.warn(msg, UserWarning, stacklevel=4)
 

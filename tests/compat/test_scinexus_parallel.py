@@ -20,8 +20,11 @@ because worker processes (loky's are spawned) import the test module again
 by name, and find the same alias there. scinexus itself is not installed:
 its parallel tests import nothing else of it.
 
-The tests run as scinexus's CI runs them, except for MPI: ``-m "not mpi"``
-(its ``test`` session also leaves out the one ``slow`` test; it is run here).
+The tests run as scinexus's CI runs them: those of ``test_parallel.py`` with
+``-m "not mpi"`` (its ``test`` session also leaves out the one ``slow``
+test; it is run here), and the MPI tests of ``test_parallel_mpi.py`` under
+``mpiexec -n 4 python -m mpi4py.futures -m pytest -m mpi``, with every MPI
+library installed here (tests/mpi_launch.py).
 The tests that fail must be exactly those of `EXCLUDED`, each with its
 reason: a test of scinexus's internals (a private name, or a module global
 patched), or a difference of design documented in docs/parallel.md. A new
@@ -46,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mpi_launch import Launcher, launchers
 
 import aioflow.parallel
 
@@ -60,8 +64,12 @@ MEMBERS = ("tests/test_parallel.py", "tests/test_parallel_mpi.py", "pyproject.to
 #: Where the source distribution and its extracted tests are kept between runs.
 CACHE = Path(tempfile.gettempdir()) / "aioflow-test-cache" / f"scinexus-{SCINEXUS_VERSION}"
 
-#: The tests collected by ``-m "not mpi"``; fewer means they were not collected as they should be.
+#: The tests each run collects (``-m "not mpi"``, ``-m mpi``); fewer means they were not collected as they should be.
 EXPECTED_TESTS = 145
+EXPECTED_MPI_TESTS = 30
+
+#: The MPI job of the MPI tests, as scinexus's CI launches it: the master and three worker ranks.
+MPI_PROCESSES = 4
 
 # pip download, then the run: each bounded (a hang inside a test ends it after TEST_TIMEOUT).
 DOWNLOAD_TIMEOUT = 300
@@ -188,6 +196,29 @@ EXCLUDED: dict[str, str] = {
     "test_parallel.py::test_get_size": _DESIGN
     + "aioflow.parallel.get_size() is the MPI job's size (1 outside MPI), as aioflow has documented from its "
     "first release; scinexus's module get_size() (the CPU count) is get_parallel_backend().get_size() in aioflow",
+    # -------------------------------------------------------------- under mpiexec
+    **{
+        f"test_parallel_mpi.py::{test}": _INTERNAL
+        + "sets scinexus's private MPIBackend._workers to 1 to play a job with one worker (aioflow's rule for "
+        "one MPI worker is if_serial's, as scinexus's)"
+        for test in (
+            "test_imap_mpi_if_serial_raise_size_1",
+            "test_imap_mpi_if_serial_warn_size_1",
+            "test_as_completed_mpi_if_serial_raise_size_1",
+            "test_as_completed_mpi_if_serial_warn_size_1",
+        )
+    },
+    "test_parallel_mpi.py::test_as_completed_mpi_not_using_mpi": _MPI_GLOBAL,
+    **{
+        f"test_parallel_mpi.py::test_as_completed_mpi_sends_no_chunk_size[{param}]": _INTERNAL
+        + "patches scinexus's module global MPIfutures (its handle on mpi4py.futures)"
+        for param in ("None", "5")
+    },
+    "test_parallel_mpi.py::test_mpi_get_size_is_the_pool_the_job_has": _INTERNAL
+    + "opens an executor through scinexus's private MPIBackend._futures",
+    "test_parallel_mpi.py::test_is_master_process_mpi_server": _DESIGN
+    + "scinexus tells a worker by the script's name (sys.argv[0] == 'server.py', which the test patches); "
+    "aioflow asks MPI for the rank (and knows a task running in a worker): rank 0 is the master",
 }
 
 #: scinexus's own skip conditions: a test may be skipped only with one of these reasons.
@@ -302,19 +333,16 @@ def _extracted() -> Path:
 # --------------------------------------------------------------------------- the run
 
 
-def _run(workdir: Path, report: Path) -> subprocess.CompletedProcess[str]:
+def _run(workdir: Path, report: Path, launch: list[str], selection: list[str], env: dict[str, str]) -> str:
+    """Run scinexus's tests of ``selection`` with ``launch`` (the interpreter, or mpiexec and it); their output."""
     here = Path(__file__).resolve().parent
-    env = dict(os.environ)
     path = [str(workdir / "alias"), str(here), str(workdir), env.get("PYTHONPATH", "")]
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, path))
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, path))}
     command = [
-        sys.executable,
+        *launch,
         "-m",
         "pytest",
-        "test_parallel.py",
-        "test_parallel_mpi.py",
-        "-m",
-        "not mpi",
+        *selection,
         "-c",
         "pyproject.toml",
         "--rootdir",
@@ -347,7 +375,7 @@ def _run(workdir: Path, report: Path) -> subprocess.CompletedProcess[str]:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    return subprocess.CompletedProcess(command, proc.returncode, output)
+    return output
 
 
 def _outcomes(report: Path) -> dict[str, tuple[str, str]]:
@@ -368,31 +396,49 @@ def _outcomes(report: Path) -> dict[str, tuple[str, str]]:
     return outcomes
 
 
+def _check(report: Path, output: str, test_file: str, expected_tests: int) -> str:
+    """Assert that exactly the tests of `EXCLUDED` from ``test_file`` failed; the counts, in a line."""
+    tail = output[-5000:]
+    assert report.is_file(), f"the run wrote no report:\n{tail}"
+    outcomes = _outcomes(report)
+    assert len(outcomes) == expected_tests, f"{len(outcomes)} tests ran, not {expected_tests}:\n{tail}"
+    excluded = {test: reason for test, reason in EXCLUDED.items() if test.startswith(f"{test_file}::")}
+    failed = {test: message for test, (outcome, message) in outcomes.items() if outcome == "failed"}
+    skipped = {test: message for test, (outcome, message) in outcomes.items() if outcome == "skipped"}
+    new = {test: message for test, message in failed.items() if test not in excluded}
+    assert not new, "scinexus tests that fail on aioflow.parallel:\n" + "\n".join(f"{t}: {m}" for t, m in new.items())
+    passing = sorted(test for test in excluded if outcomes.get(test, ("",))[0] == "passed")
+    assert not passing, f"listed in EXCLUDED but passed (take them off the list): {passing}"
+    missing = sorted(test for test in excluded if test not in outcomes)
+    assert not missing, f"listed in EXCLUDED but not among scinexus's tests: {missing}"
+    foreign = {t: m for t, m in skipped.items() if not any(reason in m for reason in UPSTREAM_SKIP_REASONS)}
+    assert not foreign, f"skipped, and not by scinexus's own conditions: {foreign}"
+    passed = len(outcomes) - len(failed) - len(skipped)
+    internals = sum(1 for test in failed if excluded[test].startswith(_INTERNAL))
+    return (
+        f"scinexus {SCINEXUS_VERSION} {test_file} on aioflow.parallel: {passed} passed, {len(failed)} excluded "
+        f"({internals} of scinexus internals, {len(failed) - internals} design differences), "
+        f"{len(skipped)} skipped by scinexus (too few CPUs), of {len(outcomes)}"
+    )
+
+
 pytestmark = pytest.mark.timeout(DOWNLOAD_TIMEOUT + RUN_TIMEOUT + 60)
 
 
 def test_scinexus_parallel_tests_pass_on_aioflow_parallel(tmp_path: Path) -> None:
     """Every scinexus parallel test passes on aioflow.parallel, but those of `EXCLUDED`, which fail."""
     report = tmp_path / "report.xml"
-    done = _run(_extracted(), report)
-    tail = done.stdout[-5000:]
-    assert report.is_file(), f"the run wrote no report (exit code {done.returncode}):\n{tail}"
-    outcomes = _outcomes(report)
-    assert len(outcomes) == EXPECTED_TESTS, f"{len(outcomes)} tests ran, not {EXPECTED_TESTS}:\n{tail}"
-    failed = {test: message for test, (outcome, message) in outcomes.items() if outcome == "failed"}
-    skipped = {test: message for test, (outcome, message) in outcomes.items() if outcome == "skipped"}
-    new = {test: message for test, message in failed.items() if test not in EXCLUDED}
-    assert not new, "scinexus tests that fail on aioflow.parallel:\n" + "\n".join(f"{t}: {m}" for t, m in new.items())
-    passing = sorted(test for test in EXCLUDED if outcomes.get(test, ("",))[0] == "passed")
-    assert not passing, f"listed in EXCLUDED but passed (take them off the list): {passing}"
-    missing = sorted(test for test in EXCLUDED if test not in outcomes)
-    assert not missing, f"listed in EXCLUDED but not among scinexus's tests: {missing}"
-    foreign = {t: m for t, m in skipped.items() if not any(reason in m for reason in UPSTREAM_SKIP_REASONS)}
-    assert not foreign, f"skipped, and not by scinexus's own conditions: {foreign}"
-    passed = len(outcomes) - len(failed) - len(skipped)
-    internals = sum(1 for test in failed if EXCLUDED[test].startswith(_INTERNAL))
-    print(  # noqa: T201 - the counts, for the record (pytest -s shows them)
-        f"\nscinexus {SCINEXUS_VERSION} parallel tests on aioflow.parallel: {passed} passed, {len(failed)} excluded "
-        f"({internals} of scinexus internals, {len(failed) - internals} design differences), "
-        f"{len(skipped)} skipped by scinexus (too few CPUs), of {len(outcomes)}"
-    )
+    launch = [sys.executable]
+    output = _run(_extracted(), report, launch, ["test_parallel.py", "-m", "not mpi"], dict(os.environ))
+    counts = _check(report, output, "test_parallel.py", EXPECTED_TESTS)
+    print(f"\n{counts}")  # noqa: T201 - the counts, for the record (pytest -s shows them)
+
+
+@pytest.mark.parametrize("launcher", launchers(), ids=str)
+def test_scinexus_mpi_tests_pass_on_aioflow_parallel(tmp_path: Path, launcher: Launcher) -> None:
+    """Under ``mpiexec -n 4 python -m mpi4py.futures``, as scinexus's CI: every MPI test passes but those excluded."""
+    report = tmp_path / "report.xml"
+    launch = [*launcher.command(MPI_PROCESSES), sys.executable, "-m", "mpi4py.futures"]
+    output = _run(_extracted(), report, launch, ["test_parallel_mpi.py", "-m", "mpi"], launcher.environ())
+    counts = _check(report, output, "test_parallel_mpi.py", EXPECTED_MPI_TESTS)
+    print(f"\n{counts} ({launcher})")  # noqa: T201 - the counts, for the record (pytest -s shows them)

@@ -21,6 +21,7 @@ def where(x: int) -> tuple[int, int, bool, int]:
 def main() -> None:
     report: dict[str, Any] = {
         "master": [par.get_rank(), par.get_size(), par.is_master_process()],
+        "workers": [par.SIZE, par.get_parallel_backend("mpi").get_size()],
         "imap": par.map(where, range(12), use_mpi=True, chunksize=1),
         "as_completed": sorted(par.as_completed(where, range(12), use_mpi=True)),
     }

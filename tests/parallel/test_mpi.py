@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ def test_map_on_mpi_worker_ranks(launcher: Launcher) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["master"] == [0, 3, True]
+    assert report["workers"] == [2, 2]  # scinexus's SIZE and the backend's get_size(): the ranks but the master
     expected = [x * x for x in range(12)]
     for key in ("imap", "as_completed"):
         rows = report[key]
@@ -41,3 +43,4 @@ def test_use_mpi_outside_an_mpi_job_says_how_to_launch() -> None:
         par.map(abs, range(4), use_mpi=True)
     assert par.get_rank() == 0
     assert par.get_size() == 1
+    assert par.SIZE == len(os.sched_getaffinity(0))  # the workers a map gets by default: the CPUs
