@@ -42,7 +42,6 @@ from ._backends import (
     PoolBackend,
     ThreadBackend,
     cpu_count,
-    require,
     warn_ignored_max_workers,
 )
 from ._chunks import PicklableAndCallable, chunks, in_worker, raise_outcome, worker_rank
@@ -89,12 +88,6 @@ BACKEND_TYPES: MappingProxyType[str, type[Backend]] = MappingProxyType(
 _OWN_BACKENDS = ("multiprocess", "loky", "mpi")
 _ALIASES = {"threads": "thread"}
 
-# Backends that need an optional library: (module, what needs it, extra).
-_EXTRAS = {
-    "loky": ("loky", "the 'loky' parallel backend", "loky"),
-    "mpi": ("mpi4py", "the 'mpi' parallel backend", "mpi"),
-}
-
 _lock = threading.RLock()
 _default: Parallel | None = None
 _named: dict[str, Backend] = {}
@@ -134,13 +127,12 @@ def _backend_named(name: str) -> Backend:
 
         if key not in available_pools():
             _refuse_backend_name(name)
-    if key in _EXTRAS:  # checked on every use: the library may have gone (or be hidden) since
-        require(*_EXTRAS[key])
     with _lock:
         backend = _named.get(key)
         if backend is None:
             backend = _named[key] = _make_backend(key)
-        return backend
+    backend.check_installed()  # on every use: the library may have gone (or been hidden) since
+    return backend
 
 
 def _refuse_backend_name(name: str) -> None:

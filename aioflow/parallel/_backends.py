@@ -215,6 +215,10 @@ class Backend(Parallel):
         """The most workers a map may ask for: the CPUs this process may use; ``None`` where workers are not here."""
         return cpu_count()
 
+    @classmethod
+    def check_installed(cls) -> None:
+        """Raise `MissingExtraError` if a library the backend needs is not installed (none, by default)."""
+
     def worker_count(self, max_workers: int) -> int:
         """How many workers a map asking for ``max_workers`` (within `worker_limit`) gets."""
         return max_workers
@@ -490,6 +494,10 @@ class LokyBackend(ExecutorBackend):
 
     def __init__(self) -> None:
         super().__init__()
+        self.check_installed()
+
+    @classmethod
+    def check_installed(cls) -> None:
         require("loky", "the 'loky' parallel backend", "loky")
 
     def _create_executor(self, workers: int) -> concurrent.futures.Executor:
@@ -532,6 +540,10 @@ class MPIBackend(ExecutorBackend):
 
     def __init__(self) -> None:
         super().__init__()
+        self.check_installed()
+
+    @classmethod
+    def check_installed(cls) -> None:
         require("mpi4py", "the 'mpi' parallel backend", "mpi")
 
     def get_size(self) -> int:
