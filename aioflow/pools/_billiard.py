@@ -130,7 +130,7 @@ from .._errors import MissingExtraError, OptionError, TransferError
 from ._base import DEFAULT_IDLE_TIMEOUT, Pool, PoolOptions
 from ._multiprocessing import _Inbox, _not_loadable, _ResultNotLoadable
 from ._outcomes import WorkerDied, describe_exit, pack_error, unpack_error
-from ._process import _worker_initializer, kill_process_trees
+from ._process import _worker_initializer, kill_descendants, kill_process_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -188,6 +188,29 @@ class _Call:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return bytes, (pickle.dumps((self.fn, self.args, self.kwargs), pickle.HIGHEST_PROTOCOL),)
+
+
+class _OnExit:
+    """billiard's ``on_process_exit``, run in a worker on its way out: kill what its tasks left running.
+
+    billiard's workers end with ``os._exit``, past the ``multiprocessing``
+    finalizers through which other pools' workers do this, so a worker
+    retired when idle would otherwise leave a daemon its task started (the
+    worker is a subreaper: `aioflow.pools._process.set_subreaper`). A
+    user's own ``on_process_exit`` runs after it.
+    """
+
+    __slots__ = ("user",)
+
+    def __init__(self, user: Callable[[int, int], Any] | None) -> None:
+        self.user = user
+
+    def __call__(self, pid: int, exitcode: int) -> None:
+        try:
+            kill_descendants()
+        finally:
+            if self.user is not None:
+                self.user(pid, exitcode)
 
 
 def _retire_worker() -> None:
@@ -970,6 +993,7 @@ class BilliardExecutor(concurrent.futures.Executor):
             process_class=process_class,
             on_broken=self._break,
             on_idle=self._retire_idle,
+            on_process_exit=_OnExit(kwargs.pop("on_process_exit", None)),
             **kwargs,
         )
         # Break the pool after this many worker exits in a row with no job

@@ -193,7 +193,7 @@ def test_success_and_close_kill_the_daemon(
     assert_gone(asyncio.run(scenario()))
 
 
-@pytest.mark.parametrize("pool_type", ["process", "ndprocess"])
+@pytest.mark.parametrize("pool_type", ["process", "ndprocess", "billiard"])
 def test_retired_worker_kills_the_daemon(pool_type: str, markers: Path, daemons: list[psutil.Process]) -> None:
     """A worker retired when idle takes the daemon its task left along, while the pool stays open."""
     go = markers.parent / "go"
