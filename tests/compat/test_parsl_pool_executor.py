@@ -29,6 +29,7 @@ import pytest
 from clusters.parsl_fixtures import assert_no_parsl_processes
 
 import aioflow
+from aioflow.pools._parsl import _current_dfk
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -118,14 +119,12 @@ def parsl_tests(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Mod
     directory, and its worker blocks are not children of this process: they
     are found by that directory.
     """
-    from parsl.dataflow.dflow import DataFlowKernelLoader
-
     module = _parsl_tests()
     monkeypatch.setattr(module, "ParslPoolExecutor", aioflow_pool_executor)
     monkeypatch.chdir(tmp_path)
     yield module
     try:
-        left = DataFlowKernelLoader._dfk
+        left = _current_dfk()
         if left is not None:  # a test that broke inside a DFK of its own: do not let it reach the next one
             left.cleanup()
             pytest.fail(f"a DataFlowKernel was left loaded: {left!r}")
