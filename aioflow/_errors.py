@@ -291,7 +291,7 @@ _RUN_ANYWAY = "pass if_serial='warn' or if_serial='ignore' to run it in this pro
 
 
 class SerialExecutionError(AioflowError, RuntimeError):
-    """A parallel map would run serially (one worker, one item, or already inside a worker), with ``if_serial='raise'``.
+    """A parallel map would run serially (inside a worker of another map, or an MPI job of one worker), with ``if_serial='raise'``.
 
     Attributes:
         function: the mapped function's name.
