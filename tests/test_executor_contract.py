@@ -220,6 +220,36 @@ def test_a_failing_thread_initializer_breaks_the_executor_as_the_stdlib_s() -> N
             ex.submit(inc, 1)
 
 
+def test_a_thread_initializer_failing_after_shutdown_began_lets_the_other_threads_stop() -> None:
+    """The failure fails the queued calls, and leaves shutdown's signal to stop for the threads already working."""
+    first_done, fail_now, release = threading.Event(), threading.Event(), threading.Event()
+
+    def init() -> None:  # the first thread's initializer works, the second one's fails when told
+        if first_done.is_set():
+            fail_now.wait(DEADLINE)
+            fail_init()
+        first_done.set()
+
+    pool = aioflow.open_pool("thread", max_workers=2, idle_timeout=None, pool_options={"initializer": init})
+    executor = pool.executor
+    busy = executor.submit(release.wait, DEADLINE)
+    deadline = time.monotonic() + DEADLINE
+    while not busy.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    queued = executor.submit(inc, 1)  # starts the second thread, whose initializer waits
+    closing = threading.Thread(target=pool.close)  # one shutdown, one signal to stop: it waits for both threads
+    closing.start()
+    while not executor._shutdown and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    fail_now.set()
+    with pytest.raises(concurrent.futures.BrokenExecutor):
+        queued.result(timeout=DEADLINE)
+    release.set()
+    closing.join(DEADLINE)
+    assert not closing.is_alive()
+    assert busy.result(timeout=0) is True
+
+
 def test_a_failing_process_initializer_breaks_the_executor_as_the_stdlib_s() -> None:
     with Executor("process", max_workers=1, context="fork", initializer=fail_init) as ex:
         with pytest.raises(concurrent.futures.BrokenExecutor, match="initializer failed") as info:

@@ -192,16 +192,22 @@ class _ThreadExecutor(concurrent.futures.Executor):
         self._threads.append(thread)
 
     def _take_queued(self) -> list[_WorkItem]:
-        """Empty the queue (under ``_lock``): the items no thread has taken."""
+        """Take the items no thread has taken off the queue (under ``_lock``); a shutdown's sentinel stays."""
         items: list[_WorkItem] = []
+        stopping = False
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return items
-            if item is not None:
+                break
+            if item is None:
+                stopping = True
+            else:
                 self._unclaimed -= 1
                 items.append(item)
+        if stopping:
+            self._queue.put(None)
+        return items
 
     def _cancel_queued(self) -> None:
         for item in self._take_queued():
