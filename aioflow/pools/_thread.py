@@ -33,7 +33,14 @@ Why our own executor rather than `concurrent.futures.ThreadPoolExecutor`:
 its threads are joined at interpreter exit, so one task stuck in a C call
 after an abort would keep the program from exiting after Ctrl-C. Ours are
 daemon threads: `ThreadPool.close` still waits for them, but an abandoned one
-never blocks exit.
+never blocks exit. (`aioflow.Executor` waits for its own calls at exit, as the
+stdlib's executors do.)
+
+An ``initializer`` that raises breaks the executor, as it breaks the stdlib's:
+the calls queued fail with `InitializerFailed` (a
+`concurrent.futures.BrokenExecutor` whose ``__cause__`` is the initializer's
+exception), and so does every later ``submit``; calls running in other
+threads finish.
 
 Who owns what: ``_running`` (thread ident -> owner of the task it runs) is
 guarded by the ``_running_changed`` condition; an interruption is only ever
