@@ -122,7 +122,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError, TransferError
 from ._base import Pool, PoolOptions, settle
-from ._outcomes import WorkerDied, describe_exit, pack_error, unpack_error
+from ._outcomes import WorkerDied, describe_exit, idle_exit_level, pack_error, unpack_error
 from ._process import _worker_initializer, kill_process_trees
 
 if TYPE_CHECKING:
@@ -976,7 +976,12 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             self._finish(worker, worker.job, error=WorkerDied(pid, exitcode))
         else:
             when = "while idle" if worker.ready else "while it started"
-            logger.warning("a worker of the multiprocessing pool died %s: %s", when, describe_exit(pid, exitcode))
+            logger.log(
+                idle_exit_level(exitcode),
+                "a worker of the multiprocessing pool died %s: %s",
+                when,
+                describe_exit(pid, exitcode),
+            )
         if worker.state.value == _TAKING:
             self._retire(
                 generation, f"worker process {pid} of the multiprocessing pool died while it took a call from its queue"

@@ -26,6 +26,7 @@ pool fails the dead worker's call with it, and only that call.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import pickle
 import signal
 import traceback
@@ -39,6 +40,7 @@ __all__ = [
     "RemoteTraceback",
     "WorkerDied",
     "describe_exit",
+    "idle_exit_level",
     "pack_error",
     "signal_name",
     "unpack_error",
@@ -168,6 +170,21 @@ def describe_exit(pid: int, exitcode: int | None) -> str:
         cause = _LIKELY_CAUSES.get(name)
         return f"pid {pid}, killed by {name}" + (f" ({cause})" if cause else "")
     return f"pid {pid}, exit code {exitcode} (the task called os._exit() or sys.exit() in a worker?)"
+
+
+#: Signals that stop a process on purpose: a worker they end while idle was stopped, not lost.
+_STOP_SIGNALS = frozenset({-signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP})
+
+
+def idle_exit_level(exitcode: int | None) -> int:
+    """The log level for a worker that ended while it ran no call.
+
+    ``logging.INFO`` when a stop signal ended it (SIGTERM, SIGINT or SIGHUP:
+    someone stopped it on purpose, e.g. ``kill`` of the whole process group,
+    which the program receives too), ``logging.WARNING`` otherwise (SIGKILL
+    from the out-of-memory killer, a crash, an exit).
+    """
+    return logging.INFO if exitcode in _STOP_SIGNALS else logging.WARNING
 
 
 class WorkerDied(concurrent.futures.BrokenExecutor):

@@ -62,7 +62,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from ._base import InitializerFailed, Owned, TransferFailed, cancel_queued
-from ._outcomes import WorkerDied, describe_exit, pack_error, unpack_error
+from ._outcomes import WorkerDied, describe_exit, idle_exit_level, pack_error, unpack_error
 from ._process import _worker_initializer, join_or_kill, kill_process_trees
 
 if TYPE_CHECKING:
@@ -479,7 +479,11 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             worker.process.close()
         if item is None:
             if exitcode and not worker.killed:
-                logger.warning("an idle worker of the process pool exited: %s", describe_exit(worker.pid, exitcode))
+                logger.log(
+                    idle_exit_level(exitcode),
+                    "an idle worker of the process pool exited: %s",
+                    describe_exit(worker.pid, exitcode),
+                )
             return
         if worker.killed:
             error: BaseException = concurrent.futures.BrokenExecutor(

@@ -95,3 +95,16 @@ def test_workers_killed_while_idle_do_not_fail_the_next_execution(pool_type: str
             assert time.monotonic() < deadline, "the killed workers were never reaped"
             time.sleep(0.01)
         assert aioflow.execute_graph(graph, pool=pool, merge_outputs=False, timeout=60) == expected
+
+
+def test_a_stop_signal_to_an_idle_worker_is_not_a_warning() -> None:
+    """``kill`` of the whole process group ends idle workers too: that is a stop, not a loss."""
+    import logging
+    import signal as signals
+
+    from aioflow.pools._outcomes import idle_exit_level
+
+    for stop in (signals.SIGTERM, signals.SIGINT, signals.SIGHUP):
+        assert idle_exit_level(-stop) == logging.INFO
+    for lost in (-signals.SIGKILL, -signals.SIGSEGV, 1, None):
+        assert idle_exit_level(lost) == logging.WARNING
