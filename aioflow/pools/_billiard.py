@@ -126,9 +126,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._errors import MissingExtraError, OptionError, TransferError
+from .._errors import MissingExtraError, OptionError
 from ._base import DEFAULT_IDLE_TIMEOUT, Pool, PoolOptions
-from ._multiprocessing import _Inbox, _not_loadable, _ResultNotLoadable
+from ._multiprocessing import _Inbox, _not_loadable
 from ._outcomes import WorkerDied, describe_exit, pack_error, unpack_error
 from ._process import _worker_initializer, kill_descendants, kill_process_trees
 
@@ -1244,12 +1244,3 @@ class BilliardPool(Pool):
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
         assert isinstance(executor, BilliardExecutor)
         executor.abort()
-
-    def translate(
-        self, error: BaseException, executor: concurrent.futures.Executor, where: str, **fields: Any
-    ) -> BaseException:
-        if isinstance(error, _ResultNotLoadable):
-            transfer = TransferError(where, error.type_name, error.detail)
-            transfer.__cause__ = error
-            return transfer
-        return super().translate(error, executor, where, **fields)

@@ -120,8 +120,8 @@ from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._errors import OptionError, TransferError
-from ._base import Pool, PoolOptions, settle
+from .._errors import OptionError
+from ._base import Pool, PoolOptions, TransferFailed, settle
 from ._outcomes import WorkerDied, describe_exit, idle_exit_level, pack_error, unpack_error
 from ._process import _worker_initializer, kill_process_trees
 
@@ -172,13 +172,12 @@ class BrokenMultiprocessingPool(concurrent.futures.BrokenExecutor):
     """The ``multiprocessing`` pool cannot start workers, or was stopped, before a call finished."""
 
 
-class _ResultNotLoadable(Exception):
+class _ResultNotLoadable(TransferFailed):
     """A call's result reached this process but cannot be unpickled here (its class cannot be imported)."""
 
     def __init__(self, type_name: str, detail: str) -> None:
-        super().__init__(f"the call's result, of type {type_name!r}, cannot be loaded in the calling process: {detail}")
-        self.type_name = type_name
-        self.detail = detail
+        super().__init__(type_name, detail)
+        self.args = (f"the call's result, of type {type_name!r}, cannot be loaded in the calling process: {detail}",)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.type_name, self.detail)
@@ -1287,15 +1286,6 @@ class MultiprocessingPool(Pool):
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
         assert isinstance(executor, _MultiprocessingExecutor)
         executor.abort()
-
-    def translate(
-        self, error: BaseException, executor: concurrent.futures.Executor, where: str, **fields: Any
-    ) -> BaseException:
-        if isinstance(error, _ResultNotLoadable):
-            transfer = TransferError(where, error.type_name, error.detail)
-            transfer.__cause__ = error
-            return transfer
-        return super().translate(error, executor, where, **fields)
 
 
 class NonDaemonicMultiprocessingPool(MultiprocessingPool):
