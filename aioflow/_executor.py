@@ -13,8 +13,9 @@ completes a future (a pool's worker or dispatcher thread, an event loop for
 asyncio futures) and only ever count, resolve and submit, which never
 blocks. Each `ChainedFuture` guards its link to the pool's future (``_inner``)
 with its own lock, so `ChainedFuture.cancel` and the launch cannot race. The
-executor's ``_lock`` guards the set of unfinished futures and the shutdown
-flag.
+executor's ``_lock`` guards the set of unfinished futures, the shutdown and
+broken states and the thread that closes the pool after
+``shutdown(wait=False)``.
 
 Failure. A dependency that raised fails its dependents with
 `aioflow.DependencyError` (its exception as ``__cause__``); a cancelled one
@@ -25,14 +26,17 @@ unpickled `aioflow.TransferError`, as in graph executions. A pool whose
 refused and every later `Executor.submit` raise a
 `concurrent.futures.BrokenExecutor`.
 
-Life cycle, as the stdlib's executors. A cancelled call is done for
+Life cycle, as the stdlib's executors. A call that reaches the pool while a
+worker is free for it counts as started at once (the stdlib counts so the
+calls in its workers' queue); a cancelled call is done for
 `concurrent.futures.wait` and ``as_completed``. At interpreter exit (before
 ``atexit`` hooks, as ``concurrent.futures`` does it) every executor not shut
 down is shut down with ``wait=True``: the calls already submitted run to
 the end, those waiting for dependencies included; ``submit`` then raises
-`RuntimeError`. The executor never keeps a call's function, arguments or
-result once the call has ended: they are freed as soon as the caller drops
-them, without waiting for a cyclic garbage collection.
+`RuntimeError`. An executor garbage-collected without `Executor.shutdown`
+stops its own pool's workers. The executor never keeps a call's function,
+arguments or result once the call has ended: they are freed as soon as the
+caller drops them, without waiting for a cyclic garbage collection.
 """
 
 from __future__ import annotations
