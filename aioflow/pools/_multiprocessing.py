@@ -152,6 +152,9 @@ _THREAD_GRACE = 10.0
 #: Seconds a stop waits for a queue lock before it takes the holder for a dead worker.
 _LOCK_GRACE = 0.5
 
+#: Seconds between two looks at a closing pool's worker thread, which ends without telling anyone.
+_CLOSE_POLL = 0.02
+
 #: Longest wait between two reads while the task pipe is drained.
 _DRAIN_WAIT = 0.05
 
@@ -643,8 +646,13 @@ class _Generation:
             with contextlib.suppress(KeyError):
                 del cache[key]
 
+    def replacing(self) -> bool:
+        """Whether the pool's worker thread runs: it may still start a worker."""
+        handler = _private(self.pool, "_worker_handler")
+        return handler is not None and bool(handler.is_alive())
+
     def join(self) -> None:
-        """Join the closed pool, whose workers have exited."""
+        """Join the closed pool, whose workers have exited and whose worker thread has ended."""
         self.pool.join()
         self._ended()
 
@@ -870,7 +878,8 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                     current.close()
             if state in ("broken", "aborted"):
                 return
-            if state == "closing" and idle and self._closed_down():
+            closing = state == "closing" and idle
+            if closing and self._closed_down():
                 return
             for generation in generations:
                 if generation.results_lost is not None:
@@ -878,7 +887,9 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             watched = list(self._watched)
             conns = {w.conn: w for w in watched if not w.inbox.eof}
             sentinels = {w.process.sentinel: w for w in watched}
-            ready = multiprocessing.connection.wait([self._wake_reader, *conns, *sentinels])
+            # Closing: a pool's worker thread ends with no event to wake us.
+            timeout = _CLOSE_POLL if closing else None
+            ready = multiprocessing.connection.wait([self._wake_reader, *conns, *sentinels], timeout)
             if self._wake_reader in ready:
                 while self._wake_reader.poll():
                     self._wake_reader.recv_bytes()
@@ -1057,10 +1068,12 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
     def _closed_down(self) -> bool:
         """Closing, and every call has finished: end the retired generations, join the others. True once all are.
 
-        A generation is joined once its workers have exited, not before:
-        until then the watcher handles their deaths as always, and one that
-        dies in the task queue's read, where it may hold the lock the others
-        need to read their end markers, has its generation ended instead.
+        A generation is joined once its worker thread has ended (no worker
+        can start any more) and its workers have exited, not before: until
+        then the watcher handles their deaths as always, and one that dies in
+        the task queue's read, where it may hold the lock the others need to
+        read their end markers, has its generation ended instead. Joining
+        never waits for a worker.
         """
         with self._lock:
             generations = list(self._generations)
@@ -1070,7 +1083,8 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 generation.end()
             else:
                 generation.let_go()
-                if any(w.generation is generation for w in self._watched):
+                self._take_arrivals()
+                if generation.replacing() or any(w.generation is generation for w in self._watched):
                     continue
                 generation.join()
             with self._lock:

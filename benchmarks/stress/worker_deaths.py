@@ -30,6 +30,7 @@ result, crashed or leaked.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -220,7 +221,7 @@ def drive(args: argparse.Namespace) -> int:
     totals |= {"kills": 0, "hit_chains": 0, "extra": 0, "other_errors": 0, "pool_warnings": 0}
     failures: list[dict[str, Any]] = []
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--pool", args.pool]
-    cmd += ["--max-workers", str(args.max_workers)]
+    cmd += ["--max-workers", str(args.max_workers), "--timeout", str(args.timeout)]
     if args.context:
         cmd += ["--context", args.context]
     for i in range(args.runs):
@@ -239,8 +240,10 @@ def drive(args: argparse.Namespace) -> int:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
             totals["hangs"] += 1
-            failures.append({"seed": seed, "hang": True})
-            print(f"run {i} (seed {seed}): HANG\n{_tail(err)}", flush=True)
+            finished = any(line.startswith("RESULT ") for line in out.splitlines())
+            failures.append({"seed": seed, "hang": True, "after_result": finished})
+            when = "after its result (while exiting)" if finished else "before its result"
+            print(f"run {i} (seed {seed}): HANG {when}\n{_tail(err, 200)}", flush=True)
             continue
         deadline = time.monotonic() + LEAK_GRACE
         while group_alive(proc.pid) and time.monotonic() < deadline:
@@ -290,6 +293,8 @@ def main() -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        # A run about to be killed as a hang first shows where every thread of it waits.
+        faulthandler.dump_traceback_later(args.timeout * 0.9, exit=False)
         record = run_once(args.pool, args.context, args.seed, args.max_workers)
         print("RESULT " + json.dumps(record), flush=True)
         return 0
