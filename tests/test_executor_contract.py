@@ -192,8 +192,12 @@ def test_calls_submitted_while_a_worker_is_free_count_as_started(tmp_path: Path)
 # --------------------------------------------------------------------------- keywords
 
 
-@pytest.mark.parametrize("pool_type", ["thread", "process", "ndprocess"])
+@pytest.mark.parametrize(
+    "pool_type", ["thread", "process", "ndprocess", "multiprocessing", "ndmultiprocessing", "billiard"]
+)
 def test_keywords_named_like_aioflow_s_own_parameters_reach_the_function(pool_type: str) -> None:
+    """Every keyword reaches the function, those named like aioflow's own parameters too (the gevent pool:
+    tests/pools/test_gevent_pool.py)."""
     context = None if pool_type == "thread" else "fork"
     with Executor(pool_type, max_workers=1, context=context) as ex:
         future = ex.submit(capture, 1, self=2, fn=3, owner=4)

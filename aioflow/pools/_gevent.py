@@ -222,10 +222,10 @@ class _GeventExecutor(concurrent.futures.Executor):
             error = greenlet.exception if greenlet.exception is not None else self._gevent.GreenletExit()
             self._gevent.spawn(_fail, future, error)
 
-    def run_owned(self, owner: object, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn`` in this greenlet, recorded as ``owner``'s."""
+    def run_owned(self, owner: object, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` in this greenlet, recorded as ``owner``'s (positional-only: a call's keywords are its own)."""
         self._running[self._gevent.getcurrent()] = owner
-        return fn(*args)
+        return fn(*args, **kwargs)
 
     def _cancel_queued(self) -> None:
         """Cancel every queued call. In a greenlet: cancelling waits for each future's lock."""

@@ -268,9 +268,9 @@ def _call_in_worker(job_id: int, sealed: bytes) -> None:
         _send(link, ("skipped", job_id))
         return
     try:
-        fn, args = ForkingPickler.loads(sealed)
+        fn, args, kwargs = ForkingPickler.loads(sealed)
         del sealed
-        value = fn(*args)
+        value = fn(*args, **kwargs)
     except BaseException as exc:
         _send(link, ("error", job_id, pack_error(_clarify(exc, link.daemonic))))
     else:
@@ -299,14 +299,15 @@ class _Sealed:
     load, without anyone knowing which call it took.
     """
 
-    __slots__ = ("args", "fn")
+    __slots__ = ("args", "fn", "kwargs")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.fn = fn
         self.args = args
+        self.kwargs = kwargs
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return bytes, (bytes(ForkingPickler.dumps((self.fn, self.args))),)
+        return bytes, (bytes(ForkingPickler.dumps((self.fn, self.args, self.kwargs))),)
 
 
 class _TaskQueue(multiprocessing.queues.SimpleQueue[Any]):
@@ -711,9 +712,6 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
     # ------------------------------------------------------------ Executor API
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
-        if kwargs:
-            msg = "the multiprocessing pools take positional arguments only"
-            raise TypeError(msg)
         with self._lock:
             if self._broken_reason is not None:
                 raise BrokenMultiprocessingPool(self._broken_reason)
@@ -722,7 +720,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 raise RuntimeError(msg)
             job_id = next(self._ids)
             future: concurrent.futures.Future[T] = concurrent.futures.Future()
-            job = self._jobs[job_id] = _Job(future, _Sealed(fn, args))
+            job = self._jobs[job_id] = _Job(future, _Sealed(fn, args, kwargs))
             try:
                 self._send(job_id, job)
             except BaseException:

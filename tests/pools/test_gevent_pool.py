@@ -306,6 +306,21 @@ def test_shared_pool_opened_in_the_main_greenlet(tmp_path: Path) -> None:
     assert lines == ["1", "2", "True"]
 
 
+def test_keywords_named_like_the_pool_s_own_parameters_reach_the_function(tmp_path: Path) -> None:
+    """``submit(f, fn=..., owner=..., self=...)`` passes those keywords to ``f``, as the stdlib does."""
+    lines = run_script(
+        tmp_path,
+        """
+        def capture(*args, **kwargs):
+            return args, sorted(kwargs.items())
+
+        with aioflow.Executor("gevent", max_workers=1) as ex:
+            print(ex.submit(capture, 1, fn=2, owner=3, self=4).result(timeout=30))
+        """,
+    )
+    assert lines == ["((1,), [('fn', 2), ('owner', 3), ('self', 4)])"]
+
+
 def test_abort_on_a_shared_pool_kills_only_the_owner_tasks(tmp_path: Path) -> None:
     """Two executions share a pool: one times out, only its greenlets are killed, the other finishes."""
     lines = run_script(
