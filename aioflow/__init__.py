@@ -36,11 +36,11 @@ from ._errors import SerialExecutionWarning as SerialExecutionWarning
 from ._errors import TaskInputError as TaskInputError
 from ._errors import TransferError as TransferError
 from ._errors import UnsendableFunctionError as UnsendableFunctionError
-from ._errors import WorkerLostError as WorkerLostError
 from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
     from ._executor import Executor as Executor
+    from ._lost import WorkerLostError as WorkerLostError
     from ._results import MISSING as MISSING
     from ._results import Results as Results
     from .events import Event as Event
@@ -67,6 +67,7 @@ _LAZY = {
     "Pool": ".pools",
     "available_pools": ".pools",
     "open_pool": ".pools",
+    "WorkerLostError": "._lost",
     "execute_graph": ".scheduler",
     "execute_graph_async": ".scheduler",
 }

@@ -7,7 +7,7 @@ The tree::
     ├── OptionError (ValueError)           an execution or pool option is invalid
     ├── MissingExtraError (ImportError)    an optional package is not installed
     ├── TaskInputError (TypeError)         a task was called without a required input (raised in the worker)
-    ├── TransferError (TypeError)          a task, its inputs or outputs cannot be sent to or from a worker process
+    ├── TransferError (TypeError, pickle.PicklingError)   a task, its inputs or outputs cannot be sent to or from a worker process
     │   └── UnsendableFunctionError        aioflow.parallel: the mapped function cannot be sent to a worker
     ├── RemoteError                        stands in for a task's exception that could not be sent back from its worker
     ├── DependencyError                    an Executor call did not run: a future it was given failed
@@ -17,20 +17,30 @@ The tree::
     │   ├── ExecutionTimeoutError (TimeoutError)
     │   └── IterationLimitError (RuntimeError)   a loop exceeded ``max_iterations``
     └── PoolError
-        └── WorkerLostError (concurrent.futures.BrokenExecutor)   a worker process died
+        └── WorkerLostError (concurrent.futures.process.BrokenProcessPool)   a worker process died
 
 Every class pickles round-trip (errors cross process boundaries): the keyword
 fields given to ``__init__`` are kept and replayed by ``__reduce__``.
+
+Where the standard library has an exception for the same failure, aioflow's
+is also an instance of it, so that code written for `concurrent.futures`
+catches aioflow's errors unchanged: a value that cannot be pickled is a
+`pickle.PicklingError`, a worker that died a ``BrokenProcessPool``.
+`WorkerLostError` lives in `aioflow._lost`, imported on first use (this
+module's ``__getattr__``): the stdlib module that defines
+``BrokenProcessPool`` imports `multiprocessing`, which runs on threads and
+``import aioflow`` do not need.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import pickle
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from ._lost import WorkerLostError
     from ._results import Results
 
 __all__ = [
@@ -107,10 +117,14 @@ class GraphError(AioflowError, ValueError):
 
 
 class OptionError(AioflowError, ValueError):
-    """An option has a value it cannot take, e.g. ``max_workers must be >= 1 (got 0)``."""
+    """An option has a value it cannot take, e.g. ``'scaling_workers' must be True or False (got 1 of type int)``.
 
-    def __init__(self, option: str, expected: str, got: object) -> None:
-        msg = f"{option!r} must be {expected} (got {got!r} of type {type(got).__name__})"
+    ``message`` replaces the usual wording where users expect another (the
+    stdlib's ``max_workers must be greater than 0``).
+    """
+
+    def __init__(self, option: str, expected: str, got: object, message: str | None = None) -> None:
+        msg = message or f"{option!r} must be {expected} (got {got!r} of type {type(got).__name__})"
         super().__init__(msg, option=option, expected=expected, got=got)
 
 
@@ -137,8 +151,11 @@ class TaskInputError(AioflowError, TypeError):
         super().__init__(f"task {task!r}: {detail}", task=task, detail=detail, missing=tuple(missing))
 
 
-class TransferError(AioflowError, TypeError):
+class TransferError(AioflowError, TypeError, pickle.PicklingError):
     """A task, one of its inputs or its outputs cannot be sent to or from a worker process.
+
+    Also a `pickle.PicklingError`, the error `concurrent.futures`' process pool
+    gives for a value it cannot pickle.
 
     Attributes:
         where: the graph and node.
@@ -263,27 +280,6 @@ class PoolError(AioflowError):
     """A worker pool failed."""
 
 
-class WorkerLostError(PoolError, concurrent.futures.BrokenExecutor):
-    """A worker process died while it ran a task (killed, crashed or exited).
-
-    Every pool sets the same attributes; those it cannot know are ``None``.
-
-    Attributes:
-        node_id: the node whose task the worker was running (graph executions).
-        pid: the worker's process id.
-        exitcode: the worker's exit code, negative for a signal (``-9``).
-        signal: the name of the signal that ended the worker (``"SIGKILL"``).
-    """
-
-    node_id: Any = None
-    pid: int | None = None
-    exitcode: int | None = None
-    signal: str | None = None
-
-    def __init__(self, message: str, **fields: Any) -> None:
-        super().__init__(message, **fields)
-
-
 # --------------------------------------------------------------------------- aioflow.parallel
 
 # What to tell users who do want the serial run.
@@ -329,3 +325,12 @@ class UnsendableFunctionError(TransferError):
             "or use a thread backend: aioflow.parallel.set_parallel_backend('thread')"
         )
         AioflowError.__init__(self, msg, function=function, detail=detail, where=function, type_name="function")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WorkerLostError":
+        from ._lost import WorkerLostError
+
+        return WorkerLostError
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -346,7 +346,7 @@ def test_invalid_option_value_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
     """An option the engine refuses (``--max-workers 0``) exits 2 with the option's message."""
     code, _, err = run_main(capsys, "run", write_graph(tmp_path, CHAIN), "--pool", "thread", "--max-workers", "0")
     assert code == 2
-    assert err == "aioflow: error: 'max_workers' must be an int >= 1 or None (got 0 of type int)\n"
+    assert err == "aioflow: error: max_workers must be greater than 0: an int >= 1, or None (got 0 of type int)\n"
 
 
 def test_unknown_input_node_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
 import pickle
 
 import pytest
@@ -62,11 +63,11 @@ def test_every_error_pickles_round_trip(error: AioflowError) -> None:
         (OptionError, (AioflowError, ValueError)),
         (MissingExtraError, (AioflowError, ImportError)),
         (TaskInputError, (AioflowError, TypeError)),
-        (TransferError, (AioflowError, TypeError)),
+        (TransferError, (AioflowError, TypeError, pickle.PicklingError)),
         (NodeError, (ExecutionError,)),
         (ExecutionTimeoutError, (ExecutionError, TimeoutError)),
         (IterationLimitError, (ExecutionError, RuntimeError)),
-        (WorkerLostError, (PoolError, concurrent.futures.BrokenExecutor)),
+        (WorkerLostError, (PoolError, concurrent.futures.BrokenExecutor, concurrent.futures.process.BrokenProcessPool)),
     ],
 )
 def test_errors_derive_from_the_matching_stdlib_class(cls: type, bases: tuple[type, ...]) -> None:
@@ -79,6 +80,9 @@ def test_errors_derive_from_the_matching_stdlib_class(cls: type, bases: tuple[ty
 def test_messages_follow_one_template() -> None:
     """Messages say where, what, and expected versus got."""
     assert str(OptionError("max_workers", "an int >= 1", 0)) == "'max_workers' must be an int >= 1 (got 0 of type int)"
+    assert str(OptionError("max_workers", "an int >= 1", 0, "max_workers must be greater than 0")) == (
+        "max_workers must be greater than 0"
+    )
     assert str(MissingExtraError("pool 'dask'", "distributed", "dask")) == (
         "pool 'dask' needs the 'distributed' package: pip install 'aioflow[dask]'"
     )

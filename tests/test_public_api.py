@@ -47,8 +47,24 @@ def test_import_loads_no_optional_library() -> None:
         "distributed",
         "papermill",
         "cloudpickle",
+        "multiprocessing",
+        "concurrent.futures.process",
     ):
         assert lib not in modules, lib
+
+
+def test_worker_lost_error_is_imported_on_first_use() -> None:
+    """aioflow.WorkerLostError (a BrokenProcessPool) imports the stdlib's process module only when asked for."""
+    code = (
+        "import sys, pickle, aioflow\n"
+        "print('concurrent.futures.process' in sys.modules)\n"
+        "from aioflow._errors import WorkerLostError\n"
+        "import concurrent.futures.process as p\n"
+        "err = pickle.loads(pickle.dumps(aioflow.WorkerLostError('lost', pid=7)))\n"
+        "print(WorkerLostError is aioflow.WorkerLostError, isinstance(err, p.BrokenProcessPool), err.pid)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True", "True", "7"]
 
 
 def test_package_is_typed() -> None:

@@ -35,13 +35,14 @@ import threading
 import warnings
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._errors import MissingExtraError, OptionError, PoolError, WorkerLostError
+from .._errors import MissingExtraError, OptionError, PoolError
 from ..pools._base import DEFAULT_IDLE_TIMEOUT
 from ._chunks import get_default_chunksize, in_worker, run_chunk
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator
 
+    from .._lost import WorkerLostError
     from ..pools import Pool
     from ._chunks import Outcome, PicklableAndCallable
 
@@ -351,6 +352,8 @@ class _ExecutorSession(Session):
         return finished
 
     def _lost(self, error: BaseException) -> WorkerLostError:
+        from .._lost import WorkerLostError  # imports multiprocessing: only once a worker is lost
+
         detail = self._backend._lost_worker(self._executor, error)
         what = f"({detail})" if detail else f"({type(error).__name__}: {error})"
         msg = f"aioflow.parallel: a worker process of the {self._backend.name!r} backend running {self._fn.name} died {what}"

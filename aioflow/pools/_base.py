@@ -31,7 +31,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._errors import OptionError, PoolError, TransferError, WorkerLostError
+from .._errors import OptionError, PoolError, TransferError
 from ._outcomes import WorkerDied
 
 if TYPE_CHECKING:
@@ -134,7 +134,12 @@ class PoolOptions:
     def __post_init__(self) -> None:
         mw = self.max_workers
         if mw is not None and (isinstance(mw, bool) or not isinstance(mw, int) or mw < 1):
-            raise OptionError("max_workers", "an int >= 1 or None", mw)
+            raise OptionError(
+                "max_workers",
+                "an int >= 1 or None",
+                mw,
+                f"max_workers must be greater than 0: an int >= 1, or None (got {mw!r} of type {type(mw).__name__})",
+            )
         if mw is not None and mw > MAX_WORKERS:
             raise OptionError("max_workers", f"an int from 1 to {MAX_WORKERS} (docs/pools.md), or None", mw)
         if not isinstance(self.scaling_workers, bool):
@@ -341,6 +346,8 @@ class Pool(abc.ABC):
             )
             if isinstance(error, WorkerDied):
                 fields = {"pid": error.pid, "exitcode": error.exitcode, "signal": error.signal, **fields}
+            from .._lost import WorkerLostError  # imports multiprocessing: only once a worker is lost
+
             lost = WorkerLostError(f"{where} lost its worker process ({detail})", **fields)
             lost.__cause__ = error
             return lost

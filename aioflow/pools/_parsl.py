@@ -88,7 +88,8 @@ import tempfile
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._errors import MissingExtraError, OptionError, PoolError, WorkerLostError
+from .._errors import MissingExtraError, OptionError, PoolError
+from .._lost import WorkerLostError
 from ._base import Pool, PoolOptions, in_place, settle
 
 if TYPE_CHECKING:

@@ -109,7 +109,7 @@ async def test_pool_and_pool_options_are_exclusive() -> None:
     ("options", "words"),
     [
         ({"pool_type": "threads"}, "; did you mean 'thread'? (got 'threads'"),
-        ({"max_workers": 0}, "'max_workers' must be an int >= 1 or None (got 0 of type int)"),
+        ({"max_workers": 0}, "max_workers must be greater than 0: an int >= 1, or None (got 0 of type int)"),
         ({"pool_type": "process", "context": "spoon"}, "'context' must be one of"),
         ({"pool_type": "thread", "context": "spawn"}, "'context' must be None for the 'thread' pool"),
         ({"timeout": -1}, "'timeout' must be a number of seconds > 0"),
