@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 import aioflow
+import aioflow.pools
 from aioflow import Executor
 from aioflow.pools._base import Owned
 
@@ -217,10 +218,11 @@ def test_a_failing_thread_initializer_breaks_the_executor_as_the_stdlib_s() -> N
         futures = [ex.submit(inc, i) for i in range(3)]
         gate.set()
         for future in futures:
-            with pytest.raises(concurrent.futures.BrokenExecutor) as info:
+            with pytest.raises(aioflow.pools.InitializerFailed) as info:
                 future.result(timeout=DEADLINE)
+            assert isinstance(info.value, concurrent.futures.BrokenExecutor)
             assert isinstance(info.value.__cause__, ValueError)
-        with pytest.raises(concurrent.futures.BrokenExecutor, match="initializer failed"):
+        with pytest.raises(aioflow.pools.InitializerFailed, match="initializer failed"):
             ex.submit(inc, 1)
 
 

@@ -9,11 +9,13 @@ from typing import Any
 
 from .._errors import OptionError
 from ._base import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
+from ._base import InitializerFailed as InitializerFailed
 from ._base import Pool as Pool
 from ._base import PoolOptions as PoolOptions
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
+    "InitializerFailed",
     "Pool",
     "PoolOptions",
     "available_pools",
