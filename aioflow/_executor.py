@@ -51,7 +51,7 @@ import time
 import weakref
 from collections import deque
 from concurrent.futures._base import CANCELLED
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ._errors import DependencyError, OptionError, PoolError
 from .pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
@@ -194,6 +194,11 @@ class Executor(concurrent.futures.Executor):
         OptionError: an unknown pool type or an invalid option, before any worker starts.
     """
 
+    #: The message of the `RuntimeError` that `submit` raises after `shutdown`:
+    #: the stdlib's words. A subclass that stands in for another library's
+    #: executor may use that one's (`aioflow.parsl.ParslPoolExecutor`: Parsl's).
+    _shutdown_message: ClassVar[str] = "cannot schedule new futures after shutdown"
+
     def __init__(
         self,
         pool_type: str | None = None,
@@ -262,9 +267,10 @@ class Executor(concurrent.futures.Executor):
         future: ChainedFuture[T] = ChainedFuture()
         with self._lock:
             self._check_open()
+            runnable = self._runnable(fn)
             self._unfinished.add(future)
         future.add_done_callback(self._forget)
-        call = _Call(future, fn, args, kwargs)
+        call = _Call(future, runnable, args, kwargs)
         dependencies = _dependencies(args, kwargs)
         if not dependencies:
             self._launch(call)
@@ -361,7 +367,7 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             self._check_open()
             executor = pool.executor
-            inner = executor.submit(pool.bind(executor, self, fn), *args, **kwargs)
+            inner = executor.submit(pool.bind(executor, self, self._runnable(fn)), *args, **kwargs)
             self._unfinished.add(inner)
         pool.enter(self)
         outcome: asyncio.Future[T] = loop.create_future()
@@ -421,11 +427,20 @@ class Executor(concurrent.futures.Executor):
         """Under ``_lock``: raise if no call may be submitted now, as the stdlib's executors do."""
         self._check_broken()
         if self._shutdown:
-            msg = "cannot schedule new futures after shutdown"
-            raise RuntimeError(msg)
+            raise RuntimeError(self._shutdown_message)
         if _exiting:
             msg = "cannot schedule new futures after interpreter shutdown"
             raise RuntimeError(msg)
+
+    def _runnable(self, fn: Callable[..., T]) -> Callable[..., T]:
+        """Under ``_lock``: what the pool runs for ``fn``, a call the executor has just accepted: ``fn`` itself.
+
+        A subclass may give the pool another callable for it (never for a
+        call refused after `shutdown`): `aioflow.parsl.ParslPoolExecutor`
+        gives the Parsl app it keeps for ``fn``. If this raises, ``submit``
+        raises it, and the call is not made.
+        """
+        return fn
 
     def _check_broken(self) -> None:
         """Under ``_lock``: raise a new `InitializerFailed` if the pool's initializer failed."""
