@@ -26,8 +26,8 @@ Where the standard library has an exception for the same failure, aioflow's
 is also an instance of it, so that code written for `concurrent.futures`
 catches aioflow's errors unchanged: a value that cannot be pickled is a
 `pickle.PicklingError`, a worker that died a ``BrokenProcessPool``.
-`WorkerLostError` lives in `aioflow._lost`, imported on first use (this
-module's ``__getattr__``): the stdlib module that defines
+`WorkerLostError` lives in `aioflow._lost`, imported on first use
+(``aioflow.WorkerLostError`` is lazy): the stdlib module that defines
 ``BrokenProcessPool`` imports `multiprocessing`, which runs on threads and
 ``import aioflow`` do not need.
 """
@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from ._lost import WorkerLostError
     from ._results import Results
 
 __all__ = [
@@ -60,7 +59,6 @@ __all__ = [
     "TaskInputError",
     "TransferError",
     "UnsendableFunctionError",
-    "WorkerLostError",
 ]
 
 
@@ -325,12 +323,3 @@ class UnsendableFunctionError(TransferError):
             "or use a thread backend: aioflow.parallel.set_parallel_backend('thread')"
         )
         AioflowError.__init__(self, msg, function=function, detail=detail, where=function, type_name="function")
-
-
-def __getattr__(name: str) -> Any:
-    if name == "WorkerLostError":
-        from ._lost import WorkerLostError
-
-        return WorkerLostError
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)

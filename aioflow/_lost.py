@@ -4,8 +4,7 @@ A module of its own because the class is also a
 `concurrent.futures.process.BrokenProcessPool` (code written for the stdlib's
 process pool catches it unchanged), and the stdlib module that defines that
 class imports `multiprocessing`: about 10 ms that ``import aioflow`` and runs
-on threads do not pay. ``aioflow.WorkerLostError`` and
-``aioflow._errors.WorkerLostError`` import it on first use.
+on threads do not pay. ``aioflow.WorkerLostError`` imports it on first use.
 """
 
 from __future__ import annotations

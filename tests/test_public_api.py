@@ -58,7 +58,7 @@ def test_worker_lost_error_is_imported_on_first_use() -> None:
     code = (
         "import sys, pickle, aioflow\n"
         "print('concurrent.futures.process' in sys.modules)\n"
-        "from aioflow._errors import WorkerLostError\n"
+        "from aioflow._lost import WorkerLostError\n"
         "import concurrent.futures.process as p\n"
         "err = pickle.loads(pickle.dumps(aioflow.WorkerLostError('lost', pid=7)))\n"
         "print(WorkerLostError is aioflow.WorkerLostError, isinstance(err, p.BrokenProcessPool), err.pid)\n"
