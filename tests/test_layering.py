@@ -51,11 +51,7 @@ LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
 #: "importer -> imported": the imports that break the layering today.
 KNOWN_VIOLATIONS: set[str] = {
     "aioflow._tasks -> aioflow.ewoks._worker",
-    "aioflow.pools -> aioflow.scheduler._gevent_bridge",
-    "aioflow.pools._base -> aioflow.scheduler._gevent_bridge",
     "aioflow.pools._dask -> aioflow._tasks",
-    "aioflow.pools._gevent -> aioflow.scheduler._gevent_bridge",
-    "aioflow.pools._thread -> aioflow.scheduler._gevent_bridge",
     "aioflow.scheduler._run -> aioflow.ewoks._driver",
     "aioflow.scheduler._run -> aioflow.ewoks._start",
 }

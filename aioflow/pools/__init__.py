@@ -58,7 +58,7 @@ def default_pool_type() -> str:
     ``gevent`` in a process gevent has monkey-patched (process pools can hang
     there), ``process`` otherwise.
     """
-    from ..scheduler._gevent_bridge import is_patched
+    from .._gevent_bridge import is_patched
 
     if is_patched() and "gevent" in _registered():
         return "gevent"

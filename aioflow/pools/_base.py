@@ -193,6 +193,11 @@ class Pool(abc.ABC):
     #: worker; only what the caller asks for comes back.
     keeps_results_remote: ClassVar[bool] = False
 
+    #: Whether the tasks run as greenlets of a gevent hub: the engine's event
+    #: loop must then run in a thread of its own while the caller waits in the
+    #: hub (`aioflow.execute_graph` does it, see `aioflow._gevent_bridge`).
+    runs_in_gevent_hub: ClassVar[bool] = False
+
     def __init__(self, options: PoolOptions) -> None:
         self.options = options
         if self.uses_processes:
@@ -512,7 +517,7 @@ def unpicklable_type(exc: BaseException) -> str | None:
 
 
 def _refuse_under_gevent(name: str) -> None:
-    from ..scheduler._gevent_bridge import is_patched
+    from .._gevent_bridge import is_patched
 
     if is_patched():
         msg = (

@@ -3,7 +3,7 @@
 Requires ``gevent.monkey.patch_all()`` at program start (so that the tasks'
 blocking calls, ``time.sleep`` and sockets included, yield to the hub), and
 the engine's asyncio loop running in a bridge thread
-(`aioflow.scheduler._gevent_bridge.run_in_bridge_thread`).
+(`aioflow._gevent_bridge.run_in_bridge_thread`).
 
 Actors and who owns what:
 
@@ -293,6 +293,7 @@ class GeventPool(Pool):
     """
 
     name = "gevent"
+    runs_in_gevent_hub = True
 
     def __init__(self, options: PoolOptions) -> None:
         super().__init__(options)
@@ -302,7 +303,7 @@ class GeventPool(Pool):
 
     def _validate(self, options: PoolOptions) -> None:
         _import_gevent()
-        from ..scheduler._gevent_bridge import is_patched
+        from .._gevent_bridge import is_patched
 
         if not is_patched():
             msg = (
@@ -347,7 +348,7 @@ def _find_hub() -> Any:
 
     import gevent
 
-    from ..scheduler._gevent_bridge import bridge_hub
+    from .._gevent_bridge import bridge_hub
 
     hub = bridge_hub()
     if hub is not None:
@@ -356,8 +357,7 @@ def _find_hub() -> Any:
         return gevent.get_hub()
     msg = (
         "the 'gevent' pool runs its tasks in the gevent hub of the program's main thread: "
-        "open it there, or run the execution with "
-        "aioflow.scheduler._gevent_bridge.run_in_bridge_thread()"
+        "open it there, or run the execution with aioflow.execute_graph() from the main thread"
     )
     raise PoolError(msg)
 
@@ -387,8 +387,8 @@ def _check_loop_yields_to_hub() -> None:
         return
     msg = (
         f"the 'gevent' pool cannot run tasks for an event loop ({type(loop).__name__}) that blocks the "
-        "gevent hub of its thread: run the execution with aioflow.execute_graph(), or with "
-        "aioflow.scheduler._gevent_bridge.run_in_bridge_thread()"
+        "gevent hub of its thread: run the execution with aioflow.execute_graph(), which runs the engine in a "
+        "thread of its own while the hub keeps running"
     )
     raise PoolError(msg)
 

@@ -142,7 +142,7 @@ class _ThreadExecutor(concurrent.futures.Executor):
         self._interrupted: set[int] = set()  # threads sent a TaskInterrupted
         self._running_changed = threading.Condition(threading.Lock())
         # Decided once: are our threads greenlets (gevent-patched threading)?
-        from ..scheduler._gevent_bridge import is_patched
+        from .._gevent_bridge import is_patched
 
         self._green = is_patched()
         #: What `ThreadPool.bind` wraps tasks with: `run_owned`, or `run_owned_green`.

@@ -10,7 +10,7 @@
   No loop is re-entered (no nest_asyncio).
 - gevent has monkey-patched the process and the execution uses the
   ``gevent`` pool (the default there): the engine runs on its own loop in a
-  real OS thread (see `aioflow.scheduler._gevent_bridge`) while the calling
+  real OS thread (see `aioflow._gevent_bridge`) while the calling
   greenlet waits in the gevent hub, so that other greenlets, the pool's
   tasks among them, keep running.
 
@@ -26,7 +26,7 @@ import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError
-from ._gevent_bridge import is_patched, run_in_bridge_thread
+from .._gevent_bridge import is_patched, run_in_bridge_thread
 from ._run import execute_graph_async
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> 
         **options: the keyword arguments of `execute_graph_async`.
     """
     if is_patched():
-        if _uses_gevent_pool(options):
+        if _runs_in_gevent_hub(options):
             return run_in_bridge_thread(
                 lambda: execute_graph_async(graph, **options), loop_factory=_loop_factory(uvloop)
             )
@@ -159,11 +159,16 @@ def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> 
     return run_sync(lambda: execute_graph_async(graph, **options), uvloop=uvloop)
 
 
-def _uses_gevent_pool(options: dict[str, Any]) -> bool:
-    """Whether these `execute_graph_async` options select the ``gevent`` pool."""
-    from ..pools import default_pool_type
+def _runs_in_gevent_hub(options: dict[str, Any]) -> bool:
+    """Whether the pool these `execute_graph_async` options select runs its tasks in the gevent hub."""
+    from ..pools import Pool, default_pool_type, pool_class
 
     pool = options.get("pool")
+    if isinstance(pool, Pool):
+        return pool.runs_in_gevent_hub
     if pool is not None:
-        return getattr(pool, "name", None) == "gevent"
-    return (options.get("pool_type") or default_pool_type()) == "gevent"
+        return False  # execute_graph_async refuses it, saying why
+    try:
+        return pool_class(options.get("pool_type") or default_pool_type()).runs_in_gevent_hub
+    except OptionError:
+        return False  # an unknown pool_type: execute_graph_async says so

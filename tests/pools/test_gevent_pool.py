@@ -29,7 +29,7 @@ import time
 import gevent
 import aioflow
 import gevent_tasks
-from aioflow.scheduler._gevent_bridge import run_in_bridge_thread
+from aioflow._gevent_bridge import run_in_bridge_thread
 from graphs import method_node, return_value_link
 
 
@@ -544,7 +544,7 @@ def test_is_patched_does_not_import_gevent(tmp_path: Path) -> None:
         tmp_path,
         """
         import sys
-        from aioflow.scheduler._gevent_bridge import is_patched
+        from aioflow._gevent_bridge import is_patched
         print(is_patched(), "gevent" in sys.modules)
         import gevent
         print(is_patched())
