@@ -71,7 +71,7 @@ _LAZY = {
     "execute_graph": ".scheduler",
     "execute_graph_async": ".scheduler",
 }
-_SUBPACKAGES = ("cli", "events", "ewoks", "graph", "parallel", "pools", "scheduler")
+_SUBPACKAGES = ("cli", "events", "ewoks", "graph", "parallel", "parsl", "pools", "scheduler")
 
 __all__ = [
     "MISSING",

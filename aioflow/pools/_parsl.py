@@ -61,6 +61,15 @@ for itself (`ParslPool.scope_to_running_loop`): it is opened and used in the
 execution's event loop, which never waits for Parsl to start, and nobody
 else has its futures, so its DFK loads on first use and stays private.
 
+Parsl's apps as functions: a Parsl app given to ``submit`` in place of a
+function (``@python_app``, ``PythonApp(fn)``) is called as an app, once the
+DFK is up: the call goes through the app's own DFK and executors, with
+Parsl's serializer and bookkeeping, rather than aioflow's direct path.
+Parsl cannot cancel a task: from then on the call counts as running, and
+its future can no longer be cancelled. `aioflow.parsl.ParslPoolExecutor`,
+the drop-in for Parsl's class, sends every call so, through one app per
+function, as Parsl's class does.
+
 Stopping: Parsl cannot stop a running task. `ParslPool.abort` cancels the
 pool's futures (their results are dropped) and leaves the DFK up; the tasks
 already on workers finish there, or stop when the pool closes and the DFK
@@ -280,12 +289,30 @@ class _Kernel:
             self._private = True
 
     def load(self) -> None:
-        """Load the DFK now, if the pool loads one, and return once it is up (or could not start)."""
+        """Load the DFK now, if the pool loads one, and return once it is up (or could not start).
+
+        Nothing starts once the pool is closed.
+        """
         with self._lock:
-            if self._dfk is not None or self._error is not None:
+            if self._dfk is not None or self._error is not None or self._closed:
                 return
             self._start()
         self._loaded.wait()
+
+    def ready(self) -> Any:
+        """The DFK, up: loaded now (blocking) if the pool loads one and has not yet.
+
+        Raises:
+            PoolError: Parsl could not start, or the pool is closed.
+        """
+        self.load()
+        with self._lock:
+            dfk, error = self._dfk, self._error
+        if error is not None:
+            raise PoolError(str(error)) from error.__cause__
+        if dfk is None:  # closed, before or while it loaded
+            raise _closed_error()
+        return dfk
 
     def when_ready(self, callback: Callable[[Any, BaseException | None], None]) -> None:
         """Call ``callback(dfk, error)`` once the DFK is up (now, if it is), starting it if needed.
@@ -295,8 +322,7 @@ class _Kernel:
         """
         with self._lock:
             if self._closed:
-                msg = "the 'parsl' pool is closed; open a new one with aioflow.open_pool()"
-                raise PoolError(msg)
+                raise _closed_error()
             dfk, error = self._dfk, self._error
             loading = dfk is None and error is None
             if loading:
@@ -362,6 +388,10 @@ class _Kernel:
                 shutil.rmtree(self._run_dir, ignore_errors=True)
 
 
+def _closed_error() -> PoolError:
+    return PoolError("the 'parsl' pool is closed; open a new one with aioflow.open_pool()")
+
+
 def _in_event_loop() -> bool:
     """Whether this thread runs an asyncio event loop (async code, a Jupyter cell)."""
     try:
@@ -419,6 +449,9 @@ class ParslExecutor(concurrent.futures.Executor):
                 return
             if error is not None:
                 settle(future, error=error)
+                return
+            if _is_app(fn):
+                _call_app(fn, future, args, kwargs)
                 return
             # Futures among the positional arguments are dependencies of the
             # task: it starts when they are done, with their results, and
@@ -553,6 +586,33 @@ class ParslExecutor(concurrent.futures.Executor):
             concurrent.futures.wait(pending)
 
 
+def _is_app(fn: Any) -> bool:
+    """Whether ``fn`` is a Parsl app (``@python_app``, ``PythonApp(f)``): calling it submits a task to its DFK.
+
+    Without importing parsl: an app exists only once parsl is imported.
+    """
+    app_module = sys.modules.get("parsl.app.app")
+    return app_module is not None and isinstance(fn, app_module.AppBase)
+
+
+def _call_app(
+    app: Callable[..., Any], future: concurrent.futures.Future[Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Call a Parsl app, whose DFK runs the call (once the futures among its arguments are done); copy its outcome.
+
+    Parsl cannot cancel a task: from here ``future`` counts as running, and
+    ``cancel`` no longer succeeds.
+    """
+    if not future.set_running_or_notify_cancel():
+        return  # cancelled while it waited for the DFK
+    try:
+        app_future = app(*args, **kwargs)
+    except Exception as exc:  # Parsl refused it: a closed DFK, an unknown executor label
+        settle(future, error=exc)
+        return
+    app_future.add_done_callback(lambda done: _copy(done, future))
+
+
 def _when_done(
     upstream: tuple[concurrent.futures.Future[Any], ...],
     then: Callable[[tuple[Any, ...]], None],
@@ -664,6 +724,15 @@ class ParslPool(Pool):
             except BaseException:  # interrupted while it loads: leave nothing running
                 self._kernel.close()
                 raise
+
+    @property
+    def dfk(self) -> Any:
+        """The DataFlowKernel the calls go to: the caller's, or the pool's own, loaded now if it is not yet (blocking).
+
+        Raises:
+            PoolError: Parsl could not start, or the pool is closed.
+        """
+        return self._kernel.ready()
 
     def scope_to_running_loop(self) -> None:
         # A graph execution's own pool: its DFK stays out of Parsl's current slot, and its loop never waits for it.

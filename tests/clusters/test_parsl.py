@@ -14,9 +14,17 @@ import pytest
 import aioflow
 import aioflow.parallel as par
 from aioflow import NodeError, OptionError, WorkerLostError
-from aioflow.pools._parsl import _current_dfk
+from aioflow.parsl import ParslPoolExecutor
+from aioflow.pools._parsl import LABEL, _current_dfk
 
-from .parsl_fixtures import assert_no_parsl_processes, make_config, parsl_dfk, parsl_processes, parsl_run_dir
+from .parsl_fixtures import (
+    WORKERS,
+    assert_no_parsl_processes,
+    make_config,
+    parsl_dfk,
+    parsl_processes,
+    parsl_run_dir,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -489,6 +497,111 @@ def test_a_call_waits_for_the_dfk_to_load_unless_the_pool_is_private(
     assert error is None
 
 
+def test_a_parsl_app_given_to_the_pool_runs_as_that_app(parsl_dfk: Any) -> None:
+    """A Parsl app given to submit in place of a function is called as an app: its DFK records the task."""
+    import parsl
+
+    app = parsl.python_app(tasks.add, data_flow_kernel=parsl_dfk)
+    before = parsl_dfk.task_count
+    with aioflow.Executor("parsl", pool_options={"dfk": parsl_dfk}) as executor:
+        assert executor.submit(app, executor.submit(tasks.inc, 1), 10).result(timeout=60) == 12
+    assert parsl_dfk.task_count == before + 1  # the app's call; tasks.inc went to the HTEX directly
+
+
+# --------------------------------------------------------------------------- the drop-in for Parsl's ParslPoolExecutor
+
+
+def test_drop_in_takes_exactly_one_of_config_and_dfk(parsl_dfk: Any, tmp_path: Path) -> None:
+    """As Parsl's class: both, or neither, is a ValueError in Parsl's words, and nothing starts."""
+    with pytest.raises(ValueError, match=r"^Specify only one of config or dfk$"):
+        ParslPoolExecutor(config=make_config(tmp_path), dfk=parsl_dfk)
+    with pytest.raises(ValueError, match=r"^Must specify one of config or dfk$"):
+        ParslPoolExecutor()
+    assert _current_dfk() is None
+    assert not parsl_processes(tmp_path)
+
+
+def test_drop_in_sends_every_call_through_one_app_per_function(parsl_dfk: Any) -> None:
+    """submit and map make one Parsl app per function, on the executor's DFK and executors, and call through it."""
+    with ParslPoolExecutor(dfk=parsl_dfk, executors=[LABEL]) as executor:
+        before = parsl_dfk.task_count
+        assert executor.submit(tasks.inc, 1).result(timeout=60) == 2
+        assert list(executor.map(tasks.add, [1, 2], [10, 20], timeout=60)) == [11, 22]
+        assert executor.submit(tasks.inc, executor.submit(tasks.inc, 5)).result(timeout=60) == 7
+        assert parsl_dfk.task_count == before + 5  # each call is a task of its app
+        assert executor.app_count == 2
+        app = executor.get_app(tasks.inc)
+        assert app is executor.get_app(tasks.inc)
+        assert app(3).result(timeout=60) == 4  # inc's app
+        assert app.executors == [LABEL]
+        assert app.data_flow_kernel is parsl_dfk
+        assert executor.app_count == 2
+
+
+def test_drop_in_futures_and_parsl_app_futures_are_each_others_inputs(tmp_path: Path) -> None:
+    """With a config: an app takes the executor's futures and the executor the app's; the DFK is cleaned up after.
+
+    The DFK the executor loads is Parsl's current one while it is open: an
+    app without data_flow_kernel= runs there. Leaving the block cleans it up:
+    it is no longer current, and its workers are gone.
+    """
+    import parsl
+
+    app = parsl.python_app(tasks.inc)
+    with ParslPoolExecutor(config=make_config(tmp_path, workers=1)) as executor:
+        from_app = app(executor.submit(tasks.inc, 1))
+        assert from_app.result(timeout=60) == 3
+        assert executor.submit(tasks.add, from_app, 10).result(timeout=60) == 13
+        assert parsl_processes(tmp_path)  # the executor's own worker block
+    assert _current_dfk() is None
+    assert_no_parsl_processes(tmp_path)
+
+
+def test_drop_in_leaves_a_borrowed_dfk_running_and_refuses_calls_once_shut_down(parsl_dfk: Any) -> None:
+    """With dfk=, the DFK stays the caller's and runs on after the executor; a later submit is refused, as Parsl's."""
+    import parsl
+
+    with ParslPoolExecutor(dfk=parsl_dfk) as executor:
+        assert executor.submit(tasks.inc, 1).result(timeout=60) == 2
+    with pytest.raises(RuntimeError, match=r"shut down"):
+        executor.submit(tasks.add, 1, 2)
+    assert executor.app_count == 1  # a refused call makes no app
+    assert parsl.python_app(tasks.inc, data_flow_kernel=parsl_dfk)(41).result(timeout=60) == 42
+
+
+def test_drop_in_cancels_only_the_calls_waiting_for_dependencies(parsl_dfk: Any, tmp_path: Path) -> None:
+    """shutdown(cancel_futures=True) warns that Parsl cannot cancel; it cancels a call waiting for its dependency.
+
+    The calls handed to Parsl (more than it has workers) count as running and
+    run to their end: cancel fails on each.
+    """
+    gate = tmp_path / "gate"
+    executor = ParslPoolExecutor(dfk=parsl_dfk)
+    try:
+        handed = [executor.submit(dask_tasks.wait_for_file, str(gate)) for _ in range(WORKERS + 1)]
+        waiting = executor.submit(tasks.inc, handed[0])
+        with pytest.warns(UserWarning, match=r"Parsl cannot cancel the calls it has been handed"):
+            executor.shutdown(wait=False, cancel_futures=True)
+        assert waiting.cancelled()
+        assert not any(future.cancel() for future in handed)
+        assert all(future.running() for future in handed)
+    finally:
+        gate.touch()
+        executor.shutdown(wait=True)
+    assert [future.result(timeout=60) for future in handed] == [0] * (WORKERS + 1)
+
+
+def test_drop_in_reports_a_lost_worker(parsl_dfk: Any) -> None:
+    """Through Parsl's app, a task whose worker dies still fails with WorkerLostError, Parsl's WorkerLost as cause."""
+    import cli_tasks
+
+    with ParslPoolExecutor(dfk=parsl_dfk) as executor:
+        with pytest.raises(WorkerLostError, match=r"task die lost its Parsl worker") as info:
+            executor.submit(cli_tasks.die).result(timeout=120)
+        assert type(info.value.__cause__).__name__ == "WorkerLost"
+        assert executor.submit(tasks.inc, 1).result(timeout=60) == 2
+
+
 # --------------------------------------------------------------------------- options and imports
 
 
@@ -520,17 +633,25 @@ def test_start_method_is_refused() -> None:
 
 
 def test_opening_the_pool_imports_no_parsl() -> None:
-    """import aioflow and opening (not using) the parsl pool do not import parsl."""
-    code = "import sys, aioflow; aioflow.open_pool('parsl').close(); assert 'parsl' not in sys.modules, 'imported'"
+    """import aioflow, import aioflow.parsl and opening (not using) the parsl pool do not import parsl."""
+    code = (
+        "import sys, aioflow, aioflow.parsl; aioflow.open_pool('parsl').close(); "
+        "assert 'parsl' not in sys.modules, 'imported'"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
 
 
 def test_missing_parsl_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without parsl installed, opening the pool says which extra to install."""
+    """Without parsl installed, opening the pool, or making the drop-in executor, says which extra to install."""
     import importlib.util
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "parsl" else real(name, *a))
     with pytest.raises(aioflow.MissingExtraError, match=r"pip install 'aioflow\[parsl\]'"):
         aioflow.open_pool("parsl")
+    with pytest.raises(
+        aioflow.MissingExtraError,
+        match=r"aioflow.parsl.ParslPoolExecutor needs the 'parsl' package: pip install 'aioflow\[parsl\]'",
+    ):
+        ParslPoolExecutor()

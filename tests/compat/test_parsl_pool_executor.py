@@ -1,11 +1,11 @@
-"""Parsl's own ParslPoolExecutor tests, run against ``aioflow.Executor("parsl")``.
+"""Parsl's own ParslPoolExecutor tests, run against ``aioflow.parsl.ParslPoolExecutor``.
 
 Parsl's tests of its ``concurrent.futures`` interface are not copied here:
 they are imported at test time from the installed parsl package
 (``parsl/tests/sites/test_concurrent.py``), with the module's
-``ParslPoolExecutor`` replaced by `aioflow_pool_executor`, which builds
-``aioflow.Executor("parsl", pool_options=...)`` from the same arguments
-(``config``, ``dfk``, ``executors``). Nothing else is changed: each of
+``ParslPoolExecutor`` replaced by aioflow's drop-in,
+``aioflow.parsl.ParslPoolExecutor`` (``aioflow.Executor`` on the parsl pool,
+with Parsl's constructor and app cache). Nothing else is changed: each of
 Parsl's test functions runs as it is, in this process, on the local
 HighThroughputExecutor its own config describes.
 
@@ -21,14 +21,17 @@ import gc
 import importlib
 import logging
 import re
+import threading
+import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
-from clusters.parsl_fixtures import assert_no_parsl_processes
+from clusters.parsl_fixtures import GONE_DEADLINE, assert_no_parsl_processes
 
 import aioflow
+import aioflow.parsl
 from aioflow.pools._parsl import _current_dfk
 
 if TYPE_CHECKING:
@@ -37,6 +40,9 @@ if TYPE_CHECKING:
 
 #: Where the installed parsl keeps its ParslPoolExecutor tests.
 PARSL_TESTS = "parsl.tests.sites.test_concurrent"
+
+#: The name of the thread that stops an executor's own pool after ``shutdown(wait=False)`` (aioflow/_executor.py).
+CLOSER_THREAD = "aioflow-executor-close"
 
 #: Parsl's tests in that module when this list was written; any others it has now run too.
 KNOWN_TESTS = ("test_chaining", "test_executor", "test_init_errors", "test_with_dfk")
@@ -50,37 +56,8 @@ class Failure(NamedTuple):
     reason: str
 
 
-#: Parsl's tests that fail against aioflow.Executor("parsl").
-EXPECTED_FAILURES: dict[str, Failure] = {
-    "test_init_errors": Failure(
-        AssertionError,
-        r"Specify only one of config or dfk",
-        "design difference: for config and dfk together aioflow raises OptionError (a ValueError) in its one "
-        "message template (\"'pool_options' must be a dict with 'config' or 'dfk', not both\"), not Parsl's "
-        "wording; and with neither, the parsl pool runs its default local config "
-        "(aioflow.pools._parsl.default_config) where ParslPoolExecutor refuses",
-    ),
-    "test_executor": Failure(
-        AttributeError,
-        r"has no attribute 'app_count'",
-        "reads ParslPoolExecutor's cache of PythonApps (app_count: one app per function given to submit or "
-        "map), after its submit, map and map(timeout=...) have passed: aioflow builds no app per function, it "
-        "sends each call pickled to the DFK's executors. Past that line it also expects ParslPoolExecutor's "
-        "wording ('shut down'; aioflow raises the stdlib's 'cannot schedule new futures after shutdown') and "
-        "its UserWarning that Parsl cannot cancel (aioflow cancels the calls that have not started)",
-    ),
-    "test_with_dfk": Failure(
-        AttributeError,
-        r"has no attribute 'get_app'",
-        "calls ParslPoolExecutor.get_app (the PythonApp it builds for a function), after its submit on the "
-        "caller's DFK and executors has passed: aioflow builds no app per function",
-    ),
-}
-
-
-def aioflow_pool_executor(config: Any = None, dfk: Any = None, executors: Any = "all") -> aioflow.Executor:
-    """What the tests get for ``ParslPoolExecutor(config, dfk, executors)``: aioflow's executor on those options."""
-    return aioflow.Executor("parsl", pool_options={"config": config, "dfk": dfk, "executors": executors})
+#: Parsl's tests that fail against aioflow.parsl.ParslPoolExecutor: none.
+EXPECTED_FAILURES: dict[str, Failure] = {}
 
 
 def _import_parsl_tests() -> ModuleType:
@@ -120,10 +97,12 @@ def parsl_tests(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Mod
     are found by that directory.
     """
     module = _parsl_tests()
-    monkeypatch.setattr(module, "ParslPoolExecutor", aioflow_pool_executor)
+    monkeypatch.setattr(module, "ParslPoolExecutor", aioflow.parsl.ParslPoolExecutor)
     monkeypatch.chdir(tmp_path)
+    closers_before = _closer_threads()
     yield module
     try:
+        _wait_for_closers(_closer_threads() - closers_before)
         left = _current_dfk()
         if left is not None:  # a test that broke inside a DFK of its own: do not let it reach the next one
             left.cleanup()
@@ -131,6 +110,23 @@ def parsl_tests(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Mod
     finally:
         _close_parsl_log_files(tmp_path)
         assert_no_parsl_processes(tmp_path)
+
+
+def _closer_threads() -> set[threading.Thread]:
+    """The threads in which aioflow executors shut down with ``wait=False`` stop their pools."""
+    return {thread for thread in threading.enumerate() if thread.name == CLOSER_THREAD}
+
+
+def _wait_for_closers(threads: set[threading.Thread]) -> None:
+    """Wait (up to `GONE_DEADLINE` in all) for pools a test left closing in the background to be closed.
+
+    ``shutdown(wait=False)`` returns at once, and a thread cleans the
+    executor's DFK up once its calls have ended: the checks below must see
+    what it leaves, not race it.
+    """
+    deadline = time.monotonic() + GONE_DEADLINE
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _close_parsl_log_files(run_dir: Path) -> None:
@@ -151,7 +147,7 @@ def _close_parsl_log_files(run_dir: Path) -> None:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", _test_names())
 def test_parsl_pool_executor_tests_pass_on_aioflow(parsl_tests: ModuleType, name: str) -> None:
-    """Parsl's test ``name`` passes against aioflow.Executor("parsl"), or fails as `EXPECTED_FAILURES` says."""
+    """Parsl's test ``name`` passes against aioflow.parsl.ParslPoolExecutor, or fails as `EXPECTED_FAILURES` says."""
     test = getattr(parsl_tests, name, None)
     assert test is not None, f"Parsl no longer has {name} (update KNOWN_TESTS and EXPECTED_FAILURES)"
     expected = EXPECTED_FAILURES.get(name)
