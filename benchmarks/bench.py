@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CHILD = HERE / "child.py"
-RESULTS_DIR = HERE / "results"
+# New runs go to runs/ (ignored by git); results/ keeps the runs the docs cite, copied there by hand.
+RESULTS_DIR = HERE / "runs"
 
 sys.path.insert(0, str(HERE))
 
