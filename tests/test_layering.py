@@ -58,7 +58,6 @@ KNOWN_VIOLATIONS: set[str] = {
 
 #: Sets of modules that import each other at run time today, each to be broken.
 KNOWN_CYCLES: list[set[str]] = [
-    {"aioflow.pools._process", "aioflow.pools._workers"},
     {"aioflow._tasks", "aioflow.ewoks._worker"},
     {"aioflow.parallel._api", "aioflow.parallel._backends", "aioflow.parallel._multiprocess"},
 ]

@@ -15,8 +15,8 @@ Actors:
   between rounds, so a dead worker is noticed at once and closing the pool
   does not wait for a nap to end.
 - the workers run billiard's worker loop: daemonic, as billiard makes them;
-  they ignore SIGINT and exit with their owner (``_worker_initializer`` of
-  the ``process`` pool).
+  they ignore SIGINT and exit with their owner
+  (`aioflow.pools._lifecycle.worker_initializer`).
 
 Each worker has a pipe pair of its own (`_WorkerPipe`, through billiard's
 ``get_process_queues`` hook, as in Celery's own pool): one brings it its
@@ -128,9 +128,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import MissingExtraError, OptionError
 from ._base import DEFAULT_IDLE_TIMEOUT, Pool, PoolOptions
+from ._lifecycle import kill_descendants, kill_process_trees, worker_initializer
 from ._multiprocessing import _Inbox, _not_loadable
 from ._outcomes import WorkerDied, describe_exit, pack_error, unpack_error
-from ._process import _worker_initializer, kill_descendants, kill_process_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -196,7 +196,7 @@ class _OnExit:
     billiard's workers end with ``os._exit``, past the ``multiprocessing``
     finalizers through which other pools' workers do this, so a worker
     retired when idle would otherwise leave a daemon its task started (the
-    worker is a subreaper: `aioflow.pools._process.set_subreaper`). A
+    worker is a subreaper: `aioflow.pools._lifecycle.set_subreaper`). A
     user's own ``on_process_exit`` runs after it.
     """
 
@@ -987,7 +987,7 @@ class BilliardExecutor(concurrent.futures.Executor):
         start, process_class = _start_method(billiard, context)
         self._pool = _pool_class()(
             1 if scaling_workers else max_workers,
-            initializer=_worker_initializer,
+            initializer=worker_initializer,
             initargs=(os.getpid(), initializer, tuple(initargs)),
             context=start,
             process_class=process_class,

@@ -75,7 +75,7 @@ the middle of reading a task leaves a pipe out of step: `_Pool` terminates
 whatever the pipes hold (see there), and no error of the stop escapes.
 
 Worker processes ignore SIGINT and exit with the owning process (see
-`aioflow.pools._process._worker_initializer`).
+`aioflow.pools._lifecycle.worker_initializer`).
 
 Limits. A call cannot be taken back once ``apply_async`` queued it:
 cancelling its future (before a worker reported ``start``) only stops the
@@ -122,8 +122,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError
 from ._base import Pool, PoolOptions, TransferFailed, settle
+from ._lifecycle import kill_process_trees, worker_initializer
 from ._outcomes import WorkerDied, describe_exit, idle_exit_level, pack_error, unpack_error
-from ._process import _worker_initializer, kill_process_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -239,7 +239,7 @@ def _pool_initializer(
     # reached, initializer failed), never after SIGKILL or os._exit.
     multiprocessing.util.Finalize(None, _say_bye, args=(link, os.getpid()), exitpriority=100)
     try:
-        _worker_initializer(owner_pid, user_initializer, initargs)
+        worker_initializer(owner_pid, user_initializer, initargs)
     except BaseException:
         _send(link, ("initfailed", traceback.format_exc()))
         raise

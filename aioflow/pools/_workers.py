@@ -62,8 +62,8 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from ._base import InitializerFailed, Owned, TransferFailed, cancel_queued
+from ._lifecycle import join_or_kill, kill_process_trees, worker_initializer
 from ._outcomes import WorkerDied, describe_exit, idle_exit_level, pack_error, unpack_error
-from ._process import _worker_initializer, join_or_kill, kill_process_trees
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -90,7 +90,7 @@ def _worker_main(
 ) -> None:
     """A worker process: run the initializer, then one call per message until asked to exit."""
     try:
-        _worker_initializer(owner_pid, initializer, initargs)
+        worker_initializer(owner_pid, initializer, initargs)
     except BaseException as exc:
         _reply(conn, _INIT_FAILED, exc)
         return
