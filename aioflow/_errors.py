@@ -17,7 +17,17 @@ The tree::
     │   ├── ExecutionTimeoutError (TimeoutError)
     │   └── IterationLimitError (RuntimeError)   a loop exceeded ``max_iterations``
     └── PoolError
+        ├── PoolClosedError (RuntimeError)  a closed pool was used
+        ├── InitializerFailed (concurrent.futures.BrokenExecutor)   a pool's initializer raised: it cannot start workers
         └── WorkerLostError (concurrent.futures.process.BrokenProcessPool)   a worker process died
+
+    TaskInterrupted (BaseException)        raised inside a ``thread`` pool task that is being stopped
+
+`TaskInterrupted` is not an `AioflowError`, nor an `Exception`: a task that
+catches ``Exception`` must not swallow it, as it does not swallow
+``KeyboardInterrupt``. Inside the pools, their parts signal each other with
+exceptions of their own (`aioflow.pools._outcomes`); `Pool.translate` turns
+each into one of the classes above before it can reach a user.
 
 Every class pickles round-trip (errors cross process boundaries): the keyword
 fields given to ``__init__`` are kept and replayed by ``__reduce__``.
@@ -34,6 +44,7 @@ catches aioflow's errors unchanged: a value that cannot be pickled is a
 
 from __future__ import annotations
 
+import concurrent.futures
 import pickle
 from typing import TYPE_CHECKING, Any
 
@@ -48,15 +59,18 @@ __all__ = [
     "ExecutionError",
     "ExecutionTimeoutError",
     "GraphError",
+    "InitializerFailed",
     "IterationLimitError",
     "MissingExtraError",
     "NodeError",
     "OptionError",
+    "PoolClosedError",
     "PoolError",
     "RemoteError",
     "SerialExecutionError",
     "SerialExecutionWarning",
     "TaskInputError",
+    "TaskInterrupted",
     "TransferError",
     "UnsendableFunctionError",
 ]
@@ -276,6 +290,53 @@ class DependencyError(AioflowError):
 
 class PoolError(AioflowError):
     """A worker pool failed."""
+
+
+class PoolClosedError(PoolError, RuntimeError):
+    """A closed pool was used: its executor asked for, or a call or a fetch sent to it.
+
+    A `RuntimeError`, as the standard library's executors raise for a call
+    submitted after their shutdown.
+
+    Attributes:
+        pool: the pool's type (``"thread"``, ``"process"``...).
+        detail: what to do, or what was lost.
+    """
+
+    pool: str
+    detail: str
+
+    def __init__(self, pool: str, detail: str = "open a new one with aioflow.open_pool()") -> None:
+        super().__init__(f"the {pool!r} pool is closed; {detail}", pool=pool, detail=detail)
+
+
+class InitializerFailed(PoolError, concurrent.futures.BrokenExecutor):
+    """The ``initializer`` of ``pool_options`` raised in a new worker: the pool cannot start workers.
+
+    A `concurrent.futures.BrokenExecutor`, as the standard library's
+    executors raise when their initializer fails. Its ``__cause__`` is the
+    initializer's exception.
+    """
+
+    @classmethod
+    def caused_by(cls, message: str, cause: BaseException | None) -> InitializerFailed:
+        """A new instance for one call (each raise gets its own traceback), with ``cause`` as ``__cause__``."""
+        error = cls(message)
+        error.__cause__ = cause
+        return error
+
+
+class TaskInterrupted(BaseException):
+    """Raised inside a ``thread`` pool task that its execution no longer waits for.
+
+    The pool raises it in the thread that runs the task when the execution
+    stops early (a timeout, a cancellation, Ctrl-C, a failed node); in a
+    gevent-patched process, where the pool's threads are greenlets, in the
+    task's greenlet. A `BaseException`, neither
+    an `Exception` nor an `AioflowError`, so that a task's ``except
+    Exception`` does not swallow it: the task stops at its next bytecode.
+    A task may catch it to clean up, and should re-raise it.
+    """
 
 
 # --------------------------------------------------------------------------- aioflow.parallel
