@@ -25,15 +25,18 @@ from ._errors import DependencyError as DependencyError
 from ._errors import ExecutionError as ExecutionError
 from ._errors import ExecutionTimeoutError as ExecutionTimeoutError
 from ._errors import GraphError as GraphError
+from ._errors import InitializerFailed as InitializerFailed
 from ._errors import IterationLimitError as IterationLimitError
 from ._errors import MissingExtraError as MissingExtraError
 from ._errors import NodeError as NodeError
 from ._errors import OptionError as OptionError
+from ._errors import PoolClosedError as PoolClosedError
 from ._errors import PoolError as PoolError
 from ._errors import RemoteError as RemoteError
 from ._errors import SerialExecutionError as SerialExecutionError
 from ._errors import SerialExecutionWarning as SerialExecutionWarning
 from ._errors import TaskInputError as TaskInputError
+from ._errors import TaskInterrupted as TaskInterrupted
 from ._errors import TransferError as TransferError
 from ._errors import UnsendableFunctionError as UnsendableFunctionError
 from ._version import __version__ as __version__
@@ -83,6 +86,7 @@ __all__ = [
     "ExecutionTimeoutError",
     "Graph",
     "GraphError",
+    "InitializerFailed",
     "IterationLimitError",
     "Link",
     "MissingExtraError",
@@ -90,12 +94,14 @@ __all__ = [
     "NodeError",
     "OptionError",
     "Pool",
+    "PoolClosedError",
     "PoolError",
     "RemoteError",
     "Results",
     "SerialExecutionError",
     "SerialExecutionWarning",
     "TaskInputError",
+    "TaskInterrupted",
     "TransferError",
     "UnsendableFunctionError",
     "WorkerLostError",
