@@ -97,7 +97,7 @@ import tempfile
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._errors import MissingExtraError, OptionError, PoolError
+from .._errors import MissingExtraError, OptionError, PoolClosedError, PoolError
 from .._lost import WorkerLostError
 from ._base import Pool, PoolOptions, in_place, settle
 
@@ -303,7 +303,7 @@ class _Kernel:
         """The DFK, up: loaded now (blocking) if the pool loads one and has not yet.
 
         Raises:
-            PoolError: Parsl could not start, or the pool is closed.
+            PoolError: Parsl could not start (`PoolClosedError`: the pool is closed).
         """
         self.load()
         with self._lock:
@@ -388,8 +388,8 @@ class _Kernel:
                 shutil.rmtree(self._run_dir, ignore_errors=True)
 
 
-def _closed_error() -> PoolError:
-    return PoolError("the 'parsl' pool is closed; open a new one with aioflow.open_pool()")
+def _closed_error() -> PoolClosedError:
+    return PoolClosedError("parsl")
 
 
 def _in_event_loop() -> bool:
@@ -730,7 +730,7 @@ class ParslPool(Pool):
         """The DataFlowKernel the calls go to: the caller's, or the pool's own, loaded now if it is not yet (blocking).
 
         Raises:
-            PoolError: Parsl could not start, or the pool is closed.
+            PoolError: Parsl could not start (`PoolClosedError`: the pool is closed).
         """
         return self._kernel.ready()
 
