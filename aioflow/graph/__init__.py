@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ._analysis import Analysis as Analysis
-from ._load import apply_inputs as apply_inputs
+from ._inputs import apply_inputs as apply_inputs
+from ._inputs import select_nodes as select_nodes
 from ._load import load_graph as load_graph
-from ._load import select_nodes as select_nodes
 from ._model import TASK_TYPES as TASK_TYPES
 from ._model import Graph as Graph
 from ._model import Link as Link

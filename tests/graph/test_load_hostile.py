@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from aioflow import GraphError, cli, load_graph
-from aioflow.graph import _load
+from aioflow.graph import _report
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -126,7 +126,7 @@ def test_an_include_tree_that_doubles_at_each_level_is_refused(tmp_path: Path) -
 
 def test_expansion_is_bounded_by_the_nodes_and_links_it_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Few subgraphs that copy many nodes are refused past the bound on copies, which the message names."""
-    monkeypatch.setattr(_load, "_MAX_EXPANSION", 5_000)
+    monkeypatch.setattr(_report, "_MAX_EXPANSION", 5_000)
     chain = {"nodes": [node(i) for i in range(500)], "links": [link(i, i + 1) for i in range(499)]}
     write(tmp_path / "l6.json", chain)
     for level in range(6):

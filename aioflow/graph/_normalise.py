@@ -1,0 +1,386 @@
+"""Normalising one level of a document: its ``graph`` object, nodes and links, as plain dicts.
+
+Every field is checked for its type where it is read, so that whatever a
+document holds, loading ends in a `Graph` or a `GraphError`, and a `Graph`
+holds nothing the scheduler cannot use. A normalised node or link is a new
+dict: legacy node keys (spec §2.3) replaced by ``task_type`` and
+``task_identifier``, ids and input names normalised (`_values`), values
+copied; a field that is not valid is reported, and the node or link dropped.
+`_Flat` holds one level of them once expanded.
+
+Imports: `_model`, `_report`, `_show`, `_values`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._model import TASK_TYPES
+from ._report import _At
+from ._show import _did_you_mean, _fmt, _show
+from ._values import _bad_input_name, _expected_id, _input_name, _is_graph_id, _is_name, _normalise_id
+
+if TYPE_CHECKING:
+    from ._model import NodeId
+    from ._report import _Report
+
+# Legacy node keys (spec §2.3) and the task_type each one stands for.
+_LEGACY_KEYS = {
+    "class": "class",
+    "method": "method",
+    "ppfmethod": "ppfmethod",
+    "ppfport": "ppfport",
+    "script": "script",
+    "notebook": "notebook",
+    "task": "generated",
+    "graph": "graph",
+}
+_NODE_KEYS = {
+    "id", "label", "task_type", "task_identifier", "task_generator", "default_inputs",
+    "force_start_node", "conditions_else_value", "default_error_node", "default_error_attributes",
+}  # fmt: skip
+_LINK_KEYS = {
+    "source", "target", "data_mapping", "map_all_data", "conditions", "on_error",
+    "required", "cache_if_optional", "sub_source", "sub_target", "sub_target_attributes",
+}  # fmt: skip
+_SUB_KEYS = frozenset(("sub_source", "sub_target", "sub_target_attributes"))
+# What only a link written in a graph may say: where it goes. Attributes given
+# for links made elsewhere (aliases' link_attributes, default_error_attributes)
+# cannot.
+_ENDPOINT_KEYS = frozenset(("source", "target", *_SUB_KEYS))
+_SUPPORTED_SCHEMAS = ("1.0", "1.1", "1.2")
+_REFUSED_SCHEMAS = ("0.0", "0.0.1")
+
+
+@dataclass
+class _Flat:
+    """One graph level after expansion: plain dicts, final ids."""
+
+    nodes: dict[NodeId, dict[str, Any]] = field(default_factory=dict)
+    links: list[dict[str, Any]] = field(default_factory=list)
+    # alias -> [(node id, link attributes)]
+    input_aliases: dict[Any, list[tuple[NodeId, dict[str, Any]]]] = field(default_factory=dict)
+    output_aliases: dict[Any, list[tuple[NodeId, dict[str, Any]]]] = field(default_factory=dict)
+    graph_attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def graph_attributes(report: _Report, attrs: dict[Any, Any], where: str) -> dict[Any, Any]:
+    """The ``graph`` object of a document, checked; other attributes copied as they are."""
+    result: dict[Any, Any] = {}
+    for key, value in attrs.items():
+        if key in ("input_nodes", "output_nodes"):
+            result[key] = value  # checked when resolved
+        elif key == "id":
+            if value is not None and not _is_graph_id(value):
+                report.problem(where, f"the graph's 'id' must be a string or an int (got {_show(value)})")
+                continue
+            result[key] = value
+        elif key == "label":
+            if value is not None and not isinstance(value, str):
+                report.problem(where, f"the graph's 'label' must be a string (got {_show(value)})")
+                continue
+            result[key] = value
+        elif key == "schema_version":
+            _check_schema(report, value, where)
+            result[key] = value
+        elif (
+            key == "requirements"
+            and value is not None
+            and not (isinstance(value, list) and all(isinstance(r, str) for r in value))
+        ):
+            report.problem(where, f"the graph's 'requirements' must be a list of strings (got {_show(value)})")
+        else:
+            result[key] = report.copied(value, where, f"the graph attribute {_show(key)}")
+    return result
+
+
+def _check_schema(report: _Report, version: Any, where: str) -> None:
+    if version is None:
+        return
+    if not isinstance(version, (str, int, float)) or isinstance(version, bool):
+        report.problem(where, f"schema_version must be a string such as '1.2' (got {_show(version)})")
+        return
+    version = str(version)
+    if version in _REFUSED_SCHEMAS:
+        report.problem(
+            where, f"schema_version {version!r} is no longer supported (supported: {', '.join(_SUPPORTED_SCHEMAS)})"
+        )
+    elif version not in _SUPPORTED_SCHEMAS:
+        report.problem(
+            where,
+            f"schema_version {_show(version)} is unknown (supported: {', '.join(_SUPPORTED_SCHEMAS)}); "
+            "the graph may need a newer aioflow",
+        )
+
+
+def normalise_node(report: _Report, raw: Any, position: int, where: str) -> dict[str, Any] | None:
+    if not isinstance(raw, dict):
+        report.problem(where, f"nodes[{position}] must be an object (got a {type(raw).__name__})")
+        return None
+    node = dict(raw)
+    if "id" not in node:
+        report.problem(where, f"nodes[{position}] has no 'id'")
+        return None
+    nid = _normalise_id(node["id"])
+    if nid is None:
+        report.problem(where, f"nodes[{position}]: 'id' must be {_expected_id(node['id'])}")
+        return None
+    node["id"] = nid
+    here = _At(where, "node", nid)
+
+    if "task_type" not in node:
+        legacy = [k for k in _LEGACY_KEYS if k in node]
+        if len(legacy) != 1:
+            found = f"found {', '.join(map(repr, legacy))}" if legacy else "found none"
+            report.problem(here, f"needs 'task_type' and 'task_identifier' ({found})")
+            return None
+        key = legacy[0]
+        if key != "graph":
+            instead = f"'task_type': {_LEGACY_KEYS[key]!r}"
+            if key != "ppfport":
+                instead += " and 'task_identifier'"
+            warnings.warn(
+                f"graph {report.name!r}: node {_fmt(nid)} uses the legacy key {key!r}; write {instead} instead",
+                DeprecationWarning,
+                stacklevel=5,
+            )
+        value = node.pop(key)
+        node["task_type"] = _LEGACY_KEYS[key]
+        if key != "ppfport":
+            node["task_identifier"] = value
+    task_type = node["task_type"]
+    if not isinstance(task_type, str) or task_type not in TASK_TYPES:
+        hint = _did_you_mean(task_type, TASK_TYPES) if isinstance(task_type, str) else ""
+        report.problem(here, f"'task_type' must be one of {', '.join(TASK_TYPES)} (got {_show(task_type)}){hint}")
+        return None
+    if not _check_task_identifier(report, node, task_type, here):
+        return None  # what runs is unknown: links to the node are not reported again
+
+    if "default_inputs" in node:
+        node["default_inputs"] = _normalise_inputs(report, node["default_inputs"], here)
+    for flag in ("force_start_node", "default_error_node"):
+        if flag in node and not isinstance(node[flag], bool):
+            report.problem(here, f"{flag!r} must be true or false (got {_show(node[flag])})")
+    if "label" in node and node["label"] is not None and not isinstance(node["label"], str):
+        report.problem(here, f"'label' must be a string (got {_show(node['label'])})")
+    if "conditions_else_value" in node:
+        node["conditions_else_value"] = report.copied(node["conditions_else_value"], here, "'conditions_else_value'")
+    dea = node.get("default_error_attributes")
+    if dea is not None:
+        node["default_error_attributes"] = link_attributes(report, dea, here, "'default_error_attributes'")
+    for key, value in node.items():
+        if key not in _NODE_KEYS:
+            node[key] = report.copied(value, here, f"the attribute {_show(key)}")
+    return node
+
+
+def _check_task_identifier(report: _Report, node: dict[str, Any], task_type: str, here: _At) -> bool:
+    """What runs: ``task_identifier`` and ``task_generator`` as the task type needs them (§2.2)."""
+    identifier = node.get("task_identifier")
+    problems = []
+    if task_type == "ppfport":
+        if identifier is not None:
+            problems.append("a 'ppfport' node must not have a 'task_identifier'")
+    elif identifier is None or (isinstance(identifier, str) and not identifier):
+        problems.append(f"a {task_type!r} node needs a 'task_identifier'")
+    elif task_type == "graph":
+        if not isinstance(identifier, (str, Mapping, os.PathLike)):
+            problems.append(
+                "a 'graph' node's 'task_identifier' must be a file path, a JSON string or an object "
+                f"(got a {type(identifier).__name__})"
+            )
+    elif not isinstance(identifier, str):
+        problems.append(f"'task_identifier' must be a string (got a {type(identifier).__name__})")
+    generator = node.get("task_generator")
+    if task_type == "generated":
+        if not isinstance(generator, str) or not generator:
+            problems.append(f"a 'generated' node needs a 'task_generator' string (got {_show(generator)})")
+    elif generator is not None:
+        problems.append("'task_generator' is only allowed on 'generated' nodes")
+    for problem in problems:
+        report.problem(here, problem)
+    return not problems
+
+
+def _normalise_inputs(report: _Report, value: Any, here: str | _At) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        report.problem(
+            here, f"'default_inputs' must be a list of {{'name', 'value'}} objects (got a {type(value).__name__})"
+        )
+        return []
+    result = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict) or "name" not in item or "value" not in item:
+            report.problem(here, f"default_inputs[{i}] must be an object with 'name' and 'value' (got {_show(item)})")
+            continue
+        name = _input_name(item["name"])
+        if name is None:
+            report.problem(here, f"default_inputs[{i}]: " + _bad_input_name("'name'", item["name"]))
+            continue
+        copied = report.copied(item["value"], here, f"default_inputs[{i}] ({_show(name)}): the value")
+        result.append({"name": name, "value": copied})
+    return result
+
+
+def normalise_link(
+    report: _Report,
+    raw: Any,
+    position: int,
+    where: str,
+    level: Mapping[NodeId, dict[str, Any]],
+    invalid: set[NodeId] = frozenset(),  # type: ignore[assignment]
+) -> dict[str, Any] | None:
+    if not isinstance(raw, dict):
+        report.problem(where, f"links[{position}] must be an object (got a {type(raw).__name__})")
+        return None
+    link = dict(raw)
+    ok = True
+    for end in ("source", "target"):
+        if end not in link:
+            report.problem(where, f"links[{position}] has no {end!r}")
+            ok = False
+            continue
+        nid = _normalise_id(link[end])
+        if nid is None:
+            report.problem(where, f"links[{position}]: {end!r} must be a node id: {_expected_id(link[end])}")
+            ok = False
+        link[end] = nid
+    if not ok:
+        return None
+    here = _At(where, "link", link["source"], link["target"])
+    for end in ("source", "target"):
+        if link[end] not in level:
+            if link[end] not in invalid:
+                hint = report.did_you_mean(link[end], [*level, *invalid])
+                report.problem(here, f"no node {_fmt(link[end])}{hint}")
+            ok = False
+    for sub_key in ("sub_source", "sub_target"):
+        if sub_key in link:
+            sub = link[sub_key]
+            normalised = _normalise_id(sub)
+            if normalised is None:
+                report.problem(here, f"{sub_key!r} must be a node id or an alias: {_expected_id(sub)}")
+                ok = False
+            link[sub_key] = normalised
+    ok = _normalise_link_attributes(report, link, here) and ok
+    return link if ok else None
+
+
+def link_attributes(report: _Report, value: Any, here: _At | str, what: str) -> dict[str, Any] | None:
+    """Attributes for links made elsewhere (alias ``link_attributes``, ``default_error_attributes``), checked.
+
+    None, reported, when they are not valid.
+    """
+    if not isinstance(value, dict):
+        report.problem(here, f"{what} must be an object (got a {type(value).__name__})")
+        return None
+    attrs = dict(value)
+    ends = attrs.keys() & _ENDPOINT_KEYS
+    if ends:
+        named = ", ".join(sorted(map(repr, ends)))
+        report.problem(here, f"{what} cannot set {named}: the link's ends are given where it is made")
+        return None
+    return attrs if _normalise_link_attributes(report, attrs, f"{here}{what}: ") else None
+
+
+def _normalise_link_attributes(report: _Report, link: dict[str, Any], here: str | _At) -> bool:
+    """Check the attributes of a link, and normalise them in place (``link`` is our own dict)."""
+    ok = True
+    mapping = link.get("data_mapping")
+    if mapping is not None:
+        items = _normalise_mapping(report, mapping, here)
+        ok = items is not None
+        link["data_mapping"] = items
+    conditions = link.get("conditions")
+    if conditions is not None:
+        checked = _normalise_conditions(report, conditions, here)
+        ok = ok and checked is not None
+        link["conditions"] = checked
+    for flag in ("map_all_data", "on_error", "cache_if_optional"):
+        if flag in link and not isinstance(link[flag], bool):
+            report.problem(here, f"{flag!r} must be true or false (got {_show(link[flag])})")
+            ok = False
+    if "required" in link and link["required"] is not None and not isinstance(link["required"], bool):
+        report.problem(here, f"'required' must be true, false or null (got {_show(link['required'])})")
+        ok = False
+    sta = link.get("sub_target_attributes")
+    if sta is not None and not isinstance(sta, dict):
+        report.problem(here, f"'sub_target_attributes' must be an object (got a {type(sta).__name__})")
+        ok = False
+    if not link.keys() <= _LINK_KEYS:
+        for key, value in link.items():
+            if key not in _LINK_KEYS:
+                link[key] = report.copied(value, here, f"the attribute {_show(key)}")
+    return ok
+
+
+def _normalise_mapping(report: _Report, mapping: Any, here: str | _At) -> list[dict[str, Any]] | None:
+    """``data_mapping`` items with a ``source_output`` and an input name each; None, reported, if not."""
+    return _normalise_items(report, mapping, "data_mapping", here, _mapping_item)
+
+
+def _normalise_conditions(report: _Report, conditions: Any, here: str | _At) -> list[dict[str, Any]] | None:
+    """``conditions`` items with an output name and a value each; None, reported, if not."""
+    return _normalise_items(report, conditions, "conditions", here, _condition_item)
+
+
+def _normalise_items(
+    report: _Report,
+    items: Any,
+    key: str,
+    here: str | _At,
+    normalise_item: Callable[[_Report, Any, int, str | _At], dict[str, Any] | None],
+) -> list[dict[str, Any]] | None:
+    """The items of the list ``key`` of a link, each normalised; None when one is not valid (each one reported)."""
+    if not isinstance(items, list):
+        report.problem(here, f"{key!r} must be a list (got a {type(items).__name__})")
+        return None
+    result = []
+    for i, item in enumerate(items):
+        normalised = normalise_item(report, item, i, here)
+        if normalised is not None:
+            result.append(normalised)
+    return result if len(result) == len(items) else None
+
+
+def _mapping_item(report: _Report, item: Any, i: int, here: str | _At) -> dict[str, Any] | None:
+    if not isinstance(item, dict):
+        report.problem(here, f"data_mapping[{i}] must be an object (got {_show(item)})")
+        return None
+    missing = [k for k in ("source_output", "target_input") if k not in item]
+    if missing:
+        report.problem(here, f"data_mapping[{i}] has no {' or '.join(map(repr, missing))} (got {_show(item)})")
+        return None
+    source_output = item["source_output"]
+    if not _is_output_name(report, source_output, "data_mapping", i, here):
+        return None
+    target_input = _input_name(item["target_input"])
+    if target_input is None:
+        report.problem(here, f"data_mapping[{i}]: " + _bad_input_name("'target_input'", item["target_input"]))
+        return None
+    return {"source_output": source_output, "target_input": target_input}
+
+
+def _condition_item(report: _Report, item: Any, i: int, here: str | _At) -> dict[str, Any] | None:
+    if not isinstance(item, dict) or "source_output" not in item or "value" not in item:
+        report.problem(here, f"conditions[{i}] must be an object with 'source_output' and 'value' (got {_show(item)})")
+        return None
+    source_output = item["source_output"]
+    if not _is_output_name(report, source_output, "conditions", i, here):
+        return None
+    value = report.copied(item["value"], here, f"conditions[{i}]: the value")
+    return {"source_output": source_output, "value": value}
+
+
+def _is_output_name(report: _Report, value: Any, key: str, i: int, here: str | _At) -> bool:
+    """Whether the ``source_output`` of item ``i`` of ``key`` names an output; reported if not."""
+    if _is_name(value):
+        return True
+    report.problem(here, f"{key}[{i}]: 'source_output' must be a string or an int (got {_show(value)})")
+    return False
