@@ -7,9 +7,9 @@ import importlib.util
 import sys
 from typing import Any
 
+from .._errors import InitializerFailed as InitializerFailed
 from .._errors import OptionError
 from ._base import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
-from ._base import InitializerFailed as InitializerFailed
 from ._base import Pool as Pool
 from ._base import PoolOptions as PoolOptions
 

@@ -25,14 +25,12 @@ import abc
 import concurrent.futures
 import logging
 import os
-import pickle
-import re
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._errors import OptionError, PoolError, TransferError
-from ._outcomes import WorkerDied
+from .._errors import InitializerFailed, OptionError, PoolClosedError, PoolError, TransferError
+from ._outcomes import TransferFailed, WorkerDied, unpicklable_type
 
 if TYPE_CHECKING:
     import asyncio
@@ -44,7 +42,6 @@ __all__ = [
     "InitializerFailed",
     "Pool",
     "PoolOptions",
-    "TransferFailed",
     "cancel_queued",
     "run_in_own_thread",
 ]
@@ -65,49 +62,6 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 #: file descriptors of the parent, whose default limit on Linux is 1,024), and
 #: on a cluster pool max_workers only sizes the calls kept in flight.
 MAX_WORKERS = max(1024, os.cpu_count() or 1)
-
-
-class InitializerFailed(concurrent.futures.BrokenExecutor):
-    """The ``initializer`` of ``pool_options`` raised in a new worker: the pool cannot start workers.
-
-    Its ``__cause__`` is the initializer's exception.
-    """
-
-    @classmethod
-    def caused_by(cls, message: str, cause: BaseException | None) -> InitializerFailed:
-        """A new instance for one call (each raise gets its own traceback), with ``cause`` as ``__cause__``."""
-        error = cls(message)
-        error.__cause__ = cause
-        return error
-
-
-class TransferFailed(Exception):
-    """A call, or its outcome, could not be pickled or unpickled on its way between processes.
-
-    The form a pool's executor gives it; `Pool.translate` turns it into an
-    `aioflow.TransferError` that names the call. Its ``__cause__`` is the
-    pickling error (whatever the failing ``__reduce__`` raised, ``SystemExit``
-    included: it never reaches the caller as such).
-
-    Attributes:
-        type_name: the type of the value that failed (``"?"`` when unknown).
-        detail: what failed, and how.
-    """
-
-    def __init__(self, type_name: str, detail: str) -> None:
-        super().__init__(detail)
-        self.type_name = type_name
-        self.detail = detail
-
-    @classmethod
-    def wrapping(cls, what: str, error: BaseException) -> TransferFailed:
-        """``what`` (``the call could not be unpickled in the worker``) failed with ``error``."""
-        failed = cls(unpicklable_type(error) or "?", f"{what}: {type(error).__name__}: {error}")
-        failed.__cause__ = error
-        return failed
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.type_name, self.detail)
 
 
 @dataclass(frozen=True)
@@ -244,14 +198,13 @@ class Pool(abc.ABC):
         """The executor tasks are offloaded to (started on first access).
 
         Raises:
-            PoolError: the pool was closed.
+            PoolClosedError: the pool was closed (a `RuntimeError`).
         """
         executor = self._executor
         if executor is None:
             with self._lock:
                 if self._closed:
-                    msg = f"the {self.name!r} pool is closed; open a new one with aioflow.open_pool()"
-                    raise PoolError(msg)
+                    raise PoolClosedError(self.name)
                 if self._executor is None:
                     self._executor = self._create_executor()
                 executor = self._executor
@@ -445,11 +398,6 @@ class Pool(abc.ABC):
         return f"<{type(self).__name__} {self.name!r} max_workers={self.options.max_workers} {state}>"
 
 
-# "cannot pickle '_thread.lock' object", "Can't pickle <function <lambda> ...>",
-# "Can't pickle local object 'f.<locals>.g'"
-_PICKLE_TYPE = re.compile(r"[Cc]an(?:not|'t) pickle (?:local object )?'?<?([\w.<>]+)")
-
-
 class Owned:
     """A callable submitted on behalf of an owner (an execution), so it can be stopped alone.
 
@@ -501,19 +449,6 @@ def cancel_queued(future: concurrent.futures.Future[Any]) -> None:
     """
     if future.cancel():
         future.set_running_or_notify_cancel()
-
-
-def unpicklable_type(exc: BaseException) -> str | None:
-    """The type named by a pickling failure (``cannot pickle 'X' object``), or None."""
-    if not isinstance(exc, (pickle.PicklingError, TypeError, AttributeError)):
-        return None
-    text = str(exc)
-    match = _PICKLE_TYPE.search(text)
-    if match:
-        return match.group(1)
-    if "pickle" in text.lower():
-        return "?"
-    return None
 
 
 def _refuse_under_gevent(name: str) -> None:

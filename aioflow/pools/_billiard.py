@@ -129,8 +129,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import MissingExtraError, OptionError
 from ._base import DEFAULT_IDLE_TIMEOUT, Pool, PoolOptions
 from ._lifecycle import kill_descendants, kill_process_trees, worker_initializer
-from ._multiprocessing import _Inbox, _not_loadable
-from ._outcomes import WorkerDied, describe_exit, pack_error, unpack_error
+from ._outcomes import BrokenBilliardPool, Inbox, WorkerDied, describe_exit, not_loadable, pack_error, unpack_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -145,10 +144,6 @@ _SUPERVISE_INTERVAL = 0.8
 #: Workers in a row that may die before taking the job they were given (an
 #: initializer that ends them) before the pool breaks.
 _UNTAKEN_DEATHS = 5
-
-
-class BrokenBilliardPool(concurrent.futures.BrokenExecutor):
-    """The billiard pool can no longer run jobs (its workers die before taking any), or was stopped."""
 
 
 def _import_billiard() -> Any:
@@ -355,7 +350,7 @@ class _Link:
         self.writer = process.inq._writer  # where its jobs go
         self.reader = process.outq._reader  # where its messages come from
         os.set_blocking(self.writer.fileno(), False)
-        self.inbox = _Inbox(self.reader.fileno())
+        self.inbox = Inbox(self.reader.fileno())
         self.write_lock = threading.Lock()
         self.task: tuple[Any, ...] | None = None  # the job written to it, until its READY
         self.acked = False  # it took that job (its ACK was read)
@@ -637,7 +632,7 @@ class _Switchboard:
             logger.warning("a message of billiard worker %d could not be read: %r", link.pid, error)
             return
         self._pump()
-        self._fail(task, _not_loadable(data, error))
+        self._fail(task, not_loadable(data, error))
 
     def _bury(self, link: _Link) -> None:
         """A reaped worker whose messages were all handled: fail or resend the job it held, close its pipes."""
@@ -1169,7 +1164,7 @@ class BilliardExecutor(concurrent.futures.Executor):
         try:
             outcome = pickle.loads(payload)
         except Exception as exc:  # e.g. a class the parent cannot import
-            self._settle(job, error=_not_loadable(payload, exc))
+            self._settle(job, error=not_loadable(payload, exc))
             return
         if ok:
             self._settle(job, result=outcome)

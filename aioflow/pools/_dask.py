@@ -76,9 +76,10 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._errors import MissingExtraError, OptionError, PoolError
+from .._errors import MissingExtraError, OptionError, PoolClosedError, PoolError
 from .._tasks import ChainedCall, TaskCall
-from ._base import Owned, Pool, PoolOptions, in_place, run_in_own_thread, settle, unpicklable_type
+from ._base import Owned, Pool, PoolOptions, in_place, run_in_own_thread, settle
+from ._outcomes import DaskTaskLost, unpicklable_type
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -100,14 +101,6 @@ CONNECT_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0
 
 _KNOWN_OPTIONS = ("address", "client", "local_cluster", "connect_timeout")
-
-
-class DaskTaskLost(concurrent.futures.BrokenExecutor):
-    """A call's worker died (`distributed.KilledWorker`) or the cluster dropped the call.
-
-    The pool turns it into `aioflow.WorkerLostError`; its ``__cause__`` is
-    Dask's own exception.
-    """
 
 
 def _import_distributed() -> Any:
@@ -766,15 +759,15 @@ class DaskPool(Pool):
         """Fetch the values of results kept on the cluster, in one ``client.gather``.
 
         Raises:
-            PoolError: the pool is closed, or its cluster cannot be reached.
+            PoolClosedError: the pool is closed: the results it kept are gone.
+            PoolError: its cluster cannot be reached.
             Exception: what fetching raised (a value that does not unpickle here...).
         """
         if not handles:
             return []
         connection = self._connection
         if connection is None:
-            msg = f"the {self.name!r} pool is closed: the results it kept on its cluster are gone"
-            raise PoolError(msg)
+            raise PoolClosedError(self.name, "the results it kept on its cluster are gone")
 
         async def gather() -> list[Any]:
             client = await connection.get_client()

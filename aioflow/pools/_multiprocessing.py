@@ -49,7 +49,7 @@ depends on where the worker died, which its state cell tells:
   processes.
 
 Messages that cannot be read fail only their call: a result whose class
-cannot be imported here is `_ResultNotLoadable` (the pool turns it into
+cannot be imported here is `ResultNotLoadable` (the pool turns it into
 `aioflow.TransferError`), a result that cannot be pickled comes back as the
 pickling error, and a call's function or arguments travel pickled inside the
 task (`_Sealed`), loaded by `_call_in_worker` after ``start``: one the worker
@@ -99,7 +99,6 @@ import concurrent.futures
 import contextlib
 import ctypes
 import functools
-import io
 import itertools
 import logging
 import multiprocessing
@@ -111,7 +110,6 @@ import multiprocessing.util
 import os
 import pickle
 import select
-import struct
 import threading
 import time
 import traceback
@@ -121,9 +119,18 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError
-from ._base import Pool, PoolOptions, TransferFailed, settle
+from ._base import Pool, PoolOptions, settle
 from ._lifecycle import kill_process_trees, worker_initializer
-from ._outcomes import WorkerDied, describe_exit, idle_exit_level, pack_error, unpack_error
+from ._outcomes import (
+    BrokenMultiprocessingPool,
+    Inbox,
+    WorkerDied,
+    describe_exit,
+    idle_exit_level,
+    not_loadable,
+    pack_error,
+    unpack_error,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -164,26 +171,8 @@ _TERMINATE = "TERMINATE"
 #: The largest message (its 4-byte length included) a pipe takes in one indivisible write.
 _ATOMIC_WRITE = select.PIPE_BUF
 
-#: The most a watcher's read of a worker's pipe takes at once (a pipe's default capacity).
-_READ_SIZE = 1 << 16
-
 #: A worker's state cell: ``_TAKING`` from taking the task queue's read lock until the call it read is reported.
 _IDLE, _TAKING = 0, 1
-
-
-class BrokenMultiprocessingPool(concurrent.futures.BrokenExecutor):
-    """The ``multiprocessing`` pool cannot start workers, or was stopped, before a call finished."""
-
-
-class _ResultNotLoadable(TransferFailed):
-    """A call's result reached this process but cannot be unpickled here (its class cannot be imported)."""
-
-    def __init__(self, type_name: str, detail: str) -> None:
-        super().__init__(type_name, detail)
-        self.args = (f"the call's result, of type {type_name!r}, cannot be loaded in the calling process: {detail}",)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.type_name, self.detail)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -393,57 +382,6 @@ _NON_DAEMONIC: dict[str, type[multiprocessing.process.BaseProcess]] = {
 }
 
 
-class _Inbox:
-    """The whole messages a worker's pipe holds, read without ever blocking.
-
-    A worker killed in the middle of a message leaves half of it: a blocking
-    read would wait for the rest, forever if a process the task started still
-    holds the pipe open. Messages are framed as `Connection.send_bytes` frames
-    them: a big-endian ``int32`` length, or ``-1`` then an ``uint64`` one.
-    """
-
-    __slots__ = ("_buffer", "eof", "fd")
-
-    def __init__(self, fd: int) -> None:
-        os.set_blocking(fd, False)
-        self.fd = fd
-        self._buffer = bytearray()
-        self.eof = False  # the worker's end is closed: nothing more will come
-
-    def receive(self) -> list[bytes]:
-        """Read what the pipe holds now; return the messages completed."""
-        while not self.eof:
-            try:
-                chunk = os.read(self.fd, _READ_SIZE)
-            except BlockingIOError:
-                break
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.eof = True
-            self._buffer += chunk
-        return self._whole_messages()
-
-    def _whole_messages(self) -> list[bytes]:
-        buffer = self._buffer
-        messages = []
-        start = 0
-        while len(buffer) - start >= 4:
-            (size,) = struct.unpack_from("!i", buffer, start)
-            head = 4
-            if size == -1:
-                if len(buffer) - start < 12:
-                    break
-                (size,) = struct.unpack_from("!Q", buffer, start + 4)
-                head = 12
-            if len(buffer) - start - head < size:
-                break
-            messages.append(bytes(buffer[start + head : start + head + size]))
-            start += head + size
-        del buffer[:start]
-        return messages
-
-
 class _Worker:
     """A worker process as the watcher sees it: its pipe, its state cell, and the call it reported."""
 
@@ -459,7 +397,7 @@ class _Worker:
         self.generation = generation
         self.process = process
         self.conn = conn
-        self.inbox = _Inbox(conn.fileno())
+        self.inbox = Inbox(conn.fileno())
         self.state = state
         self.job: int | None = None  # the call it reported ``start`` for and has not finished
         self.ready = False  # its initializer ran
@@ -912,7 +850,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             message = pickle.loads(data)
         except BaseException as exc:  # an outcome whose value cannot be loaded here
             if worker.job is not None:
-                self._finish(worker, worker.job, error=_not_loadable(data, exc))
+                self._finish(worker, worker.job, error=not_loadable(data, exc))
             return
         kind = message[0]
         if kind in ("ok", "error"):
@@ -1103,29 +1041,6 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             jobs = self._take_jobs()
         self._end_all()
         _fail_all(jobs, f"{reason}; the pool was stopped before the call finished")
-
-
-def _not_loadable(data: bytes, error: BaseException) -> _ResultNotLoadable:
-    """What to say of an outcome that cannot be unpickled here: the class it names that cannot be imported."""
-    tracer = _GlobalTracer(io.BytesIO(data))
-    with contextlib.suppress(Exception):
-        tracer.load()
-    detail = f"its class cannot be imported in the calling process ({type(error).__name__}: {error})"
-    return _ResultNotLoadable(tracer.missing or "?", detail)
-
-
-class _GlobalTracer(pickle.Unpickler):
-    """Loads a pickle and keeps the first global (``module.name``) it could not find."""
-
-    missing: str | None = None
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return super().find_class(module, name)
-        except Exception:
-            if self.missing is None:
-                self.missing = f"{module}.{name}"
-            raise
 
 
 def _weak_call(method: Callable[..., None], *args: Any) -> Callable[..., None]:

@@ -1,4 +1,4 @@
-"""What comes back from a worker process: a task's exception, and the worker's death.
+"""What comes back from a worker process, and the signals between a pool's parts, none of which reaches a user.
 
 A task's exception is pickled in the worker and rebuilt in the caller. Not
 every exception survives that trip: one whose ``__init__`` takes arguments
@@ -16,19 +16,49 @@ common failures show there, where the class is importable). The caller's
 `aioflow.RemoteError` that keeps all three: the caller always learns what
 the task raised, where, and why the exception itself could not come back.
 Either way the worker's traceback is the ``__cause__`` (a `RemoteTraceback`),
-as with CPython's ``_RemoteTraceback``.
+as with CPython's ``_RemoteTraceback``. A result whose class cannot be
+imported here is described by `not_loadable`, and the messages of a worker
+that may die in the middle of one are read whole by an `Inbox`.
 
 A worker that dies is `WorkerDied`: its pid and the exit code or signal that
 actually ended it, read from that worker's own exit status. Every process
 pool fails the dead worker's call with it, and only that call.
+
+The signals. A pool's executor tells the pool what went wrong with a call
+through the exceptions below. They are internal: `Pool.translate`, which
+``execute_graph`` and `aioflow.Executor` apply to every failed call, turns
+each into an error of `aioflow._errors` before it reaches a user.
+
+- `WorkerDied` (the worker running the call died) becomes
+  `aioflow.WorkerLostError`, with the worker's pid, exit code and signal;
+- `TransferFailed` (the call, or its outcome, could not be pickled or
+  unpickled), and `ResultNotLoadable` (a result whose class cannot be
+  imported here), become `aioflow.TransferError`;
+- `BrokenMultiprocessingPool` and `BrokenBilliardPool` (the pool can start
+  no worker, or was stopped before the call finished) become
+  `aioflow.WorkerLostError`, and the broken executor is discarded: the next
+  call gets a new one;
+- `DaskTaskLost` (a Dask worker died while it ran the call, or the cluster
+  dropped it) becomes `aioflow.WorkerLostError`, its ``__cause__`` Dask's
+  own exception.
+
+`RemoteTraceback` is never raised: it is the ``__cause__`` of the exception
+a call raised in a worker, and holds that worker's traceback. Those that
+mean the call's worker or pool is gone derive from
+`concurrent.futures.BrokenExecutor`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import io
 import logging
+import os
 import pickle
+import re
 import signal
+import struct
 import traceback
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -36,15 +66,26 @@ from typing import Any
 from .._errors import RemoteError
 
 __all__ = [
+    "BrokenBilliardPool",
+    "BrokenMultiprocessingPool",
+    "DaskTaskLost",
+    "Inbox",
     "PackedError",
     "RemoteTraceback",
+    "ResultNotLoadable",
+    "TransferFailed",
     "WorkerDied",
     "describe_exit",
     "idle_exit_level",
+    "not_loadable",
     "pack_error",
     "signal_name",
     "unpack_error",
+    "unpicklable_type",
 ]
+
+#: The most a read of a worker's pipe takes at once (a pipe's default capacity).
+_READ_SIZE = 1 << 16
 
 
 class RemoteTraceback(Exception):
@@ -210,3 +251,155 @@ class WorkerDied(concurrent.futures.BrokenExecutor):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.pid, self.exitcode)
+
+
+# --------------------------------------------------------------------------- what a pool's parts tell the pool
+
+
+class TransferFailed(Exception):
+    """A call, or its outcome, could not be pickled or unpickled on its way between processes.
+
+    The form a pool's executor gives it; `Pool.translate` turns it into an
+    `aioflow.TransferError` that names the call. Its ``__cause__`` is the
+    pickling error (whatever the failing ``__reduce__`` raised, ``SystemExit``
+    included: it never reaches the caller as such).
+
+    Attributes:
+        type_name: the type of the value that failed (``"?"`` when unknown).
+        detail: what failed, and how.
+    """
+
+    def __init__(self, type_name: str, detail: str) -> None:
+        super().__init__(detail)
+        self.type_name = type_name
+        self.detail = detail
+
+    @classmethod
+    def wrapping(cls, what: str, error: BaseException) -> TransferFailed:
+        """``what`` (``the call could not be unpickled in the worker``) failed with ``error``."""
+        failed = cls(unpicklable_type(error) or "?", f"{what}: {type(error).__name__}: {error}")
+        failed.__cause__ = error
+        return failed
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.type_name, self.detail)
+
+
+class ResultNotLoadable(TransferFailed):
+    """A call's result reached this process but cannot be unpickled here (its class cannot be imported)."""
+
+    def __init__(self, type_name: str, detail: str) -> None:
+        super().__init__(type_name, detail)
+        self.args = (f"the call's result, of type {type_name!r}, cannot be loaded in the calling process: {detail}",)
+
+
+class BrokenMultiprocessingPool(concurrent.futures.BrokenExecutor):
+    """The ``multiprocessing`` pool cannot start workers, or was stopped, before a call finished."""
+
+
+class BrokenBilliardPool(concurrent.futures.BrokenExecutor):
+    """The billiard pool can no longer run jobs (its workers die before taking any), or was stopped."""
+
+
+class DaskTaskLost(concurrent.futures.BrokenExecutor):
+    """A call's worker died (`distributed.KilledWorker`) or the cluster dropped the call.
+
+    The pool turns it into `aioflow.WorkerLostError`; its ``__cause__`` is
+    Dask's own exception.
+    """
+
+
+# "cannot pickle '_thread.lock' object", "Can't pickle <function <lambda> ...>",
+# "Can't pickle local object 'f.<locals>.g'"
+_PICKLE_TYPE = re.compile(r"[Cc]an(?:not|'t) pickle (?:local object )?'?<?([\w.<>]+)")
+
+
+def unpicklable_type(exc: BaseException) -> str | None:
+    """The type named by a pickling failure (``cannot pickle 'X' object``), or None."""
+    if not isinstance(exc, (pickle.PicklingError, TypeError, AttributeError)):
+        return None
+    text = str(exc)
+    match = _PICKLE_TYPE.search(text)
+    if match:
+        return match.group(1)
+    if "pickle" in text.lower():
+        return "?"
+    return None
+
+
+def not_loadable(data: bytes, error: BaseException) -> ResultNotLoadable:
+    """What to say of an outcome that cannot be unpickled here: the class it names that cannot be imported."""
+    tracer = _GlobalTracer(io.BytesIO(data))
+    with contextlib.suppress(Exception):
+        tracer.load()
+    detail = f"its class cannot be imported in the calling process ({type(error).__name__}: {error})"
+    return ResultNotLoadable(tracer.missing or "?", detail)
+
+
+class _GlobalTracer(pickle.Unpickler):
+    """Loads a pickle and keeps the first global (``module.name``) it could not find."""
+
+    missing: str | None = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except Exception:
+            if self.missing is None:
+                self.missing = f"{module}.{name}"
+            raise
+
+
+# --------------------------------------------------------------------------- a worker's messages, whole
+
+
+class Inbox:
+    """The whole messages a worker's pipe holds, read without ever blocking.
+
+    A worker killed in the middle of a message leaves half of it: a blocking
+    read would wait for the rest, forever if a process the task started still
+    holds the pipe open. Messages are framed as `Connection.send_bytes` frames
+    them (multiprocessing's and billiard's alike): a big-endian ``int32``
+    length, or ``-1`` then an ``uint64`` one.
+    """
+
+    __slots__ = ("_buffer", "eof", "fd")
+
+    def __init__(self, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.fd = fd
+        self._buffer = bytearray()
+        self.eof = False  # the worker's end is closed: nothing more will come
+
+    def receive(self) -> list[bytes]:
+        """Read what the pipe holds now; return the messages completed."""
+        while not self.eof:
+            try:
+                chunk = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.eof = True
+            self._buffer += chunk
+        return self._whole_messages()
+
+    def _whole_messages(self) -> list[bytes]:
+        buffer = self._buffer
+        messages = []
+        start = 0
+        while len(buffer) - start >= 4:
+            (size,) = struct.unpack_from("!i", buffer, start)
+            head = 4
+            if size == -1:
+                if len(buffer) - start < 12:
+                    break
+                (size,) = struct.unpack_from("!Q", buffer, start + 4)
+                head = 12
+            if len(buffer) - start - head < size:
+                break
+            messages.append(bytes(buffer[start + head : start + head + size]))
+            start += head + size
+        del buffer[:start]
+        return messages

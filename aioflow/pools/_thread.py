@@ -6,7 +6,7 @@ the executor shuts down, or, with an ``idle_timeout``, until it has waited
 that long for an item. Idle threads are reused before new ones start.
 
 Threads cannot be killed. To stop a running task (timeout, cancellation,
-Ctrl-C), the pool raises `TaskInterrupted` inside the thread that runs it
+Ctrl-C), the pool raises `aioflow.TaskInterrupted` inside the thread that runs it
 (``PyThreadState_SetAsyncExc``). Python code sees it at its next bytecode, so
 a task blocked inside one long C call (``time.sleep(3600)``, a blocking read)
 only stops when that call returns. The pool waits `INTERRUPT_GRACE` seconds
@@ -67,8 +67,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .._errors import OptionError
-from ._base import InitializerFailed, Pool, PoolOptions, cancel_queued
+from .._errors import InitializerFailed, OptionError, TaskInterrupted
+from ._base import Pool, PoolOptions, cancel_queued
 
 __all__ = ["INTERRUPT_GRACE", "TaskInterrupted", "ThreadPool"]
 
@@ -79,13 +79,6 @@ logger = logging.getLogger("aioflow.pools")
 #: Seconds to wait for interrupted tasks to stop. Python-level code stops
 #: within microseconds; anything longer is stuck in a C call we cannot break.
 INTERRUPT_GRACE = 5.0
-
-
-class TaskInterrupted(BaseException):
-    """Raised inside a thread-pool task that its execution no longer waits for.
-
-    A `BaseException`, so that a task's ``except Exception`` does not swallow it.
-    """
 
 
 def _async_raise(ident: int, exc_type: type[BaseException] | None) -> None:

@@ -61,9 +61,10 @@ from multiprocessing.connection import wait
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
-from ._base import InitializerFailed, Owned, TransferFailed, cancel_queued
+from .._errors import InitializerFailed
+from ._base import Owned, cancel_queued
 from ._lifecycle import join_or_kill, kill_process_trees, worker_initializer
-from ._outcomes import WorkerDied, describe_exit, idle_exit_level, pack_error, unpack_error
+from ._outcomes import TransferFailed, WorkerDied, describe_exit, idle_exit_level, pack_error, unpack_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable

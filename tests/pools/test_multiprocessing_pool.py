@@ -20,8 +20,8 @@ import pytest
 from graphs import method_node, return_value_link
 
 import aioflow
-from aioflow.pools._multiprocessing import BrokenMultiprocessingPool, _Inbox, _MultiprocessingExecutor
-from aioflow.pools._outcomes import WorkerDied
+from aioflow.pools._multiprocessing import _MultiprocessingExecutor
+from aioflow.pools._outcomes import BrokenMultiprocessingPool, Inbox, WorkerDied
 
 MP_TASKS = Path(__file__).resolve().parent / "mp_tasks.py"
 
@@ -578,7 +578,7 @@ def test_inbox_returns_whole_messages_and_never_waits_for_the_rest() -> None:
     """
     reader, writer = multiprocessing.Pipe(duplex=False)
     try:
-        inbox = _Inbox(reader.fileno())
+        inbox = Inbox(reader.fileno())
         writer.send_bytes(b"one")
         writer.send_bytes(b"two")
         assert inbox.receive() == [b"one", b"two"]
