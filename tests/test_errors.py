@@ -15,13 +15,16 @@ from aioflow import (
     ExecutionError,
     ExecutionTimeoutError,
     GraphError,
+    InitializerFailed,
     IterationLimitError,
     MissingExtraError,
     NodeError,
     OptionError,
+    PoolClosedError,
     PoolError,
     Results,
     TaskInputError,
+    TaskInterrupted,
     TransferError,
     WorkerLostError,
 )
@@ -40,6 +43,8 @@ INSTANCES = [
     WorkerLostError("graph 'g': node 'n' lost its worker process", node_id="n"),
     TransferError("graph 'g': node 'n'", "_thread.lock", "cannot pickle '_thread.lock' object"),
     DependencyError("fit", "ValueError: boom"),
+    PoolClosedError("process"),
+    InitializerFailed("the pool's initializer failed in worker process 42: ValueError('x')"),
 ]
 
 
@@ -68,6 +73,8 @@ def test_every_error_pickles_round_trip(error: AioflowError) -> None:
         (ExecutionTimeoutError, (ExecutionError, TimeoutError)),
         (IterationLimitError, (ExecutionError, RuntimeError)),
         (WorkerLostError, (PoolError, concurrent.futures.BrokenExecutor, concurrent.futures.process.BrokenProcessPool)),
+        (PoolClosedError, (PoolError, RuntimeError)),
+        (InitializerFailed, (PoolError, concurrent.futures.BrokenExecutor)),
     ],
 )
 def test_errors_derive_from_the_matching_stdlib_class(cls: type, bases: tuple[type, ...]) -> None:
@@ -75,6 +82,22 @@ def test_errors_derive_from_the_matching_stdlib_class(cls: type, bases: tuple[ty
     assert issubclass(cls, AioflowError)
     for base in bases:
         assert issubclass(cls, base)
+
+
+def test_task_interrupted_is_not_swallowed_by_except_exception() -> None:
+    """What a thread-pool task receives when it is stopped: outside the Exception tree, as KeyboardInterrupt."""
+    assert issubclass(TaskInterrupted, BaseException)
+    assert not issubclass(TaskInterrupted, Exception)
+    assert TaskInterrupted.__module__ == "aioflow"
+    assert type(pickle.loads(pickle.dumps(TaskInterrupted()))) is TaskInterrupted
+
+
+def test_the_pools_own_the_same_classes() -> None:
+    """aioflow.pools exports InitializerFailed, the thread pool raises TaskInterrupted: aioflow's own classes."""
+    from aioflow.pools._thread import TaskInterrupted as raised_by_the_thread_pool
+
+    assert aioflow.pools.InitializerFailed is InitializerFailed
+    assert raised_by_the_thread_pool is TaskInterrupted
 
 
 def test_messages_follow_one_template() -> None:
@@ -87,6 +110,7 @@ def test_messages_follow_one_template() -> None:
         "pool 'dask' needs the 'distributed' package: pip install 'aioflow[dask]'"
     )
     assert str(GraphError("g", ["a", "b"])) == "graph 'g': 2 problems:\n  - a\n  - b"
+    assert str(PoolClosedError("thread")) == "the 'thread' pool is closed; open a new one with aioflow.open_pool()"
     assert str(NodeError("g", ("s", 1), KeyError("k"), RESULTS)) == "graph 'g': node ('s', 1) failed: KeyError: 'k'"
 
 

@@ -77,6 +77,22 @@ def make_point(x: int = 1, y: int = 2) -> Point:
     return Point(x, y)
 
 
+def _load_elsewhere() -> None:
+    msg = "No module named 'only_in_the_worker'"
+    raise ModuleNotFoundError(msg)
+
+
+class LoadsOnlyInTheWorker:
+    """Pickles in the worker; loading it in the caller fails as for a class the caller cannot import."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _load_elsewhere, ()
+
+
+def make_unloadable() -> LoadsOnlyInTheWorker:
+    return LoadsOnlyInTheWorker()
+
+
 def die_once_at_start(marker: str) -> None:
     """A pool initializer: the first worker to run it SIGKILLs itself, the others start normally."""
     try:
