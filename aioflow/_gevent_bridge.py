@@ -36,6 +36,17 @@ the thread has released its exit latch (a real lock), so no thread outlives
 the call. The caller's hub is made available to the coroutine (and to the
 tasks it creates) through a context variable, `bridge_hub`, which is how a
 ``gevent`` pool created inside the engine finds the hub its tasks run in.
+
+What aioflow changes in a patched process, and when. Nothing at import, nor
+when `is_patched` is asked. When a pool whose tasks run in this process (the
+``thread`` and ``gevent`` pools) starts its executor in a patched process, it
+calls `guard_tasks` once for the process: ``multiprocessing.Pool`` and
+``billiard.Pool`` then refuse to be created *inside a task of those pools*
+(a hang otherwise: `GEVENT_POOL_HANGS`), and a fork made *inside such a task*
+first installs gevent's SIGCHLD handler (a lost child otherwise:
+`install_sigchld_before_fork`). A task runs marked (`mark_task`), so both
+act on aioflow's tasks only: everywhere else, the two classes and ``fork``
+behave as they do without aioflow.
 """
 
 from __future__ import annotations
@@ -53,15 +64,20 @@ if TYPE_CHECKING:
 __all__ = [
     "GEVENT_POOL_HANGS",
     "bridge_hub",
+    "guard_tasks",
     "is_patched",
+    "mark_task",
     "new_bridge_loop",
     "run_in_bridge_thread",
-    "install_sigchld_before_fork",
 ]
 
 T = TypeVar("T")
 
 _BRIDGE_HUB: contextvars.ContextVar[Any] = contextvars.ContextVar("aioflow_gevent_bridge_hub", default=None)
+
+# True in a thread or greenlet that runs the tasks of a ``thread`` or ``gevent`` pool (`mark_task`).
+# Each thread, and each greenlet, has a context of its own, which a new one does not inherit.
+_IN_TASK: contextvars.ContextVar[bool] = contextvars.ContextVar("aioflow_in_task", default=False)
 
 
 #: Why a process pool with handler threads cannot run in a patched process, and what to use instead.
@@ -77,26 +93,52 @@ def is_patched() -> bool:
     """Whether gevent has monkey-patched ``threading`` in this process.
 
     gevent is imported only when something already imported it: an unpatched
-    program never pays for it. When it has, the process pools that hang there
-    are made to fail at once instead (`guard_process_pools`), and gevent's
-    SIGCHLD handler is installed before every fork (`install_sigchld_before_fork`).
+    program never pays for it. Asking changes nothing.
     """
     if sys.modules.get("gevent") is None:  # not imported, or blocked (``sys.modules["gevent"] = None``)
         return False
     from gevent import monkey
 
-    patched = bool(monkey.is_module_patched("threading"))
-    if patched:
-        guard_process_pools()
-        install_sigchld_before_fork()
-    return patched
+    return bool(monkey.is_module_patched("threading"))
+
+
+def mark_task() -> None:
+    """Mark the running thread (or greenlet) as one that runs the tasks of a ``thread`` or ``gevent`` pool.
+
+    Only there do the guards of `guard_tasks` act. The mark lasts as long as
+    the thread or greenlet; those it starts are not marked.
+    """
+    _IN_TASK.set(True)
 
 
 _GUARDED: list[bool] = []
 
 
+def guard_tasks() -> None:
+    """Keep a patched process's tasks from two hangs: call once its tasks may run here (idempotent).
+
+    Called by the ``thread`` and ``gevent`` pools when they start an executor
+    in a patched process; both guards act only in a thread or greenlet marked
+    by `mark_task`:
+
+    - ``multiprocessing.Pool`` and ``billiard.Pool`` refuse to be created
+      there (`guard_process_pools`);
+    - a fork made there first installs gevent's SIGCHLD handler
+      (`install_sigchld_before_fork`).
+
+    Installing them patches the two classes' ``__init__`` and registers an
+    at-fork hook, which cannot be taken back; outside aioflow's tasks both
+    only call through.
+    """
+    if _GUARDED:
+        return
+    _GUARDED.append(True)
+    guard_process_pools()
+    install_sigchld_before_fork()
+
+
 def guard_process_pools() -> None:
-    """Make ``multiprocessing.Pool`` and ``billiard.Pool`` raise at once in a gevent-patched process.
+    """Make ``multiprocessing.Pool`` and ``billiard.Pool`` raise at once when a task creates one in a patched process.
 
     With ``threading`` patched, their handler threads are greenlets, and the
     result handler blocks the whole hub in ``os.read`` on the result pipe:
@@ -107,28 +149,21 @@ def guard_process_pools() -> None:
     gets a `RuntimeError` saying why and what to use instead. The check runs
     when a pool is created, so a process patched with ``thread=False`` (real
     threads: the pools work) is left alone. Thread pools
-    (``multiprocessing.pool.ThreadPool``, billiard's) are never refused.
-
-    Installed once, in a patched process only (by `is_patched`).
+    (``multiprocessing.pool.ThreadPool``, billiard's) are never refused, nor
+    is a pool created outside aioflow's tasks.
     """
-    if _GUARDED:
-        return
-    _GUARDED.append(True)
     import multiprocessing.pool
 
-    _refuse_when_patched(multiprocessing.pool.Pool, "multiprocessing.Pool", multiprocessing.pool.ThreadPool)
+    _refuse_in_tasks(multiprocessing.pool.Pool, "multiprocessing.Pool", multiprocessing.pool.ThreadPool)
     try:
         import billiard.pool
     except ImportError:
         return
-    _refuse_when_patched(billiard.pool.Pool, "billiard.Pool", billiard.pool.ThreadPool)
-
-
-_FORK_HOOK: list[bool] = []
+    _refuse_in_tasks(billiard.pool.Pool, "billiard.Pool", billiard.pool.ThreadPool)
 
 
 def install_sigchld_before_fork() -> None:
-    """Make gevent's SIGCHLD handler be in place before every fork of a gevent-patched process.
+    """Make gevent's SIGCHLD handler be in place before a task of a patched process forks.
 
     gevent's patched ``os.fork`` (``gevent.os.fork_and_watch``) starts a child
     watcher for the new process just after the fork, and the first child
@@ -138,27 +173,25 @@ def install_sigchld_before_fork() -> None:
     never seen, it stays a zombie, and ``os.waitpid`` (``Process.join``) waits
     for ever, and with it the task and the execution. gevent's own
     ``subprocess`` installs the handler before it forks; this hook does the
-    same for every fork (`_install_sigchld_handler`).
-
-    Installed once, in a patched process only (by `is_patched`).
+    same for every fork a task makes (`_install_sigchld_handler`).
     """
-    if _FORK_HOOK:
-        return
-    _FORK_HOOK.append(True)
     os.register_at_fork(before=_install_sigchld_handler)
 
 
 def _install_sigchld_handler() -> None:
-    """Before a fork: install libev's SIGCHLD handler when gevent will watch the child.
+    """Before a fork: in a task, install libev's SIGCHLD handler when gevent will watch the child.
 
-    Only when ``os.fork`` is gevent's watching fork (not with
-    ``GEVENT_NOWAITPID``, nor when ``os`` is left unpatched: a plain child is
-    waited for with the plain ``waitpid``, which libev's handler would
-    preempt), and only with the default loop (the only one child watchers
-    work in: the main thread's). The main thread's hub is made now if it does
-    not exist yet, as ``fork_and_watch`` would make it just after the fork.
-    The handler is process-wide, and installing it again is a no-op.
+    Only in a thread or greenlet marked by `mark_task`; only when ``os.fork``
+    is gevent's watching fork (not with ``GEVENT_NOWAITPID``, nor when ``os``
+    is left unpatched: a plain child is waited for with the plain
+    ``waitpid``, which libev's handler would preempt), and only with the
+    default loop (the only one child watchers work in: the main thread's).
+    The main thread's hub is made now if it does not exist yet, as
+    ``fork_and_watch`` would make it just after the fork. The handler is
+    process-wide, and installing it again is a no-op.
     """
+    if not _IN_TASK.get():
+        return
     gevent_os = sys.modules.get("gevent.os")
     if gevent_os is None or "waitpid" not in getattr(gevent_os, "__implements__", ()):
         return
@@ -177,12 +210,12 @@ def _install_sigchld_handler() -> None:
         loop.install_sigchld()
 
 
-def _refuse_when_patched(cls: type, what: str, spared: type) -> None:
+def _refuse_in_tasks(cls: type, what: str, spared: type) -> None:
     original: Callable[..., None] = cls.__dict__["__init__"]
 
     @functools.wraps(original)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        if not isinstance(self, spared) and kwargs.get("threads", True) and is_patched():
+        if _IN_TASK.get() and not isinstance(self, spared) and kwargs.get("threads", True) and is_patched():
             # multiprocessing's Pool.__del__ reads _state: a refused pool is not running.
             self._state = "CLOSE"
             raise RuntimeError(GEVENT_POOL_HANGS.format(what=what))
@@ -331,6 +364,3 @@ def _destroy_own_hub() -> None:
     hub = get_hub_if_exists()
     if hub is not None:
         hub.destroy(destroy_loop=True)
-
-
-is_patched()  # a process patched before aioflow was imported gets its guards now

@@ -38,6 +38,10 @@ kills the running greenlets (``Greenlet.kill``: a ``GreenletExit`` raised at
 their next switch) and waits up to `KILL_GRACE` seconds for them. A thread
 other than the hub's waits for these hub-side steps on a real lock, never on
 a gevent primitive (those can only be waited on in their hub's thread).
+
+A task runs guarded from two hangs (`aioflow._gevent_bridge.guard_tasks`):
+a ``multiprocessing.Pool`` or ``billiard.Pool`` it creates is refused, and
+a process it forks is watched from the start.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .._errors import AioflowError, MissingExtraError, OptionError, PoolError
+from .._gevent_bridge import bridge_hub, guard_tasks, is_patched, mark_task
 from ._base import Pool, PoolOptions
 
 __all__ = ["DEFAULT_MAX_WORKERS", "KILL_GRACE", "GeventPool"]
@@ -190,6 +195,7 @@ class _GeventExecutor(concurrent.futures.Executor):
         future's lock) returns nothing, and `_ended` fails the call.
         """
         current = self._gevent.getcurrent()
+        mark_task()  # what `guard_tasks` guards
         try:
             if future.set_running_or_notify_cancel():
                 try:
@@ -303,8 +309,6 @@ class GeventPool(Pool):
 
     def _validate(self, options: PoolOptions) -> None:
         _import_gevent()
-        from .._gevent_bridge import is_patched
-
         if not is_patched():
             msg = (
                 "the 'gevent' pool needs a gevent-patched process: call "
@@ -322,6 +326,7 @@ class GeventPool(Pool):
         return DEFAULT_MAX_WORKERS
 
     def _create_executor(self) -> concurrent.futures.Executor:
+        guard_tasks()  # the tasks' own process pools refused, their forks watched
         executor = _GeventExecutor(self._hub, self.capacity)
         if executor._in_hub_thread():
             _check_loop_yields_to_hub()
@@ -347,8 +352,6 @@ def _find_hub() -> Any:
     import threading
 
     import gevent
-
-    from .._gevent_bridge import bridge_hub
 
     hub = bridge_hub()
     if hub is not None:

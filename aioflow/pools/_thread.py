@@ -27,7 +27,8 @@ in a C call while the abort waits in another OS thread) is abandoned after
 `INTERRUPT_GRACE`, with the same warning; a C call that blocks the hub of
 the aborting thread holds up the abort itself (and any timeout) until it
 returns. Whether the threads are greenlets is decided once per executor: an
-unpatched process runs exactly the code above, at the same cost.
+unpatched process runs exactly the code above, at the same cost. A patched
+process's tasks are guarded from two hangs (`aioflow._gevent_bridge.guard_tasks`).
 
 Why our own executor rather than `concurrent.futures.ThreadPoolExecutor`:
 its threads are joined at interpreter exit, so one task stuck in a C call
@@ -135,7 +136,7 @@ class _ThreadExecutor(concurrent.futures.Executor):
         self._interrupted: set[int] = set()  # threads sent a TaskInterrupted
         self._running_changed = threading.Condition(threading.Lock())
         # Decided once: are our threads greenlets (gevent-patched threading)?
-        from .._gevent_bridge import is_patched
+        from .._gevent_bridge import guard_tasks, is_patched
 
         self._green = is_patched()
         #: What `ThreadPool.bind` wraps tasks with: `run_owned`, or `run_owned_green`.
@@ -143,6 +144,8 @@ class _ThreadExecutor(concurrent.futures.Executor):
         if self._green:
             import gevent
             from gevent import monkey
+
+            guard_tasks()  # the tasks' own process pools refused, their forks watched
 
             self._getcurrent: Callable[[], Any] = gevent.getcurrent
             self._get_hub: Callable[[], Any] = gevent.get_hub
@@ -231,6 +234,10 @@ class _ThreadExecutor(concurrent.futures.Executor):
                 future.set_exception(self._broken_error())
 
     def _work(self) -> None:
+        if self._green:
+            from .._gevent_bridge import mark_task
+
+            mark_task()  # what `guard_tasks` guards
         if self._initializer is not None:
             try:
                 self._initializer(*self._initargs)

@@ -68,7 +68,7 @@ def nap_ignoring_interrupt(seconds: float = 3600.0, name: str = "", then: float 
 
     A task that does not stop when interrupted: the thread pool gives up on it.
     """
-    from aioflow.pools._thread import TaskInterrupted
+    from aioflow import TaskInterrupted
 
     try:
         gevent.sleep(seconds)

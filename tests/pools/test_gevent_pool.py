@@ -806,7 +806,7 @@ def test_thread_pool_abort_from_another_os_thread_kills_in_the_hub(tmp_path: Pat
         THREAD_POOL_STOPPING
         + """
 from gevent import monkey
-from aioflow.pools._thread import TaskInterrupted
+from aioflow import TaskInterrupted
 
 real_ident = monkey.get_original("_thread", "get_ident")
 seen = []
@@ -949,6 +949,76 @@ def test_guard_when_aioflow_is_imported_before_patching(tmp_path: Path) -> None:
         patched=False,
     )
     assert lines[-1] == "RuntimeError True"
+
+
+def test_nothing_is_changed_until_a_pool_runs_tasks_in_the_process(tmp_path: Path) -> None:
+    """import aioflow and is_patched() patch no class and register no at-fork hook; the first gevent pool does, once."""
+    lines = run_script(
+        tmp_path,
+        """
+        from gevent import monkey
+        monkey.patch_all()
+        import os
+        import multiprocessing.pool
+        import billiard.pool
+
+        hooks = []
+        register_at_fork = os.register_at_fork
+
+
+        def recording(**hook):
+            hooks.append(sorted(hook))
+            register_at_fork(**hook)
+
+
+        os.register_at_fork = recording
+        originals = multiprocessing.pool.Pool.__init__, billiard.pool.Pool.__init__
+
+        import aioflow
+        from aioflow._gevent_bridge import is_patched
+        from graphs import method_node
+
+
+        def unchanged():
+            return (multiprocessing.pool.Pool.__init__, billiard.pool.Pool.__init__) == originals
+
+
+        print(is_patched(), aioflow.pools.default_pool_type(), unchanged(), hooks)
+        graph = {"nodes": [method_node("a", "tasks.inc", x=1)]}
+        for _ in range(2):
+            aioflow.execute_graph(graph, pool_type="gevent")
+        print(unchanged(), hooks)
+        """,
+        patched=False,
+    )
+    assert lines == ["True gevent True []", "False [['before']]"]
+
+
+@pytest.mark.parametrize("pool", ["gevent", "thread"])
+def test_process_pools_created_outside_the_tasks_are_left_alone(tmp_path: Path, pool: str) -> None:
+    """Guards installed, a pool created outside aioflow's tasks is the library's own: checked in its own words, not refused.
+
+    (Invalid sizes, so that they fail before anything starts: such a pool would hang here.)
+    """
+    lines = run_script(
+        tmp_path,
+        f"""
+        import multiprocessing.pool
+        import billiard.pool
+
+        print(aioflow.execute_graph({{"nodes": [method_node("a", "tasks.inc", x=1)]}}, pool_type={pool!r})["return_value"])
+        for make in (lambda: multiprocessing.pool.Pool(processes=0), lambda: billiard.pool.Pool(processes=-1)):
+            try:
+                make()
+            except Exception as exc:
+                print(type(exc).__name__, exc)
+        """,
+    )
+    assert lines == [
+        "2",
+        "ValueError Number of processes must be at least 1",
+        "ValueError Number of processes must be at least 0",
+    ]
 
 
 def test_thread_pools_of_multiprocessing_still_work_when_patched(tmp_path: Path) -> None:
