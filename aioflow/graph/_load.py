@@ -10,6 +10,10 @@ The pipeline follows the graph format spec §1.5, one module for each step:
    what needs the whole graph (`_build`);
 4. apply ``inputs=`` (§6.5, `_inputs`).
 
+The cyclic garbage collector is paused while these steps run (`_collector`);
+finding the ``root_module`` package, which runs code of the caller's, is not
+one of them.
+
 Problems are collected, not raised one by one (`_report`): a `GraphError`
 lists every problem found. Whatever a document holds, loading ends in a
 `Graph` or a `GraphError`: what would let a document take unbounded time,
@@ -20,7 +24,6 @@ Imports: the modules of the steps above, `_model`, and `aioflow._errors`.
 
 from __future__ import annotations
 
-import gc
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import GraphError
 from ._build import build_graph
+from ._collector import COLLECTOR_PAUSE
 from ._inputs import apply_inputs
 from ._model import Graph
 from ._read import _base_dir, _looks_like_json, _read_source, _source_name
@@ -71,30 +75,25 @@ def load_graph(
         GraphError: the source cannot be read, or the graph is not valid. The
             message lists every problem found.
     """
-    # Loading allocates millions of small containers and frees almost none:
-    # the cyclic garbage collector would rescan them again and again (most of
-    # the time on large graphs) and find nothing to collect.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        return _load_graph(source, inputs, representation, root_dir, root_module)
+        # Outside the pause: finding root_module imports its package, which
+        # runs code of the caller's and allocates little.
+        base_dir = _base_dir(root_dir, root_module)
+        with COLLECTOR_PAUSE:
+            return _load_graph(source, inputs, representation, base_dir, root_module)
     except RecursionError as exc:
         # Values and subgraphs are bounded before anything recurses on them;
         # this is the net for a caller whose own stack was already nearly full.
         raise GraphError(_source_name(source), ["too deeply nested to load (Python's recursion limit)"]) from exc
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 def _load_graph(
     source: Any,
     inputs: Sequence[Mapping[str, Any]] | None,
     representation: str | None,
-    root_dir: str | os.PathLike[str] | None,
+    base_dir: Path | None,
     root_module: str | None,
 ) -> Graph:
-    base_dir = _base_dir(root_dir, root_module)
     if isinstance(source, Graph):
         graph = source
     else:
