@@ -4,12 +4,12 @@ Actors and who owns what:
 
 - `_MultiprocessingExecutor` (parent process) owns the futures it handed
   out (``_jobs``: job id -> `_Job`) and one *generation*, a `_Generation`:
-  a `multiprocessing.Pool` (`_Pool`) with its stop flag. ``submit`` sends
+  a `multiprocessing.Pool` (`aioflow.pools._mp_internals.PipedPool`) with its stop flag. ``submit`` sends
   ``_call_in_worker(job_id, sealed call)`` with ``apply_async``: the
   stdlib's task thread pickles it into the pool's task queue, and one of the
   pool's workers takes it. ``_lock`` guards ``_jobs``, ``_state`` and the
   generations.
-- Every *worker* has a pipe of its own to the executor (`_Pool.Process`
+- Every *worker* has a pipe of its own to the executor (`PipedPool.Process`
   makes it, with a shared *state cell*, before the stdlib starts the
   worker). On it the worker says ``ready`` once its initializer has run,
   ``start`` with the job id before it runs a call, then the call's outcome
@@ -32,10 +32,10 @@ depends on where the worker died, which its state cell tells:
 
 - anywhere but in the task queue's read (running a call, waiting for one,
   starting up): it held no lock and took no call it did not report. (It
-  waits for a task without the queue's read lock, `_TaskQueue.get`; it
+  waits for a task without the queue's read lock, ``_TaskQueue.get``; it
   writes its marker in one ``write`` of less than ``PIPE_BUF`` bytes, which
-  the kernel does all at once, `_ResultQueue.put`.)
-- in the read (``_TAKING``, from taking the queue's read lock until the call
+  the kernel does all at once, ``_ResultQueue.put``.)
+- in the read (``TAKING``, from taking the queue's read lock until the call
   it read is reported): it may hold the lock, may have left half a task in
   the pipe, or may have taken a call nobody will ever run. That generation
   is *retired*: its stop flag goes up (a worker that picks up a call from
@@ -71,7 +71,7 @@ skips the call), stops the pool's worker thread (else every killed worker
 is replaced at once, by one the kill misses), kills every worker with the
 processes its task started (`kill_process_trees`), frees the result queue's
 write lock, terminates the pool, then joins the watcher. A worker killed in
-the middle of reading a task leaves a pipe out of step: `_Pool` terminates
+the middle of reading a task leaves a pipe out of step: `PipedPool` terminates
 whatever the pipes hold (see there), and no error of the stop escapes.
 
 Worker processes ignore SIGINT and exit with the owning process (see
@@ -82,14 +82,12 @@ cancelling its future (before a worker reported ``start``) only stops the
 caller from waiting, the call still runs unless the stop flag is up
 (``shutdown(cancel_futures=True)``, an abort). On a pool shared by several
 executions, stopping one of them while others run lets its running calls
-finish in the background (`Pool._abort_owner`'s default). The pool's
-internals this module reads and overrides, present in every CPython 3.8+:
-``Pool.Process`` (called as ``self.Process(ctx, target=, args=)``),
-``Pool._pool`` (the worker list, appended to right after each start),
-``Pool._cache``, ``Pool._worker_handler``, ``Pool._change_notifier``,
-``Pool._outqueue``, ``Pool._setup_queues``, ``Pool._help_stuff_finish``,
-``Pool._terminate_pool``, and ``SimpleQueue``'s ``_reader``, ``_writer``,
-``_rlock`` and ``_wlock``.
+finish in the background (`Pool._abort_owner`'s default).
+
+Versions. The pool's internals this module relies on are overridden and
+read in one place, `aioflow.pools._mp_internals`, which lists them and the
+CPython versions it was written for; opening a ``multiprocessing`` pool on
+another version raises a `PoolError` that says so.
 """
 
 from __future__ import annotations
@@ -98,7 +96,6 @@ import collections
 import concurrent.futures
 import contextlib
 import ctypes
-import functools
 import itertools
 import logging
 import multiprocessing
@@ -109,18 +106,17 @@ import multiprocessing.queues
 import multiprocessing.util
 import os
 import pickle
-import select
 import threading
 import time
 import traceback
-import weakref
 from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError
 from ._base import Pool, PoolOptions, settle
-from ._lifecycle import kill_process_trees, worker_initializer
+from ._lifecycle import worker_initializer
+from ._mp_internals import IDLE, TAKING, NonDaemonicPipedPool, PipedPool, check_supported, weak_call
 from ._outcomes import (
     BrokenMultiprocessingPool,
     Inbox,
@@ -153,26 +149,8 @@ _STARTUP_DEATHS = 5
 #: Seconds the watcher waits for the pool to reap a dead worker before it reads the exit code itself.
 _REAP_GRACE = 2.0
 
-#: Seconds a stop waits for each of the pool's threads and workers (only a stuck one reaches it).
-_THREAD_GRACE = 10.0
-
-#: Seconds a stop waits for a queue lock before it takes the holder for a dead worker.
-_LOCK_GRACE = 0.5
-
 #: Seconds between two looks at a closing pool's worker thread, which ends without telling anyone.
 _CLOSE_POLL = 0.02
-
-#: Longest wait between two reads while the task pipe is drained.
-_DRAIN_WAIT = 0.05
-
-#: ``multiprocessing.pool.TERMINATE``: the state that ends each of the pool's threads.
-_TERMINATE = "TERMINATE"
-
-#: The largest message (its 4-byte length included) a pipe takes in one indivisible write.
-_ATOMIC_WRITE = select.PIPE_BUF
-
-#: A worker's state cell: ``_TAKING`` from taking the task queue's read lock until the call it read is reported.
-_IDLE, _TAKING = 0, 1
 
 
 # --------------------------------------------------------------------------- worker side
@@ -183,7 +161,7 @@ class _WorkerLink:
     """What a worker process needs to report to its executor (module global in each worker)."""
 
     conn: multiprocessing.connection.Connection  # this worker's own pipe to the executor
-    state: Any  # this worker's shared c_int: _IDLE or _TAKING
+    state: Any  # this worker's shared c_int: IDLE or TAKING (`aioflow.pools._mp_internals`)
     stop: Any  # the generation's shared c_bool: calls picked up after it is set are skipped
     daemonic: bool
 
@@ -220,7 +198,7 @@ def _pool_initializer(
 ) -> None:
     """Run in each new worker: ignore SIGINT, watch the owner, run the user's initializer, say ``ready``.
 
-    ``conn`` and ``state`` are this worker's own (`_Pool.Process` adds them).
+    ``conn`` and ``state`` are this worker's own (`PipedPool.Process` adds them).
     """
     global _LINK
     link = _LINK = _WorkerLink(conn, state, stop, daemonic)
@@ -252,7 +230,7 @@ def _call_in_worker(job_id: int, sealed: bytes) -> None:
     """
     link = _link()
     _send(link, ("start", job_id))
-    link.state.value = _IDLE
+    link.state.value = IDLE
     if link.stop.value:
         _send(link, ("skipped", job_id))
         return
@@ -299,89 +277,6 @@ class _Sealed:
         return bytes, (bytes(ForkingPickler.dumps((self.fn, self.args, self.kwargs))),)
 
 
-class _TaskQueue(multiprocessing.queues.SimpleQueue[Any]):
-    """The pool's task queue, read by a worker that holds its read lock only while a task is there.
-
-    The stdlib's worker blocks in its read while it holds the lock: killed
-    then, it leaves the lock taken and every other worker waits forever. Here
-    a worker waits for data without the lock, and its state cell says
-    ``_TAKING`` from before it takes the lock until its call is reported
-    (`_call_in_worker`).
-    """
-
-    def get(self) -> Any:
-        state = _link().state
-        reader: multiprocessing.connection.Connection = self._reader  # type: ignore[attr-defined]
-        while True:
-            reader.poll(None)
-            state.value = _TAKING
-            with self._rlock:  # type: ignore[attr-defined]
-                if reader.poll():
-                    data = reader.recv_bytes()
-                    break
-            state.value = _IDLE  # another worker took it
-        return ForkingPickler.loads(data)
-
-
-class _ResultQueue(multiprocessing.queues.SimpleQueue[Any]):
-    """The pool's result queue, written without its lock when a message fits in one indivisible write.
-
-    The markers `_call_in_worker` leaves always do: a worker killed around
-    the write neither holds the lock nor leaves half a message.
-    """
-
-    def put(self, obj: Any) -> None:
-        data = ForkingPickler.dumps(obj)
-        writer: multiprocessing.connection.Connection = self._writer  # type: ignore[attr-defined]
-        if len(data) + 4 <= _ATOMIC_WRITE:
-            writer.send_bytes(data)
-        else:
-            with self._wlock:  # type: ignore[attr-defined]
-                writer.send_bytes(data)
-
-
-# --------------------------------------------------------------------------- non-daemonic workers
-
-
-class _NonDaemonic:
-    """Mixin: ``daemon`` is always False, whatever the pool assigns.
-
-    `multiprocessing.Pool` sets ``worker.daemon = True`` on every worker, and a
-    daemonic process may not start children. Ignoring the assignment leaves
-    the worker's ``_config`` without the ``daemon`` flag, so that tasks can
-    start processes and pools of their own.
-    """
-
-    @property
-    def daemon(self) -> bool:
-        return False
-
-    @daemon.setter
-    def daemon(self, value: bool) -> None:
-        pass
-
-
-# Module-level classes, one per start method: spawn and forkserver pickle the
-# process object by its class's qualified name.
-class _NonDaemonicForkProcess(_NonDaemonic, multiprocessing.context.ForkProcess):
-    pass
-
-
-class _NonDaemonicSpawnProcess(_NonDaemonic, multiprocessing.context.SpawnProcess):
-    pass
-
-
-class _NonDaemonicForkServerProcess(_NonDaemonic, multiprocessing.context.ForkServerProcess):
-    pass
-
-
-_NON_DAEMONIC: dict[str, type[multiprocessing.process.BaseProcess]] = {
-    "fork": _NonDaemonicForkProcess,
-    "spawn": _NonDaemonicSpawnProcess,
-    "forkserver": _NonDaemonicForkServerProcess,
-}
-
-
 class _Worker:
     """A worker process as the watcher sees it: its pipe, its state cell, and the call it reported."""
 
@@ -404,136 +299,6 @@ class _Worker:
         self.clean = False  # it said ``bye``
 
 
-class _WorkerList(list[Any]):
-    """``Pool._pool``, which tells who asks each worker the pool appends to it, right after it started."""
-
-    def __init__(self, on_append: Callable[[Any], None]) -> None:
-        super().__init__()
-        self._on_append = on_append
-
-    def append(self, process: Any) -> None:
-        super().append(process)
-        self._on_append(process)
-
-
-class _Pool(multiprocessing.pool.Pool):
-    """A `multiprocessing.Pool` whose workers report on pipes of their own, and that stops cleanly whatever its killed workers left in its pipes.
-
-    Each worker gets its own pipe and state cell (`Process`); once it has
-    started, ``on_started(process, reader, state)`` is called, in the thread
-    that started it. The queues are `_TaskQueue` and `_ResultQueue`.
-
-    Stopping. Both queues are pipes of length-prefixed pickles. A worker
-    killed in the middle of reading a task leaves the rest of that message in
-    the task pipe: the stdlib's ``terminate`` unpickles what is left in the
-    task pipe and raises (``EOFError: Ran out of input``), after which it
-    never stops the pool's threads. Here:
-
-    - ``terminate`` drains the task pipe as raw bytes (`_drain_raw`), never
-      unpickling them; it runs once every worker is dead (`_kill_and_terminate`);
-    - a result that cannot be read ends the result thread, as the end of the
-      pipe does, and reports it (``on_results_lost``) instead of raising there;
-    - ``terminate`` waits for each thread and worker a bounded time, and ends
-      the result thread, even one stuck in the middle of a message, by
-      closing the result pipe's last write end (the workers' closed with them).
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        on_results_lost: Callable[[str], None],
-        on_started: Callable[[Any, multiprocessing.connection.Connection, Any], None],
-        **kwargs: Any,
-    ) -> None:
-        # Pool.__init__ starts the first workers: what they need comes first.
-        self._on_results_lost = on_results_lost
-        self._on_started = on_started
-        self._starting: dict[Any, tuple[Any, ...]] = {}
-        super().__init__(*args, **kwargs)
-
-    def Process(self, ctx: Any, *args: Any, **kwds: Any) -> Any:  # type: ignore[override]
-        """Called by the pool for each new worker: give it a pipe and a state cell of its own."""
-        reader, writer = ctx.Pipe(duplex=False)
-        state = ctx.RawValue(ctypes.c_int, _IDLE)
-        inqueue, outqueue, initializer, initargs, *rest = kwds["args"]
-        kwds["args"] = (inqueue, outqueue, initializer, (*initargs, writer, state), *rest)
-        process = self._new_process(ctx, *args, **kwds)
-        self._starting[process] = (reader, writer, state)
-        return process
-
-    @staticmethod
-    def _new_process(ctx: Any, *args: Any, **kwds: Any) -> Any:
-        return ctx.Process(*args, **kwds)
-
-    def _started(self, process: Any) -> None:
-        reader, writer, state = self._starting.pop(process)
-        writer.close()  # the worker has its own: the pipe ends with it
-        self._on_started(process, reader, state)
-
-    def _setup_queues(self) -> None:
-        # Pool.__init__ calls it right after it made the worker list: the one place to replace both.
-        # Weakly: the pool's exit hook holds the list until the pool is collected.
-        self._pool = _WorkerList(_weak_call(self._started))
-        ctx = self._ctx  # type: ignore[attr-defined]
-        self._inqueue = _TaskQueue(ctx=ctx)
-        self._outqueue = _ResultQueue(ctx=ctx)
-        self._quick_put = self._inqueue._writer.send  # type: ignore[attr-defined]
-        self._quick_get = functools.partial(_receive_result, self._outqueue._reader, self._on_results_lost)  # type: ignore[attr-defined]
-
-    @staticmethod
-    def _help_stuff_finish(inqueue: Any, task_handler: Any, size: int) -> None:
-        _drain_raw(inqueue._reader, task_handler)
-
-    @classmethod
-    def _terminate_pool(
-        cls,
-        taskqueue: Any,
-        inqueue: Any,
-        outqueue: Any,
-        pool: list[Any],
-        change_notifier: Any,
-        worker_handler: Any,
-        task_handler: Any,
-        result_handler: Any,
-        cache: Any,
-    ) -> None:
-        # The stdlib's steps, in its order, with bounded waits and no assertion
-        # that the result thread is alive (a garbled result may have ended it).
-        current = threading.current_thread()
-        worker_handler._state = _TERMINATE
-        task_handler._state = _TERMINATE
-        change_notifier.put(None)
-        cls._help_stuff_finish(inqueue, task_handler, len(pool))
-        result_handler._state = _TERMINATE
-        change_notifier.put(None)
-        with contextlib.suppress(OSError):
-            outqueue.put(None)  # the result thread's end marker
-        _join_thread(worker_handler, current)
-        for worker in pool:
-            if worker.exitcode is None:
-                worker.terminate()
-        _join_thread(task_handler, current)
-        # Nothing writes results any more. Closing the last write end (the
-        # workers' closed when they died) lets the result thread read what
-        # the pipe holds, then the end of the pipe: it ends even when stuck
-        # in the middle of a message.
-        outqueue._writer.close()
-        _join_thread(result_handler, current)
-        for worker in pool:
-            worker.join(_THREAD_GRACE)
-            if worker.exitcode is None:
-                worker.kill()
-                worker.join(_THREAD_GRACE)
-
-
-class _NonDaemonicPool(_Pool):
-    """A `_Pool` whose workers are not daemonic."""
-
-    @staticmethod
-    def _new_process(ctx: Any, *args: Any, **kwds: Any) -> Any:
-        return _NON_DAEMONIC[ctx.get_start_method()](*args, **kwds)
-
-
 # --------------------------------------------------------------------------- parent side
 
 
@@ -547,7 +312,7 @@ class _Generation:
 
     def __init__(self, context: multiprocessing.context.BaseContext) -> None:
         self.stop: Any = context.RawValue(ctypes.c_bool, False)
-        self.pool: _Pool  # set by the executor, right after
+        self.pool: PipedPool  # set by the executor, right after
         self.retired = False
         self.closed = False  # takes no more calls; its workers exit once the last is done
         self.results_lost: str | None = None  # why its result pipe can no longer be read
@@ -565,7 +330,7 @@ class _Generation:
             if self.ended.is_set():
                 return
             try:
-                _kill_and_terminate(self.pool, self.stop)
+                _stop_at_exit(self.pool, self.stop)
             except Exception:
                 # Nothing may stop the stop (the watcher runs it).
                 logger.exception("stopping the multiprocessing pool failed")
@@ -580,15 +345,7 @@ class _Generation:
         died, which will never come. Forgetting them lets it send each worker
         its end marker.
         """
-        cache = self.pool._cache  # type: ignore[attr-defined]
-        for key in list(cache):
-            with contextlib.suppress(KeyError):
-                del cache[key]
-
-    def replacing(self) -> bool:
-        """Whether the pool's worker thread runs: it may still start a worker."""
-        handler = _private(self.pool, "_worker_handler")
-        return handler is not None and bool(handler.is_alive())
+        self.pool.forget_calls()
 
     def join(self) -> None:
         """Join the closed pool, whose workers have exited and whose worker thread has ended."""
@@ -686,7 +443,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
 
     def _start_generation(self) -> _Generation:
         generation = _Generation(self._context)
-        pool_cls = _Pool if self._daemonic else _NonDaemonicPool
+        pool_cls = PipedPool if self._daemonic else NonDaemonicPipedPool
         generation.pool = pool_cls(
             processes=self._processes,
             initializer=_pool_initializer,
@@ -696,8 +453,8 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             # Weakly: the pool outlives nothing it does not need to. A strong
             # reference (pool -> executor) plus the exit hook's (registry ->
             # pool) would keep both, and every pipe, alive until exit.
-            on_results_lost=_weak_call(self._on_results_lost, generation),
-            on_started=_weak_call(self._on_started, generation),
+            on_results_lost=weak_call(self._on_results_lost, generation),
+            on_started=weak_call(self._on_started, generation),
         )
         # Priority 16: before the pool's own exit hook (15).
         generation.exit_hook = multiprocessing.util.Finalize(
@@ -716,7 +473,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             generation = self._generation = self._start_generation()
         job.generation = generation
         generation.pool.apply_async(
-            _call_in_worker, (job_id, job.call), error_callback=_weak_call(self._on_error, job_id, generation)
+            _call_in_worker, (job_id, job.call), error_callback=weak_call(self._on_error, job_id, generation)
         )
 
     # ------------------------------------------------------------ stopping
@@ -928,7 +685,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 when,
                 describe_exit(pid, exitcode),
             )
-        if worker.state.value == _TAKING:
+        if worker.state.value == TAKING:
             self._retire(
                 generation, f"worker process {pid} of the multiprocessing pool died while it took a call from its queue"
             )
@@ -945,9 +702,8 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
         # one exit status race (a forkserver worker's status is read from a
         # pipe, once). A retired pool's thread is stopped: then it is ours.
         pool = worker.generation.pool
-        handler = _private(pool, "_worker_handler")
         deadline = time.monotonic() + _REAP_GRACE
-        while worker.process in _workers(pool) and handler.is_alive() and time.monotonic() < deadline:
+        while worker.process in pool.workers() and pool.replacing() and time.monotonic() < deadline:
             time.sleep(0.01)
         return worker.process.exitcode
 
@@ -961,7 +717,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 self._generation = None
         logger.warning("%s; the calls no worker of that pool had started go to a new one", reason)
         generation.stop.value = True
-        _stop_replacing_workers(generation.pool)
+        generation.pool.stop_replacing()
         # Each worker reports ``start`` before it reads the flag: every call
         # that will run in this generation has its ``start`` in a pipe now.
         self._take_arrivals()
@@ -1020,7 +776,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
             else:
                 generation.let_go()
                 self._take_arrivals()
-                if generation.replacing() or any(w.generation is generation for w in self._watched):
+                if generation.pool.replacing() or any(w.generation is generation for w in self._watched):
                     continue
                 generation.join()
             with self._lock:
@@ -1043,40 +799,16 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
         _fail_all(jobs, f"{reason}; the pool was stopped before the call finished")
 
 
-def _weak_call(method: Callable[..., None], *args: Any) -> Callable[..., None]:
-    """``method(*args, ...)``, called only while its object is alive."""
-    ref = weakref.WeakMethod(method)
+def _stop_at_exit(pool: PipedPool, stop_flag: Any) -> None:
+    """Stop a pool: its workers skip the calls they pick up from now on, and are killed with their trees.
 
-    def call(*more: Any) -> None:
-        bound = ref()
-        if bound is not None:
-            bound(*args, *more)
-
-    return call
-
-
-def _kill_and_terminate(pool: multiprocessing.pool.Pool, stop_flag: Any) -> None:
-    """Kill every worker tree, free the queue locks the dead may hold, terminate ``pool``."""
-    stop_flag.value = True
-    # First no more replacements, then the kill: the set of workers is final.
-    _stop_replacing_workers(pool)
-    kill_process_trees(sorted(p.pid for p in _workers(pool) if p.pid is not None))
-    # A worker killed while sending a large result holds the result queue's
-    # write lock, which the pool's threads take to send their end markers. (A
-    # worker waiting for a task holds the task queue's read lock: _Pool's
-    # terminate does not take it.)
-    _free_lock(_private(pool, "_outqueue", "_wlock"))
-    pool.terminate()
-
-
-def _stop_at_exit(pool: multiprocessing.pool.Pool, stop_flag: Any) -> None:
-    """At interpreter exit, stop a pool nobody stopped (the program was interrupted mid-shutdown).
-
-    Runs before `multiprocessing.Pool`'s own exit hook, which would only
-    SIGTERM the workers and leave the processes their tasks started running.
-    Cancelled once the pool is terminated or joined.
+    Also run at interpreter exit, for a pool nobody stopped (the program was
+    interrupted mid-shutdown): before `multiprocessing.Pool`'s own exit hook,
+    which would only SIGTERM the workers and leave the processes their tasks
+    started running. That hook is cancelled once the pool is terminated or joined.
     """
-    _kill_and_terminate(pool, stop_flag)
+    stop_flag.value = True
+    pool.kill_and_terminate()
 
 
 def _fail_all(jobs: list[_Job], msg: str) -> None:
@@ -1084,90 +816,6 @@ def _fail_all(jobs: list[_Job], msg: str) -> None:
     # (as concurrent.futures.ProcessPoolExecutor does when it breaks).
     for job in jobs:
         settle(job.future, error=BrokenMultiprocessingPool(msg))
-
-
-def _workers(pool: multiprocessing.pool.Pool) -> list[multiprocessing.process.BaseProcess]:
-    # ``Pool._pool``, the list of worker processes, on every CPython 3.
-    return list(getattr(pool, "_pool", None) or [])
-
-
-def _private(obj: object, *names: str) -> Any:
-    for name in names:
-        obj = getattr(obj, name, None)
-        if obj is None:
-            return None
-    return obj
-
-
-def _stop_replacing_workers(pool: multiprocessing.pool.Pool) -> None:
-    """Stop the pool's worker thread, which replaces every worker that exits, and wait for it.
-
-    Killing workers while it runs only makes it start new ones, which the
-    kill misses and which would read the pipes while they are drained.
-    """
-    handler = _private(pool, "_worker_handler")
-    notifier = _private(pool, "_change_notifier")
-    if handler is None or notifier is None:
-        return
-    handler._state = _TERMINATE
-    notifier.put(None)  # wakes it
-    _join_thread(handler, threading.current_thread())
-
-
-def _free_lock(lock: Any) -> None:
-    """Make ``lock`` free, even if a worker that died holding it left it taken.
-
-    Our own threads hold it only for one short write: a lock still taken
-    after the grace belongs to a dead worker, and a multiprocessing lock may
-    be released by another process.
-    """
-    if lock is not None:
-        lock.acquire(True, _LOCK_GRACE)
-        lock.release()
-
-
-def _drain_raw(reader: multiprocessing.connection.Connection, task_handler: threading.Thread) -> None:
-    """Discard what the task pipe holds, as raw bytes, until the task thread has ended.
-
-    The task thread may be blocked writing to a full pipe, and ends once it
-    has sent its end markers. Called when every worker is dead: nobody else
-    reads the pipe. Unpickling what is left would fail on a message a killed
-    worker half read.
-    """
-    deadline = time.monotonic() + _THREAD_GRACE
-    fd = reader.fileno()
-    while task_handler.is_alive() and time.monotonic() < deadline:
-        if multiprocessing.connection.wait([reader], _DRAIN_WAIT):
-            try:
-                os.read(fd, 1 << 16)
-            except OSError:
-                return
-
-
-def _receive_result(reader: multiprocessing.connection.Connection, on_lost: Callable[[str], None]) -> Any:
-    """The result thread's read: one marker; a message that cannot be read ends the thread.
-
-    ``EOFError`` and ``OSError`` end the stdlib's result thread quietly; any
-    other error there (a garbled message) would kill it with a traceback. The
-    pipe is out of step from then on, so the executor is told: the results
-    themselves travel on the workers' own pipes, but the stdlib pool can no
-    longer keep its books.
-    """
-    try:
-        return reader.recv()
-    except (EOFError, OSError):
-        raise
-    except Exception as exc:
-        on_lost(f"the multiprocessing pool's result queue could not be read ({type(exc).__name__}: {exc})")
-        raise EOFError from exc
-
-
-def _join_thread(thread: Any, current: threading.Thread) -> None:
-    if thread is current:
-        return
-    thread.join(_THREAD_GRACE)
-    if thread.is_alive():
-        logger.warning("the multiprocessing pool's %s thread did not end; leaving it (a daemon thread)", thread.name)
 
 
 # --------------------------------------------------------------------------- the pools
@@ -1195,6 +843,7 @@ class MultiprocessingPool(Pool):
     _daemonic: ClassVar[bool] = True
 
     def _validate(self, options: PoolOptions) -> None:
+        check_supported(self.name)
         unknown = set(options.extra) - set(_EXTRA_KEYS)
         if unknown:
             raise OptionError("pool_options", f"a dict with keys among {', '.join(_EXTRA_KEYS)}", options.extra)

@@ -116,13 +116,13 @@ def die_holding_the_task_lock() -> None:
     """
     import sys
 
-    from aioflow.pools import _multiprocessing
+    from aioflow.pools import _mp_internals, _multiprocessing
 
     frame = sys._getframe()
     while frame.f_code.co_name != "worker" or "inqueue" not in frame.f_locals:
         assert frame.f_back is not None, "not called from a multiprocessing.Pool worker"
         frame = frame.f_back
     frame.f_locals["inqueue"]._rlock.acquire()
-    _multiprocessing._link().state.value = _multiprocessing._TAKING
+    _multiprocessing._link().state.value = _mp_internals.TAKING
     os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(60)  # not reached

@@ -257,6 +257,25 @@ def test_billiard_failing_initializer_breaks_the_pool() -> None:
     assert "exit code 1" in str(info.value.error)
 
 
+def test_a_worker_dead_before_the_pool_is_built_does_not_break_its_supervisor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """billiard starts the supervisor before the result handler it reports worker exits to: it waits for it.
+
+    The handler is made late here, so that the first worker (its initializer
+    exits) is dead before it exists; the supervisor used to fail on it, and
+    the pool broke with an AttributeError instead of saying why its workers die.
+    """
+    from aioflow.pools._billiard_internals import PipedPool
+
+    create = PipedPool.create_result_handler
+
+    def late(self: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)
+        return create(self, **kwargs)
+
+    monkeypatch.setattr(PipedPool, "create_result_handler", late)
+    test_billiard_failing_initializer_breaks_the_pool()
+
+
 def test_billiard_missing_is_a_missing_extra_error(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without billiard installed, opening the pool names the extra to install."""
     monkeypatch.setitem(sys.modules, "billiard", None)
