@@ -46,7 +46,6 @@ import multiprocessing.pool
 import multiprocessing.process
 import multiprocessing.queues
 import os
-import platform
 import select
 import sys
 import threading
@@ -99,8 +98,8 @@ _STATE: Any = None
 
 
 def _running_version() -> tuple[str, tuple[int, ...]]:
-    """The Python implementation and version running (the check's one source, replaced in its test)."""
-    return platform.python_implementation(), tuple(sys.version_info[:3])
+    """The Python implementation (``sys.implementation.name``) and version running (the check's one source)."""
+    return sys.implementation.name, tuple(sys.version_info[:3])
 
 
 def check_supported(pool_name: str) -> None:
@@ -110,7 +109,7 @@ def check_supported(pool_name: str) -> None:
         PoolError: not CPython, or a CPython version outside `SUPPORTED`.
     """
     implementation, version = _running_version()
-    if implementation == "CPython" and version[:2] in SUPPORTED:
+    if implementation == "cpython" and version[:2] in SUPPORTED:
         return
     found = f"{implementation} {'.'.join(map(str, version))}"
     supported = ", ".join(f"{major}.{minor}" for major, minor in SUPPORTED)

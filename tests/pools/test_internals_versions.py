@@ -17,7 +17,7 @@ from aioflow.pools import _billiard_internals, _mp_internals
 @pytest.mark.parametrize("pool_type", ["multiprocessing", "ndmultiprocessing"])
 @pytest.mark.parametrize(
     ("running", "found"),
-    [(("CPython", (3, 99, 1)), "CPython 3.99.1"), (("PyPy", (3, 11, 7)), "PyPy 3.11.7")],
+    [(("cpython", (3, 99, 1)), "cpython 3.99.1"), (("pypy", (3, 11, 7)), "pypy 3.11.7")],
     ids=["CPython-3.99", "PyPy"],
 )
 def test_a_multiprocessing_pool_refuses_a_python_it_was_not_written_for(
