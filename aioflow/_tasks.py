@@ -2,15 +2,18 @@
 
 Nothing here knows about graphs or the scheduler. A `TaskCall` names the
 task (``task_type`` + ``task_identifier``) and carries the merged inputs;
-`run_task` resolves it and returns the node's outputs as a dict:
+`run_task` calls the runner of its kind (`aioflow._kinds`) and returns the
+node's outputs as a dict. The runners of aioflow's own kinds are here:
 
-- ``method``: ``func(*positional, **named)``; output ``return_value`` (spec §5.2);
-- ``ppfmethod`` / ``ppfport``: the ``_ppfdict`` convention (spec §5.3);
-- ``script``: a subprocess; outputs ``return_code``, ``out``, ``err`` (spec §5.4);
-- ``class``, ``generated``, ``notebook``, and every task type when the call
-  carries an Ewoks context (``varinfo``, ``execinfo``, ``task_options``):
-  ewokscore's own task classes, through `aioflow.ewoks._worker` (imported
-  only then, so a worker that runs plain methods never imports ewokscore).
+- `run_method`: ``func(*positional, **named)``; output ``return_value`` (spec §5.2);
+- `run_ppfmethod` / `run_ppfport`: the ``_ppfdict`` convention (spec §5.3);
+- `run_script`: a subprocess; outputs ``return_code``, ``out``, ``err`` (spec §5.4).
+
+ewokscore's kinds (``class``, ``generated``, ``notebook``), and every kind
+when the call carries an Ewoks context (``varinfo``, ``execinfo``,
+``task_options``), run ewokscore's own task classes, through
+`aioflow.ewoks._worker` (imported only then, so a worker that runs plain
+methods never imports ewokscore).
 
 Imported callables are cached per worker, so a warm worker imports a task
 module once.
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import TaskInputError
+from ._kinds import resolve, task_kind
 from ._results import MISSING
 
 __all__ = [
@@ -42,6 +46,10 @@ __all__ = [
     "import_callable",
     "link_data",
     "run_chained",
+    "run_method",
+    "run_ppfmethod",
+    "run_ppfport",
+    "run_script",
     "run_task",
 ]
 
@@ -119,23 +127,20 @@ class TaskOutcome:
         return (TaskOutcome, (self.outputs, self.tags))
 
 
+# task_type -> the function its kind's runner path names, resolved once per worker.
+_RUNNERS: dict[str, Callable[[TaskCall], dict[Any, Any] | TaskOutcome]] = {}
+
+
 def run_task(call: TaskCall) -> dict[Any, Any] | TaskOutcome:
-    """Run one task; return its outputs. Any exception is the task's failure."""
-    task_type = call.task_type
-    if call.ewoks is not None or task_type in EWOKS_TASK_TYPES:
+    """Run one task with its kind's runner; return its outputs. Any exception is the task's failure."""
+    if call.ewoks is not None:
         from .ewoks._worker import run_ewoks_task
 
         return run_ewoks_task(call)
-    if task_type == "method":
-        return _run_method(call)
-    if task_type == "ppfmethod":
-        return _run_ppfmethod(call)
-    if task_type == "ppfport":
-        return {"_ppfdict": _ppf_arguments(call.inputs)}
-    if task_type == "script":
-        return _run_script(call)
-    msg = f"task_type {task_type!r} cannot run in a worker"
-    raise ValueError(msg)
+    runner = _RUNNERS.get(call.task_type)
+    if runner is None:
+        runner = _RUNNERS[call.task_type] = resolve(task_kind(call.task_type).runner)
+    return runner(call)
 
 
 def link_data(
@@ -294,7 +299,8 @@ def _split_inputs(inputs: Mapping[Any, Any]) -> tuple[list[Any], dict[str, Any]]
     return args, kwargs
 
 
-def _run_method(call: TaskCall) -> dict[Any, Any]:
+def run_method(call: TaskCall) -> dict[Any, Any]:
+    """``method``: the function ``task_identifier`` names, called with the inputs; output ``return_value``."""
     func = import_callable(call.task_identifier)
     args, kwargs = _split_inputs(call.inputs)
     try:
@@ -343,7 +349,8 @@ def _ppf_arguments(inputs: Mapping[Any, Any]) -> dict[Any, Any]:
     return kwargs
 
 
-def _run_ppfmethod(call: TaskCall) -> dict[Any, Any]:
+def run_ppfmethod(call: TaskCall) -> dict[Any, Any]:
+    """``ppfmethod``: the function called with the ``_ppfdict`` spread; output ``_ppfdict``, its result merged in."""
     func = import_callable(call.task_identifier)
     kwargs = _ppf_arguments(call.inputs)
     try:
@@ -355,6 +362,11 @@ def _run_ppfmethod(call: TaskCall) -> dict[Any, Any]:
         msg = f"ppfmethod {call.task_identifier!r} must return a dict (got {type(result).__name__})"
         raise TypeError(msg)
     return {"_ppfdict": {**kwargs, **result}}
+
+
+def run_ppfport(call: TaskCall) -> dict[Any, Any]:
+    """``ppfport``: passes its inputs on, the ``_ppfdict`` spread, as output ``_ppfdict``."""
+    return {"_ppfdict": _ppf_arguments(call.inputs)}
 
 
 # --------------------------------------------------------------------------- script
@@ -388,7 +400,8 @@ def _script_command(identifier: str, inputs: Mapping[Any, Any]) -> list[str]:
     return command
 
 
-def _run_script(call: TaskCall) -> dict[Any, Any]:
+def run_script(call: TaskCall) -> dict[Any, Any]:
+    """``script``: a subprocess; outputs ``return_code``, ``out``, ``err``."""
     inputs = call.inputs
     capture = bool(inputs.get("_capture_output", False))
     merge_err = bool(inputs.get("_merge_err", False))

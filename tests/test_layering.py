@@ -10,7 +10,7 @@ The layers, from the bottom::
     faces     aioflow._api, aioflow._executor, aioflow.parallel, aioflow.parsl
     plug-ins  aioflow.ewoks
     engine    aioflow.scheduler
-    tasks     aioflow._tasks            pools    aioflow.pools      (side by side: neither knows the other)
+    tasks     aioflow._tasks, _kinds    pools    aioflow.pools      (side by side: neither knows the other)
     model     aioflow.graph
     base      aioflow._errors, aioflow._lost, aioflow._results, aioflow.events,
               aioflow._version, aioflow._gevent_bridge
@@ -39,7 +39,7 @@ PACKAGE = Path(aioflow.__file__).resolve().parent
 LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
     ("base", 0, ("_errors", "_lost", "_results", "events", "_version", "_gevent_bridge")),
     ("model", 1, ("graph",)),
-    ("tasks", 2, ("_tasks",)),
+    ("tasks", 2, ("_tasks", "_kinds")),
     ("pools", 2, ("pools",)),
     ("engine", 3, ("scheduler",)),
     ("plug-ins", 4, ("ewoks",)),

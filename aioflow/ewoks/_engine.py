@@ -34,7 +34,7 @@ from .._results import MISSING, Results
 from ..graph import load_graph
 from ..scheduler import execute_graph as _aioflow_execute_graph
 from ._convert import from_taskgraph, is_taskgraph
-from ._result import ewoks_error, ppf_result
+from ._result import PpfResult, ewoks_error
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -148,7 +148,7 @@ def execute_graph(
             _pre_import(loaded)
         execute_options = _pool_keywords(loaded, pool_options, options, max_workers)
         if merge_outputs is not False and outputs in (None, [{"all": False}]):
-            execute_options["_select_results"] = ppf_result
+            execute_options["hooks"] = [PpfResult()]
         try:
             results = _aioflow_execute_graph(
                 loaded,

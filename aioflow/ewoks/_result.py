@@ -23,6 +23,8 @@ Where the order of outcomes cannot change what fires (an acyclic graph
 whose links are all required), aioflow hands them over as they finish, and
 every node runs at most once: the graph's stable order, predecessors first,
 stands in for the order they ran in.
+
+`PpfResult` gives this result to a run of the engine, as an execution hook.
 """
 
 from __future__ import annotations
@@ -33,12 +35,20 @@ from typing import TYPE_CHECKING, Any
 from ewoksutils.exceptions import TaskError, TaskExecutionError
 
 from .._results import Results
+from ..scheduler import ExecutionHooks
 
 if TYPE_CHECKING:
     from ..graph import Graph, NodeId
     from ..scheduler._state import ExecutionState
 
-__all__ = ["ewoks_error", "ppf_result"]
+__all__ = ["PpfResult", "ewoks_error", "ppf_result"]
+
+
+class PpfResult(ExecutionHooks):
+    """The execution hook that makes a run's results ewoksppf's (`ppf_result`)."""
+
+    def results(self, state: ExecutionState) -> Results:
+        return ppf_result(state)
 
 
 def ppf_result(state: ExecutionState) -> Results:

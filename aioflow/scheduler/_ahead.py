@@ -14,8 +14,9 @@ whether, and with what, it runs. That is a node that:
   predecessor has succeeded, the push-flow rule fires it, with the data of
   those links merged in link order, which a worker can rebuild from the
   predecessors' outputs (`aioflow._tasks.run_chained`);
-- runs a plain task (not one of ewokscore's types, whose outputs carry
-  identities only the scheduler tracks), as do its predecessors.
+- runs a task whose outputs carry no tokens (`aioflow._kinds.TaskKind.tokens`:
+  ewokscore's kinds give their outputs identities that only the scheduler
+  tracks), as do its predecessors.
 
 If a predecessor fails, the node never fires: the call sent ahead is
 cancelled and its outcome dropped. The state machine stays the single
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._tasks import EWOKS_TASK_TYPES
+from .._kinds import KINDS
 
 if TYPE_CHECKING:
     from ..graph import Graph, NodeId
@@ -76,12 +77,10 @@ def sendable_ahead(graph: Graph) -> frozenset[NodeId]:
     ahead: set[NodeId] = set()
     for nid in once:
         links_in = analysis.links_in[nid]
-        if not links_in or nodes[nid].task_type in EWOKS_TASK_TYPES:
+        if not links_in or KINDS[nodes[nid].task_type].tokens:
             continue
         if all(
-            not links[li].conditions
-            and not links[li].on_error
-            and nodes[links[li].source].task_type not in EWOKS_TASK_TYPES
+            not links[li].conditions and not links[li].on_error and not KINDS[nodes[links[li].source].task_type].tokens
             for li in links_in
         ):
             ahead.add(nid)
@@ -94,17 +93,18 @@ def results_may_stay_remote(graph: Graph, ahead: frozenset[NodeId]) -> frozenset
     On a pool that can keep results on its workers, such a node's outputs
     stay there: its successors take them from there, and the scheduler
     fetches them at the end only if they are among the results. That is a
-    node that fires at most once, runs a plain task, and whose data links all
-    lead, without conditions, to nodes in ``ahead`` without ``on_error``
-    links (those would hand their inputs to an error handler through the
-    scheduler). A node without successors qualifies.
+    node that fires at most once, runs a task whose outputs carry no
+    tokens, and whose data links all lead, without conditions, to nodes in
+    ``ahead`` without ``on_error`` links (those would hand their inputs to
+    an error handler through the scheduler). A node without successors
+    qualifies.
     """
     analysis = graph.analysis
     links = graph.links
     nodes = graph.nodes
     remote: set[NodeId] = set()
     for nid in fires_at_most_once(graph):
-        if nodes[nid].task_type in EWOKS_TASK_TYPES:
+        if KINDS[nodes[nid].task_type].tokens:
             continue
         if all(
             not links[li].conditions and links[li].target in ahead and not analysis.error_links_out[links[li].target]

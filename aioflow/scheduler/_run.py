@@ -40,6 +40,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -55,12 +56,14 @@ from .._errors import (
     OptionError,
     PoolError,
 )
+from .._kinds import KINDS
 from .._results import Results
 from .._tasks import EWOKS_TASK_TYPES, ChainedCall, TaskCall, TaskOutcome, link_data, run_chained, run_task
 from ..events import Event, EventKind
 from ..graph import Graph, Node, NodeId, load_graph
 from ..pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
 from ._ahead import results_may_stay_remote, sendable_ahead
+from ._hooks import EventCallback, ExecutionHooks, HookSet, Step
 from ._outputs import select_results, selected_nodes, validate_outputs
 from ._state import ExecutionState, Firing, IterationLimitReached
 
@@ -109,7 +112,7 @@ async def execute_graph_async(
     varinfo: Mapping[str, Any] | None = None,
     execinfo: Any = None,
     task_options: Mapping[str, Any] | None = None,
-    _select_results: Callable[[ExecutionState], Results] | None = None,
+    hooks: Sequence[ExecutionHooks] = (),
 ) -> Results:
     """Execute a graph and return its results.
 
@@ -151,9 +154,8 @@ async def execute_graph_async(
             process, node events by the workers (``ewoks`` extra).
         task_options: extra keyword arguments for every ewokscore task's
             constructor (``ewoks`` extra).
-        _select_results: not public: `aioflow.ewoks` passes its own rule
-            (ewoksppf's), which builds the results from the execution's state
-            in place of ``outputs=`` and ``merge_outputs=``.
+        hooks: `ExecutionHooks` that take part in the run (``on_event``
+            observes after them); see `aioflow.scheduler._hooks`.
 
     Returns:
         The selected outputs, as `aioflow.Results` (a dict).
@@ -169,8 +171,10 @@ async def execute_graph_async(
         IterationLimitError: a node would run more than ``max_iterations`` times.
     """
     loaded = load_graph(graph, inputs=inputs, **_load_options(load_options))
-    _check_options(timeout, max_iterations, merge_outputs, raise_on_error, startargs, on_event, pool)
+    _check_options(timeout, max_iterations, merge_outputs, raise_on_error, startargs, on_event, pool, hooks)
     validate_outputs(loaded, outputs)
+    hook_set = HookSet((*hooks, EventCallback(on_event)) if on_event is not None else hooks)
+    loaded = hook_set.prepare(loaded)
     if loaded.nodes and not loaded.start_nodes and any(n.task_type == "class" for n in loaded.nodes.values()):
         # ewokscore's fallback start nodes depend on the task classes' required inputs.
         _import_ewoks_extra(loaded)
@@ -188,40 +192,40 @@ async def execute_graph_async(
         from ..ewoks._driver import EwoksRun
 
         ewoks_run = EwoksRun(loaded, varinfo=varinfo, execinfo=execinfo, task_options=task_options)
-    with ewoks_run.running() if ewoks_run is not None else contextlib.nullcontext() as ewoks_payload:
-        execution = _Execution(
-            loaded,
-            outputs=outputs,
-            merge_outputs=merge_outputs,
-            raise_on_error=raise_on_error,
-            timeout=timeout,
-            max_iterations=max_iterations,
-            on_event=on_event,
-            startargs=startargs,
-            ewoks_all=ewoks_payload,
-            ewoks_some=ewoks_run.node_context(ewoks_payload) if ewoks_run is not None else None,
-            select_results=_select_results,
-        )
-        if not loaded.nodes:
-            return Results({})
-        if pool is not None:
-            return await execution.run(pool)
-        owned = open_pool(
-            pool_type,
-            max_workers=max_workers,
-            scaling_workers=scaling_workers,
-            context=context,
-            idle_timeout=idle_timeout,
-            pool_options=pool_options,
-        )
-        try:
-            # Only this execution uses the pool, and it is closed below on
-            # this loop: a pool bound to a loop may live on this one.
-            owned.scope_to_running_loop()
-            return await execution.run(owned)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await owned.aclose()
+    async with hook_set.running(loaded):
+        with ewoks_run.running() if ewoks_run is not None else contextlib.nullcontext() as ewoks_payload:
+            execution = _Execution(
+                loaded,
+                outputs=outputs,
+                merge_outputs=merge_outputs,
+                raise_on_error=raise_on_error,
+                timeout=timeout,
+                max_iterations=max_iterations,
+                hooks=hook_set,
+                startargs=startargs,
+                ewoks_all=ewoks_payload,
+                ewoks_some=ewoks_run.node_context(ewoks_payload) if ewoks_run is not None else None,
+            )
+            if not loaded.nodes:
+                return Results({})
+            if pool is not None:
+                return await execution.run(pool)
+            owned = open_pool(
+                pool_type,
+                max_workers=max_workers,
+                scaling_workers=scaling_workers,
+                context=context,
+                idle_timeout=idle_timeout,
+                pool_options=pool_options,
+            )
+            try:
+                # Only this execution uses the pool, and it is closed below on
+                # this loop: a pool bound to a loop may live on this one.
+                owned.scope_to_running_loop()
+                return await execution.run(owned)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await owned.aclose()
 
 
 # What load_options may hold: load_graph's keywords, but inputs (an argument of its own).
@@ -244,6 +248,7 @@ def _check_options(
     startargs: Any,
     on_event: Any,
     pool: Any,
+    hooks: Any,
 ) -> None:
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 or math.isnan(timeout)
@@ -262,6 +267,8 @@ def _check_options(
         raise OptionError("on_event", "a callable taking an aioflow.events.Event, or None", on_event)
     if pool is not None and not isinstance(pool, Pool):
         raise OptionError("pool", "a pool from aioflow.open_pool(), or None", pool)
+    if not isinstance(hooks, (list, tuple)) or not all(isinstance(hook, ExecutionHooks) for hook in hooks):
+        raise OptionError("hooks", "a list or tuple of aioflow.scheduler.ExecutionHooks", hooks)
 
 
 def _import_ewoks_extra(graph: Graph) -> None:
@@ -274,8 +281,8 @@ def preflight(graph: Graph) -> None:
 
     Raises:
         GraphError: no start node, or a cycle none of whose nodes can ever fire.
-        MissingExtraError: a node's task type (``class``, ``generated``,
-            ``notebook``) needs the ``ewoks`` extra, which is not installed.
+        MissingExtraError: a node's kind needs an extra that is not installed
+            (`aioflow._kinds.TaskKind.extra`).
     """
     problems = []
     if graph.nodes and not graph.start_nodes:
@@ -291,12 +298,26 @@ def preflight(graph: Graph) -> None:
         )
     if problems:
         raise GraphError(graph.id, problems)
+    _check_extras(graph)
+
+
+def _check_extras(graph: Graph) -> None:
+    """Raise `MissingExtraError` for the first node whose kind needs a package that is not installed."""
+    checked: set[str] = set()
     for node in graph.nodes.values():
-        if node.task_type in EWOKS_TASK_TYPES:
-            if importlib.util.find_spec("ewokscore") is None:
-                what = f"graph {graph.id!r}: node {node.id!r} (task_type {node.task_type!r})"
-                raise MissingExtraError(what, "ewokscore", "ewoks")
-            break
+        kind = KINDS.get(node.task_type)
+        extra = kind.extra if kind is not None else None
+        if extra is None or extra.package in checked:
+            continue
+        if importlib.util.find_spec(extra.package) is None:
+            what = f"graph {graph.id!r}: node {node.id!r} (task_type {node.task_type!r})"
+            raise MissingExtraError(what, extra.package, extra.name)
+        checked.add(extra.package)
+
+
+# The outputs the state machine records for a node whose outputs stayed on
+# the pool's workers (the hooks see None for them).
+_ON_WORKERS: Mapping[Any, Any] = MappingProxyType({})
 
 
 class _NodeFailed:
@@ -371,20 +392,20 @@ class _Execution:
         raise_on_error: bool,
         timeout: float | None,
         max_iterations: int | None,
-        on_event: Callable[[Event], None] | None,
+        hooks: HookSet,
         startargs: Mapping[str, Any] | None,
         ewoks_all: Mapping[str, Any] | None = None,
         ewoks_some: Mapping[str, Any] | None = None,
-        select_results: Callable[[ExecutionState], Results] | None = None,
     ) -> None:
         self.graph = graph
         self.outputs = outputs
         self.merge_outputs = merge_outputs
         self.raise_on_error = raise_on_error
         self.timeout = timeout
-        self.on_event = on_event
         self.state = ExecutionState(graph, max_iterations=max_iterations, start_inputs=startargs)
-        self._select_results = select_results
+        self._hooks = hooks
+        self._observing = bool(hooks.observing)
+        self._answering = bool(hooks.answering)
         # The Ewoks context of every call (persistence, events, task options:
         # every node runs through ewokscore), or of ewokscore's own task types only.
         self._ewoks_all = ewoks_all
@@ -432,16 +453,40 @@ class _Execution:
         self._stop_reason: BaseException | _NodeFailed | None = None
 
     def results(self) -> Results:
-        if self._select_results is not None:
-            return self._select_results(self.state)
+        """The hooks' results (`ExecutionHooks.results`), else those ``outputs=`` and ``merge_outputs=`` select."""
+        try:
+            results = self._hooks.results(self.state)
+        except Exception as exc:
+            self._stop_reason = exc  # raised as it is, not as an internal error
+            raise
+        if results is not None:
+            return results
         return select_results(self.graph, self.state, self.outputs, self.merge_outputs)
 
-    def _emit(self, kind: EventKind, node_id: Any = None, number: int = 0, **extra: Any) -> None:
-        if self.on_event is None:
+    def _emit(
+        self,
+        kind: EventKind,
+        firing: Firing | None = None,
+        outputs: Mapping[Any, Any] | None = None,
+        error: BaseException | None = None,
+        total: int = 0,
+    ) -> None:
+        """Hand an event to the hooks that observe (``on_event`` among them); one that raises stops the run."""
+        if not self._observing:
             return
-        event = Event(kind=kind, graph_id=self.graph.id, time=time.monotonic(), node_id=node_id, number=number, **extra)
+        if firing is None:
+            event = Event(kind=kind, graph_id=self.graph.id, time=time.monotonic(), total=total)
+        else:
+            event = Event(
+                kind=kind,
+                graph_id=self.graph.id,
+                time=time.monotonic(),
+                node_id=firing.node_id,
+                number=firing.number,
+                error=error,
+            )
         try:
-            self.on_event(event)
+            self._hooks.observe(Step(event, firing, outputs))
         except Exception as exc:
             self._stop(exc)
 
@@ -487,7 +532,8 @@ class _Execution:
         # hands out the next ones; few enough that a 10,000-wide fan does not
         # hold 10,000 queued calls.
         self._window = max(_MIN_WINDOW, pool.calls_in_flight_per_worker * pool.capacity)
-        if pool.chains_calls and self._ewoks_all is None:
+        # A call sent ahead runs before its firing exists: no hook could answer that firing.
+        if pool.chains_calls and self._ewoks_all is None and not self._answering:
             self._ahead = sendable_ahead(self.graph)
             links = self.graph.links
             links_in = self.graph.analysis.links_in
@@ -654,7 +700,16 @@ class _Execution:
             firing = self._ready.popleft()
             nid = self._handling = firing.node_id
             node = self.graph.nodes[nid]
-            self._emit("node.started", nid, firing.number)
+            self._emit("node.started", firing)
+            if self._answering:
+                try:
+                    answered = self._hooks.answer(node, firing)
+                except Exception as exc:
+                    self._stop(exc)
+                    return
+                if answered is not None:
+                    self._settle(firing, dict(answered))
+                    continue
             executor = None
             pool_future = None
             remote = nid in self._may_stay_remote
@@ -695,7 +750,7 @@ class _Execution:
                 continue
             slot = self._inflight[future]
             slot.firing = firing
-            self._emit("node.started", firing.node_id, firing.number)
+            self._emit("node.started", firing)
             if slot.parked:  # it finished before its node fired: its outcome is due now
                 self._completed.append(future)
 
@@ -848,7 +903,7 @@ class _Execution:
         if slot.remote:  # the outputs stayed on the workers: the state machine never reads them
             assert slot.call is not None
             self._remote[firing.node_id] = (slot.call, executor)
-            result = {}
+            result = _ON_WORKERS
         if self._waiting_on:
             self._waiting_on.pop(firing.node_id, None)  # the calls sent ahead after it will be claimed
         self._settle(firing, result)
@@ -883,17 +938,18 @@ class _Execution:
         if isinstance(outcome, _Failure):
             self._fail(firing, outcome.error)
             return
-        self._emit("node.finished", firing.node_id, firing.number)
+        if type(outcome) is TaskOutcome:  # outputs with their tokens (tasks run by ewokscore)
+            outputs, tags = outcome.outputs, outcome.tags
+        else:
+            outputs, tags = outcome, None
+        self._emit("node.finished", firing, None if outputs is _ON_WORKERS else outputs)
         try:
-            if type(outcome) is TaskOutcome:  # outputs with their tokens (tasks run by ewokscore)
-                self._queue(self.state.succeeded(firing, outcome.outputs, outcome.tags))
-            else:
-                self._queue(self.state.succeeded(firing, outcome))
+            self._queue(self.state.succeeded(firing, outputs, tags))
         except IterationLimitReached as exc:
             self._stop(exc)
 
     def _fail(self, firing: Firing, error: BaseException) -> None:
-        self._emit("node.failed", firing.node_id, firing.number, error=error)
+        self._emit("node.failed", firing, error=error)
         try:
             nxt = self.state.failed(firing, error)
         except IterationLimitReached as exc:

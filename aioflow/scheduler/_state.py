@@ -54,6 +54,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._kinds import KINDS
 from .._results import MISSING
 from .._tasks import link_data
 
@@ -369,8 +370,9 @@ class ExecutionState:
     def _conditions_hold(self, nid: NodeId, link: Link, outputs: Mapping[Any, Any]) -> bool:
         """Spec §3.3: every condition of the link holds against the source's outputs."""
         node = self.graph.nodes[nid]
-        if node.task_type in ("ppfmethod", "ppfport"):
-            values = outputs.get("_ppfdict")
+        read = KINDS[node.task_type].conditions_on
+        if read is not None:  # the kind keeps the data its conditions test in one output (ppf: _ppfdict)
+            values = outputs.get(read)
             outputs = values if isinstance(values, Mapping) else {}
         else_value = node.conditions_else_value
         all_values = self._condition_values.get(nid, {})

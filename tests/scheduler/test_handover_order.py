@@ -22,6 +22,7 @@ from test_properties import BUDGET, EXECUTION, Doc, canonical_errors, executable
 
 import aioflow
 from aioflow.pools import Pool, PoolOptions
+from aioflow.scheduler import ExecutionHooks, execute_graph_async
 from aioflow.scheduler._state import ExecutionState
 
 if TYPE_CHECKING:
@@ -198,14 +199,13 @@ async def test_the_state_records_the_order_of_last_executions_and_the_first_unha
     }
     seen: list[ExecutionState] = []
 
-    def select(state: ExecutionState) -> aioflow.Results:
-        seen.append(state)
-        return aioflow.Results({"selected": True})
+    class Select(ExecutionHooks):
+        def results(self, state: ExecutionState) -> aioflow.Results:
+            seen.append(state)
+            return aioflow.Results({"selected": True})
 
     inputs = [{"id": "x", "name": "value", "value": 1}, {"id": "y", "name": "value", "value": 2}]
-    result = await aioflow.execute_graph_async(
-        graph, inputs=inputs, pool=pool, raise_on_error=False, _select_results=select
-    )
+    result = await execute_graph_async(graph, inputs=inputs, pool=pool, raise_on_error=False, hooks=[Select()])
     assert result == {"selected": True}
     (state,) = seen
     assert list(state.finished.items()) == [("x", True), ("y", True), ("join", False)]
