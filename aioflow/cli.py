@@ -61,11 +61,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Self
 
+from ._api import execute_graph
 from ._errors import ExecutionError, GraphError, MissingExtraError, OptionError, PoolError
 from ._version import __version__
 from .graph import load_graph
 from .pools import available_pools
-from .scheduler import execute_graph, preflight
+from .scheduler import preflight
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence

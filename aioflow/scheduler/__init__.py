@@ -8,5 +8,14 @@ from ._hooks import Step as Step
 from ._run import execute_graph_async as execute_graph_async
 from ._run import preflight as preflight
 from ._sync import execute_graph as execute_graph
+from ._sync import run_execution as run_execution
 
-__all__ = ["CallContext", "ExecutionHooks", "Step", "execute_graph", "execute_graph_async", "preflight"]
+__all__ = [
+    "CallContext",
+    "ExecutionHooks",
+    "Step",
+    "execute_graph",
+    "execute_graph_async",
+    "preflight",
+    "run_execution",
+]

@@ -1,4 +1,8 @@
-"""`execute_graph`: the synchronous face of `execute_graph_async`.
+"""Running an execution from synchronous code: `run_execution`, and `execute_graph`, the engine's synchronous entry point.
+
+`run_execution` runs the coroutine of one execution (the engine's
+`execute_graph_async`, or a face above it) to completion, and returns its
+result or raises its exception:
 
 - No event loop running in the calling thread (a script, a batch job, the
   CLI): the engine runs on a fresh loop in this thread (`asyncio.Runner`),
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
 
     from .._results import Results
 
-__all__ = ["execute_graph", "run_sync"]
+__all__ = ["execute_graph", "run_execution", "run_sync"]
 
 T = TypeVar("T")
 
@@ -133,21 +137,20 @@ def _plain_sigint() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> Results:
-    """Execute a graph from synchronous code; see `execute_graph_async` for the options.
-
-    Works whether or not an event loop is running in the calling thread.
+def run_execution(
+    make_coro: Callable[[], Coroutine[Any, Any, T]], options: dict[str, Any], *, uvloop: bool | None = None
+) -> T:
+    """Run one execution's coroutine from synchronous code, running loop or not, gevent or not.
 
     Args:
-        graph: a `Graph`, or anything `aioflow.load_graph` accepts.
+        make_coro: makes the coroutine (called in the thread that runs it).
+        options: the execution's keyword arguments: the pool they select
+            (``pool``, ``pool_type``) decides where the loop runs.
         uvloop: use uvloop when installed (``None``), always (``True``), or never (``False``).
-        **options: the keyword arguments of `execute_graph_async`.
     """
     if is_patched():
         if _runs_in_gevent_hub(options):
-            return run_in_bridge_thread(
-                lambda: execute_graph_async(graph, **options), loop_factory=_loop_factory(uvloop)
-            )
+            return run_in_bridge_thread(make_coro, loop_factory=_loop_factory(uvloop))
         # Other pools run on asyncio's own loop in this thread: gevent has
         # patched its selector, so the hub keeps running while it waits.
         # uvloop's loop is not patched and would block the hub (and hang).
@@ -156,7 +159,18 @@ def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> 
                 "uvloop", "False or None in a process gevent has monkey-patched (except with the 'gevent' pool)", uvloop
             )
         uvloop = False
-    return run_sync(lambda: execute_graph_async(graph, **options), uvloop=uvloop)
+    return run_sync(make_coro, uvloop=uvloop)
+
+
+def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> Results:
+    """Execute a graph from synchronous code: the engine's `execute_graph_async`, run by `run_execution`.
+
+    Args:
+        graph: a `Graph`, or anything `aioflow.load_graph` accepts.
+        uvloop: use uvloop when installed (``None``), always (``True``), or never (``False``).
+        **options: the keyword arguments of `execute_graph_async`.
+    """
+    return run_execution(lambda: execute_graph_async(graph, **options), options, uvloop=uvloop)
 
 
 def _runs_in_gevent_hub(options: dict[str, Any]) -> bool:

@@ -1,0 +1,138 @@
+"""The faces of the engine: `execute_graph_async` and `execute_graph`, as docs/api.md documents them.
+
+They take the engine's options (`aioflow.scheduler.execute_graph_async`).
+`execute_graph` runs `execute_graph_async` from synchronous code with the
+engine's machinery for that (`aioflow.scheduler.run_execution`: a loop of
+its own, a helper thread, or the gevent bridge).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .pools import DEFAULT_IDLE_TIMEOUT
+from .scheduler import execute_graph_async as _execute
+from .scheduler import run_execution
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from ._results import Results
+    from .events import Event
+    from .pools import Pool
+
+__all__ = ["execute_graph", "execute_graph_async"]
+
+
+async def execute_graph_async(
+    graph: Any,
+    *,
+    inputs: Sequence[Mapping[str, Any]] | None = None,
+    outputs: Sequence[Mapping[str, Any]] | None = None,
+    merge_outputs: bool = True,
+    raise_on_error: bool = True,
+    timeout: float | None = None,
+    pool_type: str | None = None,
+    max_workers: int | None = None,
+    scaling_workers: bool = True,
+    context: str | None = None,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    pool_options: dict[str, Any] | None = None,
+    pool: Pool | None = None,
+    max_iterations: int | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    startargs: Mapping[str, Any] | None = None,
+    load_options: Mapping[str, Any] | None = None,
+    varinfo: Mapping[str, Any] | None = None,
+    execinfo: Any = None,
+    task_options: Mapping[str, Any] | None = None,
+) -> Results:
+    """Execute a graph and return its results.
+
+    Args:
+        graph: a `Graph`, or anything `aioflow.load_graph` accepts (dict, JSON
+            or YAML file path, JSON string).
+        inputs: ``[{"id"|"label"|"all": ..., "name": ..., "value": ...}]``,
+            written into the selected nodes' default inputs (start nodes when
+            no selector is given).
+        outputs: which outputs to return (default: every output of the end
+            nodes); see the graph format docs.
+        merge_outputs: one merged dict (``True``), or ``{node_id: outputs}``.
+        raise_on_error: raise `NodeError` on the first node that fails without
+            an ``on_error`` link (``True``), or run every branch that can run
+            and report failures in ``Results.errors``.
+        timeout: seconds; past it, running tasks are stopped and
+            `ExecutionTimeoutError` is raised.
+        pool_type: a name from `aioflow.available_pools()`: ``thread``, ``process``
+            (the default; ``gevent`` when gevent has monkey-patched the process),
+            ``ndprocess``, ``multiprocessing``, ``ndmultiprocessing``, ``billiard``.
+        max_workers: the most tasks that run at once.
+        scaling_workers: start workers as tasks need them, reusing idle ones.
+        context: start method of process pools: ``spawn``, ``fork``, ``forkserver``.
+        idle_timeout: with ``scaling_workers``, retire a worker idle for this
+            many seconds (``None``: never).
+        pool_options: extra keyword arguments for the pool's executor.
+        pool: an open pool (`aioflow.open_pool`) to run on instead of opening
+            one; it stays open, with its warm workers, for later executions.
+        max_iterations: the most times any node may run (a guard against
+            runaway loops); ``None`` for no limit.
+        on_event: called with an `aioflow.events.Event` for every step.
+        startargs: inputs given to every start node (under its links' data).
+        load_options: keyword arguments for `aioflow.load_graph` (``root_dir``...).
+        varinfo: ewokscore persistence, e.g. ``{"root_uri": dir, "scheme": "json"}``:
+            every task's outputs are saved under ``root_uri``, and a task whose
+            outputs are already saved there is not run again (``ewoks`` extra).
+        execinfo: ewokscore events (``{"job_id", "handlers", ...}``, a job id,
+            ``True`` or ``False``): job and workflow events are sent by this
+            process, node events by the workers (``ewoks`` extra).
+        task_options: extra keyword arguments for every ewokscore task's
+            constructor (``ewoks`` extra).
+
+    Returns:
+        The selected outputs, as `aioflow.Results` (a dict).
+
+    Raises:
+        GraphError: the graph is invalid, or cannot run (no start node, a
+            cycle that can never fire).
+        OptionError: an option is invalid (checked before any worker starts).
+        MissingExtraError: the graph needs an optional package.
+        NodeError: a node failed (``raise_on_error=True``); ``.results`` holds
+            the outputs of the nodes that finished.
+        ExecutionTimeoutError: ``timeout`` expired.
+        IterationLimitError: a node would run more than ``max_iterations`` times.
+    """
+    return await _execute(
+        graph,
+        inputs=inputs,
+        outputs=outputs,
+        merge_outputs=merge_outputs,
+        raise_on_error=raise_on_error,
+        timeout=timeout,
+        pool_type=pool_type,
+        max_workers=max_workers,
+        scaling_workers=scaling_workers,
+        context=context,
+        idle_timeout=idle_timeout,
+        pool_options=pool_options,
+        pool=pool,
+        max_iterations=max_iterations,
+        on_event=on_event,
+        startargs=startargs,
+        load_options=load_options,
+        varinfo=varinfo,
+        execinfo=execinfo,
+        task_options=task_options,
+    )
+
+
+def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> Results:
+    """Execute a graph from synchronous code; see `execute_graph_async` for the options.
+
+    Works whether or not an event loop is running in the calling thread.
+
+    Args:
+        graph: a `Graph`, or anything `aioflow.load_graph` accepts.
+        uvloop: use uvloop when installed (``None``), always (``True``), or never (``False``).
+        **options: the keyword arguments of `execute_graph_async`.
+    """
+    return run_execution(lambda: execute_graph_async(graph, **options), options, uvloop=uvloop)
