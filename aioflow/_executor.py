@@ -517,12 +517,15 @@ class Executor(concurrent.futures.Executor):
                 with self._lock:
                     self._check_broken()  # it may have broken while this call waited for its dependencies
                 executor = pool.executor
-                inner = executor.submit(pool.bind(executor, self, fn), *args, **kwargs)
-            except BaseException as exc:  # the pool refused: closed, broken
+            except BaseException as exc:  # broken, or the pool was closed
                 pool.leave(self)
-                if isinstance(exc, InitializerFailed):
-                    self._break(exc)
                 settle(future, error=exc)
+                return
+            try:
+                inner = executor.submit(pool.bind(executor, self, fn), *args, **kwargs)
+            except BaseException as exc:  # the pool's executor refused it: broken, shut down
+                pool.leave(self)
+                settle(future, error=self._outcome_error(exc, executor, call.name))
                 return
             future._inner = inner
         del fn, args, kwargs  # the pool holds them now, until the call ends

@@ -490,3 +490,35 @@ def test_each_option_is_given_once_and_only_to_an_own_pool() -> None:
         Executor("process", thread_name_prefix="x")
     with aioflow.open_pool("thread") as pool, pytest.raises(aioflow.OptionError, match="with pool="):
         Executor(pool=pool, initializer=inc)
+
+
+# --------------------------------------------------------------------------- a pool whose executor refuses
+
+
+class _RefusingExecutor(concurrent.futures.Executor):
+    """An executor that lost its workers between the pool handing it out and the call reaching it."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> NoReturn:
+        raise concurrent.futures.BrokenExecutor("a worker died while the call was being sent")
+
+
+class _RefusingPool(aioflow.Pool):
+    name = "refusing"
+
+    def _create_executor(self) -> concurrent.futures.Executor:
+        return _RefusingExecutor()
+
+    def _abort_running(self, executor: concurrent.futures.Executor) -> None:
+        pass
+
+
+def test_a_broken_executor_refusing_a_call_is_translated_as_a_failure_in_it() -> None:
+    """What the pool's executor raises at submit becomes aioflow's public error, as a failure reported later would."""
+    pool = _RefusingPool(aioflow.pools.PoolOptions(max_workers=1))
+    try:
+        with Executor(pool=pool) as ex:
+            with pytest.raises(aioflow.WorkerLostError, match="lost its worker process") as info:
+                ex.submit(inc, 1).result(timeout=DEADLINE)
+            assert isinstance(info.value.__cause__, concurrent.futures.BrokenExecutor)
+    finally:
+        pool.close()
