@@ -175,7 +175,7 @@ class _Frames:
 
 def _worker_main(tasks: Connection, outcomes: Connection, owner_pid: int) -> None:
     """A worker process: take the function, then run one chunk per message until asked to exit."""
-    from ..pools._process import _worker_initializer
+    from ..pools._lifecycle import worker_initializer as _worker_initializer
 
     _worker_initializer(owner_pid, None, ())
     fn: Any = None
@@ -394,7 +394,7 @@ class MultiprocessBackend(Backend):
                 worker.tasks.send_bytes(b"")
             except OSError:
                 pass  # already gone
-        from ..pools._process import join_or_kill
+        from ..pools._lifecycle import join_or_kill
 
         join_or_kill([worker.process for worker in workers], _EXIT_GRACE)
         for worker in workers:
@@ -411,7 +411,7 @@ def _kill(workers: list[_Worker]) -> None:
     """Kill workers with every process their tasks started, and reap them."""
     if not workers:
         return
-    from ..pools._process import kill_process_trees
+    from ..pools._lifecycle import kill_process_trees
 
     kill_process_trees([worker.pid for worker in workers])
     for worker in workers:
