@@ -42,6 +42,8 @@ from ._errors import UnsendableFunctionError as UnsendableFunctionError
 from ._version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
+    from ._api import execute_graph as execute_graph
+    from ._api import execute_graph_async as execute_graph_async
     from ._executor import Executor as Executor
     from ._lost import WorkerLostError as WorkerLostError
     from ._results import MISSING as MISSING
@@ -54,8 +56,6 @@ if _typing.TYPE_CHECKING:
     from .pools import Pool as Pool
     from .pools import available_pools as available_pools
     from .pools import open_pool as open_pool
-    from .scheduler import execute_graph as execute_graph
-    from .scheduler import execute_graph_async as execute_graph_async
 
 # public name -> the module that defines it, imported on first access.
 _LAZY = {
@@ -71,8 +71,8 @@ _LAZY = {
     "available_pools": ".pools",
     "open_pool": ".pools",
     "WorkerLostError": "._lost",
-    "execute_graph": ".scheduler",
-    "execute_graph_async": ".scheduler",
+    "execute_graph": "._api",
+    "execute_graph_async": "._api",
 }
 _SUBPACKAGES = ("cli", "events", "ewoks", "graph", "parallel", "parsl", "pools", "scheduler")
 
