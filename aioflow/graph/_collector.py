@@ -28,6 +28,10 @@ from __future__ import annotations
 
 import gc
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 __all__ = ["COLLECTOR_PAUSE", "CollectorPause"]
 
@@ -56,7 +60,9 @@ class CollectorPause:
                 gc.disable()
             self._holders += 1
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         with self._lock:
             self._holders -= 1
             if not self._holders and self._resume:
