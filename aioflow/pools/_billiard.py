@@ -60,10 +60,13 @@ when they restart too fast). Likewise a failing billiard thread breaks the
 pool instead of ending the program with ``os._exit``, as billiard's own
 threads do.
 
-Start methods: ``fork`` and ``spawn`` workers are billiard's processes.
-``forkserver`` workers are started by the standard library's fork server
-which passes on how each worker ended; billiard's
-reports exit code 255 for every worker.
+Start methods: ``fork`` workers are billiard's processes. ``spawn`` and
+``forkserver`` workers are the standard library's (they run billiard's
+worker loop all the same): its fork server passes on how each worker ended,
+where billiard's reports exit code 255 for every worker, and its start, as
+`aioflow.pools._mp_internals` runs it, counts a worker that dies before it
+has read its start-up data as a dead worker, where billiard's ``spawn`` waits
+forever once those data outgrow a pipe's buffer.
 
 Workers: with ``scaling_workers`` the pool starts one worker and grows (up
 to ``max_workers``) when jobs outnumber workers; otherwise billiard starts

@@ -29,6 +29,7 @@ import multiprocessing.context
 import sys
 from typing import Any
 
+from ._mp_internals import ForkServerProcess, SpawnProcess
 from ._process import ProcessPool
 
 __all__ = ["NonDaemonicProcessPool", "non_daemonic_context"]
@@ -51,7 +52,7 @@ class _NonDaemonic:
         self._config["daemon"] = False
 
 
-class NonDaemonicSpawnProcess(_NonDaemonic, multiprocessing.context.SpawnProcess):
+class NonDaemonicSpawnProcess(_NonDaemonic, SpawnProcess):
     """A spawned process that is never daemonic (importable by name: spawned children unpickle it)."""
 
 
@@ -66,7 +67,7 @@ if sys.platform != "win32":
     class NonDaemonicForkProcess(_NonDaemonic, multiprocessing.context.ForkProcess):
         """A forked process that is never daemonic."""
 
-    class NonDaemonicForkServerProcess(_NonDaemonic, multiprocessing.context.ForkServerProcess):
+    class NonDaemonicForkServerProcess(_NonDaemonic, ForkServerProcess):
         """A process started by the fork server that is never daemonic (the server unpickles it)."""
 
     class _NonDaemonicForkContext(multiprocessing.context.ForkContext):

@@ -21,13 +21,13 @@ docstring says how no process a task starts outlives its worker.
 
 from __future__ import annotations
 
-import multiprocessing
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import OptionError
 from ._base import Owned, Pool, PoolOptions
 from ._lifecycle import join_or_kill, kill_descendants, kill_process_trees, set_subreaper
 from ._lifecycle import worker_initializer as _worker_initializer
+from ._mp_internals import start_context
 from ._workers import WorkerProcessExecutor
 
 if TYPE_CHECKING:
@@ -98,8 +98,8 @@ class ProcessPool(Pool):
         return self.options.context
 
     def _mp_context(self) -> Any:
-        """The multiprocessing context the workers start from."""
-        return multiprocessing.get_context(self._start_method())
+        """The multiprocessing context the workers start from (a worker that dies as it starts is a dead worker)."""
+        return start_context(self._start_method())
 
     def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
         return Owned(owner, fn)
