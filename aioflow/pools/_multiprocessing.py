@@ -27,8 +27,13 @@ Failures stay local, as in the ``process`` pool. A worker that dies
 without ``bye`` fails the one call it had reported and not finished, with
 `WorkerDied` naming its pid and the exit code or signal read from that
 worker's own exit status; the stdlib starts a replacement, and the calls
-queued or running elsewhere go on. Whether the stdlib pool itself survives
-depends on where the worker died, which its state cell tells:
+queued or running elsewhere go on. The same holds for a worker that dies
+before it has even read its start-up data: its start
+(`aioflow.pools._mp_internals`'s ``spawn`` and ``forkserver`` processes)
+neither waits for it forever nor raises in the thread that started it (a
+caller's ``submit`` that starts a new generation, or the pool's worker
+thread). Whether the stdlib pool itself survives depends on where the worker
+died, which its state cell tells:
 
 - anywhere but in the task queue's read (running a call, waiting for one,
   starting up): it held no lock and took no call it did not report. (It
