@@ -1,6 +1,10 @@
 """The faces of the engine: `execute_graph_async` and `execute_graph`, as docs/api.md documents them.
 
-They take the engine's options (`aioflow.scheduler.execute_graph_async`).
+They take the engine's options (`aioflow.scheduler.execute_graph_async`)
+and the Ewoks ones (``varinfo``, ``execinfo``, ``task_options``), which
+they turn into the Ewoks plug-in's execution hooks
+(`aioflow.ewoks._hooks.EwoksRun`): the engine knows nothing of Ewoks, and
+`aioflow.ewoks` is imported only when one of those options is given.
 `execute_graph` runs `execute_graph_async` from synchronous code with the
 engine's machinery for that (`aioflow.scheduler.run_execution`: a loop of
 its own, a helper thread, or the gevent bridge).
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
     from ._results import Results
     from .events import Event
     from .pools import Pool
+    from .scheduler import ExecutionHooks
 
 __all__ = ["execute_graph", "execute_graph_async"]
 
@@ -119,10 +124,17 @@ async def execute_graph_async(
         on_event=on_event,
         startargs=startargs,
         load_options=load_options,
-        varinfo=varinfo,
-        execinfo=execinfo,
-        task_options=task_options,
+        hooks=_ewoks_hooks(varinfo, execinfo, task_options),
     )
+
+
+def _ewoks_hooks(varinfo: Any, execinfo: Any, task_options: Any) -> list[ExecutionHooks]:
+    """The Ewoks plug-in's hooks for these options, or none when none is given."""
+    if (varinfo, execinfo, task_options) == (None, None, None):
+        return []
+    from .ewoks._hooks import EwoksRun
+
+    return [EwoksRun(varinfo=varinfo, execinfo=execinfo, task_options=task_options)]
 
 
 def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> Results:

@@ -13,7 +13,11 @@ never compare ``task_type`` with a name. A record says:
   runs);
 - whether its outputs may come with tokens that only the scheduler carries
   (`TaskKind.tokens`), which keeps its nodes out of the calls a chaining
-  pool runs ahead.
+  pool runs ahead;
+- which execution hooks a run of a graph that has such a node needs
+  (`TaskKind.hooks`, a ``"module:class"`` path the engine resolves and
+  instantiates, unless the run already has hooks of that class: the Ewoks
+  plug-in's, for ewokscore's kinds).
 
 The paths are resolved by `resolve`, once per process.
 """
@@ -53,6 +57,9 @@ class TaskKind:
         extra: the optional extra the kind needs; ``None``: none.
         tokens: the runner may return outputs with tokens (`TaskOutcome`),
             which only the scheduler carries from call to call.
+        hooks: ``"module:class"``: the `aioflow.scheduler.ExecutionHooks` a
+            run needs when its graph has a node of this kind (built with no
+            arguments); ``None``: none.
     """
 
     task_type: str
@@ -60,6 +67,7 @@ class TaskKind:
     conditions_on: str | None = None
     extra: Extra | None = None
     tokens: bool = False
+    hooks: str | None = None
 
 
 def _ewokscore_kind(task_type: str) -> TaskKind:
@@ -69,6 +77,7 @@ def _ewokscore_kind(task_type: str) -> TaskKind:
         "aioflow.ewoks._worker:run_ewoks_task",
         extra=Extra("ewoks", "ewokscore"),
         tokens=True,
+        hooks="aioflow.ewoks._hooks:EwoksTasks",
     )
 
 

@@ -2,18 +2,18 @@
 
 Nothing here knows about graphs or the scheduler. A `TaskCall` names the
 task (``task_type`` + ``task_identifier``) and carries the merged inputs;
-`run_task` calls the runner of its kind (`aioflow._kinds`) and returns the
-node's outputs as a dict. The runners of aioflow's own kinds are here:
+`run_task` calls the runner of its kind (`aioflow._kinds`), or the runner
+the call names, and returns the node's outputs as a dict. The runners of
+aioflow's own kinds are here:
 
 - `run_method`: ``func(*positional, **named)``; output ``return_value`` (spec §5.2);
 - `run_ppfmethod` / `run_ppfport`: the ``_ppfdict`` convention (spec §5.3);
 - `run_script`: a subprocess; outputs ``return_code``, ``out``, ``err`` (spec §5.4).
 
-ewokscore's kinds (``class``, ``generated``, ``notebook``), and every kind
-when the call carries an Ewoks context (``varinfo``, ``execinfo``,
-``task_options``), run ewokscore's own task classes, through
-`aioflow.ewoks._worker` (imported only then, so a worker that runs plain
-methods never imports ewokscore).
+The others are elsewhere, named by path and imported by the worker on first
+use: ewokscore's kinds (``class``, ``generated``, ``notebook``) run in
+`aioflow.ewoks._worker`, so a worker that runs plain methods never imports
+ewokscore.
 
 Imported callables are cached per worker, so a warm worker imports a task
 module once.
@@ -39,7 +39,6 @@ from ._kinds import resolve, task_kind
 from ._results import MISSING
 
 __all__ = [
-    "EWOKS_TASK_TYPES",
     "ChainedCall",
     "TaskCall",
     "TaskOutcome",
@@ -58,10 +57,6 @@ __all__ = [
 _SCRIPT_WAIT_SLICE = 0.2
 
 
-# Task types only ewokscore can run (the ``ewoks`` extra).
-EWOKS_TASK_TYPES = frozenset(("class", "generated", "notebook"))
-
-
 @dataclass(frozen=True, slots=True)
 class TaskCall:
     """Everything a worker needs to run one node once.
@@ -72,11 +67,13 @@ class TaskCall:
         task_type: the node's ``task_type``.
         task_identifier: what to run.
         inputs: the merged inputs (default inputs under link data).
-        node_attrs: for tasks run by ewokscore: the node's other attributes
-            (``task_generator``, a per-node ``varinfo``...); ``None`` otherwise.
-        ewoks: ``{"varinfo", "execinfo", "task_options"}`` when the task must run
-            through ewokscore's task classes (persistence, events, task options);
-            ``None`` for aioflow's own fast path.
+        context: what the execution's hooks give the node's calls for their
+            runner (`aioflow.scheduler.CallContext.data`: for the Ewoks
+            plug-in, the node's other attributes and the execution's
+            ``varinfo``, ``execinfo``, ``task_options``); ``None``: nothing.
+        runner: ``"module:function"`` that runs the call in place of its
+            kind's runner (`aioflow.scheduler.CallContext.runner`); ``None``:
+            the kind's.
         input_tags: input name -> the token of the upstream output the input's
             value came from (see `TaskOutcome`); ``None`` when no input has one.
     """
@@ -86,8 +83,8 @@ class TaskCall:
     task_type: str
     task_identifier: Any
     inputs: dict[Any, Any]
-    node_attrs: Mapping[str, Any] | None = None
-    ewoks: Mapping[str, Any] | None = None
+    context: Any = None
+    runner: str | None = None
     input_tags: Mapping[Any, Any] | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -101,8 +98,8 @@ class TaskCall:
                 self.task_type,
                 self.task_identifier,
                 self.inputs,
-                self.node_attrs,
-                self.ewoks,
+                self.context,
+                self.runner,
                 self.input_tags,
             ),
         )
@@ -127,19 +124,14 @@ class TaskOutcome:
         return (TaskOutcome, (self.outputs, self.tags))
 
 
-# task_type -> the function its kind's runner path names, resolved once per worker.
-_RUNNERS: dict[str, Callable[[TaskCall], dict[Any, Any] | TaskOutcome]] = {}
-
-
 def run_task(call: TaskCall) -> dict[Any, Any] | TaskOutcome:
-    """Run one task with its kind's runner; return its outputs. Any exception is the task's failure."""
-    if call.ewoks is not None:
-        from .ewoks._worker import run_ewoks_task
+    """Run one task with its runner (the call's, else its kind's); return its outputs.
 
-        return run_ewoks_task(call)
-    runner = _RUNNERS.get(call.task_type)
-    if runner is None:
-        runner = _RUNNERS[call.task_type] = resolve(task_kind(call.task_type).runner)
+    Any exception is the task's failure.
+    """
+    runner: Callable[[TaskCall], dict[Any, Any] | TaskOutcome] = resolve(
+        call.runner or task_kind(call.task_type).runner
+    )
     return runner(call)
 
 
@@ -198,7 +190,7 @@ def run_chained(chained: ChainedCall, *upstream: dict[Any, Any]) -> dict[Any, An
     defaults = call.inputs
     inputs = {**defaults, **dynamic} if defaults else dynamic
     return run_task(
-        TaskCall(call.node_id, call.label, call.task_type, call.task_identifier, inputs, call.node_attrs, call.ewoks)
+        TaskCall(call.node_id, call.label, call.task_type, call.task_identifier, inputs, call.context, call.runner)
     )
 
 

@@ -50,15 +50,11 @@ LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
 
 #: "importer -> imported": the imports that break the layering today.
 KNOWN_VIOLATIONS: set[str] = {
-    "aioflow._tasks -> aioflow.ewoks._worker",
     "aioflow.pools._dask -> aioflow._tasks",
-    "aioflow.scheduler._run -> aioflow.ewoks._driver",
-    "aioflow.scheduler._run -> aioflow.ewoks._start",
 }
 
 #: Sets of modules that import each other at run time today, each to be broken.
 KNOWN_CYCLES: list[set[str]] = [
-    {"aioflow._tasks", "aioflow.ewoks._worker"},
     {"aioflow.parallel._api", "aioflow.parallel._backends", "aioflow.parallel._multiprocess"},
 ]
 

@@ -14,9 +14,11 @@ Keywords, as ewoksppf names them (docs/ewoks.md has the table):
 - anything else raises `TypeError` naming it (ewoksppf would read it as a
   pool option; aioflow takes pool options only in ``pool_options``).
 
-The default result is ewoksppf's (`aioflow.ewoks._result`), read from
-aioflow's execution state, so it is the same on every run; other
-``outputs=``/``merge_outputs=`` select as aioflow's own door does.
+It runs the engine (`aioflow.scheduler.execute_graph`) with the plug-in's
+execution hooks: `aioflow.ewoks._hooks.EwoksRun` for the Ewoks options, and,
+for the default result, `aioflow.ewoks._result.PpfResult`: ewoksppf's
+result, read from aioflow's execution state, so it is the same on every
+run; other ``outputs=``/``merge_outputs=`` select as aioflow's own door does.
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ from .._results import MISSING, Results
 from ..graph import load_graph
 from ..scheduler import execute_graph as _aioflow_execute_graph
 from ._convert import from_taskgraph, is_taskgraph
+from ._hooks import EwoksRun
 from ._result import PpfResult, ewoks_error
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ..graph import Graph
+    from ..scheduler import ExecutionHooks
 
 __all__ = ["AioflowWorkflowEngine", "execute_graph"]
 
@@ -147,8 +151,12 @@ def execute_graph(
         if pre_import:
             _pre_import(loaded)
         execute_options = _pool_keywords(loaded, pool_options, options, max_workers)
+        # None would mean "events on by default" again: the job context decided already.
+        hooks: list[ExecutionHooks] = [
+            EwoksRun(varinfo=varinfo, execinfo=job_info if job_info is not None else False, task_options=task_options)
+        ]
         if merge_outputs is not False and outputs in (None, [{"all": False}]):
-            execute_options["hooks"] = [PpfResult()]
+            hooks.append(PpfResult())
         try:
             results = _aioflow_execute_graph(
                 loaded,
@@ -159,10 +167,7 @@ def execute_graph(
                 pool_type=pool_type,
                 scaling_workers=scaling_workers,
                 startargs=startargs,
-                varinfo=varinfo,
-                # None would mean "events on by default" again: the job context decided already.
-                execinfo=job_info if job_info is not None else False,
-                task_options=task_options,
+                hooks=hooks,
                 **execute_options,
             )
         except NodeError as exc:

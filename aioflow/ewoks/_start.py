@@ -4,7 +4,9 @@ When no node is a start node (every node has a predecessor and none is
 ``force_start_node``), ewokscore starts at the ``class`` nodes whose declared
 required inputs are all among their default inputs and which have no required
 predecessor. Knowing a class's required inputs means importing it, so this
-rule lives here, in the driver, and runs only for such graphs.
+rule lives here, in the Ewoks plug-in (`aioflow.ewoks._hooks.EwoksTasks.prepare`
+applies it before the engine's preflight checks), and imports ewokscore only
+for a graph that has such a candidate.
 """
 
 from __future__ import annotations
@@ -30,14 +32,15 @@ def with_class_start_nodes(graph: Graph) -> Graph:
     """
     if not graph.nodes or graph.start_nodes:
         return graph
+    required_in = graph.analysis.required_in_count
+    candidates = [node for node in graph.nodes.values() if node.task_type == "class" and not required_in[node.id]]
+    if not candidates:
+        return graph
     from ewokscore.task import Task
 
-    required_in = graph.analysis.required_in_count
     starts = []
     problems = []
-    for node in graph.nodes.values():
-        if node.task_type != "class" or required_in[node.id]:
-            continue
+    for node in candidates:
         try:
             task_class = Task.get_subclass(node.task_identifier)
         except Exception as exc:

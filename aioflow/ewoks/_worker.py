@@ -1,9 +1,14 @@
 """What runs inside a worker for tasks that ewokscore runs: ``class``, ``generated``, ``notebook``.
 
-Every other task type also comes here when the execution asked for
-persistence (``varinfo``), events (``execinfo`` with handlers) or
-``task_options``, so that input rules, saved results and node events are
-ewokscore's own (spec §6.1): ``instantiate_task(...)`` then ``task.execute()``.
+`run_ewoks_task` is the runner of those kinds in the task-kind registry
+(`aioflow._kinds`). Every other task type also comes here when the
+execution asked for persistence (``varinfo``), events (``execinfo`` with
+handlers) or ``task_options``: the plug-in's hooks then give every call this
+runner (`aioflow.ewoks._hooks.EwoksRun`), so that input rules, saved results
+and node events are ewokscore's own (spec §6.1): ``instantiate_task(...)``
+then ``task.execute()``. A call's context (`TaskCall.context`, from those
+hooks) holds the node's attributes and the execution's ``varinfo``,
+``execinfo`` and ``task_options``.
 
 Identities: ewokscore names a task's outputs (and the files they are saved
 in) after a hash of its class and its inputs, where an input that came from
@@ -61,7 +66,8 @@ def run_ewoks_task(call: TaskCall) -> dict[Any, Any] | TaskOutcome:
     from ewokscore.inittask import instantiate_task
     from ewokscore.missing_data import MISSING_DATA, is_missing_data
 
-    node_attrs: dict[str, Any] = dict(call.node_attrs or {})
+    context = call.context or {}
+    node_attrs: dict[str, Any] = dict(context.get("node_attrs") or {})
     node_attrs["task_type"] = call.task_type
     if call.task_identifier is not None:
         node_attrs["task_identifier"] = call.task_identifier
@@ -79,7 +85,6 @@ def run_ewoks_task(call: TaskCall) -> dict[Any, Any] | TaskOutcome:
                     inputs[name] = Variable(value=inputs[name], pre_uhash=uhash)
                 else:
                     inputs[name] = Variable(value=inputs[name], data_uri=DataUri(uri, uhash))
-    context = call.ewoks or {}
     task = instantiate_task(
         call.node_id,
         node_attrs,

@@ -14,9 +14,9 @@ whether, and with what, it runs. That is a node that:
   predecessor has succeeded, the push-flow rule fires it, with the data of
   those links merged in link order, which a worker can rebuild from the
   predecessors' outputs (`aioflow._tasks.run_chained`);
-- runs a task whose outputs carry no tokens (`aioflow._kinds.TaskKind.tokens`:
-  ewokscore's kinds give their outputs identities that only the scheduler
-  tracks), as do its predecessors.
+- runs a task whose outputs carry no tokens, as do its predecessors
+  (`outputs_with_tokens`: ewokscore's task classes give their outputs
+  identities that only the scheduler tracks).
 
 If a predecessor fails, the node never fires: the call sent ahead is
 cancelled and its outcome dropped. The state machine stays the single
@@ -34,9 +34,20 @@ from typing import TYPE_CHECKING
 from .._kinds import KINDS
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from ..graph import Graph, NodeId
 
-__all__ = ["fires_at_most_once", "results_may_stay_remote", "sendable_ahead"]
+__all__ = ["fires_at_most_once", "outputs_with_tokens", "results_may_stay_remote", "sendable_ahead"]
+
+
+def outputs_with_tokens(graph: Graph, own_runner: Collection[NodeId]) -> frozenset[NodeId]:
+    """The nodes whose outputs may come with tokens: their kind's (`TaskKind.tokens`), and ``own_runner``.
+
+    ``own_runner``: the nodes an execution hook runs with a runner of its own
+    (`aioflow.scheduler.CallContext.runner`), which may return tokens.
+    """
+    return frozenset(nid for nid, node in graph.nodes.items() if nid in own_runner or KINDS[node.task_type].tokens)
 
 
 def fires_at_most_once(graph: Graph) -> frozenset[NodeId]:
@@ -68,26 +79,27 @@ def fires_at_most_once(graph: Graph) -> frozenset[NodeId]:
     return frozenset(once)
 
 
-def sendable_ahead(graph: Graph) -> frozenset[NodeId]:
-    """The nodes that may be sent ahead of their predecessors' outcomes (see the module's docstring)."""
+def sendable_ahead(graph: Graph, opaque: frozenset[NodeId]) -> frozenset[NodeId]:
+    """The nodes that may be sent ahead of their predecessors' outcomes (see the module's docstring).
+
+    ``opaque``: the nodes whose outputs may come with tokens (`outputs_with_tokens`).
+    """
     analysis = graph.analysis
     links = graph.links
-    nodes = graph.nodes
     once = fires_at_most_once(graph)
     ahead: set[NodeId] = set()
     for nid in once:
         links_in = analysis.links_in[nid]
-        if not links_in or KINDS[nodes[nid].task_type].tokens:
+        if not links_in or nid in opaque:
             continue
         if all(
-            not links[li].conditions and not links[li].on_error and not KINDS[nodes[links[li].source].task_type].tokens
-            for li in links_in
+            not links[li].conditions and not links[li].on_error and links[li].source not in opaque for li in links_in
         ):
             ahead.add(nid)
     return frozenset(ahead)
 
 
-def results_may_stay_remote(graph: Graph, ahead: frozenset[NodeId]) -> frozenset[NodeId]:
+def results_may_stay_remote(graph: Graph, ahead: frozenset[NodeId], opaque: frozenset[NodeId]) -> frozenset[NodeId]:
     """The nodes whose outputs the scheduler never reads while the graph runs, given ``ahead``.
 
     On a pool that can keep results on its workers, such a node's outputs
@@ -97,14 +109,13 @@ def results_may_stay_remote(graph: Graph, ahead: frozenset[NodeId]) -> frozenset
     tokens, and whose data links all lead, without conditions, to nodes in
     ``ahead`` without ``on_error`` links (those would hand their inputs to
     an error handler through the scheduler). A node without successors
-    qualifies.
+    qualifies. ``opaque``: as for `sendable_ahead`.
     """
     analysis = graph.analysis
     links = graph.links
-    nodes = graph.nodes
     remote: set[NodeId] = set()
     for nid in fires_at_most_once(graph):
-        if KINDS[nodes[nid].task_type].tokens:
+        if nid in opaque:
             continue
         if all(
             not links[li].conditions and links[li].target in ahead and not analysis.error_links_out[links[li].target]

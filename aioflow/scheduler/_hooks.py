@@ -19,6 +19,9 @@ default; a subclass overrides the ones it needs, at the points of a run:
    Ewoks plug-in's ewoksppf result).
 
 The ``on_event`` callback of a run is one more observer (`EventCallback`).
+A task kind that needs hooks names them in the task-kind registry
+(`aioflow._kinds.TaskKind.hooks`), and the engine adds them to every run of
+a graph that has such a node (the Ewoks plug-in's `EwoksTasks`).
 
 Threads: every method is called in the thread that runs the execution's
 event loop, between two steps of the driver, never concurrently with
@@ -92,7 +95,8 @@ class ExecutionHooks:
 
     An instance may keep per-run state (between `running`'s entry and
     exit): give each run its own instance then. Hooks of one run are
-    called in the order of ``hooks=``, the ``on_event`` callback last.
+    called in the order of ``hooks=``, the kinds' hooks after them, the
+    ``on_event`` callback last.
     """
 
     def prepare(self, graph: Graph) -> Graph:

@@ -21,6 +21,13 @@ Every decision (what is ready, with which inputs) is made by the synchronous
 `ExecutionState`; this module only awaits. All state is touched from the
 event loop's thread only.
 
+Plug-ins take part through the run's execution hooks (`aioflow.scheduler._hooks`):
+they prepare the graph before the preflight checks, wrap the run, give each
+node's calls a context (and a runner) for the worker, may answer a firing
+instead of running it, observe every event, and may build the results. The
+hooks a task kind needs come from the task-kind registry (`aioflow._kinds`),
+which is all this module knows of kinds: it names none.
+
 Stopping: a failed node (with ``raise_on_error``), an exceeded loop limit, a
 timeout, or a cancellation from outside (Ctrl-C included) cancels the task
 group. Calls still in the pool are then cancelled (queued ones) or stopped by
@@ -33,7 +40,6 @@ execution's loop (`Pool.scope_to_running_loop`), since nothing else uses it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import logging
 import math
@@ -56,13 +62,13 @@ from .._errors import (
     OptionError,
     PoolError,
 )
-from .._kinds import KINDS
+from .._kinds import KINDS, Extra, TaskKind, resolve
 from .._results import Results
-from .._tasks import EWOKS_TASK_TYPES, ChainedCall, TaskCall, TaskOutcome, link_data, run_chained, run_task
+from .._tasks import ChainedCall, TaskCall, TaskOutcome, link_data, run_chained, run_task
 from ..events import Event, EventKind
 from ..graph import Graph, Node, NodeId, load_graph
 from ..pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
-from ._ahead import results_may_stay_remote, sendable_ahead
+from ._ahead import outputs_with_tokens, results_may_stay_remote, sendable_ahead
 from ._hooks import EventCallback, ExecutionHooks, HookSet, Step
 from ._outputs import select_results, selected_nodes, validate_outputs
 from ._state import ExecutionState, Firing, IterationLimitReached
@@ -109,123 +115,69 @@ async def execute_graph_async(
     on_event: Callable[[Event], None] | None = None,
     startargs: Mapping[str, Any] | None = None,
     load_options: Mapping[str, Any] | None = None,
-    varinfo: Mapping[str, Any] | None = None,
-    execinfo: Any = None,
-    task_options: Mapping[str, Any] | None = None,
     hooks: Sequence[ExecutionHooks] = (),
 ) -> Results:
-    """Execute a graph and return its results.
+    """The engine's entry point: execute a graph and return its results.
+
+    It takes the options of `aioflow.execute_graph_async`, but for the
+    Ewoks ones (``varinfo``, ``execinfo``, ``task_options``: that face
+    turns them into the Ewoks plug-in's hooks), and:
 
     Args:
-        graph: a `Graph`, or anything `aioflow.load_graph` accepts (dict, JSON
-            or YAML file path, JSON string).
-        inputs: ``[{"id"|"label"|"all": ..., "name": ..., "value": ...}]``,
-            written into the selected nodes' default inputs (start nodes when
-            no selector is given).
-        outputs: which outputs to return (default: every output of the end
-            nodes); see the graph format docs.
-        merge_outputs: one merged dict (``True``), or ``{node_id: outputs}``.
-        raise_on_error: raise `NodeError` on the first node that fails without
-            an ``on_error`` link (``True``), or run every branch that can run
-            and report failures in ``Results.errors``.
-        timeout: seconds; past it, running tasks are stopped and
-            `ExecutionTimeoutError` is raised.
-        pool_type: a name from `aioflow.available_pools()`: ``thread``, ``process``
-            (the default; ``gevent`` when gevent has monkey-patched the process),
-            ``ndprocess``, ``multiprocessing``, ``ndmultiprocessing``, ``billiard``.
-        max_workers: the most tasks that run at once.
-        scaling_workers: start workers as tasks need them, reusing idle ones.
-        context: start method of process pools: ``spawn``, ``fork``, ``forkserver``.
-        idle_timeout: with ``scaling_workers``, retire a worker idle for this
-            many seconds (``None``: never).
-        pool_options: extra keyword arguments for the pool's executor.
-        pool: an open pool (`aioflow.open_pool`) to run on instead of opening
-            one; it stays open, with its warm workers, for later executions.
-        max_iterations: the most times any node may run (a guard against
-            runaway loops); ``None`` for no limit.
-        on_event: called with an `aioflow.events.Event` for every step.
-        startargs: inputs given to every start node (under its links' data).
-        load_options: keyword arguments for `aioflow.load_graph` (``root_dir``...).
-        varinfo: ewokscore persistence, e.g. ``{"root_uri": dir, "scheme": "json"}``:
-            every task's outputs are saved under ``root_uri``, and a task whose
-            outputs are already saved there is not run again (``ewoks`` extra).
-        execinfo: ewokscore events (``{"job_id", "handlers", ...}``, a job id,
-            ``True`` or ``False``): job and workflow events are sent by this
-            process, node events by the workers (``ewoks`` extra).
-        task_options: extra keyword arguments for every ewokscore task's
-            constructor (``ewoks`` extra).
-        hooks: `ExecutionHooks` that take part in the run (``on_event``
-            observes after them); see `aioflow.scheduler._hooks`.
+        hooks: the `ExecutionHooks` that take part in the run, in order
+            (`aioflow.scheduler._hooks`). The hooks of the kinds the graph
+            uses (`aioflow._kinds.TaskKind.hooks`) come after them, unless
+            one of them is already of that class, and the ``on_event``
+            callback observes last.
 
-    Returns:
-        The selected outputs, as `aioflow.Results` (a dict).
-
-    Raises:
-        GraphError: the graph is invalid, or cannot run (no start node, a
-            cycle that can never fire).
-        OptionError: an option is invalid (checked before any worker starts).
-        MissingExtraError: the graph needs an optional package.
-        NodeError: a node failed (``raise_on_error=True``); ``.results`` holds
-            the outputs of the nodes that finished.
-        ExecutionTimeoutError: ``timeout`` expired.
-        IterationLimitError: a node would run more than ``max_iterations`` times.
+    Returns and raises: as `aioflow.execute_graph_async`; an exception of a
+    hook is raised as it is (see each method of `ExecutionHooks`).
     """
     loaded = load_graph(graph, inputs=inputs, **_load_options(load_options))
     _check_options(timeout, max_iterations, merge_outputs, raise_on_error, startargs, on_event, pool, hooks)
     validate_outputs(loaded, outputs)
-    hook_set = HookSet((*hooks, EventCallback(on_event)) if on_event is not None else hooks)
+    run_hooks = [*hooks, *_kind_hooks(loaded, hooks)]
+    if on_event is not None:
+        run_hooks.append(EventCallback(on_event))
+    hook_set = HookSet(run_hooks)
     loaded = hook_set.prepare(loaded)
-    if loaded.nodes and not loaded.start_nodes and any(n.task_type == "class" for n in loaded.nodes.values()):
-        # ewokscore's fallback start nodes depend on the task classes' required inputs.
-        _import_ewoks_extra(loaded)
-        from ..ewoks._start import with_class_start_nodes
-
-        loaded = with_class_start_nodes(loaded)
     preflight(loaded)
     if pool is not None and (pool_type, max_workers, context, pool_options) != (None, None, None, None):
         expected = (
             "given without pool_type, max_workers, context and pool_options (they configure the pool it replaces)"
         )
         raise OptionError("pool", expected, pool)
-    ewoks_run = None
-    if (varinfo, execinfo, task_options) != (None, None, None):
-        from ..ewoks._driver import EwoksRun
-
-        ewoks_run = EwoksRun(loaded, varinfo=varinfo, execinfo=execinfo, task_options=task_options)
     async with hook_set.running(loaded):
-        with ewoks_run.running() if ewoks_run is not None else contextlib.nullcontext() as ewoks_payload:
-            execution = _Execution(
-                loaded,
-                outputs=outputs,
-                merge_outputs=merge_outputs,
-                raise_on_error=raise_on_error,
-                timeout=timeout,
-                max_iterations=max_iterations,
-                hooks=hook_set,
-                startargs=startargs,
-                ewoks_all=ewoks_payload,
-                ewoks_some=ewoks_run.node_context(ewoks_payload) if ewoks_run is not None else None,
-            )
-            if not loaded.nodes:
-                return Results({})
-            if pool is not None:
-                return await execution.run(pool)
-            owned = open_pool(
-                pool_type,
-                max_workers=max_workers,
-                scaling_workers=scaling_workers,
-                context=context,
-                idle_timeout=idle_timeout,
-                pool_options=pool_options,
-            )
-            try:
-                # Only this execution uses the pool, and it is closed below on
-                # this loop: a pool bound to a loop may live on this one.
-                owned.scope_to_running_loop()
-                return await execution.run(owned)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await owned.aclose()
+        execution = _Execution(
+            loaded,
+            outputs=outputs,
+            merge_outputs=merge_outputs,
+            raise_on_error=raise_on_error,
+            timeout=timeout,
+            max_iterations=max_iterations,
+            hooks=hook_set,
+            startargs=startargs,
+        )
+        if not loaded.nodes:
+            return Results({})
+        if pool is not None:
+            return await execution.run(pool)
+        owned = open_pool(
+            pool_type,
+            max_workers=max_workers,
+            scaling_workers=scaling_workers,
+            context=context,
+            idle_timeout=idle_timeout,
+            pool_options=pool_options,
+        )
+        try:
+            # Only this execution uses the pool, and it is closed below on
+            # this loop: a pool bound to a loop may live on this one.
+            owned.scope_to_running_loop()
+            return await execution.run(owned)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await owned.aclose()
 
 
 # What load_options may hold: load_graph's keywords, but inputs (an argument of its own).
@@ -271,9 +223,24 @@ def _check_options(
         raise OptionError("hooks", "a list or tuple of aioflow.scheduler.ExecutionHooks", hooks)
 
 
-def _import_ewoks_extra(graph: Graph) -> None:
-    if importlib.util.find_spec("ewokscore") is None:
-        raise MissingExtraError(f"graph {graph.id!r}: 'class' nodes", "ewokscore", "ewoks")
+def _kind_hooks(graph: Graph, given: Sequence[ExecutionHooks]) -> list[ExecutionHooks]:
+    """The hooks the kinds of the graph's nodes need (`TaskKind.hooks`), but those ``given`` already has.
+
+    Raises:
+        MissingExtraError: such a kind needs an extra that is not installed.
+    """
+    added: list[ExecutionHooks] = []
+    seen: set[str] = set()
+    for node in graph.nodes.values():
+        kind = KINDS.get(node.task_type)
+        if kind is None or kind.hooks is None or kind.hooks in seen:
+            continue
+        seen.add(kind.hooks)
+        _check_extra(graph, node, kind)  # the hooks may need it
+        hooks_class = resolve(kind.hooks)
+        if not any(isinstance(hook, hooks_class) for hook in given):
+            added.append(hooks_class())
+    return added
 
 
 def preflight(graph: Graph) -> None:
@@ -302,17 +269,21 @@ def preflight(graph: Graph) -> None:
 
 
 def _check_extras(graph: Graph) -> None:
-    """Raise `MissingExtraError` for the first node whose kind needs a package that is not installed."""
-    checked: set[str] = set()
+    """Raise `MissingExtraError` for the first node whose kind needs an extra that is not installed."""
+    checked: set[Extra] = set()
     for node in graph.nodes.values():
         kind = KINDS.get(node.task_type)
-        extra = kind.extra if kind is not None else None
-        if extra is None or extra.package in checked:
-            continue
-        if importlib.util.find_spec(extra.package) is None:
-            what = f"graph {graph.id!r}: node {node.id!r} (task_type {node.task_type!r})"
-            raise MissingExtraError(what, extra.package, extra.name)
-        checked.add(extra.package)
+        if kind is not None and kind.extra is not None and kind.extra not in checked:
+            _check_extra(graph, node, kind)
+            checked.add(kind.extra)
+
+
+def _check_extra(graph: Graph, node: Node, kind: TaskKind) -> None:
+    """Raise `MissingExtraError` if the extra of ``node``'s kind is not installed."""
+    extra = kind.extra
+    if extra is not None and importlib.util.find_spec(extra.package) is None:
+        what = f"graph {graph.id!r}: node {node.id!r} (task_type {node.task_type!r})"
+        raise MissingExtraError(what, extra.package, extra.name)
 
 
 # The outputs the state machine records for a node whose outputs stayed on
@@ -394,8 +365,6 @@ class _Execution:
         max_iterations: int | None,
         hooks: HookSet,
         startargs: Mapping[str, Any] | None,
-        ewoks_all: Mapping[str, Any] | None = None,
-        ewoks_some: Mapping[str, Any] | None = None,
     ) -> None:
         self.graph = graph
         self.outputs = outputs
@@ -406,11 +375,8 @@ class _Execution:
         self._hooks = hooks
         self._observing = bool(hooks.observing)
         self._answering = bool(hooks.answering)
-        # The Ewoks context of every call (persistence, events, task options:
-        # every node runs through ewokscore), or of ewokscore's own task types only.
-        self._ewoks_all = ewoks_all
-        self._ewoks_some = ewoks_some
-        self._node_attrs: dict[NodeId, Mapping[str, Any] | None] = {}
+        # What the hooks give each node's calls (`ExecutionHooks.call_context`).
+        self._contexts = hooks.call_contexts(graph)
         self._task_group: anyio.abc.TaskGroup | None = None
         self._pool: Pool | None = None
         self._ready: deque[Firing] = deque()
@@ -533,13 +499,14 @@ class _Execution:
         # hold 10,000 queued calls.
         self._window = max(_MIN_WINDOW, pool.calls_in_flight_per_worker * pool.capacity)
         # A call sent ahead runs before its firing exists: no hook could answer that firing.
-        if pool.chains_calls and self._ewoks_all is None and not self._answering:
-            self._ahead = sendable_ahead(self.graph)
+        if pool.chains_calls and not self._answering:
+            opaque = outputs_with_tokens(self.graph, {nid for nid, c in self._contexts.items() if c.runner})
+            self._ahead = sendable_ahead(self.graph, opaque)
             links = self.graph.links
             links_in = self.graph.analysis.links_in
             self._feeds_ahead = frozenset(links[li].source for nid in self._ahead for li in links_in[nid])
             if pool.keeps_results_remote:
-                self._may_stay_remote = results_may_stay_remote(self.graph, self._ahead)
+                self._may_stay_remote = results_may_stay_remote(self.graph, self._ahead, opaque)
             self._chaining = bool(self._ahead or self._may_stay_remote)
         self._emit("graph.started", total=len(self.graph.nodes))
         timed_out = False
@@ -807,7 +774,15 @@ class _Execution:
         if not upstream:
             return None  # every input is here: no need to chain
         node = self.graph.nodes[nid]
-        call = TaskCall(nid, node.label, node.task_type, node.task_identifier, dict(node.default_inputs))
+        context = self._contexts.get(nid)
+        call = TaskCall(
+            nid,
+            node.label,
+            node.task_type,
+            node.task_identifier,
+            dict(node.default_inputs),
+            context.data if context is not None else None,
+        )
         return (ChainedCall(call, tuple(parts)), *upstream)
 
     def _send_one_ahead(self, nid: NodeId, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
@@ -855,24 +830,17 @@ class _Execution:
 
     def _call(self, node: Node, firing: Firing) -> TaskCall:
         """The picklable call a worker runs for this firing."""
-        if self._ewoks_all is None and node.task_type not in EWOKS_TASK_TYPES:
+        context = self._contexts.get(firing.node_id) if self._contexts else None
+        if context is None:
             return TaskCall(firing.node_id, node.label, node.task_type, node.task_identifier, firing.inputs)
-        try:
-            node_attrs = self._node_attrs[node.id]
-        except KeyError:
-            attrs = dict(node.attributes)
-            if node.task_generator is not None:
-                attrs["task_generator"] = node.task_generator
-            node_attrs = self._node_attrs[node.id] = attrs
-        ewoks = self._ewoks_all if self._ewoks_all is not None else self._ewoks_some
         return TaskCall(
             firing.node_id,
             node.label,
             node.task_type,
             node.task_identifier,
             firing.inputs,
-            node_attrs,
-            ewoks,
+            context.data,
+            context.runner,
             firing.input_tags,
         )
 

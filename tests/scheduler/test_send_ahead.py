@@ -44,10 +44,12 @@ from aioflow import MISSING, ExecutionTimeoutError, GraphError, NodeError
 from aioflow._tasks import ChainedCall, TaskCall
 from aioflow.pools import Pool, PoolOptions
 from aioflow.pools._base import settle
-from aioflow.scheduler._ahead import fires_at_most_once, sendable_ahead
+from aioflow.scheduler._ahead import fires_at_most_once, outputs_with_tokens, sendable_ahead
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+
+    from aioflow.graph import Graph
 
 # A guard, not a measure: an execution whose held call is never released
 # fails with ExecutionTimeoutError after this long instead of hanging.
@@ -58,6 +60,11 @@ SHUTDOWN_DEADLINE = 30.0
 
 Stage = Literal["run", "delivery"]
 Trigger = Literal["submitted", "delivered"]
+
+
+def ahead_of(graph: Graph) -> frozenset[Any]:
+    """The nodes of ``graph`` a chaining pool may run ahead when no hook gives a node a runner of its own."""
+    return sendable_ahead(graph, outputs_with_tokens(graph, ()))
 
 
 # --------------------------------------------------------------------------- the chaining pool
@@ -665,7 +672,7 @@ def known_and_pending(known_first: bool) -> dict[str, Any]:
 async def test_known_and_pending_link_data_merge_in_link_order(pool: ChainingPool, known_first: bool) -> None:
     """Link data the scheduler already has and data built on the worker merge in link order."""
     graph = known_and_pending(known_first)
-    assert "p" not in sendable_ahead(aioflow.load_graph(graph))
+    assert "p" not in ahead_of(aioflow.load_graph(graph))
     pool.hold("c", "delivery", until=("delivered", "q"))  # q is processed before p fires
     pool.hold("p", "run", until=("submitted", "t"))
     got = await assert_same_as_threads(graph, pool)
@@ -730,7 +737,7 @@ async def test_nodes_that_may_fire_otherwise_are_never_sent_ahead(
     pool: ChainingPool, graph: dict[str, Any], excluded: set[Any]
 ) -> None:
     """Conditions, optional and error links, cycles, forced start nodes: sent only when they fire."""
-    assert not excluded & sendable_ahead(aioflow.load_graph(graph))
+    assert not excluded & ahead_of(aioflow.load_graph(graph))
     got = await assert_same_as_threads(graph, pool)
     assert not excluded & pool.sent_ahead()
     assert pool.sent_ahead() == {"u"}
@@ -974,7 +981,7 @@ def assert_same_as_reference(doc: Doc, workers: int, compare_executions: bool) -
             assert got.executions == ref.executions
         # Only nodes the analysis allows are sent ahead; each runs at most once,
         # and a call sent ahead that ran is an execution of its node.
-        assert ahead <= sendable_ahead(graph)
+        assert ahead <= ahead_of(graph)
         assert all(got.executions.get(nid, 0) <= 1 for nid in ahead)
         assert {r.node_id for r in pool.records if r.chained and r.ran} <= set(got.executions)
         event(f"sent ahead: {bool(ahead)}")
@@ -1042,7 +1049,7 @@ def test_loops_and_conditions_keep_the_invariants(doc: Doc) -> None:
         pool.close()
     ahead = pool.sent_ahead()
     event(f"sent ahead: {bool(ahead)}")
-    assert ahead <= sendable_ahead(graph)
+    assert ahead <= ahead_of(graph)
     for nid in ahead:
         assert len(pool.calls(nid)) == 1, nid
         assert got.executions.get(nid, 0) <= 1, nid
@@ -1056,7 +1063,7 @@ def test_loops_and_conditions_keep_the_invariants(doc: Doc) -> None:
 
 def analysed(nodes: list[dict[str, Any]], links: list[dict[str, Any]]) -> tuple[frozenset[Any], frozenset[Any]]:
     graph = aioflow.load_graph({"nodes": nodes, "links": links})
-    return fires_at_most_once(graph), sendable_ahead(graph)
+    return fires_at_most_once(graph), ahead_of(graph)
 
 
 def test_analysis_of_a_chain() -> None:
@@ -1140,6 +1147,15 @@ def test_analysis_excludes_ewoks_task_types() -> None:
     )
     assert once == {"a", "k", "b", "c"}
     assert ahead == {"c"}
+
+
+def test_analysis_excludes_nodes_a_hook_runs_with_a_runner_of_its_own() -> None:
+    """A node whose calls a hook gives their own runner, and a node fed by it, are not sent ahead."""
+    graph = aioflow.load_graph({"nodes": [node("a"), node("b"), node("c")], "links": [rv("a", "b"), rv("b", "c")]})
+    opaque = outputs_with_tokens(graph, {"b"})
+    assert opaque == {"b"}
+    assert sendable_ahead(graph, opaque) == frozenset()
+    assert sendable_ahead(graph, outputs_with_tokens(graph, {"c"})) == {"b"}
 
 
 def test_analysis_of_joins_and_ppf_nodes() -> None:
