@@ -49,9 +49,7 @@ LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
 ]
 
 #: "importer -> imported": the imports that break the layering today.
-KNOWN_VIOLATIONS: set[str] = {
-    "aioflow.pools._dask -> aioflow._tasks",
-}
+KNOWN_VIOLATIONS: set[str] = set()
 
 #: Sets of modules that import each other at run time today, each to be broken.
 KNOWN_CYCLES: list[set[str]] = [

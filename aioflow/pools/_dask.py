@@ -77,7 +77,6 @@ import uuid
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolClosedError, PoolError
-from .._tasks import ChainedCall, TaskCall
 from ._base import Owned, Pool, PoolOptions, in_place, run_in_own_thread, settle
 from ._outcomes import DaskTaskLost, unpicklable_type
 
@@ -636,12 +635,12 @@ def _key_name(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:
 
     Dask groups tasks by this prefix: the dashboard shows one bar per task,
     and the scheduler's placement follows the groups' dependencies as it
-    does for hand-written ``client.submit`` calls of the same functions.
+    does for hand-written ``client.submit`` calls of the same functions. A
+    node's call (`aioflow._tasks.TaskCall`, `ChainedCall`) names its task in
+    its ``call_name``; any other call is named after its function.
     """
-    first = args[0] if args else None
-    if isinstance(first, ChainedCall):
-        first = first.call
-    name = first.task_identifier if isinstance(first, TaskCall) else getattr(fn, "__name__", None)
+    first: Any = args[0] if args else None
+    name = first.call_name if hasattr(first, "call_name") else getattr(fn, "__name__", None)
     if not isinstance(name, str) or not name:
         return "call"
     # "/path/tasks.py::func" -> "func"; "-" separates Dask's prefix from the rest of the key.
