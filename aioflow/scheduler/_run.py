@@ -60,6 +60,7 @@ from .._errors import (
     MissingExtraError,
     NodeError,
     OptionError,
+    PoolClosedError,
     PoolError,
 )
 from .._kinds import KINDS, Extra, TaskKind, resolve
@@ -219,6 +220,8 @@ def _check_options(
         raise OptionError("on_event", "a callable taking an aioflow.events.Event, or None", on_event)
     if pool is not None and not isinstance(pool, Pool):
         raise OptionError("pool", "a pool from aioflow.open_pool(), or None", pool)
+    if pool is not None and pool.closed:
+        raise PoolClosedError(pool.name)
     if not isinstance(hooks, (list, tuple)) or not all(isinstance(hook, ExecutionHooks) for hook in hooks):
         raise OptionError("hooks", "a list or tuple of aioflow.scheduler.ExecutionHooks", hooks)
 

@@ -41,13 +41,14 @@ def test_a_call_to_an_executor_on_a_closed_pool_fails_with_a_runtime_error(pool_
 
 
 @pytest.mark.parametrize("pool_type", ["thread", "process", "billiard"])
-def test_an_execution_on_a_closed_pool_names_it_closed(pool_type: str) -> None:
-    """The node that would have run first fails with the PoolClosedError; nothing runs."""
+def test_an_execution_on_a_closed_pool_is_refused_before_anything_runs(pool_type: str) -> None:
+    """execute_graph(pool=closed) raises the PoolClosedError itself, before any node runs."""
     graph = {"graph": {"id": "late"}, "nodes": [method_node("a", "tasks.inc")]}
-    with pytest.raises(aioflow.NodeError) as info:
-        aioflow.execute_graph(graph, pool=closed(pool_type))
-    assert isinstance(info.value.error, aioflow.PoolClosedError)
-    assert isinstance(info.value.error, RuntimeError)
+    events: list[aioflow.Event] = []
+    with pytest.raises(aioflow.PoolClosedError, match=f"the {pool_type!r} pool is closed") as info:
+        aioflow.execute_graph(graph, pool=closed(pool_type), on_event=events.append)
+    assert isinstance(info.value, RuntimeError)
+    assert events == []
 
 
 def test_a_closed_parsl_pool_s_dfk_is_refused() -> None:
