@@ -503,7 +503,7 @@ def kill_leftover_processes() -> None:
     Every tree is listed before anything is killed. Only for a process that
     owns all its children: ``aioflow run``'s.
     """
-    from .pools._process import kill_descendants
+    from .pools._lifecycle import kill_descendants
 
     kill_descendants()
 
@@ -620,7 +620,7 @@ def _run_owning_the_process(args: argparse.Namespace) -> int:
             `EXIT_TERMINATED`: the process exits, within `STOP_DEADLINE`
             seconds of the signal.
     """
-    from .pools._process import set_subreaper
+    from .pools._lifecycle import set_subreaper
 
     stop = _Stop()
     adopting = set_subreaper(True)

@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import OptionError
 from ._base import Owned, Pool, PoolOptions
-from ._lifecycle import join_or_kill, kill_descendants, kill_process_trees, set_subreaper
-from ._lifecycle import worker_initializer as _worker_initializer
 from ._mp_internals import start_context
 from ._workers import WorkerProcessExecutor
 
@@ -36,15 +34,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# The process helpers that `aioflow.cli` and `aioflow.parallel` import from here; they live in `_lifecycle`.
-__all__ = [
-    "ProcessPool",
-    "_worker_initializer",
-    "join_or_kill",
-    "kill_descendants",
-    "kill_process_trees",
-    "set_subreaper",
-]
+__all__ = ["ProcessPool"]
 
 
 class ProcessPool(Pool):
