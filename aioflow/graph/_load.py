@@ -19,7 +19,8 @@ lists every problem found. Whatever a document holds, loading ends in a
 `Graph` or a `GraphError`: what would let a document take unbounded time,
 memory or stack is refused with a message naming the bound (`_limits`).
 
-Imports: the modules of the steps above, `_model`, and `aioflow._errors`.
+Imports: `aioflow._errors`, `_build`, `_collector`, `_inputs`, `_model`,
+`_read`, `_report`, `_subgraphs`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ A subgraph that includes itself is refused, named by its include path
 `_limits`.
 
 Imports: `aioflow._errors`, `_analysis`, `_handlers`, `_limits`, `_normalise`,
-`_read`, `_report`, `_show`, `_values`.
+`_read`, `_report`, `_show`, `_values`, and `_model` for types.
 """
 
 from __future__ import annotations
