@@ -54,9 +54,9 @@ TASKS_PER_CHILD = {"process": "max_tasks_per_child", "ndprocess": "max_tasks_per
 DEATHS = {"first": (0, 3), "replacement": (2, 5), "always": (0, 1_000_000)}
 
 DIE_AT_SPAWN = """#!/bin/sh
-# The N-th spawned worker (its command line ends with --multiprocessing-fork) exits at once.
+# The N-th spawned worker (its command line ends with --multiprocessing-fork, or billiard's --billiard-fork) exits at once.
 case "$*" in
-*--multiprocessing-fork*)
+*--multiprocessing-fork* | *--billiard-fork*)
     i=0
     while ! mkdir "{tokens}/$i" 2>/dev/null; do i=$((i + 1)); done
     if [ "$i" -ge {first} ] && [ "$i" -lt {last} ]; then exit 3; fi;;
