@@ -17,7 +17,7 @@ execution. Afterwards:
 
 A run that does not end within ``--timeout`` seconds is a *hang* (its whole
 process group is killed); processes of its group still alive 2 s after it
-ended are *leaks*. ::
+ended (zombies aside: they are dead) are *leaks*, listed by command line. ::
 
     python benchmarks/stress/worker_deaths.py --pool multiprocessing --context fork --runs 200
 
@@ -202,14 +202,24 @@ def run_once(pool: str, context: str | None, seed: int, max_workers: int) -> dic
 # --------------------------------------------------------------------------- the driver
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def group_alive(pgid: int) -> list[str]:
+    """The command lines of the processes of group ``pgid`` that still run.
+
+    Zombies are dead and do not count: an orphan (the resource tracker exits
+    after the interpreter it served) is reaped by pid 1 whenever pid 1 gets
+    to it, which on a loaded machine can take longer than the grace period.
+    """
+    import psutil
+
+    alive = []
+    for process in psutil.process_iter(["pid", "status", "cmdline"]):
+        try:
+            if os.getpgid(process.info["pid"]) != pgid or process.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+        except (ProcessLookupError, PermissionError):
+            continue
+        alive.append(" ".join(process.info["cmdline"] or [])[:200])
+    return alive
 
 
 def _tail(text: str, lines: int = 30) -> str:
@@ -248,10 +258,11 @@ def drive(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + LEAK_GRACE
         while group_alive(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if group_alive(proc.pid):
+        left = group_alive(proc.pid)
+        if left:
             os.killpg(proc.pid, signal.SIGKILL)
             totals["leaks"] += 1
-            failures.append({"seed": seed, "leak": True})
+            failures.append({"seed": seed, "leak": left})
         lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             totals["crashes"] += 1
