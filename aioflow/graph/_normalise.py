@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -294,12 +294,12 @@ def _normalise_link_attributes(report: _Report, link: dict[str, Any], here: str 
     ok = True
     mapping = link.get("data_mapping")
     if mapping is not None:
-        items = _normalise_mapping(report, mapping, here)
+        items = _normalise_items(report, mapping, "data_mapping", here)
         ok = items is not None
         link["data_mapping"] = items
     conditions = link.get("conditions")
     if conditions is not None:
-        checked = _normalise_conditions(report, conditions, here)
+        checked = _normalise_items(report, conditions, "conditions", here)
         ok = ok and checked is not None
         link["conditions"] = checked
     for flag in ("map_all_data", "on_error", "cache_if_optional"):
@@ -320,67 +320,48 @@ def _normalise_link_attributes(report: _Report, link: dict[str, Any], here: str 
     return ok
 
 
-def _normalise_mapping(report: _Report, mapping: Any, here: str | _At) -> list[dict[str, Any]] | None:
-    """``data_mapping`` items with a ``source_output`` and an input name each; None, reported, if not."""
-    return _normalise_items(report, mapping, "data_mapping", here, _mapping_item)
+def _normalise_items(report: _Report, items: Any, key: str, here: str | _At) -> list[dict[str, Any]] | None:
+    """The items of a link's ``data_mapping`` or ``conditions`` (``key``); None when one is not valid, each reported.
 
-
-def _normalise_conditions(report: _Report, conditions: Any, here: str | _At) -> list[dict[str, Any]] | None:
-    """``conditions`` items with an output name and a value each; None, reported, if not."""
-    return _normalise_items(report, conditions, "conditions", here, _condition_item)
-
-
-def _normalise_items(
-    report: _Report,
-    items: Any,
-    key: str,
-    here: str | _At,
-    normalise_item: Callable[[_Report, Any, int, str | _At], dict[str, Any] | None],
-) -> list[dict[str, Any]] | None:
-    """The items of the list ``key`` of a link, each normalised; None when one is not valid (each one reported)."""
+    An item of either list names an output (``source_output``: a string or an
+    int); a ``data_mapping`` item names an input of the target
+    (``target_input``), a ``conditions`` item holds the ``value`` the output
+    is compared with (copied).
+    """
     if not isinstance(items, list):
         report.problem(here, f"{key!r} must be a list (got a {type(items).__name__})")
         return None
+    second = "target_input" if key == "data_mapping" else "value"
     result = []
+    ok = True
     for i, item in enumerate(items):
-        normalised = normalise_item(report, item, i, here)
-        if normalised is not None:
-            result.append(normalised)
-    return result if len(result) == len(items) else None
+        if not isinstance(item, dict) or "source_output" not in item or second not in item:
+            report.problem(here, _malformed_item(key, i, item))
+            ok = False
+            continue
+        source_output = item["source_output"]
+        if not _is_name(source_output):
+            report.problem(here, f"{key}[{i}]: 'source_output' must be a string or an int (got {_show(source_output)})")
+            ok = False
+            continue
+        if second == "value":
+            value = report.copied(item["value"], here, f"conditions[{i}]: the value")
+            result.append({"source_output": source_output, "value": value})
+            continue
+        target_input = _input_name(item["target_input"])
+        if target_input is None:
+            report.problem(here, f"data_mapping[{i}]: " + _bad_input_name("'target_input'", item["target_input"]))
+            ok = False
+            continue
+        result.append({"source_output": source_output, "target_input": target_input})
+    return result if ok else None
 
 
-def _mapping_item(report: _Report, item: Any, i: int, here: str | _At) -> dict[str, Any] | None:
+def _malformed_item(key: str, i: int, item: Any) -> str:
+    """Why item ``i`` of ``key`` is not an object with the two fields it needs."""
+    if key == "conditions":
+        return f"conditions[{i}] must be an object with 'source_output' and 'value' (got {_show(item)})"
     if not isinstance(item, dict):
-        report.problem(here, f"data_mapping[{i}] must be an object (got {_show(item)})")
-        return None
+        return f"data_mapping[{i}] must be an object (got {_show(item)})"
     missing = [k for k in ("source_output", "target_input") if k not in item]
-    if missing:
-        report.problem(here, f"data_mapping[{i}] has no {' or '.join(map(repr, missing))} (got {_show(item)})")
-        return None
-    source_output = item["source_output"]
-    if not _is_output_name(report, source_output, "data_mapping", i, here):
-        return None
-    target_input = _input_name(item["target_input"])
-    if target_input is None:
-        report.problem(here, f"data_mapping[{i}]: " + _bad_input_name("'target_input'", item["target_input"]))
-        return None
-    return {"source_output": source_output, "target_input": target_input}
-
-
-def _condition_item(report: _Report, item: Any, i: int, here: str | _At) -> dict[str, Any] | None:
-    if not isinstance(item, dict) or "source_output" not in item or "value" not in item:
-        report.problem(here, f"conditions[{i}] must be an object with 'source_output' and 'value' (got {_show(item)})")
-        return None
-    source_output = item["source_output"]
-    if not _is_output_name(report, source_output, "conditions", i, here):
-        return None
-    value = report.copied(item["value"], here, f"conditions[{i}]: the value")
-    return {"source_output": source_output, "value": value}
-
-
-def _is_output_name(report: _Report, value: Any, key: str, i: int, here: str | _At) -> bool:
-    """Whether the ``source_output`` of item ``i`` of ``key`` names an output; reported if not."""
-    if _is_name(value):
-        return True
-    report.problem(here, f"{key}[{i}]: 'source_output' must be a string or an int (got {_show(value)})")
-    return False
+    return f"data_mapping[{i}] has no {' or '.join(map(repr, missing))} (got {_show(item)})"
