@@ -1,12 +1,16 @@
 """aioflow: an asyncio-native engine for Ewoks workflow graphs.
 
-Layering (each layer imports only the ones below it):
+Layering (each layer imports only the ones below it; tests/test_layering.py
+checks it, docs/design.md describes it):
 
-    faces       execute_graph, execute_graph_async, load_graph, open_pool, Executor, cli
-    engine      scheduler/ (pure state machine + async driver)
-    execution   pools/ (executors by name), _tasks (what runs in a worker)
+    top         aioflow (these lazy names)
+    cli         cli
+    faces       _api (execute_graph, execute_graph_async), _executor (Executor), parallel/, parsl
+    plug-ins    ewoks/ (aioflow as an Ewoks engine, through the engine's hooks)
+    engine      scheduler/ (state machine, planner, async driver, execution hooks)
+    tasks       _tasks, _kinds (what runs in a worker)    pools/ (executors by name)
     model       graph/ (load, validate, analyse: pure and synchronous)
-    base        _errors, _results, events
+    base        _errors, _lost, _results, events, _version, _gevent_bridge
 
 ``import aioflow`` imports no optional library, and only what names are
 used: the exceptions at once (they are cheap, and unpickling one must not
