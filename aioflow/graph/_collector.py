@@ -4,7 +4,7 @@ Loading allocates millions of small containers (dicts, lists, tuples, records)
 and frees almost none of them: each automatic collection rescans everything
 allocated so far and finds nothing to collect. With the collector running,
 loading the benchmarks' large graphs (a 100,000-node chain, a 100,000-node
-random DAG, the 990,000-link lattice) takes 1.6 to 2.3 times as long.
+random DAG, the 990,000-link lattice) takes about twice as long.
 
 The collector has one switch for the whole process (`gc.disable`), so the
 pause is process-wide too. While a load holds it, what other threads see:
