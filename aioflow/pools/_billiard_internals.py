@@ -105,7 +105,7 @@ def check_supported(pool_name: str) -> None:
     msg = (
         f"the {pool_name!r} pool overrides internals of billiard {supported}, and billiard {found} is installed: "
         f"pip install 'billiard>={SUPPORTED[0][0]}.{SUPPORTED[0][1]},<{SUPPORTED[-1][0]}.{SUPPORTED[-1][1] + 1}', "
-        "or use pool_type 'process' or 'ndprocess' (no internals overridden)"
+        "or use pool_type 'process' or 'ndprocess', which do not use billiard"
     )
     raise PoolError(msg)
 
