@@ -17,7 +17,7 @@ Usage::
     python benchmarks/stress/shapes.py --runs 200                      # every pool, every start method
     python benchmarks/stress/shapes.py --runs 20 --only 'billiard|gevent'
     python benchmarks/stress/shapes.py --runs 200 --shapes fanout:1000 --out /tmp/shapes.jsonl
-    python benchmarks/stress/shapes.py --runs 200 --only 'dask|parsl'   # the cluster pools, on loopback
+    python benchmarks/stress/shapes.py --runs 200 --only 'dask|parsl|mpi'   # the cluster pools, on loopback
 
 One JSON line per configuration and shape goes to ``--out`` (and a table to stdout).
 """
@@ -49,9 +49,11 @@ CONFIGS: list[tuple[str, str | None, bool]] = [
     ("gevent", None, True),
     ("thread", None, True),
     # The cluster pools on this machine: a Dask LocalCluster and Parsl's local
-    # HighThroughputExecutor, both on loopback (slow: milliseconds a call).
+    # HighThroughputExecutor, both on loopback (slow: milliseconds a call);
+    # and MPI ranks spawned with MPI_Comm_spawn (mpi4py.futures).
     ("dask", None, False),
     ("parsl", None, False),
+    ("mpi", None, False),
 ]
 
 SHAPES = ("fanout:1000", "chain:1000", "lattice:32x32")
