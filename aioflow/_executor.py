@@ -53,9 +53,9 @@ from collections import deque
 from concurrent.futures._base import CANCELLED
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ._errors import DependencyError, OptionError, PoolError
+from ._errors import DependencyError, InitializerFailed, OptionError, PoolError
 from .pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
-from .pools._base import InitializerFailed, settle
+from .pools._futures import settle
 
 if TYPE_CHECKING:
     import multiprocessing.context
@@ -413,7 +413,7 @@ class Executor(concurrent.futures.Executor):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        from .pools._base import run_in_own_thread
+        from .pools._threads import run_in_own_thread
 
         await run_in_own_thread(self.shutdown, True)
 

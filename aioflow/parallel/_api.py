@@ -15,7 +15,7 @@ Worker counts. A map never starts more workers than it has chunks, nor more
 than the backend's `Backend.worker_limit` (the CPUs, for backends whose
 workers run here): ``imap`` and ``map`` refuse a larger ``max_workers`` and
 ``as_completed`` clamps it, as scinexus does; on a cluster backend, a count
-above the pools' bound (`aioflow.pools._base.MAX_WORKERS`) is refused.
+above the pools' bound (`aioflow.pools._options.MAX_WORKERS`) is refused.
 
 Module state (under ``_lock``): the default backend, the backends made from
 names (so one name always means the same warm workers), and the backends
@@ -33,7 +33,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import OptionError, SerialExecutionError, SerialExecutionWarning
-from ..pools._base import MAX_WORKERS
+from ..pools._options import MAX_WORKERS
 from ._backends import (
     Backend,
     LokyBackend,

@@ -36,7 +36,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolError
-from ..pools._base import DEFAULT_IDLE_TIMEOUT
+from ..pools._options import DEFAULT_IDLE_TIMEOUT
 from ._chunks import get_default_chunksize, in_worker, run_chunk
 
 if TYPE_CHECKING:

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import OptionError, PoolError
 from .._lost import WorkerLostError
-from ..pools._base import DEFAULT_IDLE_TIMEOUT
+from ..pools._options import DEFAULT_IDLE_TIMEOUT
 from ._backends import CHUNKS_PER_WORKER, Backend, Session, chunks_per_worker, validate_context
 from ._chunks import _load_function, run_chunk
 

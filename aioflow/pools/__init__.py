@@ -9,9 +9,9 @@ from typing import Any
 
 from .._errors import InitializerFailed as InitializerFailed
 from .._errors import OptionError
-from ._base import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
 from ._base import Pool as Pool
-from ._base import PoolOptions as PoolOptions
+from ._options import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
+from ._options import PoolOptions as PoolOptions
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",

@@ -26,89 +26,24 @@ import concurrent.futures
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._errors import InitializerFailed, OptionError, PoolClosedError, PoolError, TransferError
+from .._errors import InitializerFailed, PoolClosedError, PoolError, TransferError
+from ._futures import Owned, settle  # noqa: F401  # tests written before they moved to pools._futures import them here
 from ._outcomes import TransferFailed, WorkerDied, unpicklable_type
+from ._threads import run_in_own_thread
 
 if TYPE_CHECKING:
-    import asyncio
     from collections.abc import Callable
     from types import TracebackType
 
-__all__ = [
-    "DEFAULT_IDLE_TIMEOUT",
-    "InitializerFailed",
-    "Pool",
-    "PoolOptions",
-    "cancel_queued",
-    "run_in_own_thread",
-]
+    from ._options import PoolOptions
+
+__all__ = ["Pool"]
 
 logger = logging.getLogger("aioflow.pools")
 
 T = TypeVar("T")
-
-#: Seconds a scaling pool keeps an idle worker before retiring it. A process
-#: worker costs tens of megabytes while idle and tens to hundreds of
-#: milliseconds to start again: after a minute without work, the memory is
-#: worth more than the restart it would save.
-DEFAULT_IDLE_TIMEOUT = 60.0
-
-#: The most workers a pool may be asked for: 1,024, or one per CPU on a larger
-#: machine. A count beyond it is a slip (9999 for 99) that would start that
-#: many processes: no local pool runs more usefully (a process worker holds
-#: file descriptors of the parent, whose default limit on Linux is 1,024), and
-#: on a cluster pool max_workers only sizes the calls kept in flight.
-MAX_WORKERS = max(1024, os.cpu_count() or 1)
-
-
-@dataclass(frozen=True)
-class PoolOptions:
-    """Options shared by every pool type. Validated at construction.
-
-    Attributes:
-        max_workers: the most workers the pool runs at once (``None``: the pool's default).
-        scaling_workers: start workers only when tasks need them, and reuse idle
-            ones first (``True``), or start ``max_workers`` at once (``False``).
-        context: the multiprocessing start method of process-based pools
-            (``spawn``, ``fork``, ``forkserver``; ``None``: the platform default).
-        idle_timeout: with ``scaling_workers``, seconds after which a worker
-            with nothing to do is retired (``None``: never).
-        extra: pool-specific keyword arguments (``pool_options=``).
-    """
-
-    max_workers: int | None = None
-    scaling_workers: bool = True
-    context: str | None = None
-    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        mw = self.max_workers
-        if mw is not None and (isinstance(mw, bool) or not isinstance(mw, int) or mw < 1):
-            raise OptionError(
-                "max_workers",
-                "an int >= 1 or None",
-                mw,
-                f"max_workers must be greater than 0: an int >= 1, or None (got {mw!r} of type {type(mw).__name__})",
-            )
-        if mw is not None and mw > MAX_WORKERS:
-            raise OptionError("max_workers", f"an int from 1 to {MAX_WORKERS} (docs/pools.md), or None", mw)
-        if not isinstance(self.scaling_workers, bool):
-            raise OptionError("scaling_workers", "True or False", self.scaling_workers)
-        if self.context is not None:
-            import multiprocessing
-
-            methods = multiprocessing.get_all_start_methods()
-            if self.context not in methods:
-                raise OptionError("context", f"one of {', '.join(map(repr, methods))} or None", self.context)
-        it = self.idle_timeout
-        if it is not None and (isinstance(it, bool) or not isinstance(it, (int, float)) or not it > 0):
-            raise OptionError("idle_timeout", "a number of seconds > 0, or None (never retire idle workers)", it)
-        if not isinstance(self.extra, dict):
-            raise OptionError("pool_options", "a dict", self.extra)
 
 
 class Pool(abc.ABC):
@@ -398,59 +333,6 @@ class Pool(abc.ABC):
         return f"<{type(self).__name__} {self.name!r} max_workers={self.options.max_workers} {state}>"
 
 
-class Owned:
-    """A callable submitted on behalf of an owner (an execution), so it can be stopped alone.
-
-    An executor that knows it (the ``process`` pool's, the ``dask`` pool's) unwraps it before
-    sending: only ``fn`` travels to the worker.
-    """
-
-    __slots__ = ("fn", "owner", "remote")
-
-    def __init__(self, owner: object, fn: Callable[..., Any], *, remote: bool = False) -> None:
-        self.owner = owner
-        self.fn = fn
-        # The result stays on the worker (`Pool.bind_remote`).
-        self.remote = remote
-
-    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
-
-
-def in_place(args: tuple[Any, ...], positions: tuple[int, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``args`` with ``values`` at ``positions``: the results of the calls a chained call waited for, in their places."""
-    if not positions:
-        return args
-    filled = list(args)
-    for position, value in zip(positions, values, strict=True):
-        filled[position] = value
-    return tuple(filled)
-
-
-def settle(future: concurrent.futures.Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
-    """Give a future its outcome, unless it was cancelled (or settled by another thread) meanwhile."""
-    try:
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-    except concurrent.futures.InvalidStateError:
-        pass  # nobody waits for this outcome any more
-
-
-def cancel_queued(future: concurrent.futures.Future[Any]) -> None:
-    """Cancel a call that no worker has taken, so that `concurrent.futures.wait` and ``as_completed`` see it end.
-
-    `Future.cancel` alone leaves the future ``CANCELLED``: the waiters those
-    functions install hear of a cancellation only from
-    `Future.set_running_or_notify_cancel`, which an executor calls when a
-    worker takes the call, and this one never will be. (Only for a future no
-    one has called ``set_running_or_notify_cancel`` on yet: a queued call's.)
-    """
-    if future.cancel():
-        future.set_running_or_notify_cancel()
-
-
 def _refuse_under_gevent(name: str) -> None:
     from .._gevent_bridge import is_patched
 
@@ -460,44 +342,3 @@ def _refuse_under_gevent(name: str) -> None:
             "(multiprocessing's queues and locks hang there); use pool_type='gevent' (the default there) or 'thread'"
         )
         raise PoolError(msg)
-
-
-async def run_in_own_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run a blocking call in a short-lived thread of its own, without blocking the loop.
-
-    Used for pool shutdown: a thread from the loop's default executor would
-    outlive the execution, this one ends with the call. Cancelling the
-    awaiting task does not stop the call: it is waited for (shielded), because
-    a half-shut pool would leak workers.
-    """
-    import asyncio  # here: worker processes import this module, and never need asyncio
-
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def resolve(result: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def target() -> None:
-        try:
-            result = fn(*args)
-        except BaseException as exc:
-            loop.call_soon_threadsafe(resolve, None, exc)
-        else:
-            loop.call_soon_threadsafe(resolve, result, None)
-
-    thread = threading.Thread(target=target, name=f"aioflow-{getattr(fn, '__name__', 'call')}", daemon=True)
-    thread.start()
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await asyncio.shield(future)
-        raise
-    finally:
-        # The thread has posted its result: joining it takes no time.
-        thread.join()

@@ -130,8 +130,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import MissingExtraError, OptionError
-from ._base import DEFAULT_IDLE_TIMEOUT, Pool, PoolOptions
+from ._base import Pool
 from ._lifecycle import kill_descendants, kill_process_trees, worker_initializer
+from ._options import DEFAULT_IDLE_TIMEOUT, PoolOptions
 from ._outcomes import BrokenBilliardPool, not_loadable, pack_error, unpack_error
 
 if TYPE_CHECKING:

@@ -77,11 +77,15 @@ import uuid
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolClosedError, PoolError
-from ._base import Owned, Pool, PoolOptions, in_place, run_in_own_thread, settle
+from ._base import Pool
+from ._futures import Owned, in_place, settle
 from ._outcomes import DaskTaskLost, unpicklable_type
+from ._threads import run_in_own_thread
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
+
+    from ._options import PoolOptions
 
 __all__ = ["CONNECT_TIMEOUT", "DaskPool", "DaskTaskLost"]
 

@@ -51,11 +51,14 @@ import concurrent.futures
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import AioflowError, MissingExtraError, OptionError, PoolError
 from .._gevent_bridge import bridge_hub, guard_tasks, is_patched, mark_task
-from ._base import Pool, PoolOptions
+from ._base import Pool
+
+if TYPE_CHECKING:
+    from ._options import PoolOptions
 
 __all__ = ["DEFAULT_MAX_WORKERS", "KILL_GRACE", "GeventPool"]
 

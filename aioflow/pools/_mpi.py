@@ -41,10 +41,12 @@ import sys
 from typing import TYPE_CHECKING
 
 from .._errors import MissingExtraError, OptionError, PoolError
-from ._base import Pool, PoolOptions
+from ._base import Pool
 
 if TYPE_CHECKING:
     import concurrent.futures
+
+    from ._options import PoolOptions
 
 __all__ = ["MPIPool", "launch_command"]
 

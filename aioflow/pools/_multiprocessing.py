@@ -119,7 +119,8 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError
-from ._base import Pool, PoolOptions, settle
+from ._base import Pool
+from ._futures import settle
 from ._lifecycle import worker_initializer
 from ._mp_internals import IDLE, TAKING, NonDaemonicPipedPool, PipedPool, check_supported, weak_call
 from ._outcomes import (
@@ -135,6 +136,8 @@ from ._outcomes import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from ._options import PoolOptions
 
 __all__ = ["BrokenMultiprocessingPool", "MultiprocessingPool", "NonDaemonicMultiprocessingPool"]
 

@@ -99,10 +99,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolClosedError, PoolError
 from .._lost import WorkerLostError
-from ._base import Pool, PoolOptions, in_place, settle
+from ._base import Pool
+from ._futures import in_place, settle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from ._options import PoolOptions
 
 __all__ = [
     "DEFAULT_HEARTBEAT_PERIOD",
@@ -796,7 +799,7 @@ class ParslPool(Pool):
             self._kernel.close()
 
     async def aclose(self) -> None:
-        from ._base import run_in_own_thread
+        from ._threads import run_in_own_thread
 
         try:
             await super().aclose()

@@ -24,13 +24,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import OptionError
-from ._base import Owned, Pool, PoolOptions
+from ._base import Pool
+from ._futures import Owned
 from ._mp_internals import start_context
 from ._workers import WorkerProcessExecutor
 
 if TYPE_CHECKING:
     import concurrent.futures
     from collections.abc import Callable
+
+    from ._options import PoolOptions
 
 T = TypeVar("T")
 

@@ -66,10 +66,14 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import InitializerFailed, OptionError, TaskInterrupted
-from ._base import Pool, PoolOptions, cancel_queued
+from ._base import Pool
+from ._futures import cancel_queued
+
+if TYPE_CHECKING:
+    from ._options import PoolOptions
 
 __all__ = ["INTERRUPT_GRACE", "TaskInterrupted", "ThreadPool"]
 

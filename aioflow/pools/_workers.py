@@ -62,7 +62,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InitializerFailed
-from ._base import Owned, cancel_queued
+from ._futures import Owned, cancel_queued
 from ._lifecycle import join_or_kill, kill_process_trees, worker_initializer
 from ._outcomes import TransferFailed, WorkerDied, describe_exit, idle_exit_level, pack_error, unpack_error
 

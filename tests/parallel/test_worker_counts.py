@@ -15,7 +15,7 @@ import pytest
 
 import aioflow
 import aioflow.parallel as par
-from aioflow.pools._base import MAX_WORKERS
+from aioflow.pools._options import MAX_WORKERS
 
 from .par_tasks import pid
 
