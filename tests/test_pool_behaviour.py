@@ -150,14 +150,20 @@ def test_one_worker_runs_every_node(local_pool: LocalPool) -> None:
     assert pids != {os.getpid()}
 
 
-@pytest.mark.needs("processes")
+def worker_identity() -> tuple[int, int]:
+    """The process and thread a task runs in: its worker, on a thread pool as on a process pool."""
+    return os.getpid(), threading.get_ident()
+
+
 async def test_an_open_pool_s_warm_worker_runs_the_next_execution(local_pool: LocalPool) -> None:
-    """Two executions on one open pool of one worker run in the same worker."""
-    graph = {"nodes": [method_node("p", "tasks.pid")]}
+    """Two executions on one open pool of one worker run in the same worker; closing the pool ends it."""
+    graph = {"nodes": [method_node("w", "test_pool_behaviour.worker_identity")]}
     async with aioflow.open_pool(**local_pool.options(max_workers=1)) as pool:
         first = await aioflow.execute_graph_async(graph, pool=pool)
         second = await aioflow.execute_graph_async(graph, pool=pool)
-    assert first["return_value"] == second["return_value"]
+    assert first == second
+    assert (first["return_value"][0] == os.getpid()) == (not local_pool.can("processes"))
+    assert pool.closed
 
 
 def capture(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -326,6 +332,7 @@ def test_a_lost_worker_fails_its_node_only_named_by_node_pid_and_exit(
     assert f"graph 'deaths': node 'victim' lost its worker process (pid {pid}" in str(error)
     assert (signal or f"exit code {exitcode}") in str(error)
     assert isinstance(error.__cause__, WorkerDied)
+    assert (signal or f"exit code {exitcode}") in str(error.__cause__)
 
 
 def _new_idle_workers(before: set[int]) -> list[psutil.Process]:
@@ -366,16 +373,24 @@ def test_workers_killed_while_idle_do_not_fail_the_next_execution(local_pool: Lo
 
 
 @pytest.mark.needs("processes")
-def test_an_error_handler_and_the_next_execution_run_on_the_dead_worker_s_replacement(local_pool: LocalPool) -> None:
-    """After a worker death, its node's on_error handler runs in the same execution, and the pool serves the next."""
-    graph = {
-        "nodes": [method_node("boom", task("exit_worker"), code=5), method_node("handler", "tasks.pid")],
+def test_a_dead_worker_s_replacement_runs_the_error_handler_and_the_next_executions(local_pool: LocalPool) -> None:
+    """On an open pool of one worker, after a worker death: its node's on_error handler runs, then the next executions.
+
+    The replacement is a warm worker: the execution after the handler's runs on it.
+    """
+    boom = method_node("boom", task("exit_worker"), code=5)
+    handled = {
+        "nodes": [boom, method_node("handler", "tasks.pid")],
         "links": [{"source": "boom", "target": "handler", "on_error": True}],
     }
     with aioflow.open_pool(**local_pool.options(max_workers=1)) as pool:
-        results = aioflow.execute_graph(graph, pool=pool, merge_outputs=False, timeout=DEADLINE)
-        again = aioflow.execute_graph(NB_DIAMOND, pool=pool, timeout=DEADLINE)
+        with pytest.raises(aioflow.NodeError) as info:
+            aioflow.execute_graph({"nodes": [boom]}, pool=pool, timeout=DEADLINE)
+        assert isinstance(info.value.error, aioflow.WorkerLostError)
+        results = aioflow.execute_graph(handled, pool=pool, merge_outputs=False, timeout=DEADLINE)
+        again = aioflow.execute_graph({"nodes": [method_node("p", "tasks.pid")]}, pool=pool, timeout=DEADLINE)
+        assert aioflow.execute_graph(NB_DIAMOND, pool=pool, timeout=DEADLINE) == {"return_value": 7}
+    assert not results.errors
     assert results.executions == {"boom": 1, "handler": 1}
-    assert isinstance(results["handler"]["return_value"], int)
-    assert results["handler"]["return_value"] != os.getpid()
-    assert again == {"return_value": 7}
+    assert results["handler"]["return_value"] not in (os.getpid(), None)
+    assert again["return_value"] == results["handler"]["return_value"]
