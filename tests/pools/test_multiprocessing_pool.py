@@ -43,138 +43,11 @@ node = method_node
 link = return_value_link
 
 
-DIAMOND = {
-    "nodes": [
-        node("top", "tasks.inc", x=1),
-        node("left", "tasks.inc"),
-        node("right", "tasks.inc"),
-        node("bottom", "tasks.add"),
-    ],
-    "links": [
-        link("top", "left", "x"),
-        link("top", "right", "x"),
-        link("left", "bottom", "a"),
-        link("right", "bottom", "b"),
-    ],
-}
-
-
 def _alive(pid: int) -> bool:
     try:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
-
-
-@pytest.mark.parametrize("context", CONTEXTS)
-@pytest.mark.parametrize("pool_type", POOLS)
-def test_diamond(pool_type: str, context: str) -> None:
-    """A diamond graph gives the right result on both pools with every start method."""
-    results = aioflow.execute_graph(DIAMOND, pool_type=pool_type, context=context, max_workers=2)
-    assert results == {"return_value": 6}
-    assert results.executions == {"top": 1, "left": 1, "right": 1, "bottom": 1}
-
-
-@pytest.mark.parametrize("context", CONTEXTS)
-def test_task_starts_its_own_pool_on_ndmultiprocessing(context: str) -> None:
-    """On ndmultiprocessing, a task can run a multiprocessing.Pool of its own."""
-    graph = {"nodes": [node("a", task("nested_pool"), values=[-1, -2, -3])]}
-    results = aioflow.execute_graph(graph, pool_type="ndmultiprocessing", context=context, max_workers=1)
-    assert results == {"return_value": [1, 2, 3]}
-
-
-@pytest.mark.timeout(HANG_LIMIT, method="thread")
-@pytest.mark.parametrize("context", CONTEXTS)
-def test_task_starting_a_pool_on_multiprocessing_says_what_to_use(context: str) -> None:
-    """On the daemonic pool, a task starting a pool fails with an error naming the pools that allow it."""
-    graph = {"nodes": [node("a", task("nested_pool"), values=[-1])]}
-    with pytest.raises(aioflow.NodeError) as info:
-        aioflow.execute_graph(graph, pool_type="multiprocessing", context=context, max_workers=1)
-    assert isinstance(info.value.error, RuntimeError)
-    message = str(info.value)
-    assert "daemonic" in message
-    for pool_type in ("'ndmultiprocessing'", "'ndprocess'", "'process'"):
-        assert pool_type in message
-    # The worker's traceback, with the original assertion, is kept as the cause.
-    assert "AssertionError" in str(info.value.error.__cause__)
-
-
-@pytest.mark.parametrize("pool_type", POOLS)
-def test_one_worker_runs_every_node(pool_type: str) -> None:
-    """With max_workers=1 every node runs in the same worker process."""
-    graph = {"nodes": [node(f"n{i}", "tasks.pid") for i in range(10)]}
-    results = aioflow.execute_graph(graph, pool_type=pool_type, context="fork", max_workers=1, merge_outputs=False)
-    pids = {r["return_value"] for r in results.values()}
-    assert len(pids) == 1
-    assert pids != {psutil.Process().pid}
-
-
-@pytest.mark.timeout(HANG_LIMIT, method="thread")
-@pytest.mark.parametrize("context", CONTEXTS)
-@pytest.mark.parametrize(
-    ("pool_type", "identifier"),
-    [("multiprocessing", "sleep_with_subprocess"), ("ndmultiprocessing", "sleep_with_process")],
-)
-def test_timeout_kills_workers_and_their_children(
-    pool_type: str, identifier: str, context: str, tmp_path: Path
-) -> None:
-    """A timeout raises ExecutionTimeoutError and leaves no worker nor any process a task started."""
-    graph = {"nodes": [node(n, task(identifier), directory=str(tmp_path)) for n in ("a", "b")]}
-    with pytest.raises(aioflow.ExecutionTimeoutError) as info:
-        aioflow.execute_graph(graph, pool_type=pool_type, context=context, max_workers=2, timeout=4)
-    assert set(info.value.running) == {"a", "b"}
-    records = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
-    # Generous: both tasks started their child well before the timeout.
-    assert len(records) == 2, "the tasks did not start within the timeout"
-    pids = [r["worker"] for r in records] + [c for r in records for c in r["children"]]
-    assert len(pids) == 4
-    survivors = [pid for pid in pids if _alive(pid)]
-    assert not survivors, f"still running after the timeout: {survivors}"
-
-
-@pytest.mark.timeout(HANG_LIMIT, method="thread")
-@pytest.mark.parametrize("context", CONTEXTS)
-@pytest.mark.parametrize("pool_type", POOLS)
-@pytest.mark.parametrize(
-    ("identifier", "how"),
-    [("exit_worker", "exit code 3"), ("kill_worker", "killed by SIGKILL")],
-)
-def test_task_that_ends_its_worker_fails_its_node(pool_type: str, context: str, identifier: str, how: str) -> None:
-    """A task that kills its worker fails its node with WorkerLostError naming the exit; nothing hangs."""
-    graph = {"nodes": [node("boom", task(identifier)), node("slow", "tasks.sleep", seconds=3600)]}
-    with pytest.raises(aioflow.NodeError) as info:
-        aioflow.execute_graph(graph, pool_type=pool_type, context=context, max_workers=2)
-    assert info.value.node_id == "boom"
-    assert isinstance(info.value.error, aioflow.WorkerLostError)
-    cause = info.value.error.__cause__
-    assert isinstance(cause, WorkerDied)
-    assert how in str(cause)
-
-
-@pytest.mark.timeout(HANG_LIMIT, method="thread")
-@pytest.mark.parametrize("pool_type", POOLS)
-def test_shared_pool_recovers_after_a_worker_dies(pool_type: str) -> None:
-    """After a worker death, the next execution on the same open pool runs on fresh workers."""
-    boom = {"nodes": [node("boom", task("exit_worker"), code=5)]}
-    with aioflow.open_pool(pool_type, max_workers=2, context="fork") as pool:
-        with pytest.raises(aioflow.NodeError) as info:
-            aioflow.execute_graph(boom, pool=pool)
-        assert isinstance(info.value.error, aioflow.WorkerLostError)
-        assert aioflow.execute_graph(DIAMOND, pool=pool) == {"return_value": 6}
-
-
-@pytest.mark.timeout(HANG_LIMIT, method="thread")
-@pytest.mark.parametrize("pool_type", POOLS)
-def test_error_handler_runs_on_fresh_workers_after_a_worker_dies(pool_type: str) -> None:
-    """A node reached by an on_error link from a node that lost its worker runs, in the same execution."""
-    graph = {
-        "nodes": [node("boom", task("exit_worker")), node("handler", "tasks.pid")],
-        "links": [{"source": "boom", "target": "handler", "on_error": True}],
-    }
-    results = aioflow.execute_graph(graph, pool_type=pool_type, context="fork", max_workers=1, merge_outputs=False)
-    assert not results.errors
-    assert results.executions == {"boom": 1, "handler": 1}
-    assert isinstance(results["handler"]["return_value"], int)
 
 
 def test_workers_start_at_once_even_when_scaling() -> None:
@@ -184,17 +57,6 @@ def test_workers_start_at_once_even_when_scaling() -> None:
         aioflow.execute_graph({"nodes": [node("a", "tasks.inc")]}, pool=pool)
         workers = [p for p in psutil.Process().children() if p.pid not in before]
         assert len(workers) == 3
-
-
-@pytest.mark.parametrize("pool_type", POOLS)
-def test_invalid_context_is_refused_before_any_worker_starts(pool_type: str) -> None:
-    """An unknown start method raises OptionError and starts no process."""
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    with pytest.raises(aioflow.OptionError, match="context"):
-        aioflow.execute_graph(DIAMOND, pool_type=pool_type, context="vfork")
-    with pytest.raises(aioflow.OptionError, match="context"):
-        aioflow.open_pool(pool_type, context="vfork")
-    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
 
 
 @pytest.mark.parametrize("pool_type", POOLS)
@@ -232,13 +94,6 @@ def test_failing_initializer_fails_the_calls_instead_of_hanging(pool_type: str) 
         )
     assert isinstance(info.value.error, aioflow.WorkerLostError)
     assert "failed on purpose" in str(info.value.error.__cause__)
-
-
-@pytest.mark.parametrize("pool_type", POOLS)
-async def test_diamond_async(pool_type: str) -> None:
-    """execute_graph_async on both pools gives the diamond's result, on every event loop."""
-    results = await aioflow.execute_graph_async(DIAMOND, pool_type=pool_type, context="forkserver", max_workers=2)
-    assert results == {"return_value": 6}
 
 
 INTERRUPTED = """
@@ -288,16 +143,6 @@ def test_ctrl_c_leaves_no_worker_nor_grandchild(tmp_path: Path) -> None:
         for pid in pids:
             if _alive(pid):
                 psutil.Process(pid).kill()
-
-
-def test_task_exception_keeps_the_worker_traceback() -> None:
-    """A task's exception reaches the caller with the worker's traceback text as its cause."""
-    graph = {"nodes": [node("bad", "tasks.fail")]}
-    with pytest.raises(aioflow.NodeError) as info:
-        aioflow.execute_graph(graph, pool_type="multiprocessing", context="fork", max_workers=1)
-    assert isinstance(info.value.error, ValueError)
-    assert "failed on purpose" in str(info.value.error.__cause__)
-    assert "Traceback" in str(info.value.error.__cause__)
 
 
 def test_sigint_ignored_and_stop_is_prompt_for_a_long_task() -> None:
@@ -504,38 +349,6 @@ def test_workers_that_always_die_at_start_up_fail_the_calls(pool_type: str) -> N
 
 
 # --------------------------------------------------------------------------- values that cannot cross
-
-
-@pytest.mark.timeout(HANG_LIMIT, method="thread")
-@pytest.mark.parametrize(("pool_type", "context"), ALL)
-def test_unpicklable_result_names_the_node_and_the_type(pool_type: str, context: str) -> None:
-    """A result that cannot be pickled fails its node with TransferError; the other node and the pool carry on."""
-    graph = {"graph": {"id": "lock"}, "nodes": [node("l", "tasks.unpicklable_output"), node("ok", "tasks.inc", x=1)]}
-    with aioflow.open_pool(pool_type, max_workers=1, context=context) as pool:
-        results = aioflow.execute_graph(graph, pool=pool, raise_on_error=False, merge_outputs=False)
-        error = results.errors["l"]
-        assert isinstance(error, aioflow.TransferError), repr(error)
-        assert "graph 'lock': node 'l': a value of type '_thread.lock' cannot be sent between processes" in str(error)
-        assert "use pool_type='thread'" in str(error)
-        assert results["ok"]["return_value"] == 2
-        assert aioflow.execute_graph(DIAMOND, pool=pool) == {"return_value": 6}
-
-
-@pytest.mark.timeout(HANG_LIMIT, method="thread")
-@pytest.mark.parametrize(("pool_type", "context"), ALL)
-def test_unpicklable_input_names_the_node_and_the_type(pool_type: str, context: str) -> None:
-    """An input that cannot be pickled fails its node with TransferError before it reaches a worker."""
-    import threading
-
-    graph = {"graph": {"id": "lock"}, "nodes": [node("i", "tasks.identity")]}
-    with pytest.raises(aioflow.NodeError) as info:
-        aioflow.execute_graph(
-            graph, pool_type=pool_type, context=context, max_workers=1, startargs={"value": threading.Lock()}
-        )
-    assert isinstance(info.value.error, aioflow.TransferError), repr(info.value.error)
-    assert "graph 'lock': node 'i': a value of type '_thread.lock' cannot be sent between processes" in str(
-        info.value.error
-    )
 
 
 @pytest.mark.timeout(HANG_LIMIT, method="thread")
