@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import sys
@@ -13,14 +12,13 @@ from typing import Any
 
 import psutil
 import pytest
-from graphs import NB_DIAMOND, method_node
+from graphs import method_node
 
 import aioflow
 from aioflow.pools._billiard import BilliardExecutor
 from aioflow.pools._ndprocess import non_daemonic_context
 
 HERE = Path(__file__).resolve().parent
-POOLS = ["ndprocess", "billiard"]
 CONTEXTS = multiprocessing.get_all_start_methods()
 
 # Generous: only a failure to stop (or a hang) reaches it.
@@ -57,116 +55,6 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _wait_gone(pids: list[int]) -> list[int]:
-    """Wait until every process in ``pids`` has ended; return those still alive at the deadline."""
-    end = time.monotonic() + DEADLINE
-    alive = [p for p in pids if not _gone(p)]
-    while alive and time.monotonic() < end:
-        time.sleep(0.05)
-        alive = [p for p in alive if not _gone(p)]
-    return alive
-
-
-# --------------------------------------------------------------------------- both pools
-
-
-@pytest.mark.parametrize("context", CONTEXTS)
-@pytest.mark.parametrize("pool_type", POOLS)
-def test_diamond(pool_type: str, context: str) -> None:
-    """A diamond graph gives the same result on every start method."""
-    results = aioflow.execute_graph(NB_DIAMOND, pool_type=pool_type, max_workers=2, context=context)
-    assert dict(results) == {"return_value": 7}
-
-
-@pytest.mark.parametrize("pool_type", POOLS)
-async def test_diamond_async(pool_type: str) -> None:
-    """The pools serve execute_graph_async on every event loop, and each node runs once."""
-    results = await aioflow.execute_graph_async(NB_DIAMOND, pool_type=pool_type, max_workers=2, context="fork")
-    assert dict(results) == {"return_value": 7}
-    assert results.executions == {"start": 1, "left": 1, "right": 1, "total": 1}
-
-
-@pytest.mark.parametrize("pool_type", POOLS)
-def test_timeout_kills_workers_and_their_children(pool_type: str, tmp_path: Path) -> None:
-    """A timeout raises ExecutionTimeoutError and no worker or process started by a task survives it."""
-    # multiprocessing.Process needs a non-daemonic worker; a subprocess does not.
-    inputs = {"directory": str(tmp_path), "with_process": pool_type == "ndprocess"}
-    graph = {"nodes": [node(n, task("sleep_with_children"), **inputs) for n in ("a", "b")]}
-    with pytest.raises(aioflow.ExecutionTimeoutError) as info:
-        aioflow.execute_graph(graph, pool_type=pool_type, max_workers=2, context="fork", timeout=5)
-    assert sorted(info.value.running) == ["a", "b"]
-    records = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
-    assert len(records) == 2, "both tasks should have started their children within the timeout"
-    pids = [pid for r in records for pid in [r["worker"], *r["children"]]]
-    assert len(pids) == (6 if pool_type == "ndprocess" else 4)
-    assert _wait_gone(pids) == []
-
-
-@pytest.mark.parametrize("context", ["fork", "spawn"])
-@pytest.mark.parametrize("pool_type", POOLS)
-def test_lost_worker_fails_its_node(pool_type: str, context: str) -> None:
-    """A worker that exits mid-task fails its node with aioflow.WorkerLostError instead of hanging."""
-    graph = {"nodes": [node("boom", task("exit_worker"), code=3)]}
-    with pytest.raises(aioflow.NodeError) as info:
-        aioflow.execute_graph(graph, pool_type=pool_type, max_workers=2, context=context)
-    assert info.value.node_id == "boom"
-    assert isinstance(info.value.error, aioflow.WorkerLostError)
-    assert "boom" in str(info.value.error)
-    if pool_type == "billiard":  # billiard tells how its worker ended
-        assert "exit code 3" in str(info.value.error)
-
-
-@pytest.mark.parametrize("pool_type", POOLS)
-def test_one_worker_runs_every_node(pool_type: str) -> None:
-    """With max_workers=1, every node runs in the same worker process."""
-    graph = {"nodes": [node(str(i), "tasks.pid") for i in range(8)]}
-    results = aioflow.execute_graph(graph, pool_type=pool_type, max_workers=1, context="fork", merge_outputs=False)
-    assert len({r["return_value"] for r in results.values()}) == 1
-
-
-@pytest.mark.parametrize("pool_type", POOLS)
-def test_invalid_context_fails_before_any_worker_starts(pool_type: str) -> None:
-    """An unknown start method raises OptionError and starts no process."""
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    with pytest.raises(aioflow.OptionError, match="context"):
-        aioflow.execute_graph(NB_DIAMOND, pool_type=pool_type, context="thread")
-    with pytest.raises(aioflow.OptionError, match="context"):
-        aioflow.open_pool(pool_type, context="nope")
-    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
-
-
-@pytest.mark.parametrize("pool_type", POOLS)
-def test_task_exception_keeps_the_worker_traceback(pool_type: str) -> None:
-    """A task's exception reaches the caller as is, with the worker's traceback text as __cause__."""
-    graph = {"nodes": [node("bad", "tasks.fail", reason=1)]}
-    with pytest.raises(aioflow.NodeError) as info:
-        aioflow.execute_graph(graph, pool_type=pool_type, max_workers=1, context="fork")
-    error = info.value.error
-    assert isinstance(error, ValueError)
-    assert "failed on purpose" in str(error)
-    assert "Traceback" in str(error.__cause__)
-
-
-@pytest.mark.parametrize("pool_type", POOLS)
-def test_unpicklable_output_is_a_transfer_error(pool_type: str) -> None:
-    """An output that cannot be pickled fails its node with TransferError naming the type."""
-    graph = {"nodes": [node("lock", task("unpicklable"))]}
-    with pytest.raises(aioflow.NodeError) as info:
-        aioflow.execute_graph(graph, pool_type=pool_type, max_workers=1, context="fork")
-    assert isinstance(info.value.error, aioflow.TransferError)
-    assert "lock" in str(info.value.error)
-
-
-@pytest.mark.parametrize("pool_type", POOLS)
-async def test_open_pool_reuses_warm_workers(pool_type: str) -> None:
-    """Two executions on one open pool run in the same worker."""
-    graph = {"nodes": [node("p", "tasks.pid")]}
-    async with aioflow.open_pool(pool_type, max_workers=1, context="fork") as pool:
-        first = await aioflow.execute_graph_async(graph, pool=pool)
-        second = await aioflow.execute_graph_async(graph, pool=pool)
-    assert first["return_value"] == second["return_value"]
-
-
 # --------------------------------------------------------------------------- ndprocess
 
 
@@ -180,50 +68,7 @@ def test_ndprocess_context_processes_are_never_daemonic(method: str) -> None:
     assert proc.daemon is False
 
 
-@pytest.mark.parametrize("context", CONTEXTS)
-def test_ndprocess_tasks_start_pools_and_processes(context: str) -> None:
-    """On ndprocess, a task sees a non-daemonic worker and can start a multiprocessing Pool and Process."""
-    graph = {
-        "nodes": [
-            node("info", task("worker_info")),
-            node("pool", task("nested_pool"), values=[-1, -2, 3]),
-            node("process", task("nested_process")),
-        ]
-    }
-    results = aioflow.execute_graph(graph, pool_type="ndprocess", max_workers=2, context=context, merge_outputs=False)
-    assert results["info"]["return_value"]["daemon"] is False
-    assert results["pool"]["return_value"] == [1, 2, 3]
-    assert results["process"]["return_value"] == 0
-
-
 # --------------------------------------------------------------------------- billiard
-
-
-@pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_billiard_tasks_cannot_start_multiprocessing_children(context: str) -> None:
-    """Billiard workers are daemonic: multiprocessing refuses a task's children at once, with a clear message."""
-    graph = {"nodes": [node("info", task("worker_info")), node("process", task("nested_process"))]}
-    results = aioflow.execute_graph(
-        graph, pool_type="billiard", max_workers=1, context=context, merge_outputs=False, raise_on_error=False
-    )
-    assert results["info"]["return_value"]["daemon"] is True
-    error = results.errors["process"]
-    assert isinstance(error, RuntimeError)
-    assert "the workers of the 'billiard' pool are daemonic" in str(error)
-    assert "daemonic processes are not allowed to have children" in str(error)
-    assert "pool_type 'ndmultiprocessing', 'ndprocess' or 'process'" in str(error)
-    assert "AssertionError: daemonic processes" in str(error.__cause__)  # the worker's traceback
-
-
-def test_billiard_lost_worker_is_replaced(tmp_path: Path) -> None:
-    """A lost billiard worker fails only its own node; the pool replaces it and runs the others."""
-    graph = {"nodes": [node("boom", task("exit_worker")), node("after", "tasks.pid")]}
-    graph["links"] = [{"source": "boom", "target": "after", "on_error": True}]
-    with aioflow.open_pool("billiard", max_workers=1, context="fork") as pool:
-        results = aioflow.execute_graph(graph, pool=pool, merge_outputs=False)
-        again = aioflow.execute_graph({"nodes": [node("p", "tasks.pid")]}, pool=pool)
-    assert results.executions["boom"] == 1
-    assert results["after"]["return_value"] == again["return_value"]
 
 
 @pytest.mark.parametrize("scaling_workers", [True, False])
