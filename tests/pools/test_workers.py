@@ -99,26 +99,6 @@ def test_workers_stay_without_idle_timeout_or_scaling(options: dict[str, Any], t
         assert all(map(_alive, pids))
 
 
-@pytest.mark.parametrize("context", ["spawn", "fork", "forkserver"])
-def test_a_lost_worker_fails_only_its_node(context: str) -> None:
-    """A worker that dies fails its own node, with pid and exit code; other branches finish."""
-    graph = {
-        "graph": {"id": "lossy"},
-        "nodes": [
-            method_node("dies", task("exit_worker"), code=7),
-            method_node("lives", "tasks.sleep_python", seconds=1.0, value="done"),
-        ],
-    }
-    results = aioflow.execute_graph(
-        graph, pool_type="process", max_workers=2, context=context, raise_on_error=False, merge_outputs=False
-    )
-    assert results["lives"] == {"return_value": "done"}
-    error = results.errors["dies"]
-    assert isinstance(error, aioflow.WorkerLostError)
-    assert "graph 'lossy': node 'dies' lost its worker process (pid " in str(error)
-    assert "exit code 7" in str(error)
-
-
 def test_the_exit_status_is_always_known() -> None:
     """The dead worker's status is read by the pool itself, never lost to another reaper."""
     graph = {"nodes": [method_node("k", task("exit_worker"), code=5)]}
