@@ -1,11 +1,13 @@
 """A billiard worker that dies fails only its own node, at once, on every start method.
 
 Wherever the worker dies (its task ends it, it is killed from outside in the
-middle of a task or while idle, other calls wait behind it, it dies as it
-starts), the node it was running fails with `aioflow.WorkerLostError` naming
-the node, the pid and the exit code or signal that ended that worker, and
+middle of a task, other calls wait behind it, it dies as it starts), the
+node it was running fails with `aioflow.WorkerLostError` naming the node,
+the pid and the exit code or signal that ended that worker, and
 every other node's result is there. Each execution has a ``timeout``: a hang
-fails the test instead of stalling the suite.
+fails the test instead of stalling the suite. Workers killed while idle, and
+deaths by signal or exit code 3, run on every process pool and start method in
+tests/test_pool_behaviour.py.
 """
 
 from __future__ import annotations
@@ -28,10 +30,9 @@ CONTEXTS = ["fork", "spawn", "forkserver"]
 # Generous: only a hang reaches it.
 DEADLINE = 60.0
 
-#: How a task ends its worker: ``remote_error_tasks.die``'s ways, and ``os._exit(0)``.
+#: How a task ends its worker: ``os._exit(0)`` (a SIGKILL, a SIGTERM and exit code 3 run on
+#: every process pool and start method in tests/test_pool_behaviour.py).
 SELF_DEATHS = [
-    pytest.param("remote_error_tasks.die", {"how": "SIGKILL"}, -9, "SIGKILL", id="SIGKILL"),
-    pytest.param("remote_error_tasks.die", {"how": "SIGTERM"}, -15, "SIGTERM", id="SIGTERM"),
     pytest.param(f"{HERE / 'nd_tasks.py'}::exit_worker", {"code": 0}, 0, None, id="exit0"),
 ]
 
@@ -89,7 +90,7 @@ def read_pid(pid_file: Path) -> int:
 def test_a_task_that_ends_its_worker_fails_its_node_only(
     tmp_path: Path, context: str, identifier: str, how: dict[str, Any], exitcode: int, signal_name: str | None
 ) -> None:
-    """SIGKILL or SIGTERM to itself, or os._exit(0): that node fails, naming its worker and how it ended."""
+    """os._exit(0): that node fails, naming its worker and how it ended."""
     pid_file = tmp_path / "pid"
     graph = {"nodes": [method_node("victim", identifier, pid_file=str(pid_file), **how), *healthy_nodes(6)]}
     results = execute(graph, max_workers=2, context=context)
@@ -117,26 +118,6 @@ def test_a_worker_killed_in_the_middle_of_a_task_fails_its_node_only(tmp_path: P
         killer.join(DEADLINE)
     assert killed, "the worker was never killed"
     assert_lost(results, "victim", killed[0], -9, "SIGKILL")
-    assert_healthy(results, 6)
-
-
-@pytest.mark.parametrize("context", CONTEXTS)
-def test_workers_killed_while_idle_do_not_touch_the_next_execution(context: str) -> None:
-    """Every worker of an open pool SIGKILLed between two executions: the next one starts at once, and runs in full.
-
-    The pool may hand a call to a killed worker before it has reaped it: the
-    call, never taken, goes to another worker.
-    """
-    graph = {"nodes": healthy_nodes(6)}
-    with aioflow.open_pool("billiard", max_workers=2, context=context) as pool:
-        assert_healthy(execute(graph, pool=pool), 6)
-        executor: Any = pool.executor
-        victims = executor.worker_pids()
-        assert victims
-        for pid in victims:
-            os.kill(pid, signal.SIGKILL)
-        results = execute(graph, pool=pool)
-    assert not results.errors
     assert_healthy(results, 6)
 
 
