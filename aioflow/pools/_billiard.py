@@ -91,8 +91,10 @@ retirement job it no longer counts towards the pool's size
 Retirement is decided in the supervisor thread, whose wait also ends when
 the next idle worker is due (no polling of its own), and only while every
 pending job is running (a job waiting for a worker is about to take an idle
-one). Which idle worker takes a retirement job does not matter: the pool
-keeps as many workers as were busy within the last ``idle_timeout``.
+one). The switchboard hands a job to the most recently idle worker and a
+retirement job to the least recently idle one (`aioflow.pools._idle`): a
+trickle of jobs stays on one warm worker while the others retire, and the
+pool keeps as many workers as were busy within the last ``idle_timeout``.
 
 Daemonic workers and children (checked on billiard 4.3.2 with fork, spawn and
 forkserver): a task may start ``billiard.Process`` and ``billiard.Pool``

@@ -62,6 +62,7 @@ from billiard.einfo import ExceptionWithTraceback
 from billiard.exceptions import RestartFreqExceeded
 
 from .._errors import PoolError
+from ._idle import Workers
 from ._mp_internals import ForkServerProcess, SpawnProcess
 from ._outcomes import Inbox, WorkerDied, describe_exit, not_loadable
 
@@ -312,7 +313,11 @@ class _Switchboard:
     a worker is idle. Whichever thread frees a worker or brings a job hands
     it out (`_pump`): the result thread writes a worker its next job as soon
     as it reads its READY, with no hand-off to another thread. The pipes are
-    read by the result thread only.
+    read by the result thread only. A job goes to the most recently idle
+    worker, a retirement job to the least recently idle one
+    (`aioflow.pools._idle.Workers`), and a worker counts as idle as soon as
+    its READY is read, before billiard resolves the job: a trickle of jobs
+    stays on one warm worker, and the workers a burst started retire.
 
     A reaped worker is *buried* in the result thread, after the messages its
     pipe still holds: a job it acknowledged fails (``fail``), a job it never
@@ -329,7 +334,8 @@ class _Switchboard:
         self._broken = broken
         self._lock = threading.Lock()
         self._links: dict[int, _Link] = {}  # pid -> worker not buried yet
-        self._idle: list[_Link] = []  # without a job; the most recently idle last
+        # The workers not buried yet that take jobs, busy or idle (`aioflow.pools._idle`).
+        self._workers: Workers[_Link] = Workers()
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()  # jobs waiting for a worker
         self._graves: collections.deque[_Link] = collections.deque()  # reaped, not buried yet
         self._stopped = False
@@ -356,7 +362,8 @@ class _Switchboard:
         link = _Link(process)
         with self._lock:
             self._links[link.pid] = link
-            self._idle.append(link)
+            self._workers.add(link)
+            self._workers.idle(link)
             self._rewatch = True
         self._wake()
         self._pump()
@@ -370,8 +377,7 @@ class _Switchboard:
             link.gone = True
             link.exitcode = process.exitcode
             self._last_exit = describe_exit(link.pid, link.exitcode)
-            if link in self._idle:
-                self._idle.remove(link)
+            self._workers.remove(link)
             self._graves.append(link)
             self._rewatch = True
         self._wake()
@@ -408,12 +414,15 @@ class _Switchboard:
         """
         while True:
             with self._lock:
-                if self._stopped or not self._pending or not self._idle:
+                if self._stopped or not self._pending or not self._workers.idle_count:
                     return
-                link = self._idle.pop()
-                task = link.task = self._pending.popleft()
+                task = self._pending.popleft()
+                retiring = task[1][2] is _retire_worker
+                link = self._workers.take_oldest() if retiring else self._workers.take()
+                assert link is not None
+                link.task = task
                 link.acked = False
-                link.exiting = task[1][2] is _retire_worker
+                link.exiting = retiring
             try:
                 message = _frame(pickle.dumps(task, pickle.HIGHEST_PROTOCOL))
             except Exception as exc:  # e.g. an input that cannot be pickled
@@ -511,8 +520,7 @@ class _Switchboard:
                 self._idle_again(link)
             elif kind == death:
                 link.exiting = True
-                if link in self._idle:
-                    self._idle.remove(link)
+                self._workers.remove(link)
                 if link.gone:
                     return None  # billiard would SIGTERM its pid, no longer its own
         return message
@@ -521,8 +529,10 @@ class _Switchboard:
         # Under _lock: its job is done.
         link.task = None
         link.acked = False
-        if not (link.exiting or link.gone):
-            self._idle.append(link)
+        if link.exiting or link.gone:
+            self._workers.remove(link)
+        else:
+            self._workers.idle(link)
 
     def _unreadable(self, link: _Link, data: bytes, error: BaseException) -> None:
         """A message that cannot be unpickled here: its worker's outcome. Fail the job it was running."""
@@ -596,7 +606,7 @@ class _Switchboard:
             links = [*self._links.values(), *self._graves]
             self._links.clear()
             self._graves.clear()
-            self._idle.clear()
+            self._workers.clear()
         for link in {id(link): link for link in links}.values():
             link.close()
         os.close(self._wake_r)

@@ -1,9 +1,16 @@
 """The ``thread`` pool: an executor of daemon threads whose running tasks can be interrupted.
 
-Data flow: ``submit`` puts a work item on a queue and, when no thread is
-idle, starts a new one (up to ``max_workers``); a thread runs items until
-the executor shuts down, or, with an ``idle_timeout``, until it has waited
-that long for an item. Idle threads are reused before new ones start.
+Data flow: ``submit`` hands the call to the most recently idle thread
+(`aioflow.pools._idle.Workers`: each idle thread waits on a lock of its own,
+which ``submit`` releases, as in trio's thread cache); with no idle thread it
+starts a new one (up to ``max_workers``), or else queues the call for the
+next thread that finishes. A thread counts as idle as soon as its call has
+returned, before it resolves the call's future: a call submitted from the
+future's done-callback, or once its result is in, goes to that same thread,
+and a chain of calls never starts a second one. A thread exits when the
+executor shuts down or, with an ``idle_timeout``, once it has waited that
+long with no call: the threads a burst started and a trickle of calls no
+longer needs are never woken, and retire.
 
 Threads cannot be killed. To stop a running task (timeout, cancellation,
 Ctrl-C), the pool raises `aioflow.TaskInterrupted` inside the thread that runs it
@@ -46,10 +53,12 @@ threads finish.
 Who owns what: ``_running`` (thread ident -> owner of the task it runs) is
 guarded by the ``_running_changed`` condition; an interruption is only ever
 sent to a thread in that map, under its lock, and a thread leaving the map
-clears any pending one. ``_threads``, ``_shutdown`` and the queue's sentinel
-are guarded by ``_lock``. With greenlets, ``_green_tasks`` (ident -> the task a
-greenlet is inside right now) is written only by that greenlet, and read
-by the kill callback in the same hub. A kill that lands between the entry
+clears any pending one. ``_workers`` (busy and idle threads), ``_pending``
+(the calls that wait for a thread), ``_threads``, ``_shutdown``, and the
+call handed to an idle thread (its ``item``) are guarded by ``_lock``.
+With greenlets, ``_green_tasks`` (ident -> the task a greenlet is inside
+right now) is written only by that greenlet, and read by the kill callback
+in the same hub. A kill that lands between the entry
 and the task's start still ends in the same ``finally``; the entry is
 removed before anything that may switch, so none lands after the task.
 """
@@ -62,15 +71,16 @@ import functools
 import itertools
 import logging
 import os
-import queue
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import InitializerFailed, OptionError, TaskInterrupted
 from ._base import Pool
 from ._futures import cancel_queued
+from ._idle import Workers
 
 if TYPE_CHECKING:
     from ._options import PoolOptions
@@ -104,6 +114,22 @@ class _GreenTask:
 
 _WorkItem = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
+#: What an idle thread is handed instead of a call when it is to exit (the executor shuts down).
+_EXIT = None
+
+
+class _Worker:
+    """A thread of the pool: the call handed to it, and the lock it waits on while idle."""
+
+    __slots__ = ("item", "thread", "wake")
+
+    def __init__(self, item: _WorkItem | None) -> None:
+        self.item = item  # its first call; then the one handed to it while it was idle
+        # Held while the thread has nothing to do: a caller hands it a call and releases it.
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.thread: threading.Thread | None = None
+
 
 class _ThreadExecutor(concurrent.futures.Executor):
     """A `concurrent.futures.Executor` of daemon threads, started on demand."""
@@ -119,17 +145,13 @@ class _ThreadExecutor(concurrent.futures.Executor):
         idle_timeout: float | None = None,
     ) -> None:
         self._max_workers = max_workers
-        self._idle_timeout = idle_timeout
         self._prefix = thread_name_prefix
         self._initializer = initializer
         self._initargs = initargs
-        self._queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
-        # Exact counts, under _lock: items put on the queue and not yet taken
-        # by a thread, and threads waiting for one. ``submit`` starts a thread
-        # only when the items outnumber the waiting threads; a thread whose wait
-        # timed out retires only when no item is on its way.
-        self._unclaimed = 0
-        self._waiting = 0
+        # Under _lock: the threads, busy or idle (the most recently idle takes the next call), and the
+        # calls that wait for one (only while every thread is busy and max_workers run).
+        self._workers: Workers[_Worker] = Workers(idle_timeout)
+        self._pending: deque[_WorkItem] = deque()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._shutdown = False
@@ -167,10 +189,15 @@ class _ThreadExecutor(concurrent.futures.Executor):
                 msg = "cannot schedule new futures after shutdown"
                 raise RuntimeError(msg)
             future: concurrent.futures.Future[T] = concurrent.futures.Future()
-            self._queue.put((future, fn, args, kwargs))
-            self._unclaimed += 1
-            if self._unclaimed > self._waiting and len(self._threads) < self._max_workers:
-                self._start_thread()
+            item: _WorkItem = (future, fn, args, kwargs)
+            worker = self._workers.take()
+            if worker is not None:
+                worker.item = item
+                worker.wake.release()
+            elif len(self._workers) < self._max_workers:
+                self._start_thread(item)
+            else:
+                self._pending.append(item)
             return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -178,7 +205,11 @@ class _ThreadExecutor(concurrent.futures.Executor):
             self._shutdown = True
             if cancel_futures:
                 self._cancel_queued()
-            self._queue.put(None)  # each thread passes the sentinel on and exits
+            # The idle threads exit now, the busy ones once no call waits.
+            while (worker := self._workers.take()) is not None:
+                self._workers.remove(worker)
+                worker.item = _EXIT
+                worker.wake.release()
             threads = list(self._threads)
         if wait:
             for thread in threads:
@@ -189,55 +220,50 @@ class _ThreadExecutor(concurrent.futures.Executor):
     def start_all(self) -> None:
         """Start every worker now (``scaling_workers=False``)."""
         with self._lock:
-            while len(self._threads) < self._max_workers:
-                self._start_thread()
+            while len(self._workers) < self._max_workers:
+                self._start_thread(None)
 
-    def _start_thread(self) -> None:
+    def _start_thread(self, item: _WorkItem | None) -> None:
+        """Start a thread (under ``_lock``) that runs ``item`` first (``None``: it goes idle once initialised)."""
+        worker = _Worker(item)
         name = f"{self._prefix}_{next(self._counter)}"
-        thread = threading.Thread(target=self._work, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        worker.thread = threading.Thread(target=self._work, args=(worker,), name=name, daemon=True)
+        worker.thread.start()
+        self._workers.add(worker)
+        self._threads.append(worker.thread)
 
-    def _take_queued(self) -> list[_WorkItem]:
-        """Take the items no thread has taken off the queue (under ``_lock``); a shutdown's sentinel stays."""
-        items: list[_WorkItem] = []
-        stopping = False
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                stopping = True
-            else:
-                self._unclaimed -= 1
-                items.append(item)
-        if stopping:
-            self._queue.put(None)
+    def _take_pending(self) -> list[_WorkItem]:
+        """Take the calls that wait for a thread (under ``_lock``)."""
+        items = list(self._pending)
+        self._pending.clear()
         return items
 
     def _cancel_queued(self) -> None:
-        for item in self._take_queued():
+        for item in self._take_pending():
             cancel_queued(item[0])
 
     def _broken_error(self) -> InitializerFailed:
         assert self._broken is not None
         return InitializerFailed.caused_by(self._broken, self._broken_cause)
 
-    def _break(self, cause: BaseException) -> None:
-        """The initializer failed: fail the queued calls and refuse new ones, as the stdlib's executor does.
+    def _break(self, worker: _Worker, cause: BaseException) -> None:
+        """The initializer failed in ``worker``'s thread: fail its call and the queued ones, refuse new ones.
 
-        Calls already running in other threads finish.
+        As the stdlib's executor does; calls already running in other threads finish.
         """
         with self._lock:
             self._broken = f"the thread pool's initializer failed: {cause!r}; the pool cannot run calls"
             self._broken_cause = cause
-            queued = self._take_queued()
+            self._workers.remove(worker)
+            queued = self._take_pending()
+            if worker.item is not None:
+                queued.insert(0, worker.item)
+                worker.item = None
         for future, *_ in queued:
             if future.set_running_or_notify_cancel():
                 future.set_exception(self._broken_error())
 
-    def _work(self) -> None:
+    def _work(self, worker: _Worker) -> None:
         if self._green:
             from .._gevent_bridge import mark_task
 
@@ -247,30 +273,67 @@ class _ThreadExecutor(concurrent.futures.Executor):
                 self._initializer(*self._initargs)
             except BaseException as exc:
                 logger.exception("the thread pool's initializer failed")
-                self._break(exc)
+                self._break(worker, exc)
                 return
+        item, worker.item = worker.item, None
         while True:
-            with self._lock:
-                self._waiting += 1
-            try:
-                item = self._queue.get(timeout=self._idle_timeout)
-                timed_out = False
-            except queue.Empty:
-                item, timed_out = None, True
-            with self._lock:
-                self._waiting -= 1
-                if timed_out:
-                    if self._unclaimed == 0:  # idle for idle_timeout: retire
-                        self._threads.remove(threading.current_thread())
-                        return
-                    continue  # an item was put just now: take it
-                if item is not None:
-                    self._unclaimed -= 1
+            # Each call's function, arguments and result are freed with `_run`'s frame: nothing outlives it here.
+            item = self._free(worker) if item is None else self._run(worker, item)
             if item is None:
-                self._queue.put(None)
-                return
-            _run(item)
-            del item  # nothing of a call outlives it here: its function, arguments and result are freed
+                item = self._wait(worker)
+                if item is _EXIT:
+                    return
+
+    def _run(self, worker: _Worker, item: _WorkItem) -> _WorkItem | None:
+        """Run one call, unless it was cancelled while queued; return the next call that waits, if any.
+
+        The thread is free (idle, or given the next call) before the call's
+        future is resolved: a caller that submits again from the future's
+        done-callback, or once its result is in, finds this thread idle.
+        """
+        future, fn, args, kwargs = item
+        del item
+        if not future.set_running_or_notify_cancel():
+            return self._free(worker)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            following = self._free(worker)
+            future.set_exception(exc)
+        else:
+            following = self._free(worker)
+            future.set_result(result)
+        return following
+
+    def _free(self, worker: _Worker) -> _WorkItem | None:
+        """``worker`` has no call: the next one that waits, or none, and it is idle (or exits after a shutdown)."""
+        with self._lock:
+            if self._pending:
+                return self._pending.popleft()
+            if self._shutdown:
+                self._workers.remove(worker)
+                worker.item = _EXIT
+                worker.wake.release()  # `_wait` returns at once
+            else:
+                self._workers.idle(worker)
+        return None
+
+    def _wait(self, worker: _Worker) -> _WorkItem | None:
+        """Wait, idle, for the call a caller hands this thread; `_EXIT` when it is to exit.
+
+        It exits when the executor shuts down, or once it has waited
+        ``idle_timeout`` seconds and no caller has taken it meanwhile (one
+        that has is about to release its lock).
+        """
+        timeout = self._workers.idle_timeout
+        while not worker.wake.acquire(timeout=-1 if timeout is None else timeout):
+            with self._lock:
+                if self._workers.leave_if_idle(worker):
+                    assert worker.thread is not None
+                    self._threads.remove(worker.thread)
+                    return _EXIT
+        item, worker.item = worker.item, None
+        return item
 
     def run_owned(self, owner: object, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` in this worker thread, recorded as ``owner``'s."""
@@ -345,18 +408,6 @@ class _ThreadExecutor(concurrent.futures.Executor):
             self._running_changed.wait_for(lambda: not busy(), timeout=INTERRUPT_GRACE)
             stuck = busy()
         return [t.name for t in list(self._threads) if t.ident in stuck]
-
-
-def _run(item: _WorkItem) -> None:
-    """Run one call in this worker thread, unless it was cancelled while queued."""
-    future, fn, args, kwargs = item
-    if future.set_running_or_notify_cancel():
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
 
 
 class ThreadPool(Pool):

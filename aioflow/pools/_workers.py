@@ -27,10 +27,11 @@ Actors and who owns what:
   with its type, message and traceback). An empty message asks
   it to exit.
 
-``_lock`` guards ``_pending``, ``_live`` (pid -> worker that may take calls),
-``_idle`` (a stack of live workers without a call), ``_leaving`` (workers
-asked to exit, or killed, whose exit is not reaped yet), each worker's
-``item``, and the ``_shutdown``/``_broken`` flags. Pipe I/O and process
+``_lock`` guards ``_pending``, ``_workers`` (the workers that may take
+calls, busy or idle, the most recently idle first to take one:
+`aioflow.pools._idle.Workers`), ``_leaving`` (pid -> worker asked to exit,
+or killed, whose exit is not reaped yet), each worker's ``item``, and the
+``_shutdown``/``_broken`` flags. Pipe I/O and process
 starts happen outside it.
 
 Failures stay local. A worker that dies fails only the call it was
@@ -54,7 +55,6 @@ import itertools
 import logging
 import os
 import threading
-import time
 import weakref
 from collections import deque
 from multiprocessing.connection import wait
@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import InitializerFailed
 from ._futures import Owned, cancel_queued
+from ._idle import Workers
 from ._lifecycle import join_or_kill, kill_process_trees, worker_initializer
 from ._outcomes import TransferFailed, WorkerDied, describe_exit, idle_exit_level, pack_error, unpack_error
 
@@ -156,14 +157,13 @@ class _Item:
 
 
 class _Worker:
-    __slots__ = ("conn", "eof", "idle_since", "item", "killed", "pid", "process", "tasks")
+    __slots__ = ("conn", "eof", "item", "killed", "pid", "process", "tasks")
 
     def __init__(self, process: Any, conn: Connection) -> None:
         self.process = process
         self.pid: int = process.pid
         self.conn = conn
         self.item: _Item | None = None
-        self.idle_since = time.monotonic()
         self.killed = False  # by terminate or kill_owner: its call was stopped, not lost
         self.eof = False  # its end of the pipe is closed: it is exiting
         self.tasks = 0  # calls it has finished
@@ -212,12 +212,10 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
         self._initializer = initializer
         self._initargs = initargs
         self._scaling = scaling
-        self._idle_timeout = idle_timeout if scaling else None
         self._owner_pid = os.getpid()
         self._lock = threading.Lock()
         self._pending: deque[_Item] = deque()
-        self._live: dict[int, _Worker] = {}
-        self._idle: list[_Worker] = []
+        self._workers: Workers[_Worker] = Workers(idle_timeout if scaling else None)
         self._leaving: dict[int, _Worker] = {}
         self._shutdown = False
         # Why the executor takes no more calls, and the initializer's exception when that is why.
@@ -237,8 +235,8 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             # ours is running at the moment the workers are forked.
             for _ in range(max_workers):
                 worker = self._start_worker()
-                self._live[worker.pid] = worker
-                self._idle.append(worker)
+                self._workers.add(worker)
+                self._workers.idle(worker)
 
     # ------------------------------------------------------------ Executor API
 
@@ -308,7 +306,7 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
     def worker_pids(self) -> list[int]:
         """The pids of the workers that may take calls now."""
         with self._lock:
-            return list(self._live)
+            return [worker.pid for worker in self._workers]
 
     # ------------------------------------------------------------ internals (under _lock)
 
@@ -323,12 +321,11 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
 
     def _take_workers(self, which: Callable[[_Worker], bool]) -> list[_Worker]:
         """Move the chosen workers (live or leaving) to ``_leaving``, marked killed."""
-        victims = [w for w in [*self._live.values(), *self._leaving.values()] if which(w)]
+        victims = [w for w in [*self._workers, *self._leaving.values()] if which(w)]
         for worker in victims:
             worker.killed = True
-            self._live.pop(worker.pid, None)
+            self._workers.remove(worker)
             self._leaving[worker.pid] = worker
-        self._idle = [w for w in self._idle if not w.killed]
         return victims
 
     # ------------------------------------------------------------ dispatcher thread
@@ -359,8 +356,8 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
                 with self._lock:
                     if self._shutdown and not self._pending and not self._busy():
                         return
-                    workers = [*self._live.values(), *self._leaving.values()]
-                    timeout = self._next_retirement()
+                    workers = [*self._workers, *self._leaving.values()]
+                    timeout = self._workers.next_expiry()
                 waitables: list[Any] = [self._wake_r]
                 waitables += [w.conn for w in workers if not w.eof]
                 waitables += [w.process.sentinel for w in workers]
@@ -383,7 +380,7 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             self._stop_workers()
 
     def _busy(self) -> bool:
-        return any(w.item is not None for w in [*self._live.values(), *self._leaving.values()])
+        return any(w.item is not None for w in [*self._workers, *self._leaving.values()])
 
     def _dispatch(self) -> None:
         """Hand pending calls to idle workers, starting workers up to ``max_workers``."""
@@ -391,14 +388,14 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             with self._lock:
                 if not self._pending or self._broken is not None:
                     return
-                worker = self._idle.pop() if self._idle else None
-                if worker is None and len(self._live) >= self._max_workers:
+                worker = self._workers.take()
+                if worker is None and len(self._workers) >= self._max_workers:
                     return
                 item = self._pending.popleft()
             if not item.future.set_running_or_notify_cancel():
                 if worker is not None:
                     with self._lock:
-                        self._idle.append(worker)
+                        self._workers.idle(worker)
                 continue
             if worker is None:
                 try:
@@ -407,13 +404,13 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
                     item.future.set_exception(exc)
                     continue
                 with self._lock:
-                    self._live[worker.pid] = worker
+                    self._workers.add(worker)
             try:
                 payload = ForkingPickler.dumps((item.fn, item.args, item.kwargs))
             except BaseException as exc:  # an unpicklable function or input
-                item.future.set_exception(TransferFailed.wrapping("the call could not be pickled", exc))
                 with self._lock:
-                    self._idle.append(worker)
+                    self._workers.idle(worker)
+                item.future.set_exception(TransferFailed.wrapping("the call could not be pickled", exc))
                 continue
             with self._lock:
                 worker.item = item
@@ -444,14 +441,13 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             return
         with self._lock:
             item, worker.item = worker.item, None
-            worker.idle_since = time.monotonic()
             worker.tasks += 1
             limit = self._max_tasks_per_child
-            retiring = worker.pid in self._live and limit is not None and worker.tasks >= limit
+            retiring = worker in self._workers and limit is not None and worker.tasks >= limit
             if retiring:
                 self._retire(worker)
-            elif worker.pid in self._live:
-                self._idle.append(worker)
+            elif worker in self._workers:
+                self._workers.idle(worker)  # before the future is resolved: its callbacks may submit
         if retiring:
             self._ask_to_exit(worker)
         if item is None:
@@ -471,10 +467,8 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
         exitcode = worker.process.exitcode
         with self._lock:
             item, worker.item = worker.item, None
-            self._live.pop(worker.pid, None)
+            self._workers.remove(worker)
             self._leaving.pop(worker.pid, None)
-            if worker in self._idle:
-                self._idle.remove(worker)
         worker.conn.close()
         if exitcode is not None:
             worker.process.close()
@@ -519,27 +513,18 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             return concurrent.futures.BrokenExecutor(self._broken)
         return InitializerFailed.caused_by(self._broken, self._broken_cause)
 
-    def _next_retirement(self) -> float | None:
-        if self._idle_timeout is None or not self._idle:
-            return None
-        oldest = min(w.idle_since for w in self._idle)
-        return max(0.0, oldest + self._idle_timeout - time.monotonic())
-
     def _retire_idle(self) -> None:
-        if self._idle_timeout is None:
-            return
-        now = time.monotonic()
+        """Ask the workers idle for ``idle_timeout`` to exit."""
         with self._lock:
-            retiring = [w for w in self._idle if now - w.idle_since >= self._idle_timeout]
+            retiring = self._workers.expired()
             for worker in retiring:
-                self._idle.remove(worker)
                 self._retire(worker)
         for worker in retiring:
             self._ask_to_exit(worker)
 
     def _retire(self, worker: _Worker) -> None:
-        """Under ``_lock``: ``worker``, not idle, takes no more calls; it exits once asked (`_ask_to_exit`)."""
-        self._live.pop(worker.pid, None)
+        """Under ``_lock``: ``worker`` takes no more calls; it exits once asked (`_ask_to_exit`)."""
+        self._workers.remove(worker)
         self._leaving[worker.pid] = worker
 
     def _drain_wake(self) -> None:
@@ -559,10 +544,8 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
     def _stop_workers(self) -> None:
         """Ask every worker to exit, kill those that do not within the grace period, reap all."""
         with self._lock:
-            workers = [*self._live.values(), *self._leaving.values()]
-            self._live.clear()
+            workers = [*self._workers.clear(), *self._leaving.values()]
             self._leaving.clear()
-            self._idle.clear()
             leftovers = [w.item for w in workers if w.item is not None]
             for worker in workers:
                 worker.item = None
