@@ -1,53 +1,45 @@
-"""The pool interface the scheduler sees, and the options every pool shares.
+"""`aioflow.Pool`: the pool users hold, as docs/api.md documents it.
 
-A `Pool` owns one `concurrent.futures.Executor` (created on first use, so
+A `Pool` owns one `concurrent.futures.Executor`, created on first use, so
 that opening a pool is cheap and validation happens before any worker
-starts). The scheduler offloads with ``loop.run_in_executor(pool.executor, ...)``
-and never looks inside.
+starts. Its public interface is what `open_pool` returns and users call:
+`name`, `options`, `capacity`, `closed`, `executor`, `close`/`aclose`,
+`abort`/`aabort`, and ``with``/``async with``. Every other public member
+comes from `EngineProtocol` (`aioflow.pools._protocol`), the engine's
+private protocol with its pools.
 
 Life cycle and ownership: whoever opens a pool closes it (`Pool.aclose`,
 `Pool.close`, or leaving its ``with`` block). `Pool.abort` stops what is
 running now (workers are killed or threads interrupted) and leaves the pool
 usable: the next submission starts fresh workers.
 
-Several executions may share one open pool. Each one is an *owner*: the
-scheduler wraps its calls with `Pool.bind` and counts them with
-`Pool.enter`/`Pool.leave`, so that `Pool.aabort(owner)` stops that owner's
-tasks only. When no other owner has tasks in flight, aborting simply replaces
-the whole executor (every worker is killed); otherwise the pool stops just
-the owner's tasks where it can (threads are interrupted one by one) and
-leaves process workers running the others' tasks alone.
+A pool type subclasses `Pool`: it sets `name`, implements `_create_executor`
+and `_abort_running`, and may override `_validate`, `_default_max_workers`
+and the engine's side (`EngineProtocol`).
 """
 
 from __future__ import annotations
 
 import abc
-import concurrent.futures
-import logging
 import os
-import threading
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar
 
-from .._errors import InitializerFailed, PoolClosedError, PoolError, TransferError
+from .._errors import PoolClosedError, PoolError
 from ._futures import Owned, settle  # noqa: F401  # tests written before they moved to pools._futures import them here
-from ._outcomes import TransferFailed, WorkerDied, unpicklable_type
+from ._protocol import EngineProtocol
 from ._threads import run_in_own_thread
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    import concurrent.futures
     from types import TracebackType
 
     from ._options import PoolOptions
 
 __all__ = ["Pool"]
 
-logger = logging.getLogger("aioflow.pools")
 
-T = TypeVar("T")
-
-
-class Pool(abc.ABC):
-    """A named kind of worker pool behind one executor.
+class Pool(EngineProtocol, abc.ABC):
+    """A named kind of worker pool behind one executor: what `aioflow.open_pool` returns.
 
     Subclasses set `name`, implement `_create_executor` and `_abort_running`,
     and may override `_validate`.
@@ -56,49 +48,18 @@ class Pool(abc.ABC):
     #: The ``pool_type`` string users type.
     name: ClassVar[str]
 
-    #: Whether the workers are processes started with multiprocessing (or
-    #: billiard), whose queues and locks hang in a gevent-patched process.
-    uses_processes: ClassVar[bool] = False
-
-    #: How many calls per worker an execution keeps in the pool at once. A
-    #: few suffice when a call reaches its worker in microseconds; pools whose
-    #: calls cross a network raise it, so that round trips overlap.
-    calls_in_flight_per_worker: ClassVar[int] = 8
-
-    #: Whether the executor chains calls: a `concurrent.futures.Future` it
-    #: returned, given to ``submit`` as a positional argument, is replaced by
-    #: that call's result on the worker, once it is there (``submit`` itself
-    #: does not wait). If that call fails or is cancelled, the call fails
-    #: without running. Pools whose engine tracks dependencies itself (Dask,
-    #: Parsl) do it with no round trip through this process; the scheduler
-    #: then sends a node before its inputs exist, when nothing but its
-    #: predecessors' success can decide whether it runs.
-    chains_calls: ClassVar[bool] = False
-
-    #: Whether a call's result can stay on the worker that computed it
-    #: (`bind_remote`): its future then resolves, as soon as the call is
-    #: done, to a handle that later calls take as an argument (chaining) and
-    #: that `afetch` turns into the value. The data then goes from worker to
-    #: worker; only what the caller asks for comes back.
-    keeps_results_remote: ClassVar[bool] = False
-
-    #: Whether the tasks run as greenlets of a gevent hub: the engine's event
-    #: loop must then run in a thread of its own while the caller waits in the
-    #: hub (`aioflow.execute_graph` does it, see `aioflow._gevent_bridge`).
-    runs_in_gevent_hub: ClassVar[bool] = False
+    #: The validated options the pool was opened with.
+    options: PoolOptions
 
     def __init__(self, options: PoolOptions) -> None:
+        super().__init__()
         self.options = options
         if self.uses_processes:
             _refuse_under_gevent(self.name)
         self._validate(options)
-        self._executor: concurrent.futures.Executor | None = None
-        self._lock = threading.Lock()
         self._closed = False
-        # owner -> number of its calls being awaited (touched under _lock).
-        self._inflight: dict[object, int] = {}
 
-    # -------------------------------------------------------------- subclass API
+    # -------------------------------------------------------------- for pool types
 
     def _validate(self, options: PoolOptions) -> None:
         """Raise `OptionError` for options this pool cannot honour."""
@@ -115,18 +76,7 @@ class Pool(abc.ABC):
         """The number of workers when ``max_workers`` is not given."""
         return os.cpu_count() or 1
 
-    def _abort_owner(self, executor: concurrent.futures.Executor, owner: object) -> None:
-        """Stop the running tasks of one owner while others keep theirs. Blocking.
-
-        The default cannot single tasks out: they finish in the background.
-        """
-        logger.warning(
-            "the %r pool is shared with other running executions: the stopped execution's "
-            "running tasks finish in the background instead of being killed",
-            self.name,
-        )
-
-    # -------------------------------------------------------------- public API
+    # -------------------------------------------------------------- public
 
     @property
     def executor(self) -> concurrent.futures.Executor:
@@ -147,6 +97,7 @@ class Pool(abc.ABC):
 
     @property
     def closed(self) -> bool:
+        """Whether the pool was closed."""
         return self._closed
 
     @property
@@ -154,126 +105,12 @@ class Pool(abc.ABC):
         """How many tasks the pool runs at once: ``max_workers``, or the pool's default."""
         return self.options.max_workers or self._default_max_workers()
 
-    def scope_to_running_loop(self) -> None:
-        """Let the pool live on the running event loop, for a pool only this loop's caller uses.
-
-        Pools bound to an event loop may move onto the running one when only
-        this execution uses them (`execute_graph_async` calls it on the pool it
-        opens for itself, before its first use, and closes that pool with
-        `aclose` on the same loop): no thread of their own, no hop between
-        threads per call. Every other pool ignores it.
-        """
-
-    def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
-        """Wrap ``fn``, to be submitted to ``executor``, so the pool knows whose call it runs."""
-        return fn
-
-    def bind_remote(
-        self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., Any]
-    ) -> Callable[..., Any]:
-        """Like `bind`, for a call whose result stays on its worker (`keeps_results_remote` pools only).
-
-        The future of such a call resolves to a handle, not to the result;
-        a failure still comes back as the exception.
-        """
-        raise NotImplementedError(f"the {self.name!r} pool cannot keep results on its workers")
-
-    async def afetch(self, handles: list[Any]) -> list[Any]:
-        """The values behind handles from `bind_remote` calls, fetched together.
-
-        Raises:
-            PoolError: the values could not be fetched (the workers that held them are gone).
-        """
-        raise NotImplementedError(f"the {self.name!r} pool cannot keep results on its workers")
-
-    def enter(self, owner: object) -> int:
-        """Count one call of ``owner`` as in flight; return how many calls, of every owner, were before it."""
-        with self._lock:
-            before = sum(self._inflight.values())
-            self._inflight[owner] = self._inflight.get(owner, 0) + 1
-            return before
-
-    def leave(self, owner: object) -> None:
-        """The call counted by `enter` is no longer awaited."""
-        with self._lock:
-            count = self._inflight.get(owner, 0) - 1
-            if count > 0:
-                self._inflight[owner] = count
-            else:
-                self._inflight.pop(owner, None)
-
-    def describe_lost_workers(self, executor: concurrent.futures.Executor) -> str | None:
-        """For a broken executor: which worker died and how (``pid 42, killed by SIGKILL``), if known."""
-        return None
-
-    def lost_worker(self, executor: concurrent.futures.Executor, error: BaseException) -> str | None:
-        """A call failed with ``error``, a `concurrent.futures.BrokenExecutor`: describe the lost worker.
-
-        Returns which worker died and how (``pid 42, killed by SIGKILL``), if
-        known. By default the executor is broken as a whole: it is discarded,
-        and the next use builds a new one.
-        """
-        if isinstance(error, WorkerDied):
-            return error.detail  # only that call failed: the executor carries on
-        detail = self.describe_lost_workers(executor) or str(error) or None
-        self.discard_broken(executor)
-        return detail
-
-    def translate(
-        self, error: BaseException, executor: concurrent.futures.Executor, where: str, **fields: Any
-    ) -> BaseException:
-        """Turn a call's low-level failure into an error that says what happened and what to do.
-
-        ``where`` starts the message (``graph 'g': node 'n'``, ``task fit``);
-        ``fields`` go to `WorkerLostError` (``node_id=``). A broken executor is
-        discarded here, so the next call gets a new one.
-        """
-        if isinstance(error, InitializerFailed):
-            self.discard_broken(executor)
-            refused = PoolError(f"{where} could not run: {error}")
-            refused.__cause__ = error.__cause__
-            return refused
-        if isinstance(error, concurrent.futures.BrokenExecutor) and not isinstance(error, PoolError):
-            detail = (
-                self.lost_worker(executor, error) or "it was killed or crashed: out of memory, a segfault, os._exit?"
-            )
-            if isinstance(error, WorkerDied):
-                fields = {"pid": error.pid, "exitcode": error.exitcode, "signal": error.signal, **fields}
-            from .._lost import WorkerLostError  # imports multiprocessing: only once a worker is lost
-
-            lost = WorkerLostError(f"{where} lost its worker process ({detail})", **fields)
-            lost.__cause__ = error
-            return lost
-        if isinstance(error, TransferFailed):
-            transfer = TransferError(where, error.type_name, error.detail)
-            transfer.__cause__ = error.__cause__ or error
-            return transfer
-        kind = unpicklable_type(error)
-        if kind is not None:
-            transfer = TransferError(where, kind, str(error))
-            transfer.__cause__ = error
-            return transfer
-        return error
-
-    def discard_broken(self, executor: concurrent.futures.Executor) -> None:
-        """Forget an executor that broke (a worker died); the next use builds a new one."""
-        with self._lock:
-            if self._executor is not executor:
-                return  # already replaced
-            self._executor = None
-        executor.shutdown(wait=False, cancel_futures=True)
-
-    def _take_for_abort(self, owner: object | None) -> tuple[concurrent.futures.Executor | None, bool]:
-        """The executor to act on, and whether it was detached (to be stopped whole)."""
-        with self._lock:
-            others_busy = any(n > 0 for o, n in self._inflight.items() if o is not owner)
-            if owner is not None and others_busy:
-                return self._executor, False
-            executor, self._executor = self._executor, None
-            return executor, True
-
     def abort(self, owner: object | None = None) -> None:
-        """Stop what ``owner`` (or anyone, when ``None``) is running; the pool stays usable. Blocking."""
+        """Stop what is running now; the pool stays usable: the next task starts fresh workers. Blocking.
+
+        ``owner`` is the engine's (`EngineProtocol`): an execution that
+        stops its own calls only. Users call it without.
+        """
         executor, whole = self._take_for_abort(owner)
         if executor is None:
             return
@@ -293,7 +130,7 @@ class Pool(abc.ABC):
             await run_in_own_thread(self._abort_owner, executor, owner)
 
     def close(self) -> None:
-        """Wait for submitted tasks, then stop the workers. Blocking."""
+        """Wait for the submitted tasks, then stop the workers. Blocking."""
         with self._lock:
             self._closed = True
             executor, self._executor = self._executor, None
