@@ -193,18 +193,9 @@ def test_calls_submitted_while_a_worker_is_free_count_as_started(tmp_path: Path)
 # --------------------------------------------------------------------------- keywords
 
 
-@pytest.mark.parametrize(
-    "pool_type", ["thread", "process", "ndprocess", "multiprocessing", "ndmultiprocessing", "billiard"]
-)
-def test_keywords_named_like_aioflow_s_own_parameters_reach_the_function(pool_type: str) -> None:
-    """Every keyword reaches the function, those named like aioflow's own parameters too (the gevent pool:
-    tests/pools/test_gevent_pool.py)."""
-    context = None if pool_type == "thread" else "fork"
-    with Executor(pool_type, max_workers=1, context=context) as ex:
-        future = ex.submit(capture, 1, self=2, fn=3, owner=4)
-        assert future.result(timeout=DEADLINE) == ((1,), {"self": 2, "fn": 3, "owner": 4})
-        with pytest.raises(TypeError):
-            ex.submit(fn=capture)  # type: ignore[call-arg]
+def test_an_owned_call_passes_on_keywords_named_like_its_own_parameters() -> None:
+    """The wrapper a pool runs a call in gives ``self`` and ``fn`` to the function (through every pool's
+    Executor: tests/test_pool_behaviour.py)."""
     assert Owned(object(), capture)(self=2, fn=3) == ((), {"self": 2, "fn": 3})
 
 

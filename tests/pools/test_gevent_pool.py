@@ -76,33 +76,6 @@ def run_script(tmp_path: Path, body: str, *, patched: bool = True) -> list[str]:
 # ------------------------------------------------------------------ results
 
 
-def test_diamond_through_the_bridge(tmp_path: Path) -> None:
-    """A diamond graph executed on the gevent pool through the bridge thread gives the right result."""
-    lines = run_script(
-        tmp_path,
-        """
-        graph = {
-            "graph": {"id": "diamond"},
-            "nodes": [
-                method_node("start", "tasks.inc", x=1),
-                method_node("left", "tasks.inc"),
-                method_node("right", "gevent_tasks.square"),
-                method_node("total", "tasks.add"),
-            ],
-            "links": [
-                return_value_link("start", "left", "x"),
-                return_value_link("start", "right", "x"),
-                return_value_link("left", "total", "a"),
-                return_value_link("right", "total", "b"),
-            ],
-        }
-        results = run(graph)
-        print(dict(results), dict(results.executions))
-        """,
-    )
-    assert lines == ["{'return_value': 7} {'start': 1, 'left': 1, 'right': 1, 'total': 1}"]
-
-
 def test_tasks_are_greenlets_of_the_main_thread(tmp_path: Path) -> None:
     """Tasks run in the main thread's hub, not in the bridge thread."""
     lines = run_script(
@@ -304,21 +277,6 @@ def test_shared_pool_opened_in_the_main_greenlet(tmp_path: Path) -> None:
         """,
     )
     assert lines == ["1", "2", "True"]
-
-
-def test_keywords_named_like_the_pool_s_own_parameters_reach_the_function(tmp_path: Path) -> None:
-    """``submit(f, fn=..., owner=..., self=...)`` passes those keywords to ``f``, as the stdlib does."""
-    lines = run_script(
-        tmp_path,
-        """
-        def capture(*args, **kwargs):
-            return args, sorted(kwargs.items())
-
-        with aioflow.Executor("gevent", max_workers=1) as ex:
-            print(ex.submit(capture, 1, fn=2, owner=3, self=4).result(timeout=30))
-        """,
-    )
-    assert lines == ["((1,), [('fn', 2), ('owner', 3), ('self', 4)])"]
 
 
 def test_abort_on_a_shared_pool_kills_only_the_owner_tasks(tmp_path: Path) -> None:

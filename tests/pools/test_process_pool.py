@@ -1,4 +1,4 @@
-"""The process pool: workers never outlive their parent, and never start per task."""
+"""The process pool: workers never outlive their parent (one worker for every node: tests/test_pool_behaviour.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-import aioflow
 
 TESTS = Path(__file__).resolve().parent.parent
 
@@ -83,11 +81,3 @@ def test_workers_exit_when_their_parent_is_killed(context: str, tmp_path: Path) 
             os.killpg(parent.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def test_one_pool_per_execution_not_per_task() -> None:
-    """Every node of an execution runs in the same small set of warm workers."""
-    graph = {"nodes": [{"id": i, "task_type": "method", "task_identifier": "tasks.pid"} for i in range(40)]}
-    results = aioflow.execute_graph(graph, pool_type="process", max_workers=2, context="fork", merge_outputs=False)
-    pids = {r["return_value"] for r in results.values()}
-    assert 1 <= len(pids) <= 2

@@ -23,11 +23,6 @@ DIAMOND = {
 }
 
 
-async def test_diamond(execute: ExecuteFn) -> None:
-    """Fan-out and fan-in pass data along links."""
-    assert await execute(DIAMOND) == {"return_value": 4}
-
-
 async def test_positional_inputs(execute: ExecuteFn) -> None:
     """Int input names are positional arguments, in order."""
     graph = {

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import anyio
 import psutil
 import pytest
-from conftest import POOL_CONFIGS, STDLIB_SINGLETONS, ExecuteFn
+from conftest import STDLIB_SINGLETONS, ExecuteFn
 
 import aioflow
 from aioflow import ExecutionTimeoutError, OptionError
@@ -66,19 +65,6 @@ async def test_cancellation_stops_running_tasks(execute: ExecuteFn) -> None:
     assert scope.cancelled_caught
 
 
-@pytest.mark.parametrize("pool_type", ["thread", "process"])
-async def test_open_pool_reuses_warm_workers(pool_type: str) -> None:
-    """A pool passed to several executions runs them on the same worker."""
-    graph = {"nodes": [node("p", "tasks.pid")]}
-    async with aioflow.open_pool(pool_type, max_workers=1) as pool:
-        first = await aioflow.execute_graph_async(graph, pool=pool)
-        second = await aioflow.execute_graph_async(graph, pool=pool)
-    assert first == second
-    if pool_type == "process":
-        assert first["return_value"] != os.getpid()
-    assert pool.closed
-
-
 def test_open_pool_as_a_sync_context_manager() -> None:
     """The sync facade accepts an open pool too, and the pool outlives each execution."""
     graph = {"nodes": [node("p", "tasks.pid")]}
@@ -124,21 +110,6 @@ async def test_invalid_options_fail_before_any_worker_starts(options: dict[str, 
         await aioflow.execute_graph_async({"nodes": [node("a")]}, **options)
     assert words in str(info.value)
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
-
-
-PROCESS_CONFIGS = [p for p in POOL_CONFIGS if "process" in str(p.id)]
-
-
-@pytest.mark.parametrize("pool_config", PROCESS_CONFIGS, indirect=True)
-async def test_worker_killed_during_a_task_is_reported(pool_config: dict[str, Any]) -> None:
-    """A process worker that dies fails its node with WorkerLostError; the execution does not hang."""
-    graph = {"graph": {"id": "dies"}, "nodes": [node("d", "os._exit", default_inputs=[{"name": 0, "value": 3}])]}
-    with pytest.raises(aioflow.NodeError) as info:
-        await aioflow.execute_graph_async(graph, **pool_config)
-    assert isinstance(info.value.error, aioflow.WorkerLostError)
-    message = str(info.value)
-    assert "node 'd' lost its worker process (pid " in message
-    assert "exit code 3" in message
 
 
 @pytest.mark.parametrize("pool_type", ["thread", "process"])
@@ -191,30 +162,6 @@ def test_scaling_thread_workers(scaling: bool, expected: int) -> None:
     with aioflow.open_pool("thread", max_workers=3, scaling_workers=scaling) as pool:
         aioflow.execute_graph(graph, pool=pool)
         assert sum(t.name.startswith("aioflow-thread") for t in threading.enumerate()) == expected
-
-
-@pytest.mark.parametrize("pool_config", PROCESS_CONFIGS, indirect=True)
-async def test_unpicklable_output_names_the_node_and_the_type(pool_config: dict[str, Any]) -> None:
-    """An output that cannot come back from a worker gives TransferError naming node and type."""
-    graph = {"graph": {"id": "lock"}, "nodes": [node("l", "tasks.unpicklable_output")]}
-    with pytest.raises(aioflow.NodeError) as info:
-        await aioflow.execute_graph_async(graph, **pool_config)
-    error = info.value.error
-    assert isinstance(error, aioflow.TransferError)
-    assert "graph 'lock': node 'l': a value of type '_thread.lock' cannot be sent between processes" in str(error)
-    assert "use pool_type='thread'" in str(error)
-
-
-@pytest.mark.parametrize("pool_config", PROCESS_CONFIGS, indirect=True)
-async def test_unpicklable_input_names_the_node_and_the_type(pool_config: dict[str, Any]) -> None:
-    """An input that cannot be sent to a worker gives TransferError naming node and type."""
-    import threading
-
-    graph = {"graph": {"id": "lock"}, "nodes": [node("i", "tasks.identity")]}
-    with pytest.raises(aioflow.NodeError) as info:
-        await aioflow.execute_graph_async(graph, startargs={"value": threading.Lock()}, **pool_config)
-    assert isinstance(info.value.error, aioflow.TransferError)
-    assert "node 'i': a value of type '_thread.lock'" in str(info.value.error)
 
 
 async def test_unpicklable_values_are_fine_on_the_thread_pool() -> None:
