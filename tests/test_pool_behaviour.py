@@ -151,8 +151,8 @@ def test_one_worker_runs_every_node(local_pool: LocalPool) -> None:
 
 
 def worker_identity() -> tuple[int, int]:
-    """The process and thread a task runs in: its worker, on a thread pool as on a process pool."""
-    return os.getpid(), threading.get_ident()
+    """The process and thread a task runs in (see `worker_at_rendezvous`): its worker, on any local pool."""
+    return os.getpid(), threading.get_native_id()
 
 
 async def test_an_open_pool_s_warm_worker_runs_the_next_execution(local_pool: LocalPool) -> None:
@@ -292,6 +292,81 @@ def test_a_timeout_kills_the_workers_and_what_their_tasks_started(local_pool: Lo
     pids = [pid for r in records for pid in [r["worker"], *r["children"]]]
     assert len(pids) == (6 if nested else 4)
     assert _wait_gone(pids) == []
+
+
+# --------------------------------------------------------------------------- idle workers
+
+
+def worker_at_rendezvous(directory: str, count: int) -> tuple[int, int]:
+    """Wait until ``count`` calls run at the same time (each a worker of its own); return this worker's identity.
+
+    The identity is the process and the thread's native id, which the system
+    does not hand out again soon after the thread ends (a retired thread's
+    replacement has another), on a thread pool as on a process pool.
+    """
+    Path(directory, f"{os.getpid()}-{threading.get_native_id()}").touch()
+    end = time.monotonic() + DEADLINE
+    while len(list(Path(directory).iterdir())) < count:
+        if time.monotonic() > end:
+            msg = f"only {len(list(Path(directory).iterdir()))} of {count} calls ran at the same time"
+            raise TimeoutError(msg)
+        time.sleep(0.01)
+    return os.getpid(), threading.get_native_id()
+
+
+def _running(worker: tuple[int, int]) -> bool:
+    """Whether a worker identity of `worker_at_rendezvous` still runs: its process, or its thread here."""
+    pid, thread = worker
+    if pid != os.getpid():
+        return not _gone(pid)
+    return any(t.native_id == thread for t in threading.enumerate())
+
+
+def _burst(pool: aioflow.Pool, directory: Path, count: int) -> set[tuple[int, int]]:
+    """Run ``count`` calls that must run at the same time; return the workers that ran them."""
+    directory.mkdir()
+    graph = {
+        "nodes": [
+            method_node(i, "test_pool_behaviour.worker_at_rendezvous", directory=str(directory), count=count)
+            for i in range(count)
+        ]
+    }
+    results = aioflow.execute_graph(graph, pool=pool, merge_outputs=False, timeout=DEADLINE)
+    workers = {tuple(r["return_value"]) for r in results.values()}
+    assert len(workers) == count
+    return workers
+
+
+@pytest.mark.every_start_method("a retired worker's exit is read from the process object its start method made")
+@pytest.mark.needs("idle retirement")
+def test_idle_workers_retire_and_the_next_task_starts_a_new_one(local_pool: LocalPool, tmp_path: Path) -> None:
+    """After a burst, workers idle for idle_timeout exit; the next task starts a fresh one, and a burst grows the pool."""
+    with aioflow.open_pool(**local_pool.options(max_workers=3, idle_timeout=0.3)) as pool:
+        burst = _burst(pool, tmp_path / "burst", 3)
+        deadline = time.monotonic() + DEADLINE
+        while any(map(_running, burst)):
+            assert time.monotonic() < deadline, "the idle workers never retired"
+            time.sleep(0.05)
+        graph = {"nodes": [method_node("w", "test_pool_behaviour.worker_identity")]}
+        after = aioflow.execute_graph(graph, pool=pool, timeout=DEADLINE)["return_value"]
+        assert tuple(after) not in burst
+        assert not _burst(pool, tmp_path / "again", 2) & burst
+
+
+@pytest.mark.needs("idle retirement")
+@pytest.mark.parametrize(
+    "options", [{"idle_timeout": None}, {"scaling_workers": False, "idle_timeout": 0.2}], ids=["never", "fixed"]
+)
+def test_workers_stay_without_idle_timeout_or_scaling(
+    local_pool: LocalPool, options: dict[str, Any], tmp_path: Path
+) -> None:
+    """idle_timeout=None, or scaling_workers=False, keeps every worker, and the next task runs on one of them."""
+    with aioflow.open_pool(**local_pool.options(max_workers=2, **options)) as pool:
+        workers = _burst(pool, tmp_path / "burst", 2)
+        time.sleep(1.0)  # five times the idle timeout of the "fixed" case
+        assert all(map(_running, workers))
+        graph = {"nodes": [method_node("w", "test_pool_behaviour.worker_identity")]}
+        assert tuple(aioflow.execute_graph(graph, pool=pool, timeout=DEADLINE)["return_value"]) in workers
 
 
 # --------------------------------------------------------------------------- lost workers
