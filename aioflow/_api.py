@@ -14,21 +14,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .pools import DEFAULT_IDLE_TIMEOUT
+from .pools._options import takes_pool_keywords
 from .scheduler import execute_graph_async as _execute
 from .scheduler import run_execution
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
+    from typing import Unpack
 
     from ._results import Results
     from .events import Event
     from .pools import Pool
+    from .pools._options import PoolKeywords
     from .scheduler import ExecutionHooks
 
 __all__ = ["execute_graph", "execute_graph_async"]
 
 
+@takes_pool_keywords
 async def execute_graph_async(
     graph: Any,
     *,
@@ -38,11 +41,6 @@ async def execute_graph_async(
     raise_on_error: bool = True,
     timeout: float | None = None,
     pool_type: str | None = None,
-    max_workers: int | None = None,
-    scaling_workers: bool = True,
-    context: str | None = None,
-    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
-    pool_options: dict[str, Any] | None = None,
     pool: Pool | None = None,
     max_iterations: int | None = None,
     on_event: Callable[[Event], None] | None = None,
@@ -51,6 +49,7 @@ async def execute_graph_async(
     varinfo: Mapping[str, Any] | None = None,
     execinfo: Any = None,
     task_options: Mapping[str, Any] | None = None,
+    **pool_keywords: Unpack[PoolKeywords],
 ) -> Results:
     """Execute a graph and return its results.
 
@@ -68,15 +67,9 @@ async def execute_graph_async(
             and report failures in ``Results.errors``.
         timeout: seconds; past it, running tasks are stopped and
             `ExecutionTimeoutError` is raised.
-        pool_type: a name from `aioflow.available_pools()`: ``thread``, ``process``
-            (the default; ``gevent`` when gevent has monkey-patched the process),
-            ``ndprocess``, ``multiprocessing``, ``ndmultiprocessing``, ``billiard``.
-        max_workers: the most tasks that run at once.
-        scaling_workers: start workers as tasks need them, reusing idle ones.
-        context: start method of process pools: ``spawn``, ``fork``, ``forkserver``.
-        idle_timeout: with ``scaling_workers``, retire a worker idle for this
-            many seconds (``None``: never).
-        pool_options: extra keyword arguments for the pool's executor.
+        pool_type, max_workers, scaling_workers, context, idle_timeout, pool_options:
+            the pool the graph runs on, opened for this execution: the pool
+            keywords of `aioflow.open_pool` (`aioflow.pools._options.PoolSpec`).
         pool: an open pool (`aioflow.open_pool`) to run on instead of opening
             one; it stays open, with its warm workers, for later executions.
         max_iterations: the most times any node may run (a guard against
@@ -114,17 +107,13 @@ async def execute_graph_async(
         raise_on_error=raise_on_error,
         timeout=timeout,
         pool_type=pool_type,
-        max_workers=max_workers,
-        scaling_workers=scaling_workers,
-        context=context,
-        idle_timeout=idle_timeout,
-        pool_options=pool_options,
         pool=pool,
         max_iterations=max_iterations,
         on_event=on_event,
         startargs=startargs,
         load_options=load_options,
         hooks=_ewoks_hooks(varinfo, execinfo, task_options),
+        **pool_keywords,
     )
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import itertools
 import os
@@ -54,13 +55,17 @@ from concurrent.futures._base import CANCELLED
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ._errors import DependencyError, InitializerFailed, OptionError, PoolError
-from .pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
 from .pools._futures import settle
+from .pools._options import PoolSpec, takes_pool_keywords
 
 if TYPE_CHECKING:
     import multiprocessing.context
     from collections.abc import Callable, Generator, Iterable, Iterator
     from types import TracebackType
+    from typing import Unpack
+
+    from .pools import Pool
+    from .pools._options import PoolKeywords
 
 __all__ = ["ChainedFuture", "Executor"]
 
@@ -176,10 +181,8 @@ class Executor(concurrent.futures.Executor):
     """A `concurrent.futures.Executor` on an aioflow pool, whose calls can take futures as arguments.
 
     Args:
-        pool_type: any name of `aioflow.available_pools()` (default: ``process``,
-            or ``gevent`` when gevent has patched the process).
-        max_workers, scaling_workers, context, idle_timeout, pool_options:
-            as for `aioflow.open_pool`.
+        pool_type, max_workers, scaling_workers, context, idle_timeout, pool_options:
+            the pool keywords of `aioflow.open_pool` (`aioflow.pools._options.PoolSpec`).
         pool: an open pool to share instead (it stays open after `shutdown`).
         mp_context, initializer, initargs, max_tasks_per_child, thread_name_prefix:
             the keywords of the stdlib's ``ThreadPoolExecutor`` and
@@ -199,22 +202,20 @@ class Executor(concurrent.futures.Executor):
     #: executor may use that one's (`aioflow.parsl.ParslPoolExecutor`: Parsl's).
     _shutdown_message: ClassVar[str] = "cannot schedule new futures after shutdown"
 
+    @takes_pool_keywords
     def __init__(
         self,
         pool_type: str | None = None,
         *,
-        max_workers: int | None = None,
-        scaling_workers: bool = True,
-        context: str | None = None,
-        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
-        pool_options: dict[str, Any] | None = None,
         pool: Pool | None = None,
         mp_context: multiprocessing.context.BaseContext | None = None,
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         max_tasks_per_child: int | None = None,
         thread_name_prefix: str = "",
+        **pool_keywords: Unpack[PoolKeywords],
     ) -> None:
+        spec = PoolSpec.from_keywords("Executor", pool_type, pool_keywords)
         stdlib = {
             "initializer": initializer,
             "initargs": tuple(initargs) or None,
@@ -222,14 +223,9 @@ class Executor(concurrent.futures.Executor):
             "thread_name_prefix": thread_name_prefix or None,
         }
         if pool is None:
-            pool = open_pool(
-                pool_type,
-                max_workers=max_workers,
-                scaling_workers=scaling_workers,
-                context=_start_method(context, mp_context),
-                idle_timeout=idle_timeout,
-                pool_options=_merged(pool_options, stdlib),
-            )
+            context = _start_method(spec.context, mp_context)
+            pool_options = _merged(spec.pool_options, stdlib)
+            pool = dataclasses.replace(spec, context=context, pool_options=pool_options).open()
             self._owns_pool = True
             weakref.finalize(self, _close_abandoned, pool).atexit = False
         else:

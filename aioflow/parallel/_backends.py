@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import dataclasses
 import os
 import queue
 import threading
 import warnings
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._errors import MissingExtraError, OptionError, PoolError
-from ..pools._options import DEFAULT_IDLE_TIMEOUT
+from .._errors import MissingExtraError, PoolError
+from ..pools._options import DEFAULT_IDLE_TIMEOUT, PoolSpec
 from ._chunks import get_default_chunksize, in_worker, run_chunk
 
 if TYPE_CHECKING:
@@ -397,42 +398,32 @@ class PoolBackend(ExecutorBackend):
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         pool_options: dict[str, Any] | None = None,
     ) -> None:
-        from ..pools import PoolOptions, pool_class
-
         super().__init__()
-        cls = pool_class(pool_type)
-        extra = dict(pool_options or {})
-        # Validates every option now; a pool object starts nothing until used.
-        cls(PoolOptions(context=context, scaling_workers=scaling_workers, idle_timeout=idle_timeout, extra=extra))
+        spec = PoolSpec(
+            pool_type,
+            context=context,
+            scaling_workers=scaling_workers,
+            idle_timeout=idle_timeout,
+            pool_options=dict(pool_options or {}),
+        )
+        cls = spec.pool_class()
+        cls(spec.options)  # validates every option now; a pool object starts nothing until used
         self.name = pool_type
         # Chunks run in other processes on multiprocessing-based pools and on the
         # cluster pools alike: the function must pickle, a worker's traceback is sent back.
         self.uses_processes = cls.uses_processes or cls.name in _REMOTE_POOLS
-        self._pool_type = pool_type
-        self._context = context
-        self._scaling_workers = scaling_workers
-        self._idle_timeout = idle_timeout
-        self._extra = extra
+        # One pool per worker count, each opened with this spec and that count.
+        self._spec = spec
         self._pools: dict[int, Pool] = {}
 
     def worker_limit(self) -> int | None:
         # A cluster's workers are not this machine's CPUs: only the pools' own bound applies.
-        return None if self._pool_type in _REMOTE_POOLS else cpu_count()
+        return None if self.name in _REMOTE_POOLS else cpu_count()
 
     def _create_executor(self, workers: int) -> concurrent.futures.Executor:
-        from ..pools import open_pool
-
         pool = self._pools.get(workers)
         if pool is None:
-            pool = open_pool(
-                self._pool_type,
-                max_workers=workers,
-                context=self._context,
-                scaling_workers=self._scaling_workers,
-                idle_timeout=self._idle_timeout,
-                pool_options=self._extra,
-            )
-            self._pools[workers] = pool
+            pool = self._pools[workers] = dataclasses.replace(self._spec, max_workers=workers).open()
         return pool.executor
 
     def _pool_of(self, executor: concurrent.futures.Executor) -> Pool | None:
@@ -458,7 +449,7 @@ class PoolBackend(ExecutorBackend):
             pool.close()
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._pool_type!r} context={self._context!r}>"
+        return f"<{type(self).__name__} {self.name!r} context={self._spec.context!r}>"
 
 
 class ThreadBackend(PoolBackend):
@@ -608,14 +599,3 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
-
-
-def validate_context(context: str | None) -> None:
-    """Raise `OptionError` unless ``context`` is a start method of this platform, or ``None``."""
-    if context is None:
-        return
-    import multiprocessing
-
-    methods = multiprocessing.get_all_start_methods()
-    if context not in methods:
-        raise OptionError("context", f"one of {', '.join(map(repr, methods))} or None", context)

@@ -62,10 +62,10 @@ import traceback
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .._errors import OptionError, PoolError
+from .._errors import PoolError
 from .._lost import WorkerLostError
-from ..pools._options import DEFAULT_IDLE_TIMEOUT
-from ._backends import CHUNKS_PER_WORKER, Backend, Session, chunks_per_worker, validate_context
+from ..pools._options import DEFAULT_IDLE_TIMEOUT, PoolSpec
+from ._backends import CHUNKS_PER_WORKER, Backend, Session, chunks_per_worker
 from ._chunks import _load_function, run_chunk
 
 if TYPE_CHECKING:
@@ -277,11 +277,7 @@ class MultiprocessBackend(Backend):
     _counter = itertools.count(1)
 
     def __init__(self, context: str | None = None, idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT) -> None:
-        validate_context(context)
-        if idle_timeout is not None and (
-            isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)) or not idle_timeout > 0
-        ):
-            raise OptionError("idle_timeout", "a number of seconds > 0, or None", idle_timeout)
+        PoolSpec(context=context, idle_timeout=idle_timeout).options  # noqa: B018 - made to be checked
         self.context = context
         self.idle_timeout = idle_timeout
         self._lock = threading.Lock()

@@ -1,4 +1,15 @@
-"""The options every pool shares, and their bounds.
+"""The pool keywords, declared once, and the options every pool shares.
+
+Six keywords choose and size a pool: ``pool_type``, ``max_workers``,
+``scaling_workers``, ``context``, ``idle_timeout`` and ``pool_options``.
+`aioflow.open_pool`, `aioflow.execute_graph_async` (the face, and the
+engine's entry point under it), `aioflow.Executor` and the parallel
+backends all take them. `PoolSpec` declares them once: their defaults, what
+they mean, and their checks (`PoolSpec.from_keywords`). A face takes
+``pool_type`` and ``**pool_keywords: Unpack[PoolKeywords]`` and is
+decorated with `takes_pool_keywords`, which shows each keyword in its
+signature with its default from `PoolSpec`: a new keyword, or a changed
+default, is an edit here.
 
 `PoolOptions` is what a pool is opened with (`Pool.options`): validated when
 it is made, so that a wrong value is refused before any worker starts.
@@ -6,13 +17,30 @@ it is made, so that a wrong value is refused before any worker starts.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import KW_ONLY, dataclass, field
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from .._errors import OptionError
+from ._registry import default_pool_type, pool_class
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "MAX_WORKERS", "PoolOptions"]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from ._base import Pool
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "MAX_WORKERS",
+    "PoolKeywords",
+    "PoolOptions",
+    "PoolSpec",
+    "takes_pool_keywords",
+]
+
+F = TypeVar("F", bound="Callable[..., Any]")
 
 #: Seconds a scaling pool keeps an idle worker before retiring it. A process
 #: worker costs tens of megabytes while idle and tens to hundreds of
@@ -73,3 +101,123 @@ class PoolOptions:
             raise OptionError("idle_timeout", "a number of seconds > 0, or None (never retire idle workers)", it)
         if not isinstance(self.extra, dict):
             raise OptionError("pool_options", "a dict", self.extra)
+
+
+class PoolKeywords(TypedDict, total=False):
+    """The pool keywords but ``pool_type``, for type checkers: a face takes ``**pool_keywords: Unpack[PoolKeywords]``.
+
+    Their defaults and meaning are `PoolSpec`'s fields of the same names.
+    """
+
+    max_workers: int | None
+    scaling_workers: bool
+    context: str | None
+    idle_timeout: float | None
+    pool_options: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """Which pool to open, and how: the six pool keywords, with their defaults.
+
+    Attributes:
+        pool_type: a name from `aioflow.available_pools` (``None``: ``process``,
+            or ``gevent`` when gevent has monkey-patched the process).
+        max_workers: the most tasks that run at once (``None``: the pool's default).
+        scaling_workers: start workers as tasks need them, reusing idle ones
+            (``True``), or start ``max_workers`` at once (``False``).
+        context: the start method of process pools: ``spawn``, ``fork``,
+            ``forkserver`` (``None``: the platform's default).
+        idle_timeout: with ``scaling_workers``, retire a worker idle for this
+            many seconds (``None``: never).
+        pool_options: keyword arguments of the pool type (``initializer``,
+            ``initargs``, ...), as `PoolOptions.extra`.
+    """
+
+    pool_type: str | None = None
+    _: KW_ONLY
+    max_workers: int | None = None
+    scaling_workers: bool = True
+    context: str | None = None
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
+    pool_options: dict[str, Any] | None = None
+
+    @classmethod
+    def from_keywords(cls, caller: str, pool_type: str | None, keywords: Mapping[str, Any]) -> PoolSpec:
+        """The spec of a face's ``pool_type`` and ``**pool_keywords``, checked before any worker starts.
+
+        The pool type is checked when the pool is opened (`open`), which
+        imports its module.
+
+        Raises:
+            TypeError: a keyword that is none of the pool keywords, in Python's
+                words for ``caller`` (the face's name).
+            OptionError: a value no pool can take.
+        """
+        unknown = sorted(keywords.keys() - _KEYWORDS)
+        if unknown:
+            msg = f"{caller}() got an unexpected keyword argument {unknown[0]!r}"
+            raise TypeError(msg)
+        spec = cls(pool_type, **keywords)
+        spec.options  # noqa: B018 - made to be checked
+        return spec
+
+    @property
+    def options(self) -> PoolOptions:
+        """The options a pool of this spec is opened with.
+
+        Raises:
+            OptionError: a value a pool cannot take.
+        """
+        return PoolOptions(
+            max_workers=self.max_workers,
+            scaling_workers=self.scaling_workers,
+            context=self.context,
+            idle_timeout=self.idle_timeout,
+            extra=dict(self.pool_options or {}),
+        )
+
+    def pool_class(self) -> type[Pool]:
+        """The class of the pool type (imported now).
+
+        Raises:
+            OptionError: an unknown pool type (with a suggestion).
+        """
+        return pool_class(self.pool_type or default_pool_type())
+
+    def open(self) -> Pool:
+        """A pool of this spec. Opening starts no worker: they start on first use.
+
+        Raises:
+            OptionError: an unknown pool type, or an option the pool cannot honour.
+        """
+        options = self.options
+        return self.pool_class()(options)
+
+
+_KEYWORDS = frozenset(PoolKeywords.__annotations__)
+
+# The keywords as a face's signature shows them: keyword-only, with their defaults.
+_PARAMETERS = tuple(
+    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+    for f in dataclasses.fields(PoolSpec)
+    if f.name in _KEYWORDS
+)
+
+
+def takes_pool_keywords(fn: F) -> F:
+    """Show the pool keywords in ``fn``'s signature, right after ``pool_type``, in place of ``**pool_keywords``.
+
+    ``fn`` takes ``pool_type`` and ``**pool_keywords: Unpack[PoolKeywords]``:
+    its callers pass the keywords by name, and `inspect.signature` (``help``,
+    IDEs, docs) lists each one, keyword-only, with its default from `PoolSpec`.
+    """
+    signature = inspect.signature(fn)
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        if parameter.kind is not inspect.Parameter.VAR_KEYWORD:
+            parameters.append(parameter)
+        if parameter.name == "pool_type":
+            parameters.extend(_PARAMETERS)
+    fn.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    return fn
