@@ -68,7 +68,8 @@ from .._results import Results
 from .._tasks import ChainedCall, TaskCall, TaskOutcome, link_data, run_chained, run_task
 from ..events import Event, EventKind
 from ..graph import Graph, Node, NodeId, load_graph
-from ..pools import DEFAULT_IDLE_TIMEOUT, Pool, open_pool
+from ..pools import Pool
+from ..pools._options import PoolSpec, takes_pool_keywords
 from ._ahead import outputs_with_tokens, results_may_stay_remote, sendable_ahead
 from ._hooks import EventCallback, ExecutionHooks, HookSet, Step
 from ._outputs import select_results, selected_nodes, validate_outputs
@@ -77,7 +78,9 @@ from ._state import ExecutionState, Firing, IterationLimitReached
 if TYPE_CHECKING:
     import concurrent.futures
     from collections.abc import Callable, Sequence
-    from typing import TypeAlias
+    from typing import TypeAlias, Unpack
+
+    from ..pools._options import PoolKeywords
 
     # A call in the pool, as the driver awaits it: the event loop's future of
     # a ``run_in_executor`` call, or a chaining pool's own future.
@@ -97,6 +100,7 @@ _MIN_WINDOW = 32
 _FETCH_TIMEOUT = 60.0
 
 
+@takes_pool_keywords
 async def execute_graph_async(
     graph: Any,
     *,
@@ -106,17 +110,13 @@ async def execute_graph_async(
     raise_on_error: bool = True,
     timeout: float | None = None,
     pool_type: str | None = None,
-    max_workers: int | None = None,
-    scaling_workers: bool = True,
-    context: str | None = None,
-    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
-    pool_options: dict[str, Any] | None = None,
     pool: Pool | None = None,
     max_iterations: int | None = None,
     on_event: Callable[[Event], None] | None = None,
     startargs: Mapping[str, Any] | None = None,
     load_options: Mapping[str, Any] | None = None,
     hooks: Sequence[ExecutionHooks] = (),
+    **pool_keywords: Unpack[PoolKeywords],
 ) -> Results:
     """The engine's entry point: execute a graph and return its results.
 
@@ -136,6 +136,7 @@ async def execute_graph_async(
     """
     loaded = load_graph(graph, inputs=inputs, **_load_options(load_options))
     _check_options(timeout, max_iterations, merge_outputs, raise_on_error, startargs, on_event, pool, hooks)
+    spec = PoolSpec.from_keywords("execute_graph_async", pool_type, pool_keywords)
     validate_outputs(loaded, outputs)
     run_hooks = [*hooks, *_kind_hooks(loaded, hooks)]
     if on_event is not None:
@@ -143,7 +144,7 @@ async def execute_graph_async(
     hook_set = HookSet(run_hooks)
     loaded = hook_set.prepare(loaded)
     preflight(loaded)
-    if pool is not None and (pool_type, max_workers, context, pool_options) != (None, None, None, None):
+    if pool is not None and (spec.pool_type, spec.max_workers, spec.context, spec.pool_options) != (None,) * 4:
         expected = (
             "given without pool_type, max_workers, context and pool_options (they configure the pool it replaces)"
         )
@@ -163,14 +164,7 @@ async def execute_graph_async(
             return Results({})
         if pool is not None:
             return await execution.run(pool)
-        owned = open_pool(
-            pool_type,
-            max_workers=max_workers,
-            scaling_workers=scaling_workers,
-            context=context,
-            idle_timeout=idle_timeout,
-            pool_options=pool_options,
-        )
+        owned = spec.open()
         try:
             # Only this execution uses the pool, and it is closed below on
             # this loop: a pool bound to a loop may live on this one.
