@@ -35,11 +35,12 @@ worker can only garble what was its own. (Nor does a worker get billiard's
 reads as it exits, to wait until its last messages are read: its pipe keeps
 them after it dies.)
 
-Transport: the call travels pickled twice (`_Call`), so that the worker
-acknowledges the job before it unpickles the inputs, and the worker pickles
-the outcome itself (`_call_in_worker`), so that a result that cannot be
-pickled fails its node with the real pickling error; an exception comes back
-packed (`aioflow.pools._outcomes.pack_error`) with the worker's traceback as
+Transport (`aioflow.pools._wire`, as for every process pool): the call
+travels pickled twice (`Sealed`), so that the worker acknowledges the job
+before it unpickles the inputs, and the worker pickles the outcome itself
+(`_call_in_worker`, `dump_outcome`), so that a result that cannot be pickled
+fails its node with the real pickling error; an exception comes back packed
+(`aioflow.pools._outcomes.pack_error`) with the worker's traceback as
 ``__cause__``, and a result whose class cannot be imported here fails its
 node with `aioflow.TransferError`. Pickling happens in billiard's threads
 and in the workers, never in the caller's (the event loop's) thread.
@@ -135,7 +136,8 @@ from .._errors import MissingExtraError, OptionError
 from ._base import Pool
 from ._lifecycle import kill_descendants, kill_process_trees, worker_initializer
 from ._options import DEFAULT_IDLE_TIMEOUT, PoolOptions
-from ._outcomes import BrokenBilliardPool, not_loadable, pack_error, unpack_error
+from ._outcomes import BrokenBilliardPool, not_loadable, unpack_error
+from ._wire import Sealed, clarify_daemonic, dump_outcome, load_call
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -155,33 +157,6 @@ def _import_billiard() -> Any:
 
 
 # --------------------------------------------------------------------------- in the worker
-
-
-def _dump_error(exc: BaseException) -> bytes:
-    return pickle.dumps(pack_error(exc), pickle.HIGHEST_PROTOCOL)
-
-
-class _Call:
-    """A call to send to a worker. It pickles as the bytes of its own pickle, in billiard's task-handler thread.
-
-    A worker acknowledges a job (billiard's ACK) only once it has unpickled
-    it. Were the inputs unpickled then, a worker killed while doing so (out of
-    memory on a large input, a module that crashes on import) would die
-    before its ACK, as if it had never read the job: the job would go to the
-    next worker, and kill it too. As bytes, the job unpickles at once and the
-    call itself is unpickled in `_call_in_worker`, after the ACK: the worker's
-    death fails that job, like any other.
-    """
-
-    __slots__ = ("args", "fn", "kwargs")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return bytes, (pickle.dumps((self.fn, self.args, self.kwargs), pickle.HIGHEST_PROTOCOL),)
 
 
 class _OnExit:
@@ -207,40 +182,22 @@ class _OnExit:
                 self.user(pid, exitcode)
 
 
-#: The message of the assertion `multiprocessing.Process.start` raises in a daemonic process.
-_DAEMONIC_ASSERTION = "daemonic processes are not allowed to have children"
+def _call_in_worker(call: bytes) -> bytes:
+    """Run the call (a `Sealed` call's bytes), and return its outcome pickled (`aioflow.pools._wire.dump_outcome`).
 
-
-def _clarify(exc: Exception) -> Exception:
-    """Turn multiprocessing's terse assertion about daemonic workers into an error that says what to do."""
-    if not (isinstance(exc, AssertionError) and _DAEMONIC_ASSERTION in str(exc)):
-        return exc
-    msg = (
-        f"a task tried to start a multiprocessing process, but the workers of the 'billiard' pool are "
-        f"daemonic ({_DAEMONIC_ASSERTION}); billiard processes and pools work there, and for "
-        "multiprocessing ones run the graph with pool_type 'ndmultiprocessing', 'ndprocess' or 'process', "
-        "whose workers may start processes and pools"
-    )
-    clear = RuntimeError(msg)
-    clear.__cause__ = exc
-    return clear
-
-
-def _call_in_worker(call: bytes) -> tuple[bool, bytes]:
-    """Run the call (a `_Call`'s bytes) and pickle its outcome: ``(True, result)`` or ``(False, packed exception)``.
-
-    Exceptions that are not `Exception` are left to billiard, which reports
-    them (and ends the worker after a SystemExit or KeyboardInterrupt).
+    The call is loaded here, once billiard's worker has acknowledged the job:
+    a worker killed while it loads large inputs (out of memory, a module that
+    crashes on import) fails that job, instead of dying before its ACK as if
+    it never read the job, which would then go to the next worker and kill it
+    too. Exceptions that are not `Exception` are left to billiard, which
+    reports them (and ends the worker after a SystemExit or KeyboardInterrupt).
     """
     try:
-        fn, args, kwargs = pickle.loads(call)
+        fn, args, kwargs = load_call(call)
         result = fn(*args, **kwargs)
     except Exception as exc:
-        return False, _dump_error(_clarify(exc))
-    try:
-        return True, pickle.dumps(result, pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # the result cannot be pickled
-        return False, _dump_error(exc)
+        return dump_outcome((), False, clarify_daemonic(exc, "billiard"))
+    return dump_outcome((), True, result)
 
 
 # --------------------------------------------------------------------------- the executor
@@ -334,7 +291,7 @@ class BilliardExecutor(concurrent.futures.Executor):
                 pool.grow(1)
             result = pool.apply_async(
                 _call_in_worker,
-                (_Call(fn, args, kwargs),),
+                (Sealed(fn, args, kwargs),),
                 callback=functools.partial(self._on_result, job),
                 error_callback=functools.partial(self._on_error, job),
                 accept_callback=functools.partial(self._on_accept, job),
@@ -468,10 +425,9 @@ class BilliardExecutor(concurrent.futures.Executor):
             self._idle_since.pop(pid, None)
             job.future.set_running_or_notify_cancel()
 
-    def _on_result(self, job: _Job, value: tuple[bool, bytes]) -> None:
-        ok, payload = value
+    def _on_result(self, job: _Job, payload: bytes) -> None:
         try:
-            outcome = pickle.loads(payload)
+            ok, outcome = pickle.loads(payload)
         except Exception as exc:  # e.g. a class the parent cannot import
             self._settle(job, error=not_loadable(payload, exc))
             return

@@ -90,7 +90,6 @@ __all__ = [
     "SUPPORTED",
     "TAKING",
     "ForkServerProcess",
-    "NonDaemonicPipedPool",
     "PipedPool",
     "SpawnProcess",
     "check_supported",
@@ -344,45 +343,6 @@ def start_context(method: str | None) -> Any:
     return _CONTEXTS.get(name) or multiprocessing.get_context(name)
 
 
-class _NonDaemonic:
-    """Mixin: ``daemon`` is always False, whatever the pool assigns.
-
-    `multiprocessing.Pool` sets ``worker.daemon = True`` on every worker, and a
-    daemonic process may not start children. Ignoring the assignment leaves
-    the worker's ``_config`` without the ``daemon`` flag, so that tasks can
-    start processes and pools of their own.
-    """
-
-    @property
-    def daemon(self) -> bool:
-        return False
-
-    @daemon.setter
-    def daemon(self, value: bool) -> None:
-        pass
-
-
-# Module-level classes, one per start method: spawn and forkserver pickle the
-# process object by its class's qualified name.
-class _NonDaemonicForkProcess(_NonDaemonic, multiprocessing.context.ForkProcess):
-    pass
-
-
-class _NonDaemonicSpawnProcess(_NonDaemonic, SpawnProcess):
-    pass
-
-
-class _NonDaemonicForkServerProcess(_NonDaemonic, ForkServerProcess):
-    pass
-
-
-_NON_DAEMONIC: dict[str, type[multiprocessing.process.BaseProcess]] = {
-    "fork": _NonDaemonicForkProcess,
-    "spawn": _NonDaemonicSpawnProcess,
-    "forkserver": _NonDaemonicForkServerProcess,
-}
-
-
 # --------------------------------------------------------------------------- in the pool's process
 
 
@@ -558,14 +518,6 @@ class PipedPool(multiprocessing.pool.Pool):
             if worker.exitcode is None:
                 worker.kill()
                 worker.join(_THREAD_GRACE)
-
-
-class NonDaemonicPipedPool(PipedPool):
-    """A `PipedPool` whose workers are not daemonic: tasks may start processes and pools."""
-
-    @staticmethod
-    def _new_process(ctx: Any, *args: Any, **kwds: Any) -> Any:
-        return _NON_DAEMONIC[ctx.get_start_method()](*args, **kwds)
 
 
 def _private(obj: object, *names: str) -> Any:

@@ -13,7 +13,7 @@ Actors and who owns what:
   makes it, with a shared *state cell*, before the stdlib starts the
   worker). On it the worker says ``ready`` once its initializer has run,
   ``start`` with the job id before it runs a call, then the call's outcome
-  (the value, or the exception packed by `pack_error`), and ``bye`` when it
+  (`aioflow.pools._wire.dump_outcome`), and ``bye`` when it
   exits cleanly (a `multiprocessing.util.Finalize` hook, which SIGKILL and
   ``os._exit`` skip). Only that worker writes to its pipe: no lock, and
   nothing another worker does can garble it. What the stdlib's result queue
@@ -57,7 +57,7 @@ Messages that cannot be read fail only their call: a result whose class
 cannot be imported here is `ResultNotLoadable` (the pool turns it into
 `aioflow.TransferError`), a result that cannot be pickled comes back as the
 pickling error, and a call's function or arguments travel pickled inside the
-task (`_Sealed`), loaded by `_call_in_worker` after ``start``: one the worker
+task (`aioflow.pools._wire.Sealed`), loaded by `_call_in_worker` after ``start``: one the worker
 cannot load fails that call instead of ending the worker in the stdlib's loop.
 
 The executor breaks as a whole only when it cannot start workers: the pool's
@@ -115,14 +115,13 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError
 from ._base import Pool
 from ._futures import settle
 from ._lifecycle import worker_initializer
-from ._mp_internals import IDLE, TAKING, NonDaemonicPipedPool, PipedPool, check_supported, weak_call
+from ._mp_internals import IDLE, TAKING, PipedPool, check_supported, weak_call
 from ._outcomes import (
     BrokenMultiprocessingPool,
     Inbox,
@@ -130,9 +129,9 @@ from ._outcomes import (
     describe_exit,
     idle_exit_level,
     not_loadable,
-    pack_error,
     unpack_error,
 )
+from ._wire import Sealed, clarify_daemonic, dump_outcome, dumps, load_call, non_daemonic_context
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -147,9 +146,6 @@ T = TypeVar("T")
 
 #: The keys ``pool_options`` may hold: keyword arguments of `multiprocessing.Pool`.
 _EXTRA_KEYS = ("initializer", "initargs", "maxtasksperchild")
-
-#: The message of the assertion `multiprocessing.Process.start` raises in a daemonic process.
-_DAEMONIC_ASSERTION = "daemonic processes are not allowed to have children"
 
 #: Workers in a row that may die before they are ready (their initializer ran) before the pool breaks.
 _STARTUP_DEATHS = 5
@@ -183,12 +179,9 @@ def _link() -> _WorkerLink:
     return link
 
 
-def _send(link: _WorkerLink, message: tuple[Any, ...]) -> None:
-    """Send ``message`` to the executor; exit if it no longer listens (the pool is being stopped)."""
-    try:
-        data = ForkingPickler.dumps(message)
-    except BaseException as exc:  # a result that cannot be pickled
-        data = ForkingPickler.dumps(("error", message[1], pack_error(exc)))
+def _send(link: _WorkerLink, message: tuple[Any, ...] | bytes) -> None:
+    """Send ``message`` (or its pickle) to the executor; exit if it no longer listens (the pool is being stopped)."""
+    data = message if isinstance(message, bytes) else dumps(message)
     try:
         link.conn.send_bytes(data)
     except OSError:
@@ -229,7 +222,7 @@ def _say_bye(link: _WorkerLink, pid: int) -> None:
 
 
 def _call_in_worker(job_id: int, sealed: bytes) -> None:
-    """Report the call, then run it and send its outcome: ``("ok", id, value)`` or ``("error", id, packed exc)``.
+    """Report the call, then run it and send its outcome, ``("done", id, ok, value)`` (`aioflow.pools._wire.dump_outcome`).
 
     ``start`` goes out before the stop flag is read: a call without ``start``
     never runs in this generation (the executor may send it again). Every
@@ -243,46 +236,14 @@ def _call_in_worker(job_id: int, sealed: bytes) -> None:
         _send(link, ("skipped", job_id))
         return
     try:
-        fn, args, kwargs = ForkingPickler.loads(sealed)
+        fn, args, kwargs = load_call(sealed)
         del sealed
         value = fn(*args, **kwargs)
     except BaseException as exc:
-        _send(link, ("error", job_id, pack_error(_clarify(exc, link.daemonic))))
+        error = clarify_daemonic(exc, "multiprocessing") if link.daemonic else exc
+        _send(link, dump_outcome(("done", job_id), False, error))
     else:
-        _send(link, ("ok", job_id, value))
-
-
-def _clarify(exc: BaseException, daemonic: bool) -> BaseException:
-    """Turn the stdlib's terse assertion about daemonic workers into an error that says what to do."""
-    if not (daemonic and isinstance(exc, AssertionError) and _DAEMONIC_ASSERTION in str(exc)):
-        return exc
-    msg = (
-        f"a task tried to start a process, but the workers of the 'multiprocessing' pool are "
-        f"daemonic ({_DAEMONIC_ASSERTION}); run the graph with pool_type 'ndmultiprocessing', "
-        "'ndprocess' or 'process', whose workers may start processes and pools"
-    )
-    clear = RuntimeError(msg)
-    clear.__cause__ = exc
-    return clear
-
-
-class _Sealed:
-    """A call's function and arguments, pickled when the pool's task thread sends the task.
-
-    The worker gets them as bytes, which `_call_in_worker` loads after it
-    reported ``start``. The stdlib's worker loop would die on a task it cannot
-    load, without anyone knowing which call it took.
-    """
-
-    __slots__ = ("args", "fn", "kwargs")
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return bytes, (bytes(ForkingPickler.dumps((self.fn, self.args, self.kwargs))),)
+        _send(link, dump_outcome(("done", job_id), True, value))
 
 
 class _Worker:
@@ -308,6 +269,14 @@ class _Worker:
 
 
 # --------------------------------------------------------------------------- parent side
+
+
+class _NonDaemonicPipedPool(PipedPool):
+    """A `PipedPool` whose workers are never daemonic (`aioflow.pools._wire.NonDaemonic`): tasks may start processes."""
+
+    @staticmethod
+    def _new_process(ctx: Any, *args: Any, **kwds: Any) -> Any:
+        return non_daemonic_context(ctx.get_start_method()).Process(*args, **kwds)
 
 
 class _Generation:
@@ -369,7 +338,7 @@ class _Generation:
 @dataclass
 class _Job:
     future: concurrent.futures.Future[Any]
-    call: _Sealed  # what a new generation is sent, if this one cannot run it
+    call: Sealed  # what a new generation is sent, if this one cannot run it
     generation: _Generation | None = None
     worker: _Worker | None = None  # the worker that reported ``start`` for it
 
@@ -423,7 +392,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 raise RuntimeError(msg)
             job_id = next(self._ids)
             future: concurrent.futures.Future[T] = concurrent.futures.Future()
-            job = self._jobs[job_id] = _Job(future, _Sealed(fn, args, kwargs))
+            job = self._jobs[job_id] = _Job(future, Sealed(fn, args, kwargs))
             try:
                 self._send(job_id, job)
             except BaseException:
@@ -451,7 +420,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
 
     def _start_generation(self) -> _Generation:
         generation = _Generation(self._context)
-        pool_cls = PipedPool if self._daemonic else NonDaemonicPipedPool
+        pool_cls = PipedPool if self._daemonic else _NonDaemonicPipedPool
         generation.pool = pool_cls(
             processes=self._processes,
             initializer=_pool_initializer,
@@ -618,12 +587,12 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 self._finish(worker, worker.job, error=not_loadable(data, exc))
             return
         kind = message[0]
-        if kind in ("ok", "error"):
-            outcome = message[2]
-            if kind == "ok":
-                self._finish(worker, message[1], result=outcome)
+        if kind == "done":
+            _, job_id, ok, outcome = message
+            if ok:
+                self._finish(worker, job_id, result=outcome)
             else:
-                self._finish(worker, message[1], error=unpack_error(outcome))
+                self._finish(worker, job_id, error=unpack_error(outcome))
         elif kind == "start":
             self._on_start(worker, message[1])
         elif kind == "skipped":

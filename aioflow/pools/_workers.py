@@ -20,12 +20,12 @@ Actors and who owns what:
   on the wake-up pipe, every worker's connection and every worker's
   sentinel, with the next retirement as its timeout: no polling.
 - each *worker* process has a duplex pipe of its own to the dispatcher and
-  runs one call at a time: it receives ``(fn, args, kwargs)`` pickled,
-  sends back ``(_OK, value)``, ``(_ERROR, packed exception)`` or, once,
-  ``(_INIT_FAILED, packed exception)`` (`aioflow.pools._outcomes.pack_error`:
-  an exception that cannot be rebuilt here arrives as `aioflow.RemoteError`
-  with its type, message and traceback). An empty message asks
-  it to exit.
+  runs one call at a time: it receives the call (`aioflow.pools._wire.dump_call`),
+  and sends back its outcome, ``(_CALL, ok, value)``, or, once, its
+  initializer's failure, ``(_INIT, False, packed exception)``
+  (`aioflow.pools._wire.dump_outcome`: an exception that cannot be rebuilt
+  here arrives as `aioflow.RemoteError` with its type, message and
+  traceback). An empty message asks it to exit.
 
 ``_lock`` guards ``_pending``, ``_workers`` (the workers that may take
 calls, busy or idle, the most recently idle first to take one:
@@ -54,18 +54,19 @@ import concurrent.futures
 import itertools
 import logging
 import os
+import pickle
 import threading
 import weakref
 from collections import deque
 from multiprocessing.connection import wait
-from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InitializerFailed
 from ._futures import Owned, cancel_queued
 from ._idle import Workers
 from ._lifecycle import join_or_kill, kill_process_trees, worker_initializer
-from ._outcomes import TransferFailed, WorkerDied, describe_exit, idle_exit_level, pack_error, unpack_error
+from ._outcomes import TransferFailed, WorkerDied, describe_exit, idle_exit_level, unpack_error
+from ._wire import dump_call, dump_outcome, load_call
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -75,7 +76,8 @@ __all__ = ["Owned", "WorkerDied", "WorkerProcessExecutor"]
 
 logger = logging.getLogger("aioflow.pools")
 
-_OK, _ERROR, _INIT_FAILED = 0, 1, 2
+#: What a worker's message is about: a call's outcome, or the failure of its initializer.
+_CALL, _INIT = 0, 1
 
 #: Seconds a worker asked to exit (shutdown, retirement) gets before it is killed.
 _EXIT_GRACE = 5.0
@@ -94,7 +96,7 @@ def _worker_main(
     try:
         worker_initializer(owner_pid, initializer, initargs)
     except BaseException as exc:
-        _reply(conn, _INIT_FAILED, exc)
+        _reply(conn, dump_outcome((_INIT,), False, exc))
         return
     while True:
         try:
@@ -104,35 +106,30 @@ def _worker_main(
         if not data:
             return  # asked to exit
         try:
-            fn, args, kwargs = ForkingPickler.loads(data)
+            fn, args, kwargs = load_call(data)
         except BaseException as exc:  # SystemExit too: a failing __reduce__ must not end the worker
-            _reply(conn, _ERROR, TransferFailed.wrapping("the call could not be unpickled in the worker process", exc))
+            failed = TransferFailed.wrapping("the call could not be unpickled in the worker process", exc)
+            _reply(conn, dump_outcome((_CALL,), False, failed))
             continue
         del data
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            _reply(conn, _ERROR, exc)
+            outcome = dump_outcome((_CALL,), False, exc)
         else:
-            _reply(conn, _OK, result)
+            outcome = dump_outcome((_CALL,), True, result)
+            del result
         # Drop references before waiting: a result or its inputs may be large.
-        fn = args = kwargs = result = None
+        del fn, args, kwargs
+        _reply(conn, outcome)
+        del outcome
 
 
-def _reply(conn: Connection, kind: int, value: Any) -> None:
-    if kind == _OK:
-        try:
-            conn.send_bytes(ForkingPickler.dumps((_OK, value)))
-        except (EOFError, OSError):
-            raise SystemExit(0) from None  # the executor is gone
-        except BaseException as exc:  # the result cannot be pickled
-            _reply(conn, _ERROR, exc)
-        return
-    payload = ForkingPickler.dumps((kind, pack_error(value)))
+def _reply(conn: Connection, message: bytes) -> None:
     try:
-        conn.send_bytes(payload)
+        conn.send_bytes(message)
     except (EOFError, OSError):
-        raise SystemExit(0) from None
+        raise SystemExit(0) from None  # the executor is gone
 
 
 # --------------------------------------------------------------------------- parent side
@@ -406,7 +403,7 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
                 with self._lock:
                     self._workers.add(worker)
             try:
-                payload = ForkingPickler.dumps((item.fn, item.args, item.kwargs))
+                payload = dump_call(item.fn, item.args, item.kwargs)
             except BaseException as exc:  # an unpicklable function or input
                 with self._lock:
                     self._workers.idle(worker)
@@ -428,15 +425,15 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             worker.eof = True  # it died mid-message, or exited: its sentinel says how
             return
         try:
-            kind, value = ForkingPickler.loads(data)
+            about, ok, value = pickle.loads(data)
         except BaseException as exc:  # e.g. the result's class cannot be imported here; SystemExit too
-            kind = _ERROR
+            about, ok = _CALL, False
             value = TransferFailed.wrapping("the result could not be unpickled in the calling process", exc)
         else:
-            if kind != _OK:
+            if not ok:
                 value = unpack_error(value)
         del data
-        if kind == _INIT_FAILED:
+        if about == _INIT:
             self._break(worker, value)
             return
         with self._lock:
@@ -452,7 +449,7 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
             self._ask_to_exit(worker)
         if item is None:
             return
-        if kind == _OK:
+        if ok:
             item.future.set_result(value)
         else:
             item.future.set_exception(value)
