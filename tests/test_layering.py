@@ -52,9 +52,7 @@ LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
 KNOWN_VIOLATIONS: set[str] = set()
 
 #: Sets of modules that import each other at run time today, each to be broken.
-KNOWN_CYCLES: list[set[str]] = [
-    {"aioflow.parallel._api", "aioflow.parallel._backends", "aioflow.parallel._multiprocess"},
-]
+KNOWN_CYCLES: list[set[str]] = []
 
 
 @dataclass(frozen=True)

@@ -87,12 +87,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> int:
-    """``SIZE``, scinexus's constant (`_api.worker_budget`), worked out when first read.
+    """``SIZE``, scinexus's constant (`_maps.worker_budget`), worked out when first read.
 
     Not at import: in an MPI job that asks MPI, and importing this module never initialises MPI.
     """
     if name == "SIZE":
-        from ._api import worker_budget
+        from ._maps import worker_budget
 
         return worker_budget()
     msg = f"module {__name__!r} has no attribute {name!r}"

@@ -4,12 +4,12 @@
 ``get_size``, ``is_master_process``. Another engine (ray, dask, ...) plugs in
 by implementing it; the module's maps then call its methods as scinexus does.
 aioflow's own backends are `Backend` subclasses, which implement `Parallel`
-with aioflow's map driver (`aioflow.parallel._api`) over a transport of their
+with aioflow's map driver (`aioflow.parallel._maps`) over a transport of their
 own.
 
 A `Backend` owns warm workers across maps. Each map opens a `Session`: the
 backend lends it workers (and sends them the function), the map's driver
-(`aioflow.parallel._api`) submits chunks while fewer than
+(`aioflow.parallel._maps`) submits chunks while fewer than
 ``Session.capacity`` are in flight, waits for finished ones, and closes the
 session when the map ends. A session closed early (``abandoned``: the
 consumer stopped, a task raised, Ctrl-C) stops what it can of the chunks still
@@ -30,15 +30,14 @@ from __future__ import annotations
 import abc
 import concurrent.futures
 import dataclasses
-import os
 import queue
 import threading
-import warnings
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, PoolError
 from ..pools._options import DEFAULT_IDLE_TIMEOUT, PoolSpec
 from ._chunks import get_default_chunksize, in_worker, run_chunk
+from ._maps import cpu_count, get_rank, run_map
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator
@@ -174,8 +173,6 @@ class Backend(Parallel):
         Raises:
             TypeError: a keyword argument other than ``chunksize`` and ``if_serial``.
         """
-        from ._api import run_map
-
         _refuse_keywords(self, "imap", kwargs)
         return run_map(self, f, s, max_workers, chunksize=chunksize, if_serial=if_serial, ordered=True)
 
@@ -194,8 +191,6 @@ class Backend(Parallel):
         Raises:
             TypeError: a keyword argument other than ``chunksize`` and ``if_serial``.
         """
-        from ._api import run_map
-
         _refuse_keywords(self, "as_completed", kwargs)
         return run_map(self, f, s, max_workers, chunksize=chunksize, if_serial=if_serial, ordered=False)
 
@@ -205,8 +200,6 @@ class Backend(Parallel):
 
     def get_rank(self) -> int:
         """`aioflow.parallel.get_rank`: the MPI rank in an MPI job, else the worker's number (0 in the master)."""
-        from ._api import get_rank
-
         return get_rank()
 
     def get_size(self) -> int:
@@ -224,6 +217,22 @@ class Backend(Parallel):
     def worker_count(self, max_workers: int) -> int:
         """How many workers a map asking for ``max_workers`` (within `worker_limit`) gets."""
         return max_workers
+
+    def ignored_max_workers(self, requested: int, workers: int) -> str | None:
+        """The warning for a map that gave ``max_workers=requested`` and gets ``workers`` (`worker_count`).
+
+        ``None`` (no warning) by default: a backend that decides the count
+        itself says why it did not use the one asked for.
+        """
+        return None
+
+    def serial_reason(self, workers: int) -> tuple[str, str] | None:
+        """Why a map on ``workers`` workers would run serially here, and what to do instead; ``None`` if it would not.
+
+        Asked after the reason every backend shares (a map called by a task
+        running in a worker of another map).
+        """
+        return None
 
     def default_chunksize(self, s: Iterable[Any], workers: int) -> int:
         """Items per chunk when a map gives no ``chunksize``: `aioflow.parallel.get_default_chunksize`."""
@@ -562,6 +571,24 @@ class MPIBackend(ExecutorBackend):
             raise MPIUnavailableError(msg)
         return size - 1
 
+    def ignored_max_workers(self, requested: int, workers: int) -> str | None:
+        """``max_workers`` does not choose the number of MPI workers: say so when it differs."""
+        if requested == workers:
+            return None
+        return (
+            f"max_workers ({requested}) is not the {workers} workers of this MPI job (its size minus the master), "
+            f"which mpiexec -n fixed: the {self.name!r} backend ignores it, this request is not used"
+        )
+
+    def serial_reason(self, workers: int) -> tuple[str, str] | None:
+        """An MPI job of one worker rank runs the map in the master."""
+        if workers > 1:
+            return None
+        return (
+            "this MPI job has one worker process (MPI size 2)",
+            "launch it with more processes: mpiexec -n 3 python -m mpi4py.futures script.py, or more",
+        )
+
     def executor(self, workers: int) -> concurrent.futures.Executor:
         # One executor serves every map: its workers are the job's ranks, however many a map uses.
         return super().executor(0)
@@ -581,21 +608,3 @@ def require(module: str, what: str, extra: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise MissingExtraError(what, module, extra)
-
-
-def warn_ignored_max_workers(backend: Backend, requested: int | None, workers: int) -> None:
-    """``max_workers`` does not choose the number of MPI workers: say so when it differs."""
-    if requested is not None and requested != workers:
-        msg = (
-            f"max_workers ({requested}) is not the {workers} workers of this MPI job (its size minus the master), "
-            f"which mpiexec -n fixed: the {backend.name!r} backend ignores it, this request is not used"
-        )
-        warnings.warn(msg, UserWarning, stacklevel=4)
-
-
-def cpu_count() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1

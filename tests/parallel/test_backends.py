@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import warnings
 from collections import deque
 from typing import Any
+
+import pytest
 
 import aioflow.parallel as par
 
@@ -94,3 +97,56 @@ def test_generator_gets_the_fixed_chunk_size() -> None:
     par.set_parallel_backend(backend)
     assert par.map(inc, iter(range(40)), max_workers=2) == list(range(1, 41))
     assert [size for _, size in backend.chunks] == [16, 16, 8]
+
+
+class FixedBackend(InlineBackend):
+    """A backend that decides its worker count itself, as the MPI job's ranks do, and runs serially with one."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__()
+        self.workers = workers
+
+    def worker_limit(self) -> int | None:
+        return None
+
+    def worker_count(self, max_workers: int) -> int:
+        return self.workers
+
+    def ignored_max_workers(self, requested: int, workers: int) -> str | None:
+        return None if requested == workers else f"asked for {requested}, runs {workers}"
+
+    def serial_reason(self, workers: int) -> tuple[str, str] | None:
+        return ("one worker", "give it two") if workers == 1 else None
+
+
+def test_a_backend_that_fixes_its_worker_count_warns_when_max_workers_differs() -> None:
+    """The map driver asks the backend (`Backend.ignored_max_workers`), not its class, whether to warn."""
+    backend = FixedBackend(2)
+    with pytest.warns(UserWarning, match="asked for 5, runs 2"):
+        assert list(backend.imap(inc, range(4), max_workers=5)) == [1, 2, 3, 4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(backend.imap(inc, range(4), max_workers=2)) == [1, 2, 3, 4]
+        assert list(backend.imap(inc, range(4))) == [1, 2, 3, 4]  # nothing asked, nothing ignored
+
+
+def test_a_backend_says_when_a_map_would_run_serially() -> None:
+    """`Backend.serial_reason` decides, with ``if_serial``'s choice applied by the map driver."""
+    backend = FixedBackend(1)
+    with pytest.raises(par.SerialExecutionError, match="one worker"):
+        list(backend.imap(inc, range(4)))
+    assert list(backend.imap(inc, range(4), if_serial="ignore")) == [1, 2, 3, 4]
+    assert backend.chunks == []  # run in the caller, never on a session
+
+
+def test_the_mpi_backend_states_its_fixed_count_and_its_serial_case() -> None:
+    """MPI's own knowledge is in MPIBackend's answers, which the map driver asks for."""
+    backend = par.MPIBackend()
+    assert backend.ignored_max_workers(3, 3) is None
+    note = backend.ignored_max_workers(8, 3)
+    assert note is not None
+    assert "mpiexec -n" in note
+    assert backend.serial_reason(2) is None
+    reason = backend.serial_reason(1)
+    assert reason is not None
+    assert "MPI size 2" in reason[0]
