@@ -96,9 +96,33 @@ logger = logging.getLogger("aioflow.pools")
 INTERRUPT_GRACE = 5.0
 
 
-def _async_raise(ident: int, exc_type: type[BaseException] | None) -> None:
+def _async_raise(ident: int, exc_type: type[BaseException]) -> None:
     set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-    set_async_exc(ctypes.c_ulong(ident), ctypes.py_object(exc_type) if exc_type else None)
+    set_async_exc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+
+
+class _Consumed(BaseException):
+    """What `_consume_async_exc` sends a thread to take its pending asynchronous exception; never escapes."""
+
+
+def _consume_async_exc(ident: int) -> None:
+    """Replace this thread's pending asynchronous exception, if any, by one caught here.
+
+    ``PyThreadState_SetAsyncExc(ident, NULL)``, the documented way to clear
+    one, leaves the interpreter's "asynchronous exception pending" flag set
+    on CPython 3.11 while no thread has one any more: from then on, entering
+    any frame under a profiler or tracer (cProfile, ``sys.settrace``,
+    coverage, debuggers) loops forever in the interpreter. An exception that
+    is *raised* clears the flag, so this thread is sent one of its own and
+    takes it at once. The loop sends it again if another thread cleared the
+    flag in between (the flag is one for all threads): each send sets it.
+    ``ident`` must be the calling thread's.
+    """
+    try:
+        while True:
+            _async_raise(ident, _Consumed)
+    except _Consumed:
+        pass
 
 
 class _GreenTask:
@@ -346,11 +370,10 @@ class _ThreadExecutor(concurrent.futures.Executor):
             with self._running_changed:
                 self._running.pop(ident, None)
                 if ident in self._interrupted:
-                    # Clear an interruption that arrived after the task ended.
-                    # Only then: clearing is not free (and, with a profiler or
-                    # tracer installed, not harmless) on the normal path.
+                    # An interruption may still be pending (it was sent as
+                    # the task ended): take it now, not in the next task.
                     self._interrupted.discard(ident)
-                    _async_raise(ident, None)
+                    _consume_async_exc(ident)
                 self._running_changed.notify_all()
 
     def run_owned_green(self, owner: object, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
