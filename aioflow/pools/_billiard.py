@@ -128,7 +128,6 @@ import logging
 import os
 import pickle
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -207,7 +206,6 @@ def _call_in_worker(call: bytes) -> bytes:
 class _Job:
     future: concurrent.futures.Future[Any]
     started: bool = False
-    pid: int | None = None  # the worker that accepted it
 
 
 class BilliardExecutor(concurrent.futures.Executor):
@@ -244,8 +242,6 @@ class BilliardExecutor(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._scaling = scaling_workers
         self._idle_timeout = idle_timeout if scaling_workers else None
-        # pid -> when the worker last became idle (a worker first seen idle: when seen).
-        self._idle_since: dict[int, float] = {}
         self._retirements = 0  # retirement jobs queued, not taken yet
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
@@ -264,6 +260,7 @@ class BilliardExecutor(concurrent.futures.Executor):
             process_class=process_class,
             on_broken=self._break,
             on_idle=self._retire_idle,
+            idle_timeout=self._idle_timeout,
             on_process_exit=_OnExit(kwargs.pop("on_process_exit", None)),
             **kwargs,
         )
@@ -374,33 +371,21 @@ class BilliardExecutor(concurrent.futures.Executor):
         Returns the seconds until the next idle worker is due, or ``None``
         when none is idle (the supervisor then waits as usual).
         """
-        timeout = self._idle_timeout
         pool = self._pool
-        if timeout is None or pool is None:  # None: the pool is being built
+        if self._idle_timeout is None or pool is None:  # None: the pool is being built
             return None
         with self._lock:  # no job is submitted meanwhile
             if self._shutdown or self._broken is not None:
                 return None
             if not all(job.started for job in self._jobs.values()):
                 return None  # a job waits for a worker: an idle one is about to take it
-            busy = {job.pid for job in self._jobs.values()}
-            workers = pool.staying_pids()
-            for pid in set(self._idle_since) - set(workers):
-                del self._idle_since[pid]
-            now = time.monotonic()
-            due = 0
-            next_due: float | None = None
-            for pid in workers:
-                if pid in busy:
-                    continue
-                when = self._idle_since.setdefault(pid, now) + timeout
-                if when <= now:
-                    due += 1
-                else:
-                    next_due = when if next_due is None else min(next_due, when)
+            # The switchboard's idle workers (`aioflow.pools._idle`): each retirement job
+            # goes to the least recently idle one.
+            expiry: tuple[int, float | None] = pool.idle_expiry()
+            due, next_due = expiry
             for _ in range(due - self._retirements):
                 self._queue_retirement(pool)
-        return None if next_due is None else next_due - now
+        return next_due
 
     def _queue_retirement(self, pool: Any) -> None:
         # Under _lock.
@@ -411,7 +396,6 @@ class BilliardExecutor(concurrent.futures.Executor):
         # In billiard's result thread: worker ``pid`` read a retirement job and exits.
         with self._lock:
             self._retirements -= 1
-            self._idle_since.pop(pid, None)
         pool = self._pool
         pool.mark_retiring(pid)
         pool.wake_supervisor()  # a job may be waiting for a worker to replace it
@@ -421,8 +405,6 @@ class BilliardExecutor(concurrent.futures.Executor):
             if job.started or job.future not in self._jobs:
                 return
             job.started = True
-            job.pid = pid
-            self._idle_since.pop(pid, None)
             job.future.set_running_or_notify_cancel()
 
     def _on_result(self, job: _Job, payload: bytes) -> None:
@@ -446,8 +428,6 @@ class BilliardExecutor(concurrent.futures.Executor):
         with self._lock:
             if self._jobs.pop(future, None) is None:
                 return  # already settled
-            if job.pid is not None:
-                self._idle_since[job.pid] = time.monotonic()
             if not self._jobs:
                 self._drained.notify_all()
             if not job.started:

@@ -327,7 +327,11 @@ class _Switchboard:
     """
 
     def __init__(
-        self, *, fail: Callable[[tuple[Any, ...], BaseException], None], broken: Callable[[str], None]
+        self,
+        *,
+        fail: Callable[[tuple[Any, ...], BaseException], None],
+        broken: Callable[[str], None],
+        idle_timeout: float | None,
     ) -> None:
         self._kinds = (bpool.ACK, bpool.READY, bpool.DEATH)
         self._fail = fail
@@ -335,7 +339,7 @@ class _Switchboard:
         self._lock = threading.Lock()
         self._links: dict[int, _Link] = {}  # pid -> worker not buried yet
         # The workers not buried yet that take jobs, busy or idle (`aioflow.pools._idle`).
-        self._workers: Workers[_Link] = Workers()
+        self._workers: Workers[_Link] = Workers(idle_timeout)
         self._pending: collections.deque[tuple[Any, ...]] = collections.deque()  # jobs waiting for a worker
         self._graves: collections.deque[_Link] = collections.deque()  # reaped, not buried yet
         self._stopped = False
@@ -572,6 +576,11 @@ class _Switchboard:
 
     # ------------------------------------------------------------ any thread
 
+    def idle_expiry(self) -> tuple[int, float | None]:
+        """How many idle workers have been idle for ``idle_timeout``, and seconds until the next one has."""
+        with self._lock:
+            return self._workers.expiry()
+
     def dying_at_start(self) -> str:
         """Why the pool breaks when its workers keep dying before they take a job."""
         with self._lock:
@@ -725,6 +734,7 @@ class PipedPool(bpool.Pool):  # type: ignore[misc]
         process_class: Any,
         on_broken: Callable[[str], None],
         on_idle: Callable[[], float | None],
+        idle_timeout: float | None,
         **kwargs: Any,
     ) -> None:
         self.process_class = process_class
@@ -732,6 +742,7 @@ class PipedPool(bpool.Pool):  # type: ignore[misc]
         # Called by the supervisor each round: retires idle workers, returns
         # the seconds until the next one is due (None: no idle worker).
         self.on_idle = on_idle
+        self.idle_timeout = idle_timeout
         # Pids of workers that took a retirement job and are exiting.
         self.retiring: set[int] = set()
         self.retiring_lock = threading.Lock()
@@ -758,10 +769,9 @@ class PipedPool(bpool.Pool):  # type: ignore[misc]
         """The pids of the current worker processes, retiring ones included."""
         return [w.pid for w in list(self._pool) if w.pid is not None]
 
-    def staying_pids(self) -> list[int]:
-        """The pids of the current worker processes that are not retiring."""
-        with self.retiring_lock:
-            return [w.pid for w in list(self._pool) if w.pid is not None and w.pid not in self.retiring]
+    def idle_expiry(self) -> tuple[int, float | None]:
+        """How many idle workers have been idle for ``idle_timeout``, and seconds until the next one has."""
+        return self.switchboard.idle_expiry()
 
     def allow_restarts_in_a_row(self, count: int) -> None:
         """Break the pool after ``count`` worker exits in a row with no job taken in between.
@@ -817,7 +827,9 @@ class PipedPool(bpool.Pool):  # type: ignore[misc]
     def _setup_queues(self) -> None:
         # Called first thing by billiard's __init__: where its shared
         # queues were, the switchboard writes jobs and reads results.
-        board = self.switchboard = _Switchboard(fail=self._fail_job, broken=self.break_pool)
+        board = self.switchboard = _Switchboard(
+            fail=self._fail_job, broken=self.break_pool, idle_timeout=self.idle_timeout
+        )
         self._inqueue = self._outqueue = board
         self._quick_put = board.dispatch
         self._quick_get = None  # read through _poll_result only

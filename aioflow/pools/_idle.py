@@ -15,9 +15,12 @@ which are idle, and since when. One rule holds in every pool that uses it:
   from the future's done-callback, or once ``result()`` returns, finds it
   idle: no second worker starts for a chain;
 - a worker idle for ``idle_timeout`` seconds or more is *expired*: it leaves
-  the set and retires (`Workers.expired`, `Workers.next_expiry`), or, in a
-  pool whose workers time their own wait, it retires itself
-  (`Workers.leave_if_idle`); the least recently idle goes first.
+  the set and retires (`Workers.expired`, `Workers.next_expiry`); in a pool
+  whose workers time their own wait, it retires itself
+  (`Workers.leave_if_idle`); in a pool that retires a worker by handing it a
+  job, as many retirement jobs go out as workers have expired
+  (`Workers.expiry`), each to the least recently idle worker
+  (`Workers.take_oldest`).
 
 Who uses it: the ``thread`` pool (`aioflow.pools._thread`: each idle thread
 waits on a lock of its own, and ``submit`` wakes the one on top), the
@@ -139,6 +142,23 @@ class Workers(Generic[W]):
         for worker in leaving:
             del self._idle[worker]
         return leaving
+
+    def expiry(self) -> tuple[int, float | None]:
+        """How many idle workers have expired, left idle; and seconds until the next one expires (``None``: none).
+
+        For a pool that retires a worker by handing it a call of its own
+        (`take_oldest`): the expired workers stay idle until they take it.
+        """
+        if self.idle_timeout is None:
+            return 0, None
+        now = time.monotonic()
+        expired = 0
+        for since in self._idle.values():
+            left = since + self.idle_timeout - now
+            if left > 0:
+                return expired, left
+            expired += 1
+        return expired, None
 
     def next_expiry(self) -> float | None:
         """Seconds until the least recently idle worker expires; ``None`` when none is idle or none expires."""

@@ -69,12 +69,29 @@ def test_idle_workers_expire_least_recently_idle_first() -> None:
     assert workers.next_expiry() is None
 
 
+def test_expired_workers_stay_idle_until_they_take_their_retirement_job() -> None:
+    workers: Workers[str] = Workers(idle_timeout=0.0)
+    for name in "ab":
+        workers.add(name)
+        workers.idle(name)
+    assert workers.expiry() == (2, None)
+    assert workers.take_oldest() == "a"
+    assert workers.expiry() == (1, None)
+    workers.idle_timeout = 3600.0
+    workers.idle("a")
+    due, left = workers.expiry()
+    assert due == 0
+    assert left is not None
+    assert 0.0 < left <= 3600.0
+
+
 def test_without_an_idle_timeout_nothing_expires() -> None:
     workers: Workers[str] = Workers(idle_timeout=None)
     workers.add("a")
     workers.idle("a")
     assert workers.expired() == []
     assert workers.next_expiry() is None
+    assert workers.expiry() == (0, None)
     assert "a" in workers
 
 
