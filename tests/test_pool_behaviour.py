@@ -337,6 +337,11 @@ def _burst(pool: aioflow.Pool, directory: Path, count: int) -> set[tuple[int, in
     return workers
 
 
+def _listed_workers(pool: aioflow.Pool) -> set[int]:
+    """The pids of the workers a process pool's executor counts as its own (none for a thread pool)."""
+    return set(getattr(pool.executor, "worker_pids", list)())
+
+
 @pytest.mark.every_start_method("a retired worker's exit is read from the process object its start method made")
 @pytest.mark.needs("idle retirement")
 def test_idle_workers_retire_and_the_next_task_starts_a_new_one(local_pool: LocalPool, tmp_path: Path) -> None:
@@ -344,7 +349,8 @@ def test_idle_workers_retire_and_the_next_task_starts_a_new_one(local_pool: Loca
     with aioflow.open_pool(**local_pool.options(max_workers=3, idle_timeout=0.3)) as pool:
         burst = _burst(pool, tmp_path / "burst", 3)
         deadline = time.monotonic() + DEADLINE
-        while any(map(_running, burst)):
+        # Until they have exited, and are gone from the list of workers a process pool keeps.
+        while any(map(_running, burst)) or _listed_workers(pool):
             assert time.monotonic() < deadline, "the idle workers never retired"
             time.sleep(0.05)
         graph = {"nodes": [method_node("w", "test_pool_behaviour.worker_identity")]}
@@ -365,6 +371,7 @@ def test_workers_stay_without_idle_timeout_or_scaling(
         workers = _burst(pool, tmp_path / "burst", 2)
         time.sleep(1.0)  # five times the idle timeout of the "fixed" case
         assert all(map(_running, workers))
+        assert _listed_workers(pool) == ({pid for pid, _ in workers} if local_pool.can("processes") else set())
         graph = {"nodes": [method_node("w", "test_pool_behaviour.worker_identity")]}
         assert tuple(aioflow.execute_graph(graph, pool=pool, timeout=DEADLINE)["return_value"]) in workers
 
