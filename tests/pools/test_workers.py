@@ -51,12 +51,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _fan(directory: Path, count: int) -> dict[str, Any]:
-    """``count`` tasks that only finish once all of them run at the same time."""
-    nodes = [method_node(i, task("rendezvous"), directory=str(directory), count=count) for i in range(count)]
-    return {"graph": {"id": "fan"}, "nodes": nodes}
-
-
 def _chain(length: int) -> dict[str, Any]:
     nodes = [method_node(i, task("worker_info")) for i in range(length)]
     links = [{"source": i, "target": i + 1} for i in range(length - 1)]
@@ -70,33 +64,6 @@ def test_a_chain_reuses_one_warm_worker(pool_type: str) -> None:
         _chain(12), pool_type=pool_type, max_workers=4, context="fork", outputs=[{"all": True}], merge_outputs=False
     )
     assert len({r["return_value"]["pid"] for r in results.values()}) == 1
-
-
-@pytest.mark.parametrize("pool_type", POOLS)
-@pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_idle_workers_retire_and_new_ones_start_on_demand(pool_type: str, context: str, tmp_path: Path) -> None:
-    """After a burst, workers idle for idle_timeout exit; the next task starts a fresh one."""
-    with aioflow.open_pool(pool_type, max_workers=3, context=context, idle_timeout=0.3) as pool:
-        results = aioflow.execute_graph(_fan(tmp_path, 3), pool=pool, merge_outputs=False)
-        burst = {r["return_value"] for r in results.values()}
-        assert len(burst) == 3
-        _wait_for(lambda: not any(map(_alive, burst)), "the idle workers to retire")
-        assert _executor(pool).worker_pids() == []
-        after = aioflow.execute_graph(_chain(1), pool=pool)
-        assert after["return_value"]["pid"] not in burst
-
-
-@pytest.mark.parametrize(
-    "options", [{"idle_timeout": None}, {"scaling_workers": False, "idle_timeout": 0.2}], ids=["never", "fixed"]
-)
-def test_workers_stay_without_idle_timeout_or_scaling(options: dict[str, Any], tmp_path: Path) -> None:
-    """idle_timeout=None, or scaling_workers=False, keeps every worker."""
-    with aioflow.open_pool("process", max_workers=2, context="fork", **options) as pool:
-        results = aioflow.execute_graph(_fan(tmp_path, 2), pool=pool, merge_outputs=False)
-        pids = {r["return_value"] for r in results.values()}
-        time.sleep(1.0)  # five times the idle timeout of the "fixed" case
-        assert sorted(_executor(pool).worker_pids()) == sorted(pids)
-        assert all(map(_alive, pids))
 
 
 def test_the_exit_status_is_always_known() -> None:
