@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from graphs import method_node
 
@@ -46,13 +45,6 @@ def billiard_singletons() -> None:
 
     billiard.semaphore_tracker.ensure_running()
     billiard.forkserver.ensure_running()
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
 
 
 # --------------------------------------------------------------------------- ndprocess
@@ -152,62 +144,6 @@ def test_billiard_calls_and_results_larger_than_a_pipe_travel_whole(context: str
 
 
 # --------------------------------------------------------------------------- billiard: idle workers retire
-
-
-def _children() -> set[int]:
-    """The pids of this process's running children."""
-    return {p.pid for p in psutil.Process().children() if not _gone(p.pid)}
-
-
-def _wait_until(predicate: Any, what: str) -> None:
-    end = time.monotonic() + DEADLINE
-    while not predicate():
-        assert time.monotonic() < end, f"{what} after {DEADLINE} s"
-        time.sleep(0.05)
-
-
-def _burst(pool: aioflow.Pool, directory: Path) -> set[int]:
-    """Run two tasks that must run at the same time; return the pids of the workers that ran them."""
-    directory.mkdir()
-    graph = {"nodes": [node(n, task("rendezvous"), directory=str(directory)) for n in ("a", "b")]}
-    results = aioflow.execute_graph(graph, pool=pool, merge_outputs=False)
-    pids = {results["a"]["return_value"], results["b"]["return_value"]}
-    assert len(pids) == 2
-    return pids
-
-
-@pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_billiard_idle_workers_retire_and_the_next_task_starts_one(context: str, tmp_path: Path) -> None:
-    """A scaling pool retires its workers once idle for idle_timeout; the next task runs on a new worker."""
-    before = _children()
-    with aioflow.open_pool("billiard", max_workers=2, context=context, idle_timeout=0.3) as pool:
-        burst = _burst(pool, tmp_path / "burst")
-        assert burst <= _children() - before, "the workers are children of this process"
-        _wait_until(lambda: not (_children() - before), "workers still running")
-        again = aioflow.execute_graph({"nodes": [node("p", "tasks.pid")]}, pool=pool)
-        assert again["return_value"] not in burst
-        # The pool grows again for a burst.
-        assert not _burst(pool, tmp_path / "again") & burst
-
-
-@pytest.mark.parametrize(("scaling_workers", "idle_timeout"), [(True, None), (False, 0.3)])
-def test_billiard_workers_stay_without_idle_timeout_or_scaling(
-    scaling_workers: bool, idle_timeout: float | None, tmp_path: Path
-) -> None:
-    """Without idle_timeout, or without scaling_workers, idle workers stay while a retiring pool's are gone."""
-    before = _children()
-    with (
-        aioflow.open_pool("billiard", max_workers=2, context="fork", idle_timeout=0.3) as retiring,
-        aioflow.open_pool(
-            "billiard", max_workers=2, context="fork", scaling_workers=scaling_workers, idle_timeout=idle_timeout
-        ) as staying,
-    ):
-        retired = _burst(retiring, tmp_path / "retiring")
-        workers = _burst(staying, tmp_path / "staying")
-        # By the time the other pool's workers, idle for as long, have retired:
-        _wait_until(lambda: not (_children() & retired), "the retiring pool's workers still running")
-        assert _children() - before == workers
-        assert aioflow.execute_graph({"nodes": [node("p", "tasks.pid")]}, pool=staying)["return_value"] in workers
 
 
 @pytest.mark.timeout(120, method="thread")
