@@ -31,6 +31,15 @@ without a token, the exception entries of an error link) has none. The state
 never looks inside a token; conditions and results use the values only. With
 no tags given, none are tracked (the common case costs one test per firing).
 
+Outputs kept on the workers: on a pool that can keep results on its
+workers, a firing may succeed with outputs that stay there
+(`ExecutionState.succeeded_on_workers`): its links then fire their targets
+without the data, which those targets' calls take from the workers. The
+outputs arrive, or are found lost, only at the end
+(`ExecutionState.output_fetched`, `ExecutionState.output_lost`). These
+three and `start`, `succeeded` and `failed` are the only ways the state
+changes: the driver writes none of its fields.
+
 Order: the state machine numbers its firings in the order it makes them
 (`Firing.order`). Its outcome depends only on the order in which finished
 firings are handed back to it, so handing them back in that numbering makes
@@ -152,6 +161,9 @@ class ExecutionState:
             each time, so the node handed over last comes last.
         order_matters: whether the order in which finished firings are
             handed over can change what fires (see the module docstring).
+        on_workers: the nodes whose last execution succeeded with outputs
+            that stayed on the pool's workers (`succeeded_on_workers`), until
+            they are fetched (`output_fetched`) or lost (`output_lost`).
     """
 
     def __init__(
@@ -179,6 +191,7 @@ class ExecutionState:
         self.handled_errors: dict[NodeId, BaseException] = {}
         self.error_data: dict[NodeId, dict[Any, Any]] = {}
         self.finished: dict[NodeId, bool] = {}
+        self.on_workers: set[NodeId] = set()
         self.order_matters = bool(analysis.cycles) or not all(analysis.link_required)
         self._made = 0  # firings made so far: the next one's `Firing.order`
 
@@ -216,6 +229,54 @@ class ExecutionState:
                 continue
             firings.extend(self._deliver(li, link, outputs, out_tags))
         return firings
+
+    def succeeded_on_workers(self, firing: Firing) -> list[Firing]:
+        """Record a success whose outputs stayed on the pool's workers; return the firings its data links unlock.
+
+        Afterwards: the node is in `on_workers`, `finished` says it
+        succeeded, and `outputs` holds ``{}`` for it until `output_fetched`
+        or `output_lost`. Its data links delivered as if it had no outputs
+        (each output a link maps arrives as `MISSING`): the targets must take
+        the data from the workers (the driver chains their calls to this
+        firing's), so the node's links may have no conditions.
+        """
+        self.on_workers.add(firing.node_id)
+        return self.succeeded(firing, {})
+
+    def output_fetched(self, nid: NodeId, outputs: Mapping[Any, Any]) -> None:
+        """The outputs node ``nid`` left on the workers (`succeeded_on_workers`) arrived.
+
+        Afterwards: `outputs` holds them for the node, which is no longer in
+        `on_workers`. Nothing fires: its data links delivered when it succeeded.
+
+        Raises:
+            ValueError: the node has no outputs on the workers.
+        """
+        self._leave_workers(nid)
+        self.outputs[nid] = dict(outputs)
+
+    def output_lost(self, nid: NodeId, error: BaseException) -> None:
+        """The outputs node ``nid`` left on the workers cannot be had (their worker is gone, they do not unpickle here).
+
+        Afterwards: the node counts as failed in the results: `errors` holds
+        ``error`` for it, `outputs` keeps ``{}``, and it is no longer in
+        `on_workers`. What happened stays recorded as it happened: its
+        execution succeeded (`finished`, `executions`), its successors fired
+        with its data, and nothing fires now (its ``on_error`` links are for
+        failures of its execution); `error_data` is unchanged.
+
+        Raises:
+            ValueError: the node has no outputs on the workers.
+        """
+        self._leave_workers(nid)
+        self.errors[nid] = error
+
+    def _leave_workers(self, nid: NodeId) -> None:
+        try:
+            self.on_workers.remove(nid)
+        except KeyError:
+            msg = f"node {nid!r} has no outputs on the workers"
+            raise ValueError(msg) from None
 
     def failed(self, firing: Firing, error: BaseException, tb: list[str] | None = None) -> list[Firing]:
         """Record a failure; return the firings its ``on_error`` links unlock.

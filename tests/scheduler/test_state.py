@@ -381,3 +381,65 @@ def test_error_links_carry_the_failed_inputs_tags_not_the_exceptions() -> None:
     assert data["x"] == 5
     assert data["WorkflowException"]["errorMessage"] == "bad"
     assert tags == {"x": "tx"}
+
+
+# --------------------------------------------------------------------------- outputs kept on the workers
+
+
+def kept_chain() -> tuple[ExecutionState, Firing]:
+    """a -> b, a's success recorded with its outputs on the workers; returns the state and b's firing."""
+    state = make({"nodes": [node("a"), node("b")], "links": [mapped("a", "b", "x")]})
+    (fa,) = state.start()
+    (fb,) = state.succeeded_on_workers(fa)
+    return state, fb
+
+
+def test_a_success_on_the_workers_fires_the_successors_without_the_data() -> None:
+    """The successors fire (their calls take the data from the workers); the outputs are pending."""
+    state, fb = kept_chain()
+    assert fb.inputs == {"x": MISSING}
+    assert state.on_workers == {"a"}
+    assert state.outputs == {"a": {}}
+    assert state.finished == {"a": True}
+
+
+def test_outputs_fetched_from_the_workers_are_the_nodes_outputs() -> None:
+    state, fb = kept_chain()
+    state.succeeded(fb, {"v": 2})
+    state.output_fetched("a", {"v": 1})
+    assert state.outputs == {"a": {"v": 1}, "b": {"v": 2}}
+    assert state.on_workers == set()
+    assert state.errors == {}
+    assert list(state.finished.items()) == [("a", True), ("b", True)]
+
+
+def test_outputs_lost_on_the_workers_count_as_the_nodes_failure() -> None:
+    """The node is in errors with no outputs; its execution, and what followed, stay as they happened."""
+    state, fb = kept_chain()
+    state.succeeded(fb, {"v": 2})
+    lost = ConnectionError("gone")
+    state.output_lost("a", lost)
+    assert state.errors == {"a": lost}
+    assert state.outputs == {"a": {}, "b": {"v": 2}}
+    assert state.on_workers == set()
+    assert state.executions == {"a": 1, "b": 1}
+    assert state.error_data == {}
+
+
+@pytest.mark.parametrize("transition", ["fetched", "lost"])
+def test_only_outputs_on_the_workers_can_be_fetched_or_lost(transition: str) -> None:
+    """Once each, and only for a node whose success left them there."""
+    state, fb = kept_chain()
+    state.succeeded(fb, {"v": 2})
+
+    def apply(nid: str) -> None:
+        if transition == "fetched":
+            state.output_fetched(nid, {"v": 0})
+        else:
+            state.output_lost(nid, RuntimeError("gone"))
+
+    apply("a")
+    for nid in ("a", "b"):
+        with pytest.raises(ValueError, match=f"node '{nid}' has no outputs on the workers"):
+            apply(nid)
+    assert state.outputs["b"] == {"v": 2}
