@@ -21,7 +21,8 @@ whether, and with what, it runs. That is a node that:
 If a predecessor fails, the node never fires: the call sent ahead is
 cancelled and its outcome dropped. The state machine stays the single
 authority: a call sent ahead counts as the node's firing only once the state
-machine fires the node (`_run._Execution` matches the two).
+machine fires the node (`_plan.AheadPlanner` matches the two, and holds
+the bookkeeping of one execution's calls sent ahead).
 
 Computed once per execution, in one pass over the graph in topological
 order: O(nodes + links).
