@@ -17,9 +17,13 @@ Actors:
   future there and wakes the loop once per burst of completions, not once
   per call.
 
-Every decision (what is ready, with which inputs) is made by the synchronous
-`ExecutionState`; this module only awaits. All state is touched from the
-event loop's thread only.
+Every decision is made by a synchronous object with no loop: what is
+ready, with which inputs, by the `ExecutionState`; on a pool that chains
+calls, what to send ahead and with which predecessors, which call sent
+ahead a firing adopts, which to void, by the `AheadPlanner`
+(`aioflow.scheduler._plan`). This module only submits what they say,
+awaits, and hands the outcomes back; it writes no field of the state
+machine. All state is touched from the event loop's thread only.
 
 Plug-ins take part through the run's execution hooks (`aioflow.scheduler._hooks`):
 they prepare the graph before the preflight checks, wrap the run, give each
@@ -46,7 +50,6 @@ import math
 import time
 from collections import deque
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -65,14 +68,14 @@ from .._errors import (
 )
 from .._kinds import KINDS, Extra, TaskKind, resolve
 from .._results import Results
-from .._tasks import ChainedCall, TaskCall, TaskOutcome, link_data, run_chained, run_task
+from .._tasks import ChainedCall, TaskCall, TaskOutcome, run_chained, run_task
 from ..events import Event, EventKind
 from ..graph import Graph, Node, NodeId, load_graph
 from ..pools import Pool
 from ..pools._options import PoolSpec, takes_pool_keywords
-from ._ahead import outputs_with_tokens, results_may_stay_remote, sendable_ahead
 from ._hooks import EventCallback, ExecutionHooks, HookSet, Step
 from ._outputs import select_results, selected_nodes, validate_outputs
+from ._plan import AheadPlanner, Send
 from ._state import ExecutionState, Firing, IterationLimitReached
 
 if TYPE_CHECKING:
@@ -85,6 +88,8 @@ if TYPE_CHECKING:
     # A call in the pool, as the driver awaits it: the event loop's future of
     # a ``run_in_executor`` call, or a chaining pool's own future.
     _Call: TypeAlias = asyncio.Future[Any] | concurrent.futures.Future[Any]
+    # The planner of the calls sent ahead on a chaining pool (whose calls are the pool's futures).
+    _Planner: TypeAlias = AheadPlanner[_Call, concurrent.futures.Executor]
 
 __all__ = ["execute_graph_async", "preflight"]
 
@@ -283,9 +288,9 @@ def _check_extra(graph: Graph, node: Node, kind: TaskKind) -> None:
         raise MissingExtraError(what, extra.package, extra.name)
 
 
-# The outputs the state machine records for a node whose outputs stayed on
-# the pool's workers (the hooks see None for them).
-_ON_WORKERS: Mapping[Any, Any] = MappingProxyType({})
+# The outcome of a call whose result stayed on the pool's workers
+# (`ExecutionState.succeeded_on_workers`; the hooks see None for its outputs).
+_ON_WORKERS = object()
 
 
 class _NodeFailed:
@@ -308,25 +313,18 @@ class _Failure:
 
 
 class _InFlight:
-    """A call in the pool: for which node, and which firing (``None`` while sent ahead and unclaimed)."""
+    """A call in the pool: for which node, and which firing (``None`` while sent ahead and not adopted)."""
 
-    __slots__ = ("call", "executor", "firing", "node_id", "parked", "remote")
+    __slots__ = ("executor", "firing", "node_id", "parked", "remote")
 
     def __init__(
-        self,
-        node_id: NodeId,
-        firing: Firing | None,
-        executor: concurrent.futures.Executor,
-        call: concurrent.futures.Future[Any] | None,
-        remote: bool = False,
+        self, node_id: NodeId, firing: Firing | None, executor: concurrent.futures.Executor, remote: bool = False
     ) -> None:
         self.node_id = node_id
         # Its result stays on the pool's workers: the call resolves to a handle.
         self.remote = remote
         self.firing = firing
         self.executor = executor
-        # The pool's own future, which a chaining pool takes as an argument of later calls.
-        self.call = call
         # Finished before the state machine fired its node: its outcome waits for the firing.
         self.parked = False
 
@@ -340,15 +338,16 @@ class _Execution:
     driver, which hands every completed call to the state machine in one go
     and tops the window up. No task per firing, no polling.
 
-    On a pool that chains calls, the driver also sends nodes *ahead*
-    (`_ahead`): with the pool's futures of their predecessors as arguments,
-    before those finish. Such a call belongs to no firing until the state
-    machine fires its node (`_queue` then claims it: ``_early``); if one of
-    the predecessors fails, it is cancelled and forgotten (`_void`). On a
-    pool that also keeps results on its workers, the outputs nobody reads
-    during the run stay there (``_remote``): the state machine records
-    ``{}`` for them, the successors take them from the workers, and the
-    selected ones are fetched at the end (`_fetch_remote`).
+    On a pool that chains calls, the driver also sends nodes *ahead*, as
+    its `AheadPlanner` (``_plan``) says: with the pool's futures of their
+    predecessors as arguments, before those finish. Such a call belongs to
+    no firing until the state machine fires its node (`_queue`: the firing
+    adopts it); if one of the predecessors fails, the planner names it and
+    the driver cancels it (`_failed`). On a pool that also keeps results on
+    its workers, the outputs nobody reads during the run stay there
+    (`ExecutionState.succeeded_on_workers`): the successors take them from
+    the workers, and the selected ones are fetched at the end
+    (`_fetch_kept`).
     """
 
     def __init__(
@@ -386,23 +385,10 @@ class _Execution:
         self._wake_pending = False  # a `_wake` is queued on the loop
         self._over = False  # calls that finish from now on are no longer awaited
         self._window = 0
-        # Sending ahead (chaining pools only): the nodes that may be sent
-        # ahead, and those that feed them; the calls sent ahead that no
-        # firing has claimed yet; the calls in flight of feeding nodes (each
-        # fires at most once); which calls sent ahead wait for a node; the
-        # nodes whose successors may be sent ahead next.
-        self._chaining = False
-        self._ahead: frozenset[NodeId] = frozenset()
-        self._feeds_ahead: frozenset[NodeId] = frozenset()
-        self._early: dict[NodeId, _Call] = {}
-        self._sent_once: dict[NodeId, _InFlight] = {}
-        self._waiting_on: dict[NodeId, list[NodeId]] = {}
-        self._frontier: deque[NodeId] = deque()
-        self._frontier_pos = 0  # the next out-link of the frontier's first node
-        # Results kept on the pool's workers: the nodes that may, and the
-        # futures (resolved to the pool's handles) of those that did.
-        self._may_stay_remote: frozenset[NodeId] = frozenset()
-        self._remote: dict[NodeId, tuple[concurrent.futures.Future[Any], concurrent.futures.Executor]] = {}
+        # On a chaining pool with nodes to send ahead or results to keep on
+        # the workers: the calls it submits with ``executor.submit``, to keep
+        # the pool's futures, are planned here.
+        self._plan: _Planner | None = None
         self._interrupted: list[NodeId] = []
         # Outcomes are handed to the state machine in the order of their
         # firings when that order can matter (`_settle`): those that finished
@@ -497,14 +483,8 @@ class _Execution:
         self._window = max(_MIN_WINDOW, pool.calls_in_flight_per_worker * pool.capacity)
         # A call sent ahead runs before its firing exists: no hook could answer that firing.
         if pool.chains_calls and not self._answering:
-            opaque = outputs_with_tokens(self.graph, {nid for nid, c in self._contexts.items() if c.runner})
-            self._ahead = sendable_ahead(self.graph, opaque)
-            links = self.graph.links
-            links_in = self.graph.analysis.links_in
-            self._feeds_ahead = frozenset(links[li].source for nid in self._ahead for li in links_in[nid])
-            if pool.keeps_results_remote:
-                self._may_stay_remote = results_may_stay_remote(self.graph, self._ahead, opaque)
-            self._chaining = bool(self._ahead or self._may_stay_remote)
+            own_runner = {nid for nid, c in self._contexts.items() if c.runner}
+            self._plan = AheadPlanner.for_run(self.state, own_runner, pool.keeps_results_remote)
         self._emit("graph.started", total=len(self.graph.nodes))
         timed_out = False
         try:
@@ -531,12 +511,12 @@ class _Execution:
                         # A second Ctrl-C must not skip the stop: finish it here.
                         pool.abort(self)
                         raise
-        if self._remote:
-            await self._fetch_remote()
+        if self._plan is not None and self.state.on_workers:
+            await self._fetch_kept(self._plan)
         self._emit("graph.finished")
         return self._outcome(timed_out)
 
-    async def _fetch_remote(self) -> None:
+    async def _fetch_kept(self, plan: _Planner) -> None:
         """Fetch the selected outputs the pool kept on its workers: in one request, or node by node if that fails.
 
         A node whose outputs cannot be fetched (they do not unpickle here, the
@@ -545,22 +525,25 @@ class _Execution:
         """
         assert self._pool is not None
         selected = selected_nodes(self.graph, self.outputs)
-        wanted = [nid for nid in self.graph.analysis.order if nid in self._remote and nid in selected]
+        kept = self.state.on_workers
+        wanted = [nid for nid in self.graph.analysis.order if nid in kept and nid in selected]
         if not wanted:
             return
+        where_kept = plan.on_workers
         failures: dict[NodeId, BaseException] = {}
         with anyio.CancelScope(shield=True), anyio.move_on_after(_FETCH_TIMEOUT) as scope:
             try:
-                values = await self._pool.afetch([self._remote[nid][0].result() for nid in wanted])
+                values = await self._pool.afetch([where_kept[nid].call.result() for nid in wanted])
             except Exception:
                 values = []
                 for nid in wanted:  # which one is it?
+                    placed = where_kept[nid]
                     try:
-                        values.extend(await self._pool.afetch([self._remote[nid][0].result()]))
+                        values.extend(await self._pool.afetch([placed.call.result()]))
                     except Exception as exc:
                         values.append(None)
                         where = f"graph {self.graph.id!r}: node {nid!r}"
-                        failures[nid] = self._pool.translate(exc, self._remote[nid][1], where, node_id=nid)
+                        failures[nid] = self._pool.translate(exc, placed.executor, where, node_id=nid)
         if scope.cancelled_caught:
             lost = PoolError(
                 f"graph {self.graph.id!r}: the {self._pool.name!r} pool did not return the outputs "
@@ -571,10 +554,10 @@ class _Execution:
         for nid, value in zip(wanted, values, strict=True):
             error = failures.get(nid)
             if error is None:
-                self.state.outputs[nid] = dict(value)
+                self.state.output_fetched(nid, value)
                 continue
             logger.warning("graph %r: node %r: its outputs could not be fetched: %s", self.graph.id, nid, error)
-            self.state.errors[nid] = error
+            self.state.output_lost(nid, error)
             if self.raise_on_error and self._stop_reason is None:
                 self._stop_reason = _NodeFailed(nid, error)
 
@@ -604,10 +587,11 @@ class _Execution:
         except IterationLimitReached as exc:
             self._stop(exc)
             return
+        plan = self._plan
         while True:
             self._submit_ready(loop)
-            if self._frontier:
-                self._send_ahead(loop)
+            if plan is not None:
+                self._send_ahead(plan)
             if not self._inflight:
                 return  # nothing runs and nothing is ready: the execution is over
             if not self._completed:
@@ -653,10 +637,11 @@ class _Execution:
     def _submit_ready(self, loop: asyncio.AbstractEventLoop) -> None:
         pool = self._pool
         assert pool is not None
+        plan = self._plan
         while self._ready and self._stop_reason is None:
             # The window bounds the calls in the pool, except for the firing
             # whose outcome the held ones wait for: calls sent ahead may fill
-            # the window while their claims wait for it.
+            # the window while their firings wait for it.
             if len(self._inflight) >= self._window and not (
                 self._in_order and self._ready[0].order == self._next_order
             ):
@@ -675,101 +660,62 @@ class _Execution:
                     self._settle(firing, dict(answered))
                     continue
             executor = None
-            pool_future = None
-            remote = nid in self._may_stay_remote
             try:
                 executor = pool.executor
-                if self._chaining:  # keep the pool's future: later calls may take it as an argument
-                    bind = pool.bind_remote if remote else pool.bind
-                    chained = self._chained_call(nid, executor) if self._remote and nid in self._ahead else None
-                    if chained is not None:  # inputs kept on the workers: the call takes them from there
-                        pool_future = executor.submit(bind(executor, self, run_chained), *chained)
-                    else:
-                        pool_future = executor.submit(bind(executor, self, run_task), self._call(node, firing))
-                    future: _Call = pool_future
-                else:
+                if plan is None:
                     future = loop.run_in_executor(
                         executor, pool.bind(executor, self, run_task), self._call(node, firing)
                     )
+                else:
+                    self._submit_fired(plan, executor, firing)
+                    continue
             except Exception as exc:  # the pool refused the call (closed, broken)
                 self._failed(firing, self._translate(exc, firing, executor) if executor is not None else exc)
                 continue
             pool.enter(self)
-            slot = self._inflight[future] = _InFlight(nid, firing, executor, pool_future, remote)
-            if isinstance(future, asyncio.Future):
-                future.add_done_callback(self._on_done)
-            else:
-                future.add_done_callback(self._arrived)
-            if firing.node_id in self._feeds_ahead:
-                self._sent_once[firing.node_id] = slot
-                self._frontier.append(firing.node_id)
+            self._inflight[future] = _InFlight(nid, firing, executor)
+            future.add_done_callback(self._on_done)
 
-    def _queue(self, firings: list[Firing]) -> None:
-        """Queue the firings the state machine unlocked; a firing of a node sent ahead claims its call."""
-        early = self._early
-        for firing in firings:
-            future = early.pop(firing.node_id, None) if early else None
-            if future is None:
-                self._ready.append(firing)
-                continue
-            slot = self._inflight[future]
-            slot.firing = firing
-            self._emit("node.started", firing)
-            if slot.parked:  # it finished before its node fired: its outcome is due now
-                self._completed.append(future)
+    def _submit_fired(self, plan: _Planner, executor: concurrent.futures.Executor, firing: Firing) -> None:
+        """Submit a firing to a chaining pool: chained to the calls holding its inputs on the workers, if any.
 
-    def _send_ahead(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Send ahead the successors of the nodes on the frontier, while the window has room."""
+        Raises what the pool's ``submit`` raises when it refuses the call.
+        """
+        nid = firing.node_id
+        send = plan.chain_fired(nid, executor)
+        if send is not None:
+            future = self._submit_chaining(executor, firing, send)
+        else:
+            args = (self._call(self.graph.nodes[nid], firing),)
+            future = self._submit_to(executor, nid, firing, run_task, args, plan.stays_on_workers(nid))
+        plan.submitted(nid, future, executor)
+
+    def _send_ahead(self, plan: _Planner) -> None:
+        """Send ahead what the planner says, while the window has room."""
         pool = self._pool
         assert pool is not None
-        frontier = self._frontier
-        links = self.graph.links
-        data_out = self.graph.analysis.data_links_out
-        while frontier and self._stop_reason is None:
-            out = data_out[frontier[0]]
-            while self._frontier_pos < len(out):
-                target = links[out[self._frontier_pos]].target
-                if target in self._ahead and target not in self._early and target not in self.state.executions:
-                    if len(self._inflight) >= self._window:
-                        return  # the node's other successors get their turn when a call finishes
-                    self._send_one_ahead(target, pool, loop)
-                self._frontier_pos += 1
-            frontier.popleft()
-            self._frontier_pos = 0
+        if len(self._inflight) >= self._window:
+            return
+        try:
+            executor = pool.executor
+        except Exception:
+            return  # the pool is closing or broken: nodes are sent, and fail, when they fire
+        while len(self._inflight) < self._window and self._stop_reason is None:
+            send = plan.next_ahead(executor)
+            if send is None:
+                return
+            try:
+                future = self._submit_chaining(executor, None, send)
+            except Exception:  # refused: the node is sent the usual way when it fires, and fails there
+                future = None
+            if future is not None:
+                plan.sent(send, future, executor)
 
-    def _chained_call(self, nid: NodeId, executor: concurrent.futures.Executor) -> tuple[Any, ...] | None:
-        """``(ChainedCall, *upstream futures)`` for a node of `_ahead`, or ``None`` if it cannot be chained yet.
-
-        Every predecessor must be in the pool (its future goes upstream) or
-        have succeeded (its link data goes into the call, or its future if
-        its outputs stayed on the workers).
-        """
-        state = self.state
-        links = self.graph.links
-        parts: list[dict[Any, Any] | tuple[int, bool, tuple[tuple[Any, Any], ...]]] = []
-        upstream: list[concurrent.futures.Future[Any]] = []
-        position: dict[NodeId, int] = {}
-        for li in self.graph.analysis.links_in[nid]:
-            link = links[li]
-            source = link.source
-            sent = self._sent_once.get(source)
-            if sent is not None and sent.call is not None and sent.executor is executor:
-                pool_future: concurrent.futures.Future[Any] | None = sent.call
-            else:
-                kept = self._remote.get(source)
-                pool_future = kept[0] if kept is not None else None
-            if pool_future is not None:
-                index = position.get(source)
-                if index is None:
-                    index = position[source] = len(upstream)
-                    upstream.append(pool_future)
-                parts.append((index, link.map_all_data, link.data_mapping))
-            elif source in state.outputs and source not in state.errors and source not in state.handled_errors:
-                parts.append(link_data(state.outputs[source], link.map_all_data, link.data_mapping))
-            else:
-                return None  # not sent yet (or failed): the node is sent when, if ever, it fires
-        if not upstream:
-            return None  # every input is here: no need to chain
+    def _submit_chaining(
+        self, executor: concurrent.futures.Executor, firing: Firing | None, send: Send[_Call]
+    ) -> concurrent.futures.Future[Any]:
+        """Submit ``send`` for ``firing`` (``None``: ahead of it), chained to the calls it waits for."""
+        nid = send.node_id
         node = self.graph.nodes[nid]
         context = self._contexts.get(nid)
         call = TaskCall(
@@ -780,50 +726,49 @@ class _Execution:
             dict(node.default_inputs),
             context.data if context is not None else None,
         )
-        return (ChainedCall(call, tuple(parts)), *upstream)
+        args = (ChainedCall(call, send.parts), *send.upstream)
+        return self._submit_to(executor, nid, firing, run_chained, args, send.on_workers)
 
-    def _send_one_ahead(self, nid: NodeId, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
-        """Send one node ahead, if every predecessor is in the pool or has succeeded."""
-        try:
-            executor = pool.executor
-        except Exception:
-            return  # the pool is closing or broken: the node is sent, and fails, when it fires
-        chained = self._chained_call(nid, executor)
-        if chained is None:
-            return  # the state machine fires the node now, or it is sent ahead when its predecessors are
-        remote = nid in self._may_stay_remote
+    def _submit_to(
+        self,
+        executor: concurrent.futures.Executor,
+        nid: NodeId,
+        firing: Firing | None,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        remote: bool,
+    ) -> concurrent.futures.Future[Any]:
+        """Submit a call to a chaining pool with ``executor.submit``, keeping the pool's future.
+
+        Later calls may take that future as an argument. Its done-callback
+        (`_arrived`) runs in the pool's thread. Raises what ``submit``
+        raises when the pool refuses the call.
+        """
+        pool = self._pool
+        assert pool is not None
         bind = pool.bind_remote if remote else pool.bind
-        try:
-            future = executor.submit(bind(executor, self, run_chained), *chained)
-        except Exception:
-            return  # refused: the node is sent the usual way when it fires, and fails there
+        future = executor.submit(bind(executor, self, fn), *args)
         pool.enter(self)
-        slot = self._inflight[future] = _InFlight(nid, None, executor, future, remote)
-        self._early[nid] = future
-        links = self.graph.links
-        for source in {links[li].source for li in self.graph.analysis.links_in[nid]}:
-            if source in self._sent_once:  # its failure would void this call
-                self._waiting_on.setdefault(source, []).append(nid)
-        if nid in self._feeds_ahead:
-            self._sent_once[nid] = slot
-            self._frontier.append(nid)
+        self._inflight[future] = _InFlight(nid, firing, executor, remote)
         future.add_done_callback(self._arrived)
+        return future
 
-    def _void(self, failed: NodeId) -> None:
-        """A node failed: the calls sent ahead that waited for it, directly or not, will never be claimed."""
-        assert self._pool is not None
-        stack = self._waiting_on.pop(failed, [])
-        while stack:
-            nid = stack.pop()
-            future = self._early.pop(nid, None)
+    def _queue(self, firings: list[Firing]) -> None:
+        """Queue the firings the state machine unlocked; a firing of a node sent ahead adopts its call."""
+        plan = self._plan
+        if plan is None:
+            self._ready.extend(firings)
+            return
+        for firing in firings:
+            future = plan.adopt(firing.node_id)
             if future is None:
+                self._ready.append(firing)
                 continue
-            slot = self._inflight.pop(future)
-            if self._sent_once.get(nid) is slot:
-                del self._sent_once[nid]
-            future.cancel()
-            self._pool.leave(self)
-            stack.extend(self._waiting_on.pop(nid, ()))
+            slot = self._inflight[future]
+            slot.firing = firing
+            self._emit("node.started", firing)
+            if slot.parked:  # it finished before its node fired: its outcome is due now
+                self._completed.append(future)
 
     def _call(self, node: Node, firing: Firing) -> TaskCall:
         """The picklable call a worker runs for this firing."""
@@ -852,31 +797,33 @@ class _Execution:
             return
         del self._inflight[future]
         executor = slot.executor
-        if self._chaining and self._sent_once.get(firing.node_id) is slot:
-            del self._sent_once[firing.node_id]
         assert self._pool is not None
         self._pool.leave(self)
         if future.cancelled():  # the pool gave up on the call (not this execution)
             lost = PoolError(f"graph {self.graph.id!r}: node {firing.node_id!r}: the pool cancelled the call")
-            self._failed(firing, lost)
+            self._failed(firing, lost, future)
             return
         error = future.exception()
         if error is not None:
-            self._failed(firing, self._translate(error, firing, executor))
+            self._failed(firing, self._translate(error, firing, executor), future)
             return
-        result = future.result()
-        if slot.remote:  # the outputs stayed on the workers: the state machine never reads them
-            assert slot.call is not None
-            self._remote[firing.node_id] = (slot.call, executor)
-            result = _ON_WORKERS
-        if self._waiting_on:
-            self._waiting_on.pop(firing.node_id, None)  # the calls sent ahead after it will be claimed
-        self._settle(firing, result)
+        plan = self._plan
+        if plan is None:
+            self._settle(firing, future.result())
+            return
+        plan.succeeded(firing.node_id, future, executor, slot.remote)
+        # Kept on the workers, the result is a handle the state machine never reads.
+        self._settle(firing, _ON_WORKERS if slot.remote else future.result())
 
-    def _failed(self, firing: Firing, error: BaseException) -> None:
-        """A firing failed: void the calls sent ahead that waited for it, then settle it."""
-        if self._waiting_on:
-            self._void(firing.node_id)
+    def _failed(self, firing: Firing, error: BaseException, future: _Call | None = None) -> None:
+        """A firing failed (``future``: its call, ``None`` if the pool refused it): void the calls sent ahead that waited for it, then settle it."""
+        plan = self._plan
+        if plan is not None:
+            assert self._pool is not None
+            for voided in plan.failed(firing.node_id, future):
+                del self._inflight[voided]
+                voided.cancel()
+                self._pool.leave(self)
         self._settle(firing, _Failure(error))
 
     def _settle(self, firing: Firing, outcome: Any) -> None:
@@ -903,11 +850,18 @@ class _Execution:
         if isinstance(outcome, _Failure):
             self._fail(firing, outcome.error)
             return
+        if outcome is _ON_WORKERS:
+            self._emit("node.finished", firing)
+            try:
+                self._queue(self.state.succeeded_on_workers(firing))
+            except IterationLimitReached as exc:
+                self._stop(exc)
+            return
         if type(outcome) is TaskOutcome:  # outputs with their tokens (tasks run by ewokscore)
             outputs, tags = outcome.outputs, outcome.tags
         else:
             outputs, tags = outcome, None
-        self._emit("node.finished", firing, None if outputs is _ON_WORKERS else outputs)
+        self._emit("node.finished", firing, outputs)
         try:
             self._queue(self.state.succeeded(firing, outputs, tags))
         except IterationLimitReached as exc:
