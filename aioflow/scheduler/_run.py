@@ -816,7 +816,10 @@ class _Execution:
         self._settle(firing, _ON_WORKERS if slot.remote else future.result())
 
     def _failed(self, firing: Firing, error: BaseException, future: _Call | None = None) -> None:
-        """A firing failed (``future``: its call, ``None`` if the pool refused it): void the calls sent ahead that waited for it, then settle it."""
+        """A firing failed: void the calls sent ahead that waited for it, then settle it.
+
+        ``future``: its call; ``None`` if the pool refused it.
+        """
         plan = self._plan
         if plan is not None:
             assert self._pool is not None
