@@ -43,7 +43,9 @@ each into an error of `aioflow._errors` before it reaches a user.
   own exception.
 
 `RemoteTraceback` is never raised: it is the ``__cause__`` of the exception
-a call raised in a worker, and holds that worker's traceback. Those that
+a call raised in a worker, and holds that worker's traceback.
+`InterruptTaken` is raised in a thread of the ``thread`` pool only to take a
+pending interruption there, and caught at once. Those that
 mean the call's worker or pool is gone derive from
 `concurrent.futures.BrokenExecutor`.
 """
@@ -70,6 +72,7 @@ __all__ = [
     "BrokenMultiprocessingPool",
     "DaskTaskLost",
     "Inbox",
+    "InterruptTaken",
     "PackedError",
     "RemoteTraceback",
     "ResultNotLoadable",
@@ -299,6 +302,13 @@ class BrokenMultiprocessingPool(concurrent.futures.BrokenExecutor):
 
 class BrokenBilliardPool(concurrent.futures.BrokenExecutor):
     """The billiard pool can no longer run jobs (its workers die before taking any), or was stopped."""
+
+
+class InterruptTaken(BaseException):
+    """What the ``thread`` pool sends its own thread to take a pending asynchronous exception; caught there at once.
+
+    See ``aioflow.pools._thread._consume_async_exc``.
+    """
 
 
 class DaskTaskLost(concurrent.futures.BrokenExecutor):

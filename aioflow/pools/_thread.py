@@ -81,6 +81,7 @@ from .._errors import InitializerFailed, OptionError, TaskInterrupted
 from ._base import Pool
 from ._futures import cancel_queued
 from ._idle import Workers
+from ._outcomes import InterruptTaken
 
 if TYPE_CHECKING:
     from ._options import PoolOptions
@@ -101,10 +102,6 @@ def _async_raise(ident: int, exc_type: type[BaseException]) -> None:
     set_async_exc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
 
 
-class _Consumed(BaseException):
-    """What `_consume_async_exc` sends a thread to take its pending asynchronous exception; never escapes."""
-
-
 def _consume_async_exc(ident: int) -> None:
     """Replace this thread's pending asynchronous exception, if any, by one caught here.
 
@@ -120,8 +117,8 @@ def _consume_async_exc(ident: int) -> None:
     """
     try:
         while True:
-            _async_raise(ident, _Consumed)
-    except _Consumed:
+            _async_raise(ident, InterruptTaken)
+    except InterruptTaken:
         pass
 
 
