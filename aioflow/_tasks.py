@@ -29,6 +29,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,6 +264,13 @@ def _import_longest_module(identifier: str) -> tuple[Any, str]:
     raise ImportError(msg)
 
 
+#: Held while a task file is imported: a module is in ``sys.modules`` before
+#: its code has run, so a second thread must not take it from there until
+#: the first has finished (it would find the module without its functions).
+#: Reentrant: a task file may import another one while it runs.
+_FILE_IMPORT_LOCK = threading.RLock()
+
+
 def _import_file(path: str) -> Any:
     resolved = Path(path).resolve()
     if not resolved.is_file():
@@ -270,19 +278,20 @@ def _import_file(path: str) -> Any:
         raise ImportError(msg)
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
     name = f"aioflow_task_file_{resolved.stem}_{digest}"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, resolved)
-        if spec is None or spec.loader is None:
-            msg = f"cannot import from {path!r}: not a Python file"
-            raise ImportError(msg)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
+    with _FILE_IMPORT_LOCK:
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, resolved)
+            if spec is None or spec.loader is None:
+                msg = f"cannot import from {path!r}: not a Python file"
+                raise ImportError(msg)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[name]
+                raise
     return module
 
 
