@@ -1,10 +1,13 @@
 """The ``thread`` pool: an executor of daemon threads whose running tasks can be interrupted.
 
-Data flow: ``submit`` hands the call to the most recently idle thread
+Data flow: ``submit`` queues the call and wakes the most recently idle thread
 (`aioflow.pools._idle.Workers`: each idle thread waits on a lock of its own,
 which ``submit`` releases, as in trio's thread cache); with no idle thread it
-starts a new one (up to ``max_workers``), or else queues the call for the
-next thread that finishes. A thread counts as idle as soon as its call has
+starts a new one (up to ``max_workers``), or else the call waits for the
+next thread that finishes. A thread takes the oldest queued call, so calls
+start in the order they were submitted, whichever thread runs first: two
+firings of one node submitted back to back never start the wrong way round.
+A thread counts as idle as soon as its call has
 returned, before it resolves the call's future: a call submitted from the
 future's done-callback, or once its result is in, goes to that same thread,
 and a chain of calls never starts a second one. A thread exits when the
@@ -54,8 +57,8 @@ Who owns what: ``_running`` (thread ident -> owner of the task it runs) is
 guarded by the ``_running_changed`` condition; an interruption is only ever
 sent to a thread in that map, under its lock, and a thread leaving the map
 clears any pending one. ``_workers`` (busy and idle threads), ``_pending``
-(the calls that wait for a thread), ``_threads``, ``_shutdown``, and the
-call handed to an idle thread (its ``item``) are guarded by ``_lock``.
+(the calls that wait for a thread), ``_threads``, ``_shutdown``, and a
+thread's ``exit`` flag are guarded by ``_lock``.
 With greenlets, ``_green_tasks`` (ident -> the task a greenlet is inside
 right now) is written only by that greenlet, and read by the kill callback
 in the same hub. A kill that lands between the entry
@@ -135,18 +138,15 @@ class _GreenTask:
 
 _WorkItem = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
-#: What an idle thread is handed instead of a call when it is to exit (the executor shuts down).
-_EXIT = None
-
 
 class _Worker:
-    """A thread of the pool: the call handed to it, and the lock it waits on while idle."""
+    """A thread of the pool: the lock it waits on while idle, and whether it is to exit."""
 
-    __slots__ = ("item", "thread", "wake")
+    __slots__ = ("exit", "thread", "wake")
 
-    def __init__(self, item: _WorkItem | None) -> None:
-        self.item = item  # its first call; then the one handed to it while it was idle
-        # Held while the thread has nothing to do: a caller hands it a call and releases it.
+    def __init__(self) -> None:
+        self.exit = False  # set (under the executor's lock) with `wake` released: the executor shuts down
+        # Held while the thread has nothing to do: a caller queues a call and releases it.
         self.wake = threading.Lock()
         self.wake.acquire()
         self.thread: threading.Thread | None = None
@@ -210,15 +210,12 @@ class _ThreadExecutor(concurrent.futures.Executor):
                 msg = "cannot schedule new futures after shutdown"
                 raise RuntimeError(msg)
             future: concurrent.futures.Future[T] = concurrent.futures.Future()
-            item: _WorkItem = (future, fn, args, kwargs)
+            self._pending.append((future, fn, args, kwargs))
             worker = self._workers.take()
             if worker is not None:
-                worker.item = item
                 worker.wake.release()
             elif len(self._workers) < self._max_workers:
-                self._start_thread(item)
-            else:
-                self._pending.append(item)
+                self._start_thread()
             return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -229,7 +226,7 @@ class _ThreadExecutor(concurrent.futures.Executor):
             # The idle threads exit now, the busy ones once no call waits.
             while (worker := self._workers.take()) is not None:
                 self._workers.remove(worker)
-                worker.item = _EXIT
+                worker.exit = True
                 worker.wake.release()
             threads = list(self._threads)
         if wait:
@@ -242,11 +239,11 @@ class _ThreadExecutor(concurrent.futures.Executor):
         """Start every worker now (``scaling_workers=False``)."""
         with self._lock:
             while len(self._workers) < self._max_workers:
-                self._start_thread(None)
+                self._start_thread()
 
-    def _start_thread(self, item: _WorkItem | None) -> None:
-        """Start a thread (under ``_lock``) that runs ``item`` first (``None``: it goes idle once initialised)."""
-        worker = _Worker(item)
+    def _start_thread(self) -> None:
+        """Start a thread (under ``_lock``): once initialised, it takes the oldest queued call, or goes idle."""
+        worker = _Worker()
         name = f"{self._prefix}_{next(self._counter)}"
         worker.thread = threading.Thread(target=self._work, args=(worker,), name=name, daemon=True)
         worker.thread.start()
@@ -277,9 +274,6 @@ class _ThreadExecutor(concurrent.futures.Executor):
             self._broken_cause = cause
             self._workers.remove(worker)
             queued = self._take_pending()
-            if worker.item is not None:
-                queued.insert(0, worker.item)
-                worker.item = None
         for future, *_ in queued:
             if future.set_running_or_notify_cancel():
                 future.set_exception(self._broken_error())
@@ -296,14 +290,15 @@ class _ThreadExecutor(concurrent.futures.Executor):
                 logger.exception("the thread pool's initializer failed")
                 self._break(worker, exc)
                 return
-        item, worker.item = worker.item, None
+        item = self._free(worker)
         while True:
             # Each call's function, arguments and result are freed with `_run`'s frame: nothing outlives it here.
-            item = self._free(worker) if item is None else self._run(worker, item)
-            if item is None:
-                item = self._wait(worker)
-                if item is _EXIT:
-                    return
+            if item is not None:
+                item = self._run(worker, item)
+            elif self._wait(worker):
+                item = self._free(worker)
+            else:
+                return
 
     def _run(self, worker: _Worker, item: _WorkItem) -> _WorkItem | None:
         """Run one call, unless it was cancelled while queued; return the next call that waits, if any.
@@ -327,24 +322,29 @@ class _ThreadExecutor(concurrent.futures.Executor):
         return following
 
     def _free(self, worker: _Worker) -> _WorkItem | None:
-        """``worker`` has no call: the next one that waits, or none, and it is idle (or exits after a shutdown)."""
+        """``worker`` has no call: the oldest one queued, or none, and it is idle (or exits after a shutdown).
+
+        Calls start in the order they were submitted: whichever thread comes
+        here first takes the oldest, whichever thread ``submit`` woke.
+        """
         with self._lock:
             if self._pending:
                 return self._pending.popleft()
             if self._shutdown:
                 self._workers.remove(worker)
-                worker.item = _EXIT
+                worker.exit = True
                 worker.wake.release()  # `_wait` returns at once
             else:
                 self._workers.idle(worker)
         return None
 
-    def _wait(self, worker: _Worker) -> _WorkItem | None:
-        """Wait, idle, for the call a caller hands this thread; `_EXIT` when it is to exit.
+    def _wait(self, worker: _Worker) -> bool:
+        """Wait, idle, until a caller wakes this thread (``True``) or it is to exit (``False``).
 
-        It exits when the executor shuts down, or once it has waited
-        ``idle_timeout`` seconds and no caller has taken it meanwhile (one
-        that has is about to release its lock).
+        A woken thread takes the oldest queued call (`_free`), if no other
+        thread has taken it meanwhile. It exits when the executor shuts
+        down, or once it has waited ``idle_timeout`` seconds and no caller
+        has woken it meanwhile (one that has is about to release its lock).
         """
         timeout = self._workers.idle_timeout
         while not worker.wake.acquire(timeout=-1 if timeout is None else timeout):
@@ -352,9 +352,8 @@ class _ThreadExecutor(concurrent.futures.Executor):
                 if self._workers.leave_if_idle(worker):
                     assert worker.thread is not None
                     self._threads.remove(worker.thread)
-                    return _EXIT
-        item, worker.item = worker.item, None
-        return item
+                    return False
+        return not worker.exit
 
     def run_owned(self, owner: object, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` in this worker thread, recorded as ``owner``'s."""
