@@ -28,7 +28,7 @@ import pytest
 import aioflow
 import aioflow.pools
 from aioflow import Executor
-from aioflow.pools._base import Owned
+from aioflow.pools._futures import Owned
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -25,7 +25,6 @@ import os
 from typing import TYPE_CHECKING, ClassVar
 
 from .._errors import PoolClosedError, PoolError
-from ._futures import Owned, settle  # noqa: F401  # tests written before they moved to pools._futures import them here
 from ._protocol import EngineProtocol
 from ._threads import run_in_own_thread
 

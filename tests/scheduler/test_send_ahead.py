@@ -43,7 +43,7 @@ import aioflow
 from aioflow import MISSING, ExecutionTimeoutError, GraphError, NodeError
 from aioflow._tasks import ChainedCall, TaskCall
 from aioflow.pools import Pool, PoolOptions
-from aioflow.pools._base import settle
+from aioflow.pools._futures import settle
 from aioflow.scheduler._ahead import fires_at_most_once, outputs_with_tokens, sendable_ahead
 
 if TYPE_CHECKING:
