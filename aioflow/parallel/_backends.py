@@ -375,10 +375,6 @@ class _ExecutorSession(Session):
         self._futures.clear()
 
 
-# Pools whose workers are processes of their own, not started with multiprocessing.
-_REMOTE_POOLS = frozenset({"dask", "parsl", "mpi"})
-
-
 class PoolBackend(ExecutorBackend):
     """Any aioflow pool by name (``thread``, ``process``, ``billiard``, ...), opened with `aioflow.open_pool`.
 
@@ -420,14 +416,15 @@ class PoolBackend(ExecutorBackend):
         self.name = pool_type
         # Chunks run in other processes on multiprocessing-based pools and on the
         # cluster pools alike: the function must pickle, a worker's traceback is sent back.
-        self.uses_processes = cls.uses_processes or cls.name in _REMOTE_POOLS
+        self.uses_processes = cls.uses_processes or cls.workers_elsewhere
+        self._workers_elsewhere = cls.workers_elsewhere
         # One pool per worker count, each opened with this spec and that count.
         self._spec = spec
         self._pools: dict[int, Pool] = {}
 
     def worker_limit(self) -> int | None:
         # A cluster's workers are not this machine's CPUs: only the pools' own bound applies.
-        return None if self.name in _REMOTE_POOLS else cpu_count()
+        return None if self._workers_elsewhere else cpu_count()
 
     def _create_executor(self, workers: int) -> concurrent.futures.Executor:
         pool = self._pools.get(workers)

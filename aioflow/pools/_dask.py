@@ -678,6 +678,7 @@ class DaskPool(Pool):
     """Tasks run on a Dask ``distributed`` cluster: one at ``address``, a given ``client``, or a LocalCluster."""
 
     name = "dask"
+    workers_elsewhere = True
     chains_calls = True
     keeps_results_remote = True
     # Calls whose results stay on the cluster cost the driver a handle each,

@@ -77,6 +77,7 @@ class MPIPool(Pool):
     """
 
     name = "mpi"
+    workers_elsewhere = True
 
     def _validate(self, options: PoolOptions) -> None:
         if importlib.util.find_spec("mpi4py") is None:

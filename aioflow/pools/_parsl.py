@@ -703,6 +703,7 @@ class ParslPool(Pool):
     """
 
     name = "parsl"
+    workers_elsewhere = True
     chains_calls = True
 
     # Each call is a network round trip: keep enough in flight that they

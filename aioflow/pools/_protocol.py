@@ -68,6 +68,11 @@ class EngineProtocol:
     #: billiard), whose queues and locks hang in a gevent-patched process.
     uses_processes: ClassVar[bool] = False
 
+    #: Whether the workers are not this machine's processes started by the
+    #: pool, but a cluster's (Dask, Parsl, MPI ranks): a call and its result
+    #: are pickled, and this machine's CPUs do not bound the worker count.
+    workers_elsewhere: ClassVar[bool] = False
+
     #: How many calls per worker an execution keeps in the pool at once. A
     #: few suffice when a call reaches its worker in microseconds; pools whose
     #: calls cross a network raise it, so that round trips overlap.

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import aioflow.parallel as par
+from aioflow.parallel._maps import cpu_count
 
 from .par_tasks import inc, square
 
@@ -150,3 +151,18 @@ def test_the_mpi_backend_states_its_fixed_count_and_its_serial_case() -> None:
     reason = backend.serial_reason(1)
     assert reason is not None
     assert "MPI size 2" in reason[0]
+
+
+@pytest.mark.parametrize("pool_type", ["dask", "parsl", "mpi"])
+def test_a_cluster_pool_backend_is_bounded_by_the_cluster_not_this_machine(pool_type: str) -> None:
+    """The pool says its workers are elsewhere: no CPU bound, and calls are pickled as for processes."""
+    backend = par.PoolBackend(pool_type)
+    assert backend.worker_limit() is None
+    assert backend.uses_processes
+
+
+@pytest.mark.parametrize("pool_type", ["thread", "process"])
+def test_a_local_pool_backend_is_bounded_by_this_machine(pool_type: str) -> None:
+    backend = par.PoolBackend(pool_type)
+    assert backend.worker_limit() == cpu_count()
+    assert backend.uses_processes is (pool_type == "process")

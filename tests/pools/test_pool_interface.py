@@ -27,6 +27,7 @@ DOCUMENTED = {"name", "options", "capacity", "closed", "executor", "close", "acl
 #: The engine's protocol with its pools.
 ENGINE = {
     "uses_processes",
+    "workers_elsewhere",
     "calls_in_flight_per_worker",
     "chains_calls",
     "keeps_results_remote",
