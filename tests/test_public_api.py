@@ -53,6 +53,21 @@ def test_import_loads_no_optional_library() -> None:
         assert lib not in modules, lib
 
 
+def test_a_thread_pool_execution_imports_no_multiprocessing() -> None:
+    """A run on the thread pool needs no process machinery: it imports neither multiprocessing nor psutil."""
+    code = (
+        "import sys, json, aioflow\n"
+        "graph = {'graph': {'id': 'one'}, 'nodes': [{'id': 'a', 'task_type': 'method',"
+        " 'task_identifier': 'operator.neg', 'default_inputs': [{'name': 0, 'value': 2}]}], 'links': []}\n"
+        "assert aioflow.execute_graph(graph, pool_type='thread') == {'return_value': -2}\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    modules = set(json.loads(out))
+    for lib in ("multiprocessing", "concurrent.futures.process", "psutil", "billiard"):
+        assert lib not in modules, lib
+
+
 def test_worker_lost_error_is_imported_on_first_use() -> None:
     """aioflow.WorkerLostError (a BrokenProcessPool) imports the stdlib's process module only when asked for."""
     code = (

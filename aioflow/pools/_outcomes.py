@@ -62,7 +62,6 @@ import re
 import signal
 import struct
 import traceback
-from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from .._errors import RemoteError
@@ -134,6 +133,10 @@ def pack_error(exc: BaseException, text: str | None = None) -> PackedError:
     """In a worker: pack ``exc`` (with ``text``, the traceback, or the current one formatted)."""
     if text is None:
         text = "".join(traceback.format_exception(exc))
+    # Here, not at the top: the thread pool imports this module, and a thread
+    # run imports no multiprocessing.
+    from multiprocessing.reduction import ForkingPickler
+
     data: bytes | None
     try:
         data = bytes(ForkingPickler.dumps(exc))
