@@ -155,7 +155,9 @@ def test_failed_sibling_kills_the_daemon(
     pool_type: str, context: str, markers: Path, daemons: list[psutil.Process]
 ) -> None:
     """A node that fails stops its running sibling, whose daemon is killed with it."""
-    failing = method_node("bad", "lifetime_tasks.fail_when", path=str(markers / "d"))
+    # It fails once the test has seen the daemon running (not once the daemon
+    # exists: the failure could then kill it before the test looks).
+    failing = method_node("bad", "lifetime_tasks.fail_when", path=str(markers / "seen"))
     graph = {"graph": {"id": "sibling"}, "nodes": [daemon_node("d", markers), failing]}
 
     async def scenario() -> psutil.Process:
@@ -163,6 +165,7 @@ def test_failed_sibling_kills_the_daemon(
             aioflow.execute_graph_async(graph, pool_type=pool_type, context=context, max_workers=2)
         )
         daemon = await daemon_of(markers / "d", execution, daemons)
+        (markers / "seen").touch()
         with pytest.raises(aioflow.NodeError) as info:
             await execution
         assert info.value.node_id == "bad"
