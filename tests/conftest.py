@@ -197,6 +197,23 @@ def _threads() -> set[threading.Thread]:
     return set(threading.enumerate())
 
 
+@pytest.fixture(scope="module")
+def billiard_singletons() -> None:
+    """Start billiard's per-interpreter helper processes before any leak check takes its snapshot.
+
+    Like multiprocessing's resource tracker and fork server, billiard's
+    semaphore tracker and fork server start once, on first use, and live as
+    long as the interpreter: they are not workers of any pool. A module whose
+    tests run billiard pools uses this fixture
+    (``pytestmark = pytest.mark.usefixtures("billiard_singletons")``).
+    """
+    import billiard.forkserver
+    import billiard.semaphore_tracker
+
+    billiard.semaphore_tracker.ensure_running()
+    billiard.forkserver.ensure_running()
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """No child process or thread started during a test outlives it."""

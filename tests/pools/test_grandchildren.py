@@ -46,14 +46,7 @@ POOLS = [
 ONE_PER_POOL = [POOLS[2], POOLS[3], POOLS[4], POOLS[5], POOLS[7]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def billiard_singletons() -> None:
-    """Start billiard's per-interpreter helper processes before any leak check takes its snapshot."""
-    import billiard.forkserver
-    import billiard.semaphore_tracker
-
-    billiard.semaphore_tracker.ensure_running()
-    billiard.forkserver.ensure_running()
+pytestmark = pytest.mark.usefixtures("billiard_singletons")
 
 
 @pytest.fixture

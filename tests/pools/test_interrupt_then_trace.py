@@ -52,19 +52,19 @@ def in_new_thread(fn):
     thread.start()
     thread.join()
     return out[0]
-"""
-
-_PROFILE = """
-import cProfile
 
 def profiled():
+    import cProfile
+
     profiler = cProfile.Profile()
     profiler.enable()
     try:
         return work()
     finally:
         profiler.disable()
+"""
 
+_PROFILE = """
 assert in_new_thread(profiled) == 4950
 assert profiled() == 4950
 print("ended")
@@ -92,18 +92,8 @@ print("ended")
 
 # And the pool itself, run again, under a profiler: the next task's thread is profiled.
 _POOL_AGAIN = """
-import cProfile
-
-def profiled_task():
-    profiler = cProfile.Profile()
-    profiler.enable()
-    try:
-        return work()
-    finally:
-        profiler.disable()
-
 with aioflow.Executor("thread", max_workers=1) as executor:
-    assert executor.submit(profiled_task).result(timeout=60) == 4950
+    assert executor.submit(profiled).result(timeout=60) == 4950
 print("ended")
 """
 

@@ -32,19 +32,7 @@ def task(name: str) -> str:
 node = method_node
 
 
-@pytest.fixture(scope="module", autouse=True)
-def billiard_singletons() -> None:
-    """Start billiard's per-interpreter helper processes before any leak check takes its snapshot.
-
-    Like multiprocessing's resource tracker and fork server, billiard's
-    semaphore tracker and fork server start once, on first use, and live as
-    long as the interpreter: they are not workers of any pool.
-    """
-    import billiard.forkserver
-    import billiard.semaphore_tracker
-
-    billiard.semaphore_tracker.ensure_running()
-    billiard.forkserver.ensure_running()
+pytestmark = pytest.mark.usefixtures("billiard_singletons")
 
 
 # --------------------------------------------------------------------------- ndprocess
