@@ -1,22 +1,25 @@
-"""Worker pools, by name. Each pool module is imported only when its pool is opened."""
+"""Worker pools, by name. Each pool module is imported only when its pool is opened.
+
+The names below are imported on first use, as the top-level package's are: a
+worker process that unpickles one of the pools' classes (a spawned worker's
+process object, a call's wrapper) imports the module that defines it, not the
+machinery of every pool.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from .._errors import InitializerFailed as InitializerFailed
-from ._base import Pool as Pool
-from ._options import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
-from ._options import PoolOptions as PoolOptions
-from ._options import PoolSpec, takes_pool_keywords
-from ._registry import available_pools as available_pools
-from ._registry import default_pool_type as default_pool_type
-from ._registry import pool_class as pool_class
+import importlib as _importlib
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from typing import Unpack
-
-    from ._options import PoolKeywords
+    from .._errors import InitializerFailed as InitializerFailed
+    from ._base import Pool as Pool
+    from ._options import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
+    from ._options import PoolOptions as PoolOptions
+    from ._options import open_pool as open_pool
+    from ._registry import available_pools as available_pools
+    from ._registry import default_pool_type as default_pool_type
+    from ._registry import pool_class as pool_class
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -29,23 +32,28 @@ __all__ = [
     "pool_class",
 ]
 
+#: Public name -> the module that defines it.
+_LAZY = {
+    "DEFAULT_IDLE_TIMEOUT": "._options",
+    "InitializerFailed": ".._errors",
+    "Pool": "._base",
+    "PoolOptions": "._options",
+    "available_pools": "._registry",
+    "default_pool_type": "._registry",
+    "open_pool": "._options",
+    "pool_class": "._registry",
+}
 
-@takes_pool_keywords
-def open_pool(pool_type: str | None = None, **pool_keywords: Unpack[PoolKeywords]) -> Pool:
-    """Open a pool that several executions can share.
 
-    Use it as a context manager, ``with`` or ``async with``; workers start on
-    first use and stop when the block ends. Pass it to ``execute_graph(...,
-    pool=pool)`` to reuse warm workers across executions. With
-    ``scaling_workers``, a worker idle for ``idle_timeout`` seconds is retired
-    (``None``: never), so a long-lived pool gives memory back between bursts.
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'aioflow.pools' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
-    Args:
-        pool_type, max_workers, scaling_workers, context, idle_timeout, pool_options:
-            the pool keywords (`aioflow.pools._options.PoolSpec`).
 
-    Raises:
-        OptionError: an unknown pool type or an invalid option (before any
-            worker starts).
-    """
-    return PoolSpec.from_keywords("open_pool", pool_type, pool_keywords).open()
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

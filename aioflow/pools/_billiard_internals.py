@@ -63,7 +63,7 @@ from billiard.exceptions import RestartFreqExceeded
 
 from .._errors import PoolError
 from ._idle import Workers
-from ._mp_internals import ForkServerProcess, SpawnProcess
+from ._mp_start import ForkServerProcess, SpawnProcess
 from ._outcomes import Inbox, WorkerDied, describe_exit, not_loadable
 
 if TYPE_CHECKING:

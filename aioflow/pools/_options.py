@@ -28,6 +28,7 @@ from ._registry import default_pool_type, pool_class
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Unpack
 
     from ._base import Pool
 
@@ -37,6 +38,7 @@ __all__ = [
     "PoolKeywords",
     "PoolOptions",
     "PoolSpec",
+    "open_pool",
     "takes_pool_keywords",
 ]
 
@@ -221,3 +223,24 @@ def takes_pool_keywords(fn: F) -> F:
             parameters.extend(_PARAMETERS)
     fn.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     return fn
+
+
+@takes_pool_keywords
+def open_pool(pool_type: str | None = None, **pool_keywords: Unpack[PoolKeywords]) -> Pool:
+    """Open a pool that several executions can share.
+
+    Use it as a context manager, ``with`` or ``async with``; workers start on
+    first use and stop when the block ends. Pass it to ``execute_graph(...,
+    pool=pool)`` to reuse warm workers across executions. With
+    ``scaling_workers``, a worker idle for ``idle_timeout`` seconds is retired
+    (``None``: never), so a long-lived pool gives memory back between bursts.
+
+    Args:
+        pool_type, max_workers, scaling_workers, context, idle_timeout, pool_options:
+            the pool keywords (`PoolSpec`).
+
+    Raises:
+        OptionError: an unknown pool type or an invalid option (before any
+            worker starts).
+    """
+    return PoolSpec.from_keywords("open_pool", pool_type, pool_keywords).open()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._errors import OptionError
 from ._base import Pool
 from ._futures import Owned
-from ._mp_internals import start_context
+from ._mp_start import start_context
 from ._workers import WorkerProcessExecutor
 
 if TYPE_CHECKING:

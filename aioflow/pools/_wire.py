@@ -43,7 +43,7 @@ import pickle
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
-from ._mp_internals import ForkServerProcess, SpawnProcess
+from ._mp_start import ForkServerProcess, SpawnProcess
 from ._outcomes import pack_error
 
 if TYPE_CHECKING:

@@ -75,7 +75,6 @@ from ..pools import Pool
 from ..pools._options import PoolSpec, takes_pool_keywords
 from ._hooks import EventCallback, ExecutionHooks, HookSet, Step
 from ._outputs import select_results, selected_nodes, validate_outputs
-from ._plan import AheadPlanner, Send
 from ._state import ExecutionState, Firing, IterationLimitReached
 
 if TYPE_CHECKING:
@@ -84,6 +83,7 @@ if TYPE_CHECKING:
     from typing import TypeAlias, Unpack
 
     from ..pools._options import PoolKeywords
+    from ._plan import AheadPlanner, Send
 
     # A call in the pool, as the driver awaits it: the event loop's future of
     # a ``run_in_executor`` call, or a chaining pool's own future.
@@ -483,6 +483,8 @@ class _Execution:
         self._window = max(_MIN_WINDOW, pool.calls_in_flight_per_worker * pool.capacity)
         # A call sent ahead runs before its firing exists: no hook could answer that firing.
         if pool.chains_calls and not self._answering:
+            from ._plan import AheadPlanner  # only a chaining pool (dask, parsl) has a planner
+
             own_runner = {nid for nid, c in self._contexts.items() if c.runner}
             self._plan = AheadPlanner.for_run(self.state, own_runner, pool.keeps_results_remote)
         self._emit("graph.started", total=len(self.graph.nodes))

@@ -11,7 +11,7 @@ import pytest
 from graphs import method_node
 
 import aioflow
-from aioflow.pools import _billiard_internals, _mp_internals
+from aioflow.pools import _billiard_internals, _mp_start
 
 
 @pytest.mark.parametrize("pool_type", ["multiprocessing", "ndmultiprocessing"])
@@ -23,7 +23,7 @@ from aioflow.pools import _billiard_internals, _mp_internals
 def test_a_multiprocessing_pool_refuses_a_python_it_was_not_written_for(
     monkeypatch: pytest.MonkeyPatch, pool_type: str, running: tuple[str, tuple[int, ...]], found: str
 ) -> None:
-    monkeypatch.setattr(_mp_internals, "_running_version", lambda: running)
+    monkeypatch.setattr(_mp_start, "_running_version", lambda: running)
     with pytest.raises(aioflow.PoolError) as info:
         aioflow.open_pool(pool_type)
     message = str(info.value)

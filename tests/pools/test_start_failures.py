@@ -272,12 +272,12 @@ def test_on_a_python_it_was_not_written_for_a_worker_starts_as_the_stdlib_starts
     import multiprocessing.popen_forkserver
     import multiprocessing.popen_spawn_posix
 
-    from aioflow.pools import _mp_internals
+    from aioflow.pools import _mp_start
 
     stdlib = {"spawn": multiprocessing.popen_spawn_posix.Popen, "forkserver": multiprocessing.popen_forkserver.Popen}
-    for running, overridden in [(("cpython", (3, 99, 0)), False), (_mp_internals._running_version(), True)]:
-        monkeypatch.setattr(_mp_internals, "_running_version", lambda running=running: running)
-        process = _mp_internals.start_context(method).Process(target=int)
+    for running, overridden in [(("cpython", (3, 99, 0)), False), (_mp_start._running_version(), True)]:
+        monkeypatch.setattr(_mp_start, "_running_version", lambda running=running: running)
+        process = _mp_start.start_context(method).Process(target=int)
         process.start()
         process.join(HANG_LIMIT)
         assert process.exitcode == 0
