@@ -68,6 +68,30 @@ def test_a_thread_pool_execution_imports_no_multiprocessing() -> None:
         assert lib not in modules, lib
 
 
+def test_a_forked_process_pool_run_imports_no_other_start_method() -> None:
+    """A run on the process pool with fork imports neither spawn's nor the fork server's machinery, nor the other pools'."""
+    code = (
+        "import sys, json, aioflow\n"
+        "graph = {'graph': {'id': 'one'}, 'nodes': [{'id': 'a', 'task_type': 'method',"
+        " 'task_identifier': 'operator.neg', 'default_inputs': [{'name': 0, 'value': 2}]}], 'links': []}\n"
+        "result = aioflow.execute_graph(graph, pool_type='process', context='fork', max_workers=1)\n"
+        "assert result == {'return_value': -2}, result\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    modules = set(json.loads(out))
+    for name in (
+        "multiprocessing.popen_spawn_posix",
+        "multiprocessing.popen_forkserver",
+        "multiprocessing.pool",
+        "aioflow.pools._mp_start",
+        "aioflow.pools._mp_internals",
+        "aioflow.pools._multiprocessing",
+        "aioflow.scheduler._plan",
+    ):
+        assert name not in modules, name
+
+
 def test_worker_lost_error_is_imported_on_first_use() -> None:
     """aioflow.WorkerLostError (a BrokenProcessPool) imports the stdlib's process module only when asked for."""
     code = (

@@ -9,6 +9,11 @@ forever (``spawn``, when the data outgrow a pipe's buffer) or raise
 Python this module was not written for, those classes start as the stdlib's
 do: the ``process``, ``ndprocess`` and ``billiard`` pools open on any version.
 
+`NonDaemonic` is the mixin of the worker processes that are never daemonic
+(``ndprocess``, ``ndmultiprocessing``), whatever the pool assigns, so that
+their tasks may start processes and pools; `non_daemonic_context` gives
+their multiprocessing context per start method.
+
 This module is apart from `aioflow.pools._mp_internals` (the overrides of
 ``multiprocessing.Pool`` the ``multiprocessing`` pools need) so that a
 ``process`` pool, and each worker it spawns, imports only this: ``fork``
@@ -51,7 +56,15 @@ from typing import Any
 
 from .._errors import PoolError
 
-__all__ = ["SUPPORTED", "ForkServerProcess", "SpawnProcess", "check_supported", "start_context"]
+__all__ = [
+    "SUPPORTED",
+    "ForkServerProcess",
+    "NonDaemonic",
+    "SpawnProcess",
+    "check_supported",
+    "non_daemonic_context",
+    "start_context",
+]
 
 #: The CPython versions (major, minor) whose multiprocessing internals this module and `aioflow.pools._mp_internals` were written for.
 SUPPORTED = ((3, 11), (3, 12), (3, 13))
@@ -208,3 +221,78 @@ def start_context(method: str | None) -> Any:
     """
     name = method or multiprocessing.get_start_method()
     return _CONTEXTS.get(name) or multiprocessing.get_context(name)
+
+
+# --------------------------------------------------------------------------- non-daemonic workers
+
+
+class NonDaemonic:
+    """Mixin for a ``multiprocessing`` process class: the process is never daemonic.
+
+    A daemonic process may not start processes of its own
+    (``daemonic processes are not allowed to have children``). `multiprocessing.Pool` sets ``daemon = True`` on
+    every worker; here the assignment is ignored, and ``_config``, which the
+    child inherits and which ``Process.start`` checks there, keeps
+    ``daemon=False``.
+    """
+
+    _config: dict[str, Any]
+
+    @property
+    def daemon(self) -> bool:
+        """Always ``False``."""
+        return False
+
+    @daemon.setter
+    def daemon(self, daemonic: bool) -> None:
+        self._config["daemon"] = False
+
+
+# Module-level classes, one per start method: spawn and forkserver pickle the
+# process object by its class's qualified name.
+class NonDaemonicForkProcess(NonDaemonic, multiprocessing.context.ForkProcess):
+    """A forked process that is never daemonic."""
+
+
+class NonDaemonicSpawnProcess(NonDaemonic, SpawnProcess):
+    """A spawned process that is never daemonic."""
+
+
+class NonDaemonicForkServerProcess(NonDaemonic, ForkServerProcess):
+    """A process started by the fork server that is never daemonic."""
+
+
+class _NonDaemonicForkContext(multiprocessing.context.ForkContext):
+    Process = NonDaemonicForkProcess
+
+
+class _NonDaemonicSpawnContext(multiprocessing.context.SpawnContext):
+    Process = NonDaemonicSpawnProcess
+
+
+class _NonDaemonicForkServerContext(multiprocessing.context.ForkServerContext):
+    Process = NonDaemonicForkServerProcess
+
+
+_NON_DAEMONIC_CONTEXTS: dict[str, multiprocessing.context.BaseContext] = {
+    "fork": _NonDaemonicForkContext(),
+    "spawn": _NonDaemonicSpawnContext(),
+    "forkserver": _NonDaemonicForkServerContext(),
+}
+
+
+def non_daemonic_context(method: str | None = None) -> Any:
+    """The multiprocessing context of start method ``method`` whose processes (its ``Process``) are never daemonic.
+
+    Args:
+        method: ``spawn``, ``fork`` or ``forkserver``; ``None``: the platform default.
+
+    Raises:
+        ValueError: the start method is not available here.
+    """
+    name = method or multiprocessing.get_start_method()
+    try:
+        return _NON_DAEMONIC_CONTEXTS[name]
+    except KeyError:
+        msg = f"cannot find context for {name!r}"
+        raise ValueError(msg) from None

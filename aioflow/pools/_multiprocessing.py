@@ -122,6 +122,7 @@ from ._base import Pool
 from ._futures import settle
 from ._lifecycle import worker_initializer
 from ._mp_internals import IDLE, TAKING, PipedPool, check_supported, weak_call
+from ._mp_start import non_daemonic_context
 from ._outcomes import (
     BrokenMultiprocessingPool,
     Inbox,
@@ -131,7 +132,7 @@ from ._outcomes import (
     not_loadable,
     unpack_error,
 )
-from ._wire import Sealed, clarify_daemonic, dump_outcome, dumps, load_call, non_daemonic_context
+from ._wire import Sealed, clarify_daemonic, dump_outcome, dumps, load_call
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -272,7 +273,7 @@ class _Worker:
 
 
 class _NonDaemonicPipedPool(PipedPool):
-    """A `PipedPool` whose workers are never daemonic (`aioflow.pools._wire.NonDaemonic`): tasks may start processes."""
+    """A `PipedPool` whose workers are never daemonic (`aioflow.pools._mp_start.NonDaemonic`): tasks may start processes."""
 
     @staticmethod
     def _new_process(ctx: Any, *args: Any, **kwds: Any) -> Any:

@@ -12,7 +12,7 @@ process. That is an implementation detail, not a documented promise, and it
 did not hold before 3.9 (workers were made daemonic). This pool
 makes the guarantee explicit: its executor gets a multiprocessing context
 whose ``Process`` class reports ``daemon=False`` and ignores any attempt to set
-it, whatever the Python version (`aioflow.pools._wire.non_daemonic_context`,
+it, whatever the Python version (`aioflow.pools._mp_start.non_daemonic_context`,
 whose processes the ``ndmultiprocessing`` pool's workers are too).
 
 Actors and ownership are those of `ProcessPool`, which this pool inherits
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._mp_start import non_daemonic_context
 from ._process import ProcessPool
-from ._wire import non_daemonic_context
 
 __all__ = ["NonDaemonicProcessPool"]
 

@@ -21,12 +21,12 @@ docstring says how no process a task starts outlives its worker.
 
 from __future__ import annotations
 
+import multiprocessing
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import OptionError
 from ._base import Pool
 from ._futures import Owned
-from ._mp_start import start_context
 from ._workers import WorkerProcessExecutor
 
 if TYPE_CHECKING:
@@ -91,8 +91,17 @@ class ProcessPool(Pool):
         return self.options.context
 
     def _mp_context(self) -> Any:
-        """The multiprocessing context the workers start from (a worker that dies as it starts is a dead worker)."""
-        return start_context(self._start_method())
+        """The multiprocessing context the workers start from (a worker that dies as it starts is a dead worker).
+
+        ``fork`` is the stdlib's: a forked child has no start-up data to die
+        reading, and a run on it imports none of the other start methods.
+        """
+        method = self._start_method() or multiprocessing.get_start_method()
+        if method == "fork":
+            return multiprocessing.get_context("fork")
+        from ._mp_start import start_context
+
+        return start_context(method)
 
     def bind(self, executor: concurrent.futures.Executor, owner: object, fn: Callable[..., T]) -> Callable[..., T]:
         return Owned(owner, fn)

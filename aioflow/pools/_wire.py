@@ -3,7 +3,8 @@
 The ``process``, ``ndprocess``, ``multiprocessing``, ``ndmultiprocessing``
 and ``billiard`` pools each move calls to worker processes in their own way
 (a pipe per worker, `multiprocessing.Pool`'s task queue, billiard's jobs),
-but what a worker sends back, and what its process is, are the same for all:
+but what a worker sends back is the same for all (what its process is, and
+how it starts, is `aioflow.pools._mp_start`'s):
 
 - `dump_outcome`: a call's outcome as its worker sends it, ``(*head, ok,
   value)`` pickled. ``head`` is what the pool's messages carry before it (a
@@ -19,11 +20,6 @@ but what a worker sends back, and what its process is, are the same for all:
   to the worker; `Sealed`: a call pickled ahead of time, for a pool whose own machinery
   pickles its jobs: the worker gets bytes, which it loads itself once it has
   said that it took the call. A call it cannot load fails that call alone.
-- `NonDaemonic`: the mixin of the worker processes that are never daemonic
-  (``ndprocess``, ``ndmultiprocessing``), whatever the pool assigns, so that
-  their tasks may start processes and pools; `non_daemonic_context` gives
-  their multiprocessing context per start method. ``spawn`` and
-  ``forkserver`` workers start as `aioflow.pools._mp_internals` starts them.
 - `clarify_daemonic`: a daemonic worker's task that starts a
   ``multiprocessing`` process fails with the stdlib's terse assertion
   ("daemonic processes are not allowed to have children"); the worker sends
@@ -37,13 +33,10 @@ highest protocol.
 from __future__ import annotations
 
 import io
-import multiprocessing
-import multiprocessing.context
 import pickle
 from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any
 
-from ._mp_start import ForkServerProcess, SpawnProcess
 from ._outcomes import pack_error
 
 if TYPE_CHECKING:
@@ -51,14 +44,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DAEMONIC_ASSERTION",
-    "NonDaemonic",
     "Sealed",
     "clarify_daemonic",
     "dump_call",
     "dump_outcome",
     "dumps",
     "load_call",
-    "non_daemonic_context",
 ]
 
 
@@ -153,78 +144,3 @@ def clarify_daemonic(exc: BaseException, pool_name: str) -> BaseException:
     clear = RuntimeError(msg)
     clear.__cause__ = exc
     return clear
-
-
-# --------------------------------------------------------------------------- non-daemonic workers
-
-
-class NonDaemonic:
-    """Mixin for a ``multiprocessing`` process class: the process is never daemonic.
-
-    A daemonic process may not start processes of its own
-    (`DAEMONIC_ASSERTION`). `multiprocessing.Pool` sets ``daemon = True`` on
-    every worker; here the assignment is ignored, and ``_config``, which the
-    child inherits and which ``Process.start`` checks there, keeps
-    ``daemon=False``.
-    """
-
-    _config: dict[str, Any]
-
-    @property
-    def daemon(self) -> bool:
-        """Always ``False``."""
-        return False
-
-    @daemon.setter
-    def daemon(self, daemonic: bool) -> None:
-        self._config["daemon"] = False
-
-
-# Module-level classes, one per start method: spawn and forkserver pickle the
-# process object by its class's qualified name.
-class NonDaemonicForkProcess(NonDaemonic, multiprocessing.context.ForkProcess):
-    """A forked process that is never daemonic."""
-
-
-class NonDaemonicSpawnProcess(NonDaemonic, SpawnProcess):
-    """A spawned process that is never daemonic."""
-
-
-class NonDaemonicForkServerProcess(NonDaemonic, ForkServerProcess):
-    """A process started by the fork server that is never daemonic."""
-
-
-class _NonDaemonicForkContext(multiprocessing.context.ForkContext):
-    Process = NonDaemonicForkProcess
-
-
-class _NonDaemonicSpawnContext(multiprocessing.context.SpawnContext):
-    Process = NonDaemonicSpawnProcess
-
-
-class _NonDaemonicForkServerContext(multiprocessing.context.ForkServerContext):
-    Process = NonDaemonicForkServerProcess
-
-
-_CONTEXTS: dict[str, multiprocessing.context.BaseContext] = {
-    "fork": _NonDaemonicForkContext(),
-    "spawn": _NonDaemonicSpawnContext(),
-    "forkserver": _NonDaemonicForkServerContext(),
-}
-
-
-def non_daemonic_context(method: str | None = None) -> Any:
-    """The multiprocessing context of start method ``method`` whose processes (its ``Process``) are never daemonic.
-
-    Args:
-        method: ``spawn``, ``fork`` or ``forkserver``; ``None``: the platform default.
-
-    Raises:
-        ValueError: the start method is not available here.
-    """
-    name = method or multiprocessing.get_start_method()
-    try:
-        return _CONTEXTS[name]
-    except KeyError:
-        msg = f"cannot find context for {name!r}"
-        raise ValueError(msg) from None

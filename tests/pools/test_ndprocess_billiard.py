@@ -15,7 +15,7 @@ from graphs import method_node
 
 import aioflow
 from aioflow.pools._billiard import BilliardExecutor
-from aioflow.pools._wire import non_daemonic_context
+from aioflow.pools._mp_start import non_daemonic_context
 
 HERE = Path(__file__).resolve().parent
 CONTEXTS = multiprocessing.get_all_start_methods()
