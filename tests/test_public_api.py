@@ -26,11 +26,26 @@ def test_reexported_classes_show_the_public_path() -> None:
     assert aioflow.Graph.__module__ == "aioflow"
 
 
+def _modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter has imported once it has run ``code`` after ``import aioflow``."""
+    script = f"import sys, json, aioflow\n{code}\nprint(json.dumps(sorted(sys.modules)))\n"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out))
+
+
+def _run_one_node(**options: object) -> str:
+    """Code that runs a one-node graph with ``options`` and checks its result."""
+    return (
+        "graph = {'graph': {'id': 'one'}, 'nodes': [{'id': 'a', 'task_type': 'method',"
+        " 'task_identifier': 'operator.neg', 'default_inputs': [{'name': 0, 'value': 2}]}], 'links': []}\n"
+        f"result = aioflow.execute_graph(graph, **{options!r})\n"
+        "assert result == {'return_value': -2}, result"
+    )
+
+
 def test_import_loads_no_optional_library() -> None:
     """import aioflow imports none of the optional or heavy libraries."""
-    code = "import sys, json, aioflow; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    modules = set(json.loads(out))
+    modules = _modules_after("")
     for lib in (
         "uvloop",
         "yaml",
@@ -55,31 +70,14 @@ def test_import_loads_no_optional_library() -> None:
 
 def test_a_thread_pool_execution_imports_no_multiprocessing() -> None:
     """A run on the thread pool needs no process machinery: it imports neither multiprocessing nor psutil."""
-    code = (
-        "import sys, json, aioflow\n"
-        "graph = {'graph': {'id': 'one'}, 'nodes': [{'id': 'a', 'task_type': 'method',"
-        " 'task_identifier': 'operator.neg', 'default_inputs': [{'name': 0, 'value': 2}]}], 'links': []}\n"
-        "assert aioflow.execute_graph(graph, pool_type='thread') == {'return_value': -2}\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    modules = set(json.loads(out))
+    modules = _modules_after(_run_one_node(pool_type="thread"))
     for lib in ("multiprocessing", "concurrent.futures.process", "psutil", "billiard"):
         assert lib not in modules, lib
 
 
 def test_a_forked_process_pool_run_imports_no_other_start_method() -> None:
     """A run on the process pool with fork imports neither spawn's nor the fork server's machinery, nor the other pools'."""
-    code = (
-        "import sys, json, aioflow\n"
-        "graph = {'graph': {'id': 'one'}, 'nodes': [{'id': 'a', 'task_type': 'method',"
-        " 'task_identifier': 'operator.neg', 'default_inputs': [{'name': 0, 'value': 2}]}], 'links': []}\n"
-        "result = aioflow.execute_graph(graph, pool_type='process', context='fork', max_workers=1)\n"
-        "assert result == {'return_value': -2}, result\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    modules = set(json.loads(out))
+    modules = _modules_after(_run_one_node(pool_type="process", context="fork", max_workers=1))
     for name in (
         "multiprocessing.popen_spawn_posix",
         "multiprocessing.popen_forkserver",
