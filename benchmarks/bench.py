@@ -646,6 +646,24 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def precompile() -> None:
+    """Compile the aioflow that measurement processes import (and benchmarks/) to bytecode, once, before measuring.
+
+    A user's interpreter loads aioflow's modules from ``__pycache__`` (pip
+    compiles a package as it installs it; an editable checkout writes its
+    bytecode on first import). Where ``PYTHONDONTWRITEBYTECODE`` is set, every
+    fresh measurement process would compile from source instead, and a
+    first-call figure would measure the compiler. ``compileall`` writes the
+    bytecode whatever that variable says.
+    """
+    code = (
+        "import compileall, os, aioflow\n"
+        "compileall.compile_dir(os.path.dirname(aioflow.__file__), quiet=1)\n"
+        f"compileall.compile_dir({str(HERE)!r}, quiet=1, maxlevels=0)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env=child_env(), check=True, timeout=DEFAULT_TIMEOUT)
+
+
 def _run_process(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str, str, float]:
     """Run a process in its own session; kill the whole group on timeout or when it leaves workers behind.
 
@@ -999,6 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks; return the exit code (1 when a measurement crashed)."""
     args = parse_args(argv)
     if args.profile:
+        precompile()
         return profile(args.profile, args.pool, args.top, args.timeout, args.profile_out)
 
     sizes = SMOKE if args.smoke else FULL
@@ -1011,6 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     t_start = time.perf_counter()
+    precompile()
     cpu_iters, cpu_s = benchtasks.calibrate_cpu(sizes.cpu_task_s)
     try:
         import uvloop  # noqa: F401 - only checks that it is installed
