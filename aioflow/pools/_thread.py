@@ -5,8 +5,10 @@ Data flow: ``submit`` queues the call and wakes the most recently idle thread
 which ``submit`` releases, as in trio's thread cache); with no idle thread it
 starts a new one (up to ``max_workers``), or else the call waits for the
 next thread that finishes. A thread takes the oldest queued call, so calls
-start in the order they were submitted, whichever thread runs first: two
-firings of one node submitted back to back never start the wrong way round.
+are taken in the order they were submitted, whichever thread runs first, and
+each runs as soon as it is taken: two firings of one node submitted back to
+back start in that order unless the system suspends the first thread between
+taking its call and starting it.
 A thread counts as idle as soon as its call has
 returned, before it resolves the call's future: a call submitted from the
 future's done-callback, or once its result is in, goes to that same thread,
@@ -324,8 +326,8 @@ class _ThreadExecutor(concurrent.futures.Executor):
     def _free(self, worker: _Worker) -> _WorkItem | None:
         """``worker`` has no call: the oldest one queued, or none, and it is idle (or exits after a shutdown).
 
-        Calls start in the order they were submitted: whichever thread comes
-        here first takes the oldest, whichever thread ``submit`` woke.
+        Calls are taken in the order they were submitted: whichever thread
+        comes here first takes the oldest, whichever thread ``submit`` woke.
         """
         with self._lock:
             if self._pending:

@@ -153,8 +153,6 @@ def _open(pool_type: str, idle_timeout: float | None) -> aioflow.Pool:
 
 @pytest.fixture(params=POOLS)
 def pool_type(request: pytest.FixtureRequest) -> str:
-    if request.param == "billiard":
-        pytest.importorskip("billiard")
     return str(request.param)
 
 

@@ -156,25 +156,27 @@ def test_a_diamond_sends_the_join_once_with_its_links_in_link_order() -> None:
     assert plan.adopt("d") == "ahead:d"
 
 
-def test_a_join_is_sent_once_its_last_predecessor_is_in_the_pool() -> None:
-    """a -> b -> d and c -> d, a and c start nodes: d waits until c's call is in the pool."""
-    doc = graph("a b c d", link("a", "b"), link("b", "d", "l"), link("c", "d", "r"))
+def _b_ahead_then_c_submitted(doc: dict[str, Any]) -> tuple[ExecutionState, Planner, Firing]:
+    """Start nodes a and c of ``doc``: a is submitted and b sent ahead behind it, then c is submitted."""
     state, plan = planned(doc)
     fa, fc = state.start()
     submit(plan, fa)
     assert send_all(plan) == [Send("b", (from_(0),), ("call:a",), False)]
     submit(plan, fc)
+    return state, plan, fc
+
+
+def test_a_join_is_sent_once_its_last_predecessor_is_in_the_pool() -> None:
+    """a -> b -> d and c -> d, a and c start nodes: d waits until c's call is in the pool."""
+    doc = graph("a b c d", link("a", "b"), link("b", "d", "l"), link("c", "d", "r"))
+    _, plan, _ = _b_ahead_then_c_submitted(doc)
     assert send_all(plan) == [Send("d", (from_(0, "l"), from_(1, "r")), ("ahead:b", "call:c"), False)]
 
 
 def test_a_join_takes_the_data_it_knows_and_chains_the_rest() -> None:
     """d's predecessor c already succeeded: its link data goes into the call, in link order; b's is chained."""
     doc = graph("a b c d", link("c", "d", "r"), link("a", "b"), link("b", "d", "l"))
-    state, plan = planned(doc)
-    fa, fc = state.start()
-    submit(plan, fa)
-    assert send_all(plan) == [Send("b", (from_(0),), ("call:a",), False)]
-    submit(plan, fc)
+    state, plan, fc = _b_ahead_then_c_submitted(doc)
     assert succeed(state, plan, fc, "call:c", 7) == []
     assert send_all(plan) == [Send("d", ({"r": 7}, from_(0, "l")), ("ahead:b",), False)]
 
@@ -182,11 +184,7 @@ def test_a_join_takes_the_data_it_knows_and_chains_the_rest() -> None:
 def test_a_join_behind_a_failed_predecessor_is_not_sent() -> None:
     """a -> b -> d and c -> d: c failed before the planner looked at its links; d never fires, so it is not sent."""
     doc = graph("a b c d", link("a", "b"), link("b", "d", "l"), link("c", "d", "r"))
-    state, plan = planned(doc)
-    fa, fc = state.start()
-    submit(plan, fa)
-    assert send_all(plan) == [Send("b", (from_(0),), ("call:a",), False)]
-    submit(plan, fc)
+    state, plan, fc = _b_ahead_then_c_submitted(doc)
     assert plan.failed("c", "call:c") == []
     assert state.failed(fc, RuntimeError("c")) == []
     assert send_all(plan) == []
