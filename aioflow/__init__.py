@@ -16,7 +16,7 @@ checks it, docs/design.md describes it):
 used: the exceptions at once (they are cheap, and unpickling one must not
 import the engine), everything else on first access (PEP 562). A worker
 process that imports ``aioflow.pools._workers`` or ``aioflow._tasks`` does
-not pay for the scheduler, the graph loader or anyio.
+not pay for the scheduler or the graph loader.
 """
 
 from __future__ import annotations

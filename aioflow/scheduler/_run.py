@@ -1,9 +1,9 @@
-"""`execute_graph_async`: drive one execution inside an anyio task group.
+"""`execute_graph_async`: drive one execution on the running asyncio loop.
 
 Actors:
 
-- the *driver* (`_Execution._drive`), one task in the execution's task
-  group: it offloads every ready firing with ``loop.run_in_executor`` onto the
+- the *driver* (`_Execution._drive`), the coroutine the calling task
+  awaits (inside the execution's deadline, ``asyncio.timeout``): it offloads every ready firing with ``loop.run_in_executor`` onto the
   pool (at most a window of them at once), then awaits completions;
 - the executor's *done-callbacks* (`_Execution._on_done`), run by the event
   loop when a call finishes: they queue the finished future and wake the
@@ -32,11 +32,12 @@ instead of running it, observe every event, and may build the results. The
 hooks a task kind needs come from the task-kind registry (`aioflow._kinds`),
 which is all this module knows of kinds: it names none.
 
-Stopping: a failed node (with ``raise_on_error``), an exceeded loop limit, a
-timeout, or a cancellation from outside (Ctrl-C included) cancels the task
-group. Calls still in the pool are then cancelled (queued ones) or stopped by
+Stopping: a failed node (with ``raise_on_error``) or an exceeded loop limit
+makes the driver return; the timeout, or a cancellation from outside (Ctrl-C,
+an enclosing ``asyncio.timeout`` or anyio cancel scope), cancels it where it
+waits. Calls still in the pool are then cancelled (queued ones) or stopped by
 `Pool.aabort` (running ones: workers killed, threads interrupted), shielded
-from cancellation, before the error is raised. A pool opened here is closed
+from cancellation (`aioflow.scheduler._shield`), before the error is raised. A pool opened here is closed
 here, in every outcome; a pool bound to an event loop (``dask``) lives on this
 execution's loop (`Pool.scope_to_running_loop`), since nothing else uses it.
 """
@@ -51,8 +52,6 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-
-import anyio
 
 from .._errors import (
     AioflowError,
@@ -75,6 +74,7 @@ from ..pools import Pool
 from ..pools._options import PoolSpec, takes_pool_keywords
 from ._hooks import EventCallback, ExecutionHooks, HookSet, Step
 from ._outputs import select_results, selected_nodes, validate_outputs
+from ._shield import shielded
 from ._state import ExecutionState, Firing, IterationLimitReached
 
 if TYPE_CHECKING:
@@ -176,8 +176,7 @@ async def execute_graph_async(
             owned.scope_to_running_loop()
             return await execution.run(owned)
         finally:
-            with anyio.CancelScope(shield=True):
-                await owned.aclose()
+            await shielded(owned.aclose())
 
 
 # What load_options may hold: load_graph's keywords, but inputs (an argument of its own).
@@ -373,7 +372,6 @@ class _Execution:
         self._answering = bool(hooks.answering)
         # What the hooks give each node's calls (`ExecutionHooks.call_context`).
         self._contexts = hooks.call_contexts(graph)
-        self._task_group: anyio.abc.TaskGroup | None = None
         self._pool: Pool | None = None
         self._ready: deque[Firing] = deque()
         self._inflight: dict[_Call, _InFlight] = {}
@@ -440,10 +438,9 @@ class _Execution:
             self._stop(exc)
 
     def _stop(self, reason: BaseException | _NodeFailed) -> None:
+        """Stop the execution early: the driver returns once the call it handles is handled."""
         if self._stop_reason is None:
             self._stop_reason = reason
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
 
     async def run(self, pool: Pool) -> Results:
         """Run the graph on ``pool``; see `execute_graph_async` for what it raises.
@@ -489,13 +486,15 @@ class _Execution:
             self._plan = AheadPlanner.for_run(self.state, own_runner, pool.keeps_results_remote)
         self._emit("graph.started", total=len(self.graph.nodes))
         timed_out = False
+        deadline = asyncio.timeout(self.timeout)
         try:
-            with anyio.move_on_after(self.timeout) as deadline:
-                async with anyio.create_task_group() as tg:
-                    self._task_group = tg
-                    if self._stop_reason is None:  # on_event may already have failed
-                        tg.start_soon(self._drive)
-            timed_out = deadline.cancelled_caught
+            async with deadline:
+                if self._stop_reason is None:  # on_event may already have failed
+                    await self._drive()
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # not the deadline's: a bug, raised as an internal error by `run`
+            timed_out = True
         finally:
             self._over = True
             if self._inflight:
@@ -506,13 +505,12 @@ class _Execution:
                     future.cancel()
                     pool.leave(self)
                 self._inflight.clear()
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await pool.aabort(self)
-                    except KeyboardInterrupt:
-                        # A second Ctrl-C must not skip the stop: finish it here.
-                        pool.abort(self)
-                        raise
+                try:
+                    await shielded(pool.aabort(self))
+                except KeyboardInterrupt:
+                    # A second Ctrl-C must not skip the stop: finish it here.
+                    pool.abort(self)
+                    raise
         if self._plan is not None and self.state.on_workers:
             await self._fetch_kept(self._plan)
         self._emit("graph.finished")
@@ -532,23 +530,29 @@ class _Execution:
         if not wanted:
             return
         where_kept = plan.on_workers
+        pool = self._pool
         failures: dict[NodeId, BaseException] = {}
-        with anyio.CancelScope(shield=True), anyio.move_on_after(_FETCH_TIMEOUT) as scope:
+
+        async def fetch() -> list[Any]:
             try:
-                values = await self._pool.afetch([where_kept[nid].call.result() for nid in wanted])
+                return await pool.afetch([where_kept[nid].call.result() for nid in wanted])
             except Exception:
                 values = []
                 for nid in wanted:  # which one is it?
                     placed = where_kept[nid]
                     try:
-                        values.extend(await self._pool.afetch([placed.call.result()]))
+                        values.extend(await pool.afetch([placed.call.result()]))
                     except Exception as exc:
                         values.append(None)
                         where = f"graph {self.graph.id!r}: node {nid!r}"
-                        failures[nid] = self._pool.translate(exc, placed.executor, where, node_id=nid)
-        if scope.cancelled_caught:
+                        failures[nid] = pool.translate(exc, placed.executor, where, node_id=nid)
+                return values
+
+        try:
+            values = await shielded(asyncio.wait_for(fetch(), _FETCH_TIMEOUT))
+        except TimeoutError:
             lost = PoolError(
-                f"graph {self.graph.id!r}: the {self._pool.name!r} pool did not return the outputs "
+                f"graph {self.graph.id!r}: the {pool.name!r} pool did not return the outputs "
                 f"it kept on its workers within {_FETCH_TIMEOUT:g} s"
             )
             failures = dict.fromkeys(wanted, lost)
@@ -594,6 +598,8 @@ class _Execution:
             self._submit_ready(loop)
             if plan is not None:
                 self._send_ahead(plan)
+            if self._stop_reason is not None:
+                return
             if not self._inflight:
                 return  # nothing runs and nothing is ready: the execution is over
             if not self._completed:

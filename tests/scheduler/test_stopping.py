@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import anyio
@@ -63,6 +64,18 @@ async def test_cancellation_stops_running_tasks(execute: ExecuteFn) -> None:
             await anyio.sleep(0.2)  # let the task reach its worker
             scope.cancel()
     assert scope.cancelled_caught
+
+
+async def test_an_enclosing_asyncio_timeout_stops_running_tasks(execute: ExecuteFn) -> None:
+    """A native cancellation (the caller's ``asyncio.timeout``) stops the workers before it propagates."""
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(TimeoutError) as info:
+        async with asyncio.timeout(1.0):
+            await execute(slow_graph())
+    assert not isinstance(info.value, ExecutionTimeoutError)  # the caller's timeout, not the execution's
+    assert loop.time() - t0 < 30  # the 60 s nodes were stopped
+    # The autouse leak check verifies that the workers are gone.
 
 
 def test_open_pool_as_a_sync_context_manager() -> None:
