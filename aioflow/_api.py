@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .pools._options import takes_pool_keywords
 from .scheduler import execute_graph_async as _execute
 from .scheduler import run_execution
+from .scheduler._sync import loop_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -133,7 +134,8 @@ def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> 
 
     Args:
         graph: a `Graph`, or anything `aioflow.load_graph` accepts.
-        uvloop: use uvloop when installed (``None``), always (``True``), or never (``False``).
+        uvloop: use uvloop when installed (``None``: for a graph of 100 nodes or more, or one
+            given as a file or a string), always (``True``), or never (``False``).
         **options: the keyword arguments of `execute_graph_async`.
     """
-    return run_execution(lambda: execute_graph_async(graph, **options), options, uvloop=uvloop)
+    return run_execution(lambda: execute_graph_async(graph, **options), options, uvloop=loop_for(graph, uvloop))

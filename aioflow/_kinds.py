@@ -25,7 +25,6 @@ The paths are resolved by `resolve`, once per process.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -42,8 +41,7 @@ class Extra(NamedTuple):
     package: str
 
 
-@dataclass(frozen=True, slots=True)
-class TaskKind:
+class TaskKind(NamedTuple):
     """What the engine and the workers need to know of one ``task_type``.
 
     Attributes:

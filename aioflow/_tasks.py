@@ -21,19 +21,16 @@ module once.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import inspect
 import os
-import shlex
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._errors import TaskInputError
 from ._kinds import resolve, task_kind
@@ -58,8 +55,12 @@ __all__ = [
 _SCRIPT_WAIT_SLICE = 0.2
 
 
-@dataclass(frozen=True, slots=True)
-class TaskCall:
+# The records that cross to the workers are named tuples: they pickle by
+# position (no field lookups per call), and defining one costs an import a
+# seventh of a frozen dataclass's.
+
+
+class TaskCall(NamedTuple):
     """Everything a worker needs to run one node once.
 
     Attributes:
@@ -93,26 +94,8 @@ class TaskCall:
         """What a pool names the call after (a Dask key's prefix): the task it runs, ``task_identifier``."""
         return self.task_identifier
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # The fields by position: a third of the time of a slotted dataclass's
-        # default pickling, which looks its fields up on every call.
-        return (
-            TaskCall,
-            (
-                self.node_id,
-                self.label,
-                self.task_type,
-                self.task_identifier,
-                self.inputs,
-                self.context,
-                self.runner,
-                self.input_tags,
-            ),
-        )
 
-
-@dataclass(frozen=True, slots=True)
-class TaskOutcome:
+class TaskOutcome(NamedTuple):
     """A task's outputs with a token per output, for the tasks that have them.
 
     A token is what a downstream task needs to know about where an input came
@@ -125,9 +108,6 @@ class TaskOutcome:
 
     outputs: dict[Any, Any]
     tags: dict[Any, Any]
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (TaskOutcome, (self.outputs, self.tags))
 
 
 def run_task(call: TaskCall) -> dict[Any, Any] | TaskOutcome:
@@ -158,8 +138,7 @@ def link_data(
     return data
 
 
-@dataclass(frozen=True, slots=True)
-class ChainedCall:
+class ChainedCall(NamedTuple):
     """A `TaskCall` whose link inputs come from calls that have not finished when it is sent.
 
     A pool that chains calls (`aioflow.pools.Pool.chains_calls`) runs it
@@ -183,9 +162,6 @@ class ChainedCall:
     def call_name(self) -> Any:
         """What a pool names the call after: that of its `TaskCall`."""
         return self.call.task_identifier
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ChainedCall, (self.call, self.parts))
 
 
 def run_chained(chained: ChainedCall, *upstream: dict[Any, Any]) -> dict[Any, Any] | TaskOutcome:
@@ -276,6 +252,8 @@ def _import_file(path: str) -> Any:
     if not resolved.is_file():
         msg = f"cannot import from {path!r}: no such file"
         raise ImportError(msg)
+    import hashlib  # here, as shlex below: only a task file or script needs them
+
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:12]
     name = f"aioflow_task_file_{resolved.stem}_{digest}"
     with _FILE_IMPORT_LOCK:
@@ -395,6 +373,8 @@ def _script_command(identifier: str, inputs: Mapping[Any, Any]) -> list[str]:
         else:
             command = ["bash", str(path)]
     else:
+        import shlex
+
         command = shlex.split(identifier) if identifier.strip() else []
         if not command:
             msg = "script task has an empty command"

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CHILD = HERE / "child.py"
+COLD_CHILD = HERE / "cold_child.py"
+RAW_CLI = HERE / "raw_cli.py"
 # New runs go to runs/ (ignored by git); results/ keeps the runs the docs cite, copied there by hand.
 RESULTS_DIR = HERE / "runs"
 
@@ -264,6 +266,25 @@ def interpreter(module: str | None) -> Measure:
     return Measure.of(label, kind="import", module=module)
 
 
+#: The kinds measured ``--import-runs`` times (fresh interpreters, a few
+#: tens of milliseconds each, noisier than the longer runs).
+SHORT_KINDS = ("import", "cold", "cli")
+
+
+def cold(engine: str, workload: str, pool: str, context: str | None = None) -> Measure:
+    """A first call in a fresh interpreter, the engine's imports included (`cold_child.py`)."""
+    name = "aioflow" if engine == "aioflow" else "raw floor"
+    where = f"{pool} {context}" if context else pool
+    label = f"{name} first call {where} x2 {workload} (imports included)"
+    return Measure.of(label, kind="cold", engine=engine, workload=workload, pool=pool, context=context or "-")
+
+
+def cli(engine: str, workload: str, pool: str) -> Measure:
+    """A whole process running a graph file and printing its results: ``aioflow run``, or `raw_cli.py`."""
+    label = f"aioflow run --pool {pool} {workload}" if engine == "aioflow" else f"raw_cli.py {pool} {workload}"
+    return Measure.of(f"{label} (whole process)", kind="cli", engine=engine, workload=workload, pool=pool)
+
+
 # ----------------------------------------------------------------------- rows
 
 
@@ -424,6 +445,9 @@ def build_rows(sizes: Sizes, cpu_iters: int, *, uvloop: bool) -> list[Row]:
         )
     )
 
+    import aioflow
+
+    rows.extend(cold_rows(aioflow.available_pools()))
     rows.extend(pool_rows(sizes, cpu_iters))
     rows.extend(executor_rows(sizes))
 
@@ -439,6 +463,41 @@ def build_rows(sizes: Sizes, cpu_iters: int, *, uvloop: bool) -> list[Row]:
             )
             for w in thread_workloads[:2]
         )
+    return rows
+
+
+def cold_rows(available: Iterable[str]) -> list[Row]:
+    """The rows of first calls; their names start with ``cold:``.
+
+    Each side runs in a fresh interpreter and its clock starts before its
+    first import: ``import aioflow`` and the first ``execute_graph`` against
+    ``import asyncio, concurrent.futures`` and the raw floor's first run
+    (`cold_child.py`). The same sizes in ``--smoke``: they are small.
+    """
+    rows: list[Row] = []
+    for workload in ("chain:1", "lattice:10x10"):
+        pools = [("thread", None, "thread", None), ("process", "fork", "process", "fork")]
+        if workload != "chain:1":
+            pools.append(("billiard", "fork", "process", "fork"))
+        for pool, context, raw_pool, raw_context in pools:
+            if pool not in available:
+                continue
+            where = f"{pool} {context}" if context else pool
+            raw = cold("raw", workload, raw_pool, raw_context)
+            figure = cold("aioflow", workload, pool, context)
+            rows.append(Row(f"cold: first call {where} x2 {workload}", figure, raw, "ratio", 1.5))
+            rows.append(Row("  the same, a second call", figure, raw, "ratio", None, metric="again_seconds"))
+    rows.extend(
+        Row(
+            f"cold: aioflow run --pool {pool} chain:10, whole process",
+            cli("aioflow", "chain:10", pool),
+            cli("raw", "chain:10", pool),
+            "ratio",
+            1.5,
+            note="vs a script of raw asyncio and concurrent.futures reading the same file",
+        )
+        for pool in ("thread", "process")
+    )
     return rows
 
 
@@ -744,6 +803,10 @@ def measure_once(m: Measure, timeout: float) -> dict[str, Any]:
         if rc != 0:
             record["error"] = "timeout" if rc is None else (err.strip().splitlines() or [f"exit {rc}"])[-1]
         return record
+    if spec["kind"] == "cold":
+        return _measure_cold(spec, timeout)
+    if spec["kind"] == "cli":
+        return _measure_cli(spec, timeout)
     rc, out, err, wall = _run_process([sys.executable, str(CHILD), json.dumps(spec)], child_env(), timeout)
     record = {"status": "error", "wall_seconds": wall}
     if rc is None:
@@ -760,6 +823,53 @@ def measure_once(m: Measure, timeout: float) -> dict[str, Any]:
         record["status"] = "error"
         record["error"] = f"exit code {rc}; stderr: {err.strip()[-1500:]}"
     return record
+
+
+def _failed(rc: int | None, err: str, timeout: float) -> dict[str, Any]:
+    if rc is None:
+        return {"status": "timeout", "error": f"no result within {timeout:g} s; process group killed"}
+    return {"status": "error", "error": f"exit code {rc}; stderr: {err.strip()[-1500:]}"}
+
+
+def _measure_cold(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    argv = [sys.executable, str(COLD_CHILD), spec["engine"], spec["pool"], spec["context"], spec["workload"]]
+    rc, out, err, wall = _run_process(argv, child_env(), timeout)
+    lines = [line.split() for line in out.splitlines() if line.startswith("COLDRESULT ")]
+    if rc != 0 or not lines:
+        return {**_failed(rc, err, timeout), "wall_seconds": wall}
+    _, seconds, again, ok = lines[-1]
+    record: dict[str, Any] = {"status": "ok", "seconds": float(seconds), "again_seconds": float(again)}
+    record["checksum_ok"] = ok == "1"
+    if not record["checksum_ok"]:
+        record.update(status="error", error="a wrong result")
+    return record
+
+
+def _measure_cli(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Time a whole process that reads a graph file, runs it on two workers and prints its results as JSON."""
+    import workloads
+
+    work = workloads.make(spec["workload"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "graph.json"
+        path.write_text(json.dumps(work.graph))
+        if spec["engine"] == "aioflow":
+            # What the installed `aioflow` command runs (pip's script imports the same).
+            code = "import sys\nfrom aioflow.cli import main\nsys.exit(main())"
+            command = [sys.executable, "-c", code, "run", str(path), "--pool", spec["pool"], "--max-workers", "2"]
+            command.append("--no-merge-outputs")  # results by node, as the raw script prints them
+        else:
+            command = [sys.executable, str(RAW_CLI), str(path), spec["pool"]]
+        rc, out, err, wall = _run_process(command, child_env(), timeout)
+    if rc != 0:
+        return {**_failed(rc, err, timeout), "wall_seconds": wall}
+    try:
+        results = json.loads(out)
+        got = sum(results[sink]["return_value"] for sink in work.sinks)
+    except (ValueError, KeyError, TypeError) as exc:
+        return {"status": "error", "error": f"unexpected output ({exc!r}): {out[-500:]}", "seconds": wall}
+    ok = got == work.checksum
+    return {"status": "ok" if ok else "error", "seconds": wall, "checksum_ok": ok}
 
 
 @dataclass
@@ -804,11 +914,11 @@ def run_all(
             if m.key not in collected:
                 collected[m.key] = Collected(m)
                 order.append(m)
-    total = sum(import_runs if m.as_dict["kind"] == "import" else repeats for m in order)
+    total = sum(import_runs if m.as_dict["kind"] in SHORT_KINDS else repeats for m in order)
     done = 0
     with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as executor:
         for rep in range(max(repeats, import_runs)):
-            batch = [m for m in order if rep < (import_runs if m.as_dict["kind"] == "import" else repeats)]
+            batch = [m for m in order if rep < (import_runs if m.as_dict["kind"] in SHORT_KINDS else repeats)]
             # One at a time unless jobs > 1: each result is waited for before the next starts.
             window = max(1, jobs)
             for start in range(0, len(batch), window):

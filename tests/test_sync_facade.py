@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
@@ -19,6 +20,9 @@ from conftest import STDLIB_SINGLETONS
 from graphs import NB_DIAMOND, method_node, return_value_link
 
 import aioflow
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -138,13 +142,12 @@ def test_sync_call_without_a_running_loop_runs_in_the_calling_thread() -> None:
 @pytest.mark.parametrize(
     ("option", "expected"),
     [
-        pytest.param(None, uvloop.Loop, id="default"),
         pytest.param(True, uvloop.Loop, id="uvloop-true"),
         pytest.param(False, asyncio.SelectorEventLoop, id="uvloop-false"),
     ],
 )
 def test_uvloop_option_selects_the_loop_class(option: bool | None, expected: type, inside_loop: bool) -> None:
-    """uvloop=None and True run the engine on uvloop (installed here), uvloop=False on asyncio's own loop."""
+    """uvloop=True runs the engine on uvloop (installed here), uvloop=False on asyncio's own loop."""
     recorder = Recorder()
 
     def call() -> aioflow.Results:
@@ -157,6 +160,45 @@ def test_uvloop_option_selects_the_loop_class(option: bool | None, expected: typ
     assert got == {"return_value": 7}
     assert recorder.loops == {expected}
     assert recorder.threads == ({SYNC_THREAD} if inside_loop else {threading.current_thread().name})
+
+
+def inc_chain(n: int) -> dict[str, Any]:
+    """``n`` nodes in a line, each adding one to its predecessor's value."""
+    nodes = [{"id": i, "task_type": "method", "task_identifier": "tasks.inc"} for i in range(n)]
+    links = [
+        {"source": i, "target": i + 1, "data_mapping": [{"source_output": "return_value", "target_input": "x"}]}
+        for i in range(n - 1)
+    ]
+    return {"graph": {"id": f"chain{n}"}, "nodes": nodes, "links": links}
+
+
+@pytest.mark.parametrize("inside_loop", [False, True], ids=["no-loop", "inside-loop"])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        pytest.param(lambda: inc_chain(99), asyncio.SelectorEventLoop, id="dict-99-nodes"),
+        pytest.param(lambda: inc_chain(100), uvloop.Loop, id="dict-100-nodes"),
+        pytest.param(lambda: aioflow.load_graph(inc_chain(99)), asyncio.SelectorEventLoop, id="graph-99-nodes"),
+        pytest.param(lambda: aioflow.load_graph(inc_chain(100)), uvloop.Loop, id="graph-100-nodes"),
+        pytest.param(lambda: json.dumps(inc_chain(3)), uvloop.Loop, id="json-string-not-read-ahead"),
+    ],
+)
+def test_default_uvloop_runs_graphs_of_100_nodes_or_more_on_uvloop(
+    given: Callable[[], Any], expected: type, inside_loop: bool
+) -> None:
+    """uvloop=None: uvloop for a graph of 100 nodes or more (or one it does not count), asyncio's loop below."""
+    recorder = Recorder()
+    graph = given()
+
+    def call() -> aioflow.Results:
+        return aioflow.execute_graph(graph, pool_type="thread", on_event=recorder, outputs=[])
+
+    async def call_from_coroutine() -> aioflow.Results:
+        return call()
+
+    run_in_new_loop(call_from_coroutine) if inside_loop else call()
+    assert recorder.loops == {expected}
+    assert "graph.finished" in recorder.kinds
 
 
 @pytest.mark.parametrize("value", ["yes", 1, 0], ids=repr)

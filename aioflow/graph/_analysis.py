@@ -19,8 +19,7 @@ loads):
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -30,8 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["Analysis", "analyse"]
 
 
-@dataclass(frozen=True)
-class Analysis:
+class Analysis(NamedTuple):
     """The result of `analyse`. Link lists hold indices into ``Graph.links``.
 
     Attributes:

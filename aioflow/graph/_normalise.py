@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._model import TASK_TYPES
@@ -56,16 +55,18 @@ _SUPPORTED_SCHEMAS = ("1.0", "1.1", "1.2")
 _REFUSED_SCHEMAS = ("0.0", "0.0.1")
 
 
-@dataclass
 class _Flat:
     """One graph level after expansion: plain dicts, final ids."""
 
-    nodes: dict[NodeId, dict[str, Any]] = field(default_factory=dict)
-    links: list[dict[str, Any]] = field(default_factory=list)
-    # alias -> [(node id, link attributes)]
-    input_aliases: dict[Any, list[tuple[NodeId, dict[str, Any]]]] = field(default_factory=dict)
-    output_aliases: dict[Any, list[tuple[NodeId, dict[str, Any]]]] = field(default_factory=dict)
-    graph_attrs: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("graph_attrs", "input_aliases", "links", "nodes", "output_aliases")
+
+    def __init__(self) -> None:
+        self.nodes: dict[NodeId, dict[str, Any]] = {}
+        self.links: list[dict[str, Any]] = []
+        # alias -> [(node id, link attributes)]
+        self.input_aliases: dict[Any, list[tuple[NodeId, dict[str, Any]]]] = {}
+        self.output_aliases: dict[Any, list[tuple[NodeId, dict[str, Any]]]] = {}
+        self.graph_attrs: dict[str, Any] = {}
 
 
 def graph_attributes(report: _Report, attrs: dict[Any, Any], where: str) -> dict[Any, Any]:

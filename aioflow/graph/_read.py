@@ -11,7 +11,6 @@ Imports: `aioflow._errors`, `_show`, `_values`.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -198,6 +197,8 @@ def _read_file(path: Path, name: str) -> tuple[dict[str, Any], str, Path]:
 def _parse_text(text: str, name: str, *, yaml_fallback: bool) -> dict[str, Any]:
     if not text.strip():
         return {}
+    import json  # here: a graph given as a dict, the common case in a program, needs no parser
+
     try:
         raw = json.loads(text)
     except (ValueError, RecursionError) as exc:

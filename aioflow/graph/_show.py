@@ -10,7 +10,6 @@ Imports: `_limits` only.
 
 from __future__ import annotations
 
-import difflib
 import reprlib
 from typing import TYPE_CHECKING, Any
 
@@ -76,5 +75,7 @@ def _did_you_mean(wanted: Any, known: Iterable[Any]) -> str:
         name = k if isinstance(k, str) else _fmt(k)
         if len(name) <= _SUGGESTION_LENGTH:
             names.setdefault(name, k)
+    import difflib  # here: only an error message needs it
+
     close = difflib.get_close_matches(text, list(names), n=1)
     return f" (did you mean {_fmt(names[close[0]])}?)" if close else ""

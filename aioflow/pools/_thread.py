@@ -71,7 +71,6 @@ removed before anything that may switch, so none lands after the task.
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import functools
 import itertools
 import logging
@@ -103,6 +102,8 @@ INTERRUPT_GRACE = 5.0
 
 
 def _async_raise(ident: int, exc_type: type[BaseException]) -> None:
+    import ctypes  # here: only an interrupt needs it, and its import costs a first run about 1 ms
+
     set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
     set_async_exc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
 

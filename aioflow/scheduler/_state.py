@@ -60,8 +60,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._kinds import KINDS
 from .._results import MISSING
@@ -82,8 +81,7 @@ class IterationLimitReached(Exception):
         self.max_iterations = max_iterations
 
 
-@dataclass(frozen=True, slots=True)
-class Firing:
+class Firing(NamedTuple):
     """One execution of one node.
 
     Attributes:

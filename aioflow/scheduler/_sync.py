@@ -18,7 +18,12 @@ result or raises its exception:
   greenlet waits in the gevent hub, so that other greenlets, the pool's
   tasks among them, keep running.
 
-uvloop is used when it is installed, unless ``uvloop=False``.
+With ``uvloop=None`` (the default), an execution runs on uvloop when it is
+installed, except a graph given as a `Graph` or a dict with fewer than
+`UVLOOP_MIN_NODES` nodes (`loop_for`): importing uvloop costs a first call
+about 2.5 ms, and its faster loop saves about 20 µs per firing, so below
+that size asyncio's own loop is faster. ``uvloop=True`` always uses it,
+``uvloop=False`` never.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ import asyncio
 import contextlib
 import signal
 import threading
+from collections.abc import Mapping, Sized
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError
 from .._gevent_bridge import is_patched, run_in_bridge_thread
+from ..graph import Graph
 from ._run import execute_graph_async
 
 if TYPE_CHECKING:
@@ -38,9 +45,33 @@ if TYPE_CHECKING:
 
     from .._results import Results
 
-__all__ = ["execute_graph", "run_execution", "run_sync"]
+__all__ = ["UVLOOP_MIN_NODES", "execute_graph", "loop_for", "run_execution", "run_sync"]
 
 T = TypeVar("T")
+
+#: The fewest nodes for which ``uvloop=None`` runs an execution on uvloop.
+UVLOOP_MIN_NODES = 100
+
+
+def loop_for(graph: Any, uvloop: Any) -> Any:
+    """What ``uvloop=`` means for an execution of ``graph``: ``None`` is `False` for a small graph.
+
+    Small means a `Graph` or a dict of fewer than `UVLOOP_MIN_NODES` nodes
+    (a dict's subgraph nodes counted as one); a graph given as a file or a
+    string is not read here, and counts as large. Any other value is
+    returned as it is (`_loop_factory` checks it).
+    """
+    if uvloop is not None:
+        return uvloop
+    if isinstance(graph, Graph):
+        nodes: Any = graph.nodes
+    elif isinstance(graph, Mapping):
+        nodes = graph.get("nodes")
+    else:
+        return None
+    if isinstance(nodes, Sized) and len(nodes) < UVLOOP_MIN_NODES:
+        return False
+    return None
 
 
 def _loop_factory(use_uvloop: bool | None) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -167,10 +198,11 @@ def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> 
 
     Args:
         graph: a `Graph`, or anything `aioflow.load_graph` accepts.
-        uvloop: use uvloop when installed (``None``), always (``True``), or never (``False``).
+        uvloop: use uvloop when installed (``None``: for a graph of `UVLOOP_MIN_NODES` nodes or
+            more, see `loop_for`), always (``True``), or never (``False``).
         **options: the keyword arguments of `execute_graph_async`.
     """
-    return run_execution(lambda: execute_graph_async(graph, **options), options, uvloop=uvloop)
+    return run_execution(lambda: execute_graph_async(graph, **options), options, uvloop=loop_for(graph, uvloop))
 
 
 def _runs_in_gevent_hub(options: dict[str, Any]) -> bool:
