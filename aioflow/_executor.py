@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import functools
 import itertools
 import os
@@ -225,7 +224,7 @@ class Executor(concurrent.futures.Executor):
         if pool is None:
             context = _start_method(spec.context, mp_context)
             pool_options = _merged(spec.pool_options, stdlib)
-            pool = dataclasses.replace(spec, context=context, pool_options=pool_options).open()
+            pool = spec._replace(context=context, pool_options=pool_options).open()
             self._owns_pool = True
             weakref.finalize(self, _close_abandoned, pool).atexit = False
         else:

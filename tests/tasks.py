@@ -88,3 +88,15 @@ def ppf_none(**_: Any) -> None:
 
 def unpicklable_output() -> Any:
     return threading.Lock()
+
+
+#: What `record_call` saw, in the order its calls ended: (sorted input names, start, end).
+RECORDED: list[tuple[list[str], float, float]] = []
+
+
+def record_call(**inputs: Any) -> int:
+    """Record the inputs of this call and when it ran (in this process: thread pools only); return how many."""
+    start = time.monotonic()
+    time.sleep(0.05)  # long enough for a call running beside it to overlap
+    RECORDED.append((sorted(inputs), start, time.monotonic()))
+    return len(inputs)

@@ -8,7 +8,6 @@ the pool they open.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 KEYWORDS = ("pool_type", "max_workers", "scaling_workers", "context", "idle_timeout", "pool_options")
-RECORD = {field.name: field.default for field in dataclasses.fields(PoolSpec)}
+RECORD = dict(PoolSpec._field_defaults)
 
 #: The faces that take all six, and how each takes pool_type.
 FACES: dict[str, tuple[Callable[..., Any], inspect._ParameterKind]] = {
@@ -44,7 +43,7 @@ BACKENDS: dict[str, tuple[type[Any], set[str]]] = {
 
 def test_the_record_holds_the_six_keywords_and_their_type_checkers_view() -> None:
     assert tuple(RECORD) == KEYWORDS
-    spec_types = {field.name: field.type for field in dataclasses.fields(PoolSpec) if field.name != "pool_type"}
+    spec_types = {name: ref.__forward_arg__ for name, ref in PoolSpec.__annotations__.items() if name != "pool_type"}
     assert PoolKeywords.__annotations__.keys() == spec_types.keys()
     for name, annotation in PoolKeywords.__annotations__.items():
         assert annotation.__forward_arg__ == spec_types[name], name

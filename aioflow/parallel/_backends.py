@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
-import dataclasses
 import queue
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -429,7 +428,7 @@ class PoolBackend(ExecutorBackend):
     def _create_executor(self, workers: int) -> concurrent.futures.Executor:
         pool = self._pools.get(workers)
         if pool is None:
-            pool = self._pools[workers] = dataclasses.replace(self._spec, max_workers=workers).open()
+            pool = self._pools[workers] = self._spec._replace(max_workers=workers).open()
         return pool.executor
 
     def _pool_of(self, executor: concurrent.futures.Executor) -> Pool | None:

@@ -17,11 +17,9 @@ it is made, so that a wrong value is refused before any worker starts.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import os
-from dataclasses import KW_ONLY, dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, TypeVar
 
 from .._errors import OptionError
 from ._registry import default_pool_type, pool_class
@@ -58,9 +56,8 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 MAX_WORKERS = max(1024, os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
 class PoolOptions:
-    """Options shared by every pool type. Validated at construction.
+    """Options shared by every pool type. Validated at construction; immutable.
 
     Attributes:
         max_workers: the most workers the pool runs at once (``None``: the pool's default).
@@ -73,14 +70,25 @@ class PoolOptions:
         extra: pool-specific keyword arguments (``pool_options=``).
     """
 
-    max_workers: int | None = None
-    scaling_workers: bool = True
-    context: str | None = None
-    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
-    extra: dict[str, Any] = field(default_factory=dict)
+    # A plain class rather than a frozen dataclass: every first execution
+    # makes one, and a dataclass's generated methods cost its import 0.4 ms.
+    __slots__ = ("context", "extra", "idle_timeout", "max_workers", "scaling_workers")
 
-    def __post_init__(self) -> None:
-        mw = self.max_workers
+    max_workers: int | None
+    scaling_workers: bool
+    context: str | None
+    idle_timeout: float | None
+    extra: dict[str, Any]
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        scaling_workers: bool = True,
+        context: str | None = None,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        mw = max_workers
         if mw is not None and (isinstance(mw, bool) or not isinstance(mw, int) or mw < 1):
             raise OptionError(
                 "max_workers",
@@ -90,19 +98,55 @@ class PoolOptions:
             )
         if mw is not None and mw > MAX_WORKERS:
             raise OptionError("max_workers", f"an int from 1 to {MAX_WORKERS} (docs/pools.md), or None", mw)
-        if not isinstance(self.scaling_workers, bool):
-            raise OptionError("scaling_workers", "True or False", self.scaling_workers)
-        if self.context is not None:
+        if not isinstance(scaling_workers, bool):
+            raise OptionError("scaling_workers", "True or False", scaling_workers)
+        if context is not None:
             import multiprocessing
 
             methods = multiprocessing.get_all_start_methods()
-            if self.context not in methods:
-                raise OptionError("context", f"one of {', '.join(map(repr, methods))} or None", self.context)
-        it = self.idle_timeout
+            if context not in methods:
+                raise OptionError("context", f"one of {', '.join(map(repr, methods))} or None", context)
+        it = idle_timeout
         if it is not None and (isinstance(it, bool) or not isinstance(it, (int, float)) or not it > 0):
             raise OptionError("idle_timeout", "a number of seconds > 0, or None (never retire idle workers)", it)
-        if not isinstance(self.extra, dict):
-            raise OptionError("pool_options", "a dict", self.extra)
+        if extra is None:
+            extra = {}
+        elif not isinstance(extra, dict):
+            raise OptionError("pool_options", "a dict", extra)
+        set_field = object.__setattr__
+        set_field(self, "max_workers", mw)
+        set_field(self, "scaling_workers", scaling_workers)
+        set_field(self, "context", context)
+        set_field(self, "idle_timeout", idle_timeout)
+        set_field(self, "extra", extra)
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.max_workers, self.scaling_workers, self.context, self.idle_timeout, self.extra)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        msg = f"PoolOptions is immutable: cannot assign to {name!r}"
+        raise AttributeError(msg)
+
+    def __delattr__(self, name: str) -> None:
+        msg = f"PoolOptions is immutable: cannot delete {name!r}"
+        raise AttributeError(msg)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not PoolOptions:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash((PoolOptions, *self._fields()[:4], tuple(self.extra.items())))
+
+    def __repr__(self) -> str:
+        return (
+            f"PoolOptions(max_workers={self.max_workers!r}, scaling_workers={self.scaling_workers!r}, "
+            f"context={self.context!r}, idle_timeout={self.idle_timeout!r}, extra={self.extra!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PoolOptions, self._fields())
 
 
 class PoolKeywords(TypedDict, total=False):
@@ -118,9 +162,12 @@ class PoolKeywords(TypedDict, total=False):
     pool_options: dict[str, Any] | None
 
 
-@dataclass(frozen=True)
-class PoolSpec:
+class PoolSpec(NamedTuple):
     """Which pool to open, and how: the six pool keywords, with their defaults.
+
+    Give all but ``pool_type`` by name: their order here is not part of the
+    record's contract. ``spec._replace(max_workers=4)`` is a copy with one
+    keyword changed.
 
     Attributes:
         pool_type: a name from `aioflow.available_pools` (``None``: ``process``,
@@ -137,7 +184,6 @@ class PoolSpec:
     """
 
     pool_type: str | None = None
-    _: KW_ONLY
     max_workers: int | None = None
     scaling_workers: bool = True
     context: str | None = None
@@ -201,9 +247,15 @@ _KEYWORDS = frozenset(PoolKeywords.__annotations__)
 
 # The keywords as a face's signature shows them: keyword-only, with their defaults.
 _PARAMETERS = tuple(
-    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
-    for f in dataclasses.fields(PoolSpec)
-    if f.name in _KEYWORDS
+    inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        # As written (a named tuple keeps its annotations as forward references).
+        annotation=PoolSpec.__annotations__[name].__forward_arg__,
+    )
+    for name, default in PoolSpec._field_defaults.items()
+    if name in _KEYWORDS
 )
 
 

@@ -394,6 +394,12 @@ class _Execution:
         self._in_order = self.state.order_matters
         self._held: dict[int, tuple[Firing, Any]] = {}
         self._next_order = 0
+        # There too, a node's calls run one at a time, in the order of their
+        # firings (`_submit_ready`): its side effects then happen in the same
+        # order on every run. A firing whose node has a call in the pool waits
+        # here, by node, until that call finishes (`_release`).
+        self._running_nodes: set[NodeId] = set()
+        self._waiting: dict[NodeId, deque[Firing]] = {}
         # The node whose call the driver is handling, named by an internal error.
         self._handling: NodeId | None = None
         # The first reason the execution stops early (it is raised at the end).
@@ -656,6 +662,9 @@ class _Execution:
                 break
             firing = self._ready.popleft()
             nid = self._handling = firing.node_id
+            if self._in_order and nid in self._running_nodes:
+                self._waiting.setdefault(nid, deque()).append(firing)
+                continue
             node = self.graph.nodes[nid]
             self._emit("node.started", firing)
             if self._answering:
@@ -676,10 +685,14 @@ class _Execution:
                     )
                 else:
                     self._submit_fired(plan, executor, firing)
+                    if self._in_order:
+                        self._running_nodes.add(nid)
                     continue
             except Exception as exc:  # the pool refused the call (closed, broken)
                 self._failed(firing, self._translate(exc, firing, executor) if executor is not None else exc)
                 continue
+            if self._in_order:
+                self._running_nodes.add(nid)
             pool.enter(self)
             self._inflight[future] = _InFlight(nid, firing, executor)
             future.add_done_callback(self._on_done)
@@ -804,6 +817,8 @@ class _Execution:
             slot.parked = True
             return
         del self._inflight[future]
+        if self._in_order:
+            self._release(firing.node_id)
         executor = slot.executor
         assert self._pool is not None
         self._pool.leave(self)
@@ -822,6 +837,15 @@ class _Execution:
         plan.succeeded(firing.node_id, future, executor, slot.remote)
         # Kept on the workers, the result is a handle the state machine never reads.
         self._settle(firing, _ON_WORKERS if slot.remote else future.result())
+
+    def _release(self, nid: NodeId) -> None:
+        """``nid``'s call is over: its next waiting firing, if any, is the next to run."""
+        self._running_nodes.discard(nid)
+        waiting = self._waiting.get(nid)
+        if waiting:
+            self._ready.appendleft(waiting.popleft())
+            if not waiting:
+                del self._waiting[nid]
 
     def _failed(self, firing: Firing, error: BaseException, future: _Call | None = None) -> None:
         """A firing failed: void the calls sent ahead that waited for it, then settle it.
