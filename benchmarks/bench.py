@@ -558,6 +558,36 @@ def pool_rows(sizes: Sizes, cpu_iters: int) -> list[Row]:
         for again in (False, True)
     )
 
+    # The thread pool with default options (no max_workers, scaling): it grows
+    # while its threads wait. The sleep fan against the floor on 128 threads;
+    # a CPU-bound fan against the same pool held at the stdlib's default size
+    # (what the default was before it grew), in the same run.
+    base = min(32, (os.cpu_count() or 1) + 4)
+    default_sleep = Measure.of(
+        f"aioflow thread default options {sleep}",
+        kind="exec", engine="aioflow", workload=sleep, pool="thread", workers=None, preload=True, again=True,
+    )  # fmt: skip
+    rows.append(Row(f"pools: thread default options {sleep_name}", default_sleep, raw_threads, "ratio", 1.5))
+    cpu_fan = f"cpufan:{sizes.cpu_tasks * 4}"
+    default_cpu = Measure.of(
+        f"aioflow thread default options {cpu_fan}",
+        kind="exec", engine="aioflow", workload=cpu_fan, pool="thread", workers=None, preload=True, cpu_iters=cpu_iters,
+    )  # fmt: skip
+    held_cpu = Measure.of(
+        f"aioflow thread x{base} (no growth) {cpu_fan}",
+        kind="exec", engine="aioflow", workload=cpu_fan, pool="thread", workers=base, preload=True, cpu_iters=cpu_iters,
+    )  # fmt: skip
+    rows.append(
+        Row(
+            f"pools: thread default options cpu fan {sizes.cpu_tasks * 4} x {sizes.cpu_task_s:g} s",
+            default_cpu,
+            held_cpu,
+            "ratio",
+            1.05,
+            note=f"vs max_workers={base}, the default size, which does not grow",
+        )
+    )
+
     # Start-up: a 1-node graph on a new pool, creation and close included, in
     # a fresh interpreter; then the same again in that interpreter. The
     # baseline is a ProcessPoolExecutor(1) of the same start method (fork for

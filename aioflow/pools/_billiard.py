@@ -301,14 +301,29 @@ class BilliardExecutor(concurrent.futures.Executor):
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As the stdlib's; on a broken pool, the jobs not started fail with its error instead of being cancelled.
+
+        A pool that breaks fails every job (`_break`), from billiard's thread;
+        the engine may discard it (``cancel_futures=True``) as soon as the
+        first job's failure reaches it, before the others' do: those jobs
+        did not get cancelled by anyone, the pool broke under them.
+        """
+        failed: list[_Job] = []
         with self._lock:
             self._shutdown = True
             if cancel_futures:
                 for job in list(self._jobs.values()):
-                    if not job.started and job.future.cancel():
+                    if job.started:
+                        continue
+                    if self._broken is not None:
+                        failed.append(job)
+                    elif job.future.cancel():
                         del self._jobs[job.future]
                 if not self._jobs:
                     self._drained.notify_all()
+            broken = self._broken
+        for job in failed:
+            self._settle(job, error=BrokenBilliardPool(broken or ""))
         if wait:
             self._wait_and_teardown()
         else:

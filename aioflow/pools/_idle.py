@@ -75,6 +75,10 @@ class Workers(Generic[W]):
     def __contains__(self, worker: object) -> bool:
         return worker in self._busy or worker in self._idle
 
+    def busy(self) -> list[W]:
+        """The workers that have a call (or are starting up)."""
+        return list(self._busy)
+
     @property
     def idle_count(self) -> int:
         """How many live workers have no call."""

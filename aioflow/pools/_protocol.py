@@ -11,8 +11,8 @@ user holds and the interface its connections give the pool.
 What it says:
 
 - **What the pool can do**, asked instead of its name: `uses_processes`,
-  `calls_in_flight_per_worker`, `chains_calls`, `keeps_results_remote`,
-  `runs_in_gevent_hub`.
+  `calls_in_flight_per_worker` (and `calls_in_flight`, the whole pool's),
+  `chains_calls`, `keeps_results_remote`, `runs_in_gevent_hub`.
 - **Whose calls these are.** Several executions may share one open pool.
   Each one is an *owner*: the engine wraps its calls with `bind` (or
   `bind_remote`) and counts them with `enter`/`leave`, so that
@@ -64,6 +64,11 @@ class EngineProtocol:
     #: The ``pool_type`` string users type (`aioflow.Pool.name`).
     name: ClassVar[str]
 
+    if TYPE_CHECKING:  # `aioflow.Pool`'s, which `calls_in_flight` reads
+
+        @property
+        def capacity(self) -> int: ...
+
     #: Whether the workers are processes started with multiprocessing (or
     #: billiard), whose queues and locks hang in a gevent-patched process.
     uses_processes: ClassVar[bool] = False
@@ -77,6 +82,11 @@ class EngineProtocol:
     #: few suffice when a call reaches its worker in microseconds; pools whose
     #: calls cross a network raise it, so that round trips overlap.
     calls_in_flight_per_worker: ClassVar[int] = 8
+
+    @property
+    def calls_in_flight(self) -> int:
+        """How many calls an execution keeps in the pool at once: `calls_in_flight_per_worker` per worker it may run."""
+        return self.calls_in_flight_per_worker * self.capacity
 
     #: Whether the executor chains calls: a `concurrent.futures.Future` it
     #: returned, given to ``submit`` as a positional argument, is replaced by

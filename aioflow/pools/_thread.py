@@ -77,6 +77,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -99,6 +100,27 @@ logger = logging.getLogger("aioflow.pools")
 #: Seconds to wait for interrupted tasks to stop. Python-level code stops
 #: within microseconds; anything longer is stuck in a C call we cannot break.
 INTERRUPT_GRACE = 5.0
+
+#: A scaling thread pool of the default size (``max_workers=None``) starts a
+#: thread for each queued call up to the stdlib's default, ``min(32, CPUs +
+#: 4)``, and beyond it up to `THREAD_CAP` only while its busy threads wait
+#: (`_ThreadExecutor._grow`): together they use less than `WAITING_CPU` of a
+#: CPU, so they sleep, read or wait for a reply rather than compute.
+THREAD_CAP = 128
+
+#: CPUs that the busy threads together use, since each started its call, below which they count as waiting.
+WAITING_CPU = 0.5
+
+#: Seconds between two looks at the busy threads while calls queue.
+GROW_INTERVAL = 0.005
+
+
+def _thread_cpu(thread: threading.Thread | None) -> float | None:
+    """CPU seconds ``thread`` has used, or ``None`` where the platform cannot tell (or it has exited)."""
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))  # type: ignore[union-attr,arg-type]
+    except (AttributeError, OSError, TypeError, ValueError):
+        return None
 
 
 def _async_raise(ident: int, exc_type: type[BaseException]) -> None:
@@ -143,9 +165,9 @@ _WorkItem = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[An
 
 
 class _Worker:
-    """A thread of the pool: the lock it waits on while idle, and whether it is to exit."""
+    """A thread of the pool: the lock it waits on while idle, whether it is to exit, when its call started."""
 
-    __slots__ = ("exit", "thread", "wake")
+    __slots__ = ("exit", "started", "thread", "wake")
 
     def __init__(self) -> None:
         self.exit = False  # set (under the executor's lock) with `wake` released: the executor shuts down
@@ -153,6 +175,9 @@ class _Worker:
         self.wake = threading.Lock()
         self.wake.acquire()
         self.thread: threading.Thread | None = None
+        # (monotonic time, this thread's CPU time) when its current call started; only
+        # kept by an executor that grows (`_ThreadExecutor._grow`), which reads it.
+        self.started: tuple[float, float] | None = None
 
 
 class _ThreadExecutor(concurrent.futures.Executor):
@@ -167,8 +192,13 @@ class _ThreadExecutor(concurrent.futures.Executor):
         initializer: Callable[..., Any] | None = None,
         initargs: tuple[Any, ...] = (),
         idle_timeout: float | None = None,
+        grow_to: int | None = None,
     ) -> None:
         self._max_workers = max_workers
+        # Past max_workers, up to grow_to threads while the busy ones wait (`_grow`); None: never.
+        self._grow_to = grow_to if grow_to is not None and grow_to > max_workers else None
+        self._grower: threading.Thread | None = None  # under _lock: the thread running `_grow`
+        self._stop_growing = threading.Event()
         self._prefix = thread_name_prefix
         self._initializer = initializer
         self._initargs = initargs
@@ -189,6 +219,8 @@ class _ThreadExecutor(concurrent.futures.Executor):
         from .._gevent_bridge import guard_tasks, is_patched
 
         self._green = is_patched()
+        if self._green:
+            self._grow_to = None  # greenlets: no thread CPU clock tells waiting from computing
         #: What `ThreadPool.bind` wraps tasks with: `run_owned`, or `run_owned_green`.
         self.run_task: Callable[..., Any] = self.run_owned
         if self._green:
@@ -219,6 +251,9 @@ class _ThreadExecutor(concurrent.futures.Executor):
                 worker.wake.release()
             elif len(self._workers) < self._max_workers:
                 self._start_thread()
+            elif self._grow_to is not None and self._grower is None and len(self._workers) < self._grow_to:
+                self._grower = threading.Thread(target=self._grow, name=f"{self._prefix}-grow", daemon=True)
+                self._grower.start()
             return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -232,7 +267,11 @@ class _ThreadExecutor(concurrent.futures.Executor):
                 worker.exit = True
                 worker.wake.release()
             threads = list(self._threads)
+            grower = self._grower
+        self._stop_growing.set()
         if wait:
+            if grower is not None:
+                grower.join()
             for thread in threads:
                 thread.join()
 
@@ -252,6 +291,54 @@ class _ThreadExecutor(concurrent.futures.Executor):
         worker.thread.start()
         self._workers.add(worker)
         self._threads.append(worker.thread)
+
+    def _grow(self) -> None:
+        """While calls queue, start threads for them as long as the busy threads wait rather than compute.
+
+        Runs in a thread of its own, started by ``submit`` when a call queues
+        with ``max_workers`` threads busy, and ends when no call queues (a
+        later one starts it again), at ``grow_to`` threads, or at shutdown.
+        Every `GROW_INTERVAL`, it adds up the CPU each busy thread has used
+        since its call started, divided by the time since: under the GIL,
+        threads that compute use about one CPU together however many there
+        are, threads blocked in ``sleep``, I/O or a lock next to none. Below
+        `WAITING_CPU`, it starts one thread per busy thread (at most one per
+        queued call), so the pool doubles while the calls wait. Where a
+        thread's CPU time cannot be read, the process's is used.
+        """
+        per_thread = True
+        last = (time.monotonic(), time.process_time())  # the process's CPU, for the fallback
+        while not self._stop_growing.wait(GROW_INTERVAL):
+            with self._lock:
+                pending = len(self._pending)
+                live = len(self._workers)
+                assert self._grow_to is not None
+                if self._shutdown or self._broken is not None or not pending or live >= self._grow_to:
+                    self._grower = None
+                    return
+                busy = self._workers.busy()
+            now = time.monotonic()
+            used = 0.0
+            if per_thread:
+                for worker in busy:
+                    started = worker.started
+                    cpu = _thread_cpu(worker.thread)
+                    if cpu is None:
+                        per_thread = False
+                        break
+                    if started is not None and now > started[0]:
+                        used += (cpu - started[1]) / (now - started[0])
+            if not per_thread:
+                cpu = time.process_time()
+                used = (cpu - last[1]) / max(now - last[0], GROW_INTERVAL)
+                last = (now, cpu)
+            if used >= WAITING_CPU:
+                continue
+            with self._lock:
+                if self._shutdown:
+                    continue
+                for _ in range(min(len(self._pending), len(busy), self._grow_to - len(self._workers))):
+                    self._start_thread()
 
     def _take_pending(self) -> list[_WorkItem]:
         """Take the calls that wait for a thread (under ``_lock``)."""
@@ -314,6 +401,8 @@ class _ThreadExecutor(concurrent.futures.Executor):
         del item
         if not future.set_running_or_notify_cancel():
             return self._free(worker)
+        if self._grow_to is not None:
+            worker.started = (time.monotonic(), time.thread_time())
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -449,14 +538,31 @@ class ThreadPool(Pool):
             )
 
     def _default_max_workers(self) -> int:
-        # The stdlib's default: enough threads for I/O-bound tasks without
-        # oversubscribing small machines.
+        # The stdlib's default: the threads started as calls come; a scaling
+        # pool of this default size grows past it while its threads wait.
         return min(32, (os.cpu_count() or 1) + 4)
+
+    @property
+    def _grows(self) -> bool:
+        """Whether the pool grows past `capacity`, up to `THREAD_CAP`, while its threads wait.
+
+        A scaling pool of the default size does; one given ``max_workers``,
+        or ``scaling_workers=False``, keeps to its size.
+        """
+        return self.options.max_workers is None and self.options.scaling_workers
+
+    @property
+    def calls_in_flight(self) -> int:
+        """As every pool's, counting `THREAD_CAP` workers for a pool that grows (`_grows`)."""
+        return self.calls_in_flight_per_worker * (THREAD_CAP if self._grows else self.capacity)
 
     def _create_executor(self) -> concurrent.futures.Executor:
         max_workers = self.capacity
         idle_timeout = self.options.idle_timeout if self.options.scaling_workers else None
-        executor = _ThreadExecutor(max_workers=max_workers, idle_timeout=idle_timeout, **self.options.extra)
+        grow_to = THREAD_CAP if self._grows else None
+        executor = _ThreadExecutor(
+            max_workers=max_workers, idle_timeout=idle_timeout, grow_to=grow_to, **self.options.extra
+        )
         if not self.options.scaling_workers:
             executor.start_all()
         return executor

@@ -483,7 +483,7 @@ class _Execution:
         # Enough calls in the pool to keep every worker busy while the loop
         # hands out the next ones; few enough that a 10,000-wide fan does not
         # hold 10,000 queued calls.
-        self._window = max(_MIN_WINDOW, pool.calls_in_flight_per_worker * pool.capacity)
+        self._window = max(_MIN_WINDOW, pool.calls_in_flight)
         # A call sent ahead runs before its firing exists: no hook could answer that firing.
         if pool.chains_calls and not self._answering:
             from ._plan import AheadPlanner  # only a chaining pool (dask, parsl) has a planner

@@ -29,6 +29,7 @@ ENGINE = {
     "uses_processes",
     "workers_elsewhere",
     "calls_in_flight_per_worker",
+    "calls_in_flight",
     "chains_calls",
     "keeps_results_remote",
     "runs_in_gevent_hub",
