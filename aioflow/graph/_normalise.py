@@ -229,6 +229,39 @@ def _normalise_inputs(report: _Report, value: Any, here: str | _At) -> list[dict
     return result
 
 
+_PLAIN_LINK_KEYS = frozenset(("source", "target", "data_mapping"))
+_PLAIN_ITEM_KEYS = frozenset(("source_output", "target_input"))
+
+
+def _plain_link(raw: dict[str, Any], level: Mapping[NodeId, dict[str, Any]]) -> dict[str, Any] | None:
+    """The normalised form of the most common link, in one pass; None for any other (`normalise_link` then checks it).
+
+    The most common link: string ends, both nodes of this level, and at
+    most a ``data_mapping`` whose items map a string output to a named
+    (not positional) input. What it returns is what the general path
+    returns for it.
+    """
+    source = raw.get("source")
+    target = raw.get("target")
+    if type(source) is not str or type(target) is not str or source not in level or target not in level:
+        return None
+    mapping = raw.get("data_mapping")
+    if mapping is None:
+        return dict(raw)
+    if type(mapping) is not list:
+        return None
+    items = []
+    for item in mapping:
+        if type(item) is not dict or item.keys() != _PLAIN_ITEM_KEYS:
+            return None
+        source_output = item["source_output"]
+        target_input = item["target_input"]
+        if type(source_output) is not str or type(target_input) is not str or target_input.isdecimal():
+            return None
+        items.append({"source_output": source_output, "target_input": target_input})
+    return {"source": source, "target": target, "data_mapping": items}
+
+
 def normalise_link(
     report: _Report,
     raw: Any,
@@ -237,6 +270,10 @@ def normalise_link(
     level: Mapping[NodeId, dict[str, Any]],
     invalid: set[NodeId] = frozenset(),  # type: ignore[assignment]
 ) -> dict[str, Any] | None:
+    if type(raw) is dict and raw.keys() <= _PLAIN_LINK_KEYS:
+        plain = _plain_link(raw, level)
+        if plain is not None:
+            return plain
     if not isinstance(raw, dict):
         report.problem(where, f"links[{position}] must be an object (got a {type(raw).__name__})")
         return None

@@ -323,8 +323,8 @@ class DaskTaskLost(concurrent.futures.BrokenExecutor):
 
 
 # "cannot pickle '_thread.lock' object", "Can't pickle <function <lambda> ...>",
-# "Can't pickle local object 'f.<locals>.g'"
-_PICKLE_TYPE = re.compile(r"[Cc]an(?:not|'t) pickle (?:local object )?'?<?([\w.<>]+)")
+# "Can't pickle local object 'f.<locals>.g'" (compiled by `re` on first use, and cached)
+_PICKLE_TYPE = r"[Cc]an(?:not|'t) pickle (?:local object )?'?<?([\w.<>]+)"
 
 
 def unpicklable_type(exc: BaseException) -> str | None:
@@ -332,7 +332,7 @@ def unpicklable_type(exc: BaseException) -> str | None:
     if not isinstance(exc, (pickle.PicklingError, TypeError, AttributeError)):
         return None
     text = str(exc)
-    match = _PICKLE_TYPE.search(text)
+    match = re.search(_PICKLE_TYPE, text)
     if match:
         return match.group(1)
     if "pickle" in text.lower():

@@ -37,8 +37,7 @@ no hook overrides costs the driver nothing.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -51,9 +50,10 @@ if TYPE_CHECKING:
 __all__ = ["CallContext", "EventCallback", "ExecutionHooks", "HookSet", "Step"]
 
 
-@dataclass(frozen=True, slots=True)
-class CallContext:
+class CallContext(NamedTuple):
     """What every call of one node carries to its worker, besides its task and inputs.
+
+    A named tuple, as `Step`: immutable records, cheap to define on a first call.
 
     Attributes:
         data: what the runner reads, as `aioflow._tasks.TaskCall.context`
@@ -69,8 +69,7 @@ class CallContext:
     runner: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     """One event of a run as the hooks observe it: the public `Event`, and what a journal records beside it.
 
     Attributes:

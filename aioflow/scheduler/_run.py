@@ -68,7 +68,6 @@ from .._errors import (
 from .._kinds import KINDS, Extra, TaskKind, resolve
 from .._results import Results
 from .._tasks import ChainedCall, TaskCall, TaskOutcome, run_chained, run_task
-from ..events import Event, EventKind
 from ..graph import Graph, Node, NodeId, load_graph
 from ..pools import Pool
 from ..pools._options import PoolSpec, takes_pool_keywords
@@ -82,6 +81,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import TypeAlias, Unpack
 
+    from ..events import Event, EventKind
     from ..pools._options import PoolKeywords
     from ._plan import AheadPlanner, Send
 
@@ -369,6 +369,10 @@ class _Execution:
         self.state = ExecutionState(graph, max_iterations=max_iterations, start_inputs=startargs)
         self._hooks = hooks
         self._observing = bool(hooks.observing)
+        if self._observing:
+            from ..events import Event  # here: a run that nobody observes makes no event
+
+            self._event_class: type[Event] = Event
         self._answering = bool(hooks.answering)
         # What the hooks give each node's calls (`ExecutionHooks.call_context`).
         self._contexts = hooks.call_contexts(graph)
@@ -427,10 +431,11 @@ class _Execution:
         """Hand an event to the hooks that observe (``on_event`` among them); one that raises stops the run."""
         if not self._observing:
             return
+        make = self._event_class
         if firing is None:
-            event = Event(kind=kind, graph_id=self.graph.id, time=time.monotonic(), total=total)
+            event = make(kind=kind, graph_id=self.graph.id, time=time.monotonic(), total=total)
         else:
-            event = Event(
+            event = make(
                 kind=kind,
                 graph_id=self.graph.id,
                 time=time.monotonic(),
