@@ -750,7 +750,7 @@ def precompile() -> None:
         "compileall.compile_dir(os.path.dirname(aioflow.__file__), quiet=1)\n"
         f"compileall.compile_dir({str(HERE)!r}, quiet=1, maxlevels=0)\n"
     )
-    subprocess.run([sys.executable, "-c", code], env=child_env(), check=True, timeout=DEFAULT_TIMEOUT)
+    subprocess.run([sys.executable, "-c", code], env=child_env(), cwd=HERE, check=True, timeout=DEFAULT_TIMEOUT)
 
 
 def _run_process(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str, str, float]:
@@ -760,8 +760,10 @@ def _run_process(argv: list[str], env: dict[str, str], timeout: float) -> tuple[
         ``(returncode or None on timeout, stdout, stderr, wall seconds)``.
     """
     t0 = time.perf_counter()
+    # In benchmarks/: ``python -c`` puts the working directory first on sys.path,
+    # where a checkout's own aioflow would shadow the one PYTHONPATH names.
     proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        argv, env=env, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
         out, err = proc.communicate(timeout=timeout)
