@@ -10,7 +10,7 @@ checks it, docs/design.md describes it):
     engine      scheduler/ (state machine, planner, async driver, execution hooks)
     tasks       _tasks, _kinds (what runs in a worker)    pools/ (executors by name)
     model       graph/ (load, validate, analyse: pure and synchronous)
-    base        _errors, _lost, _results, events, _version, _gevent_bridge
+    base        _errors, _broken, _lost, _results, events, _version, _gevent_bridge
 
 ``import aioflow`` imports no optional library, and only what names are
 used: the exceptions at once (they are cheap, and unpickling one must not
@@ -29,7 +29,6 @@ from ._errors import DependencyError as DependencyError
 from ._errors import ExecutionError as ExecutionError
 from ._errors import ExecutionTimeoutError as ExecutionTimeoutError
 from ._errors import GraphError as GraphError
-from ._errors import InitializerFailed as InitializerFailed
 from ._errors import IterationLimitError as IterationLimitError
 from ._errors import MissingExtraError as MissingExtraError
 from ._errors import NodeError as NodeError
@@ -48,6 +47,7 @@ from ._version import __version__ as __version__
 if _typing.TYPE_CHECKING:
     from ._api import execute_graph as execute_graph
     from ._api import execute_graph_async as execute_graph_async
+    from ._broken import InitializerFailed as InitializerFailed
     from ._executor import Executor as Executor
     from ._lost import WorkerLostError as WorkerLostError
     from ._results import MISSING as MISSING
@@ -75,6 +75,7 @@ _LAZY = {
     "available_pools": ".pools",
     "open_pool": ".pools",
     "WorkerLostError": "._lost",
+    "InitializerFailed": "._broken",
     "execute_graph": "._api",
     "execute_graph_async": "._api",
 }

@@ -36,7 +36,8 @@ Where the standard library has an exception for the same failure, aioflow's
 is also an instance of it, so that code written for `concurrent.futures`
 catches aioflow's errors unchanged: a value that cannot be pickled is a
 `pickle.PicklingError`, a worker that died a ``BrokenProcessPool``.
-`WorkerLostError` lives in `aioflow._lost`, imported on first use
+`InitializerFailed` lives in `aioflow._broken` and `WorkerLostError` in
+`aioflow._lost`, each imported on first use
 (``aioflow.WorkerLostError`` is lazy): the stdlib module that defines
 ``BrokenProcessPool`` imports `multiprocessing`, which runs on threads and
 ``import aioflow`` do not need.
@@ -44,7 +45,6 @@ catches aioflow's errors unchanged: a value that cannot be pickled is a
 
 from __future__ import annotations
 
-import concurrent.futures
 import pickle
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,6 @@ __all__ = [
     "ExecutionError",
     "ExecutionTimeoutError",
     "GraphError",
-    "InitializerFailed",
     "IterationLimitError",
     "MissingExtraError",
     "NodeError",
@@ -308,22 +307,6 @@ class PoolClosedError(PoolError, RuntimeError):
 
     def __init__(self, pool: str, detail: str = "open a new one with aioflow.open_pool()") -> None:
         super().__init__(f"the {pool!r} pool is closed; {detail}", pool=pool, detail=detail)
-
-
-class InitializerFailed(PoolError, concurrent.futures.BrokenExecutor):
-    """The ``initializer`` of ``pool_options`` raised in a new worker: the pool cannot start workers.
-
-    A `concurrent.futures.BrokenExecutor`, as the standard library's
-    executors raise when their initializer fails. Its ``__cause__`` is the
-    initializer's exception.
-    """
-
-    @classmethod
-    def caused_by(cls, message: str, cause: BaseException | None) -> InitializerFailed:
-        """A new instance for one call (each raise gets its own traceback), with ``cause`` as ``__cause__``."""
-        error = cls(message)
-        error.__cause__ = cause
-        return error
 
 
 class TaskInterrupted(BaseException):

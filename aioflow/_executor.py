@@ -53,7 +53,8 @@ from collections import deque
 from concurrent.futures._base import CANCELLED
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ._errors import DependencyError, InitializerFailed, OptionError, PoolError
+from ._broken import InitializerFailed
+from ._errors import DependencyError, OptionError, PoolError
 from .pools._futures import settle
 from .pools._options import PoolSpec, takes_pool_keywords
 

@@ -37,7 +37,7 @@ PACKAGE = Path(aioflow.__file__).resolve().parent
 
 #: (layer, rank, units). A higher rank may import a lower one; ties only within a layer.
 LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
-    ("base", 0, ("_errors", "_lost", "_results", "events", "_version", "_gevent_bridge")),
+    ("base", 0, ("_errors", "_broken", "_lost", "_results", "events", "_version", "_gevent_bridge")),
     ("model", 1, ("graph",)),
     ("tasks", 2, ("_tasks", "_kinds")),
     ("pools", 2, ("pools",)),

@@ -12,7 +12,7 @@ import importlib as _importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .._errors import InitializerFailed as InitializerFailed
+    from .._broken import InitializerFailed as InitializerFailed
     from ._base import Pool as Pool
     from ._options import DEFAULT_IDLE_TIMEOUT as DEFAULT_IDLE_TIMEOUT
     from ._options import PoolOptions as PoolOptions
@@ -35,7 +35,7 @@ __all__ = [
 #: Public name -> the module that defines it.
 _LAZY = {
     "DEFAULT_IDLE_TIMEOUT": "._options",
-    "InitializerFailed": ".._errors",
+    "InitializerFailed": ".._broken",
     "Pool": "._base",
     "PoolOptions": "._options",
     "available_pools": "._registry",

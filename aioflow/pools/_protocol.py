@@ -40,7 +40,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._errors import InitializerFailed, PoolError, TransferError
+from .._broken import InitializerFailed
+from .._errors import PoolError, TransferError
 from ._outcomes import TransferFailed, WorkerDied, unpicklable_type
 
 if TYPE_CHECKING:

@@ -82,7 +82,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._errors import InitializerFailed, OptionError, TaskInterrupted
+from .._broken import InitializerFailed
+from .._errors import OptionError, TaskInterrupted
 from ._base import Pool
 from ._futures import cancel_queued
 from ._idle import Workers

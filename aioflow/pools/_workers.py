@@ -61,7 +61,7 @@ from collections import deque
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
-from .._errors import InitializerFailed
+from .._broken import InitializerFailed
 from ._futures import Owned, cancel_queued
 from ._idle import Workers
 from ._lifecycle import join_or_kill, kill_process_trees, worker_initializer
