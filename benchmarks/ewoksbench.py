@@ -139,7 +139,6 @@ def _timed_engine(name: str) -> list[float]:
 
 def _import_engine(engine: str, door: str) -> None:
     if engine == "aioflow":
-        import anyio._backends._asyncio
         import uvloop
 
         import aioflow
@@ -150,7 +149,7 @@ def _import_engine(engine: str, door: str) -> None:
 
         if door == "ewoks":
             import aioflow.ewoks._engine
-        del anyio, uvloop, aioflow
+        del uvloop, aioflow
     else:
         import ewoksppf
         import ewoksppf.engine
@@ -180,8 +179,8 @@ def child(door: str, engine: str, spec: str, pool: str) -> None:
     keywords = _pool_keywords(pool)
     # Each engine is imported before the clock, all of it: `import ewoksppf`
     # loads ewokscore, pypushflow and its pools (about 1 s here), while aioflow
-    # loads its scheduler, graph loader, pools, uvloop and anyio's asyncio
-    # backend on first use (and, behind the ewoks door, its engine module with
+    # loads its scheduler, graph loader, pools and uvloop on first use (and,
+    # behind the ewoks door, its engine module with
     # ewokscore); both import times are recorded ("import_s"). The first call then
     # pays what remains (a pool's first start, caches); the second call
     # ("again") shows the steady state.
@@ -354,7 +353,7 @@ def _table(
         "",
         (
             "Engine import, before the clock (medians): own door: aioflow "
-            f"{imported('aioflow', 'own')} s (scheduler, loader, pools, uvloop, anyio's asyncio backend), "
+            f"{imported('aioflow', 'own')} s (scheduler, loader, pools, uvloop), "
             f"ewoksppf {imported('ppf', 'own')} s; ewoks door: aioflow {imported('aioflow', 'ewoks')} s "
             f"(the same, plus its engine module and ewokscore), ewoksppf {imported('ppf', 'ewoks')} s."
         ),
