@@ -76,7 +76,8 @@ def _child(args: argparse.Namespace) -> None:
 
     import aioflow
 
-    options: dict[str, Any] = {"pool_type": args.pool, "max_workers": args.workers}
+    # --workers 0: the pool's default size (a scaling thread pool then grows while its threads wait).
+    options: dict[str, Any] = {"pool_type": args.pool, "max_workers": args.workers or None}
     if args.context:
         options["context"] = args.context
     for spec in args.shapes:
@@ -171,7 +172,7 @@ def _kill_group(pgid: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="workers per pool; 0: the pool's default size")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
     parser.add_argument("--only", help="regex on configuration names (thread, process-spawn, gevent-patched...)")
     parser.add_argument("--fresh", action="store_true", help="a new pool per run instead of one warm pool")
