@@ -7,7 +7,7 @@ SIGINT (Ctrl-C reaches the whole foreground process group, and the parent,
 not each worker, decides what stops), keeps the processes its tasks start in
 its own tree and takes them along when it exits, and exits with its owner.
 Stopping running tasks kills the workers' whole trees (`kill_process_trees`,
-via psutil).
+via psutil, or by pid when a worker has no child).
 
 No process a task starts outlives its worker, daemons included. A daemon
 forks twice: its parent exits, and the kernel re-parents it to the nearest
@@ -173,7 +173,19 @@ def kill_process_trees(pids: list[int]) -> None:
     ``ProcessPoolExecutor`` dies, the executor terminates the others, and the
     processes their tasks started would be re-parented (and lost to a later
     look-up) before we got to them.
+
+    When each process is a child of this one with no child of its own (a
+    pool's idle workers at close, the common case), they are killed without
+    importing psutil (about 5 ms): `_childless_children`.
     """
+    if pids and _childless_children(pids):
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _wait_exited(pids)
+        return
     import psutil
 
     procs: list[psutil.Process] = []
@@ -189,6 +201,53 @@ def kill_process_trees(pids: list[int]) -> None:
         except psutil.NoSuchProcess:
             pass
     _wait_gone(procs)
+
+
+def _childless_children(pids: list[int]) -> bool:
+    """Whether every pid is a child of this process (alive, or a zombie) with no child of its own (Linux ``/proc``).
+
+    A child's pid cannot be reused before this process reaps it, so killing
+    it by pid is safe. Its children are listed by each of its threads in
+    ``/proc/PID/task/TID/children`` (a process a task started from a thread
+    of the worker is that thread's child). ``False`` wherever that cannot be
+    read (another platform, a kernel without the file): the caller then asks
+    psutil.
+    """
+    me = str(os.getpid())
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            if fields[1].decode() != me:
+                return False
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    if f.read().strip():
+                        return False
+        except (OSError, ValueError, IndexError):
+            return False
+    return True
+
+
+def _wait_exited(pids: list[int], timeout: float = 5.0) -> None:
+    """Wait until our killed children are dead (gone, or zombies left for their owner to reap), reaping none."""
+    deadline = time.monotonic() + timeout
+    alive = list(pids)
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in alive if _alive_child(pid)]
+        if alive:
+            time.sleep(0.001)
+
+
+def _alive_child(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 :].split()[0] not in (b"Z", b"X")
 
 
 def join_or_kill(processes: list[Any], grace: float = 5.0) -> None:
