@@ -213,14 +213,10 @@ def _childless_children(pids: list[int]) -> bool:
     read (another platform, a kernel without the file): the caller then asks
     psutil.
     """
-    me = str(os.getpid())
+    me = str(os.getpid()).encode()
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            if fields[1].decode() != me:
+            if _stat_fields(pid)[1] != me:  # its parent
                 return False
             for tid in os.listdir(f"/proc/{pid}/task"):
                 with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
@@ -243,11 +239,17 @@ def _wait_exited(pids: list[int], timeout: float = 5.0) -> None:
 
 def _alive_child(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
+        return _stat_fields(pid)[0] not in (b"Z", b"X")  # its state: a zombie, or dead
     except OSError:
         return False
-    return stat[stat.rindex(b")") + 2 :].split()[0] not in (b"Z", b"X")
+
+
+def _stat_fields(pid: int) -> list[bytes]:
+    """The fields of ``/proc/PID/stat`` after the command name: state, parent pid, ... (Linux)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    return stat[stat.rindex(b")") + 2 :].split()
 
 
 def join_or_kill(processes: list[Any], grace: float = 5.0) -> None:
