@@ -45,7 +45,9 @@ catches aioflow's errors unchanged: a value that cannot be pickled is a
 
 from __future__ import annotations
 
-import pickle
+# pickle's C half defines the same PicklingError as pickle (which re-exports
+# it), without the pure-Python module that a run on threads never needs.
+from _pickle import PicklingError
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -162,7 +164,7 @@ class TaskInputError(AioflowError, TypeError):
         super().__init__(f"task {task!r}: {detail}", task=task, detail=detail, missing=tuple(missing))
 
 
-class TransferError(AioflowError, TypeError, pickle.PicklingError):
+class TransferError(AioflowError, TypeError, PicklingError):
     """A task, one of its inputs or its outputs cannot be sent to or from a worker process.
 
     Also a `pickle.PicklingError`, the error `concurrent.futures`' process pool

@@ -9,7 +9,10 @@ from ._load import load_graph as load_graph
 from ._model import TASK_TYPES as TASK_TYPES
 from ._model import Graph as Graph
 from ._model import Link as Link
+from ._model import Links as Links
 from ._model import Node as Node
 from ._model import NodeId as NodeId
 
-__all__ = ["TASK_TYPES", "Analysis", "Graph", "Link", "Node", "NodeId", "apply_inputs", "load_graph", "select_nodes"]
+__all__ = [
+    "TASK_TYPES", "Analysis", "Graph", "Link", "Links", "Node", "NodeId", "apply_inputs", "load_graph", "select_nodes",
+]  # fmt: skip

@@ -18,13 +18,14 @@ loads):
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
+from itertools import accumulate, count, repeat
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
-    from ._model import Graph, NodeId
+    from ._model import Graph, Links, NodeId
 
 __all__ = ["Analysis", "analyse"]
 
@@ -67,26 +68,32 @@ def analyse(graph: Graph) -> Analysis:
     ids = list(nodes)
     index_of = {n: i for i, n in enumerate(ids)}
     n_nodes = len(ids)
-    data_out: list[list[int]] = [[] for _ in range(n_nodes)]
-    error_out: list[list[int]] = [[] for _ in range(n_nodes)]
-    links_in: list[list[int]] = [[] for _ in range(n_nodes)]
-    successors: list[list[int]] = [[] for _ in range(n_nodes)]
-    link_ends: list[tuple[int, int]] = []
-    for li, link in enumerate(links):
-        s = index_of[link.source]
-        t = index_of[link.target]
-        link_ends.append((s, t))
-        (error_out if link.on_error else data_out)[s].append(li)
-        links_in[t].append(li)
-        successors[s].append(t)
+    # Link ends by node index; then each node's links, grouped by a stable
+    # sort: tuples of ints, which the garbage collector stops tracking, not
+    # lists, which it would rescan in every collection while loading goes on.
+    link_sources = tuple(map(index_of.__getitem__, links.sources))
+    link_targets = tuple(map(index_of.__getitem__, links.targets))
+    links_out = _grouped(link_sources, n_nodes)
+    links_in = _grouped(link_targets, n_nodes)
+    if any(links.on_error):
+        on_error = links.on_error
+        data_out = [tuple(li for li in out if not on_error[li]) for out in links_out]
+        error_out = [tuple(li for li in out if on_error[li]) for out in links_out]
+    else:
+        data_out = links_out
+        error_out = [()] * n_nodes
+    successors = list(map(tuple, map(map, repeat(link_targets.__getitem__), links_out)))
 
-    link_required = _link_requiredness(graph, link_ends, successors)
-    required_in_count = [0] * n_nodes
-    for li, (_, t) in enumerate(link_ends):
-        if link_required[li]:
-            required_in_count[t] += 1
+    link_required = _link_requiredness(links, link_sources, link_targets, successors)
+    if all(link_required):
+        required_in_count = list(map(len, links_in))
+    else:
+        required_in_count = [0] * n_nodes
+        for t, required in zip(link_targets, link_required, strict=True):
+            if required:
+                required_in_count[t] += 1
 
-    order, components = _order_and_components(n_nodes, successors)
+    order, components = _order_and_components(successors, list(map(len, links_in)))
     cycles: list[list[int]] = []
     blocked: list[list[int]] = []
     if components is not None:
@@ -100,7 +107,7 @@ def analyse(graph: Graph) -> Analysis:
                 continue
             cycles.append(component)
             if all(
-                any(link_required[li] and component_of[link_ends[li][0]] == ci for li in links_in[n]) for n in component
+                any(link_required[li] and component_of[link_sources[li]] == ci for li in links_in[n]) for n in component
             ):
                 blocked.append(component)
     position = [0] * n_nodes
@@ -109,13 +116,13 @@ def analyse(graph: Graph) -> Analysis:
 
     condition_values: dict[NodeId, dict[Any, list[Any]]] = {}
     seen: dict[tuple[NodeId, Any], _Values] = {}
-    for link in links:
-        if link.conditions:
-            per_name = condition_values.setdefault(link.source, {})
-            for name, value in link.conditions:
-                known = seen.get((link.source, name))
+    for source, conditions in zip(links.sources, links.conditions, strict=True):
+        if conditions:
+            per_name = condition_values.setdefault(source, {})
+            for name, value in conditions:
+                known = seen.get((source, name))
                 if known is None:
-                    known = seen[link.source, name] = _Values()
+                    known = seen[source, name] = _Values()
                 if known.add(value):
                     per_name.setdefault(name, []).append(value)
 
@@ -133,9 +140,9 @@ def analyse(graph: Graph) -> Analysis:
         return tuple(ids[i] for i in sorted(seq, key=position.__getitem__))
 
     return Analysis(
-        data_links_out=dict(zip(ids, map(tuple, data_out), strict=False)),
-        error_links_out=dict(zip(ids, map(tuple, error_out), strict=False)),
-        links_in=dict(zip(ids, map(tuple, links_in), strict=False)),
+        data_links_out=dict(zip(ids, data_out, strict=True)),
+        error_links_out=dict(zip(ids, error_out, strict=True)),
+        links_in=dict(zip(ids, links_in, strict=True)),
         link_required=link_required,
         required_in_count=dict(zip(ids, required_in_count, strict=False)),
         start_nodes=in_order(start),
@@ -145,6 +152,22 @@ def analyse(graph: Graph) -> Analysis:
         blocked_cycles=tuple(in_order(c) for c in blocked),
         order=tuple(ids[i] for i in order),
     )
+
+
+def _grouped(keys: tuple[int, ...], n_groups: int) -> list[tuple[int, ...]]:
+    """For each group ``g < n_groups``: the positions ``i`` with ``keys[i] == g``, in order."""
+    if len(keys) > 8 * n_groups:
+        # Large groups: appending to one list per group (in C, through `map`)
+        # is faster than sorting, and the lists are few.
+        lists: list[list[int]] = [[] for _ in range(n_groups)]
+        deque(map(list.append, map(lists.__getitem__, keys), count()), maxlen=0)
+        return list(map(tuple, lists))
+    # Many small groups: a stable sort, then slices, so that no list per group
+    # is kept for the garbage collector to rescan while loading goes on.
+    positions = tuple(sorted(range(len(keys)), key=keys.__getitem__))
+    sizes = Counter(keys)
+    ends = list(accumulate(map(sizes.__getitem__, range(n_groups))))
+    return list(map(positions.__getitem__, map(slice, [0, *ends[:-1]], ends)))
 
 
 class _Values:
@@ -193,12 +216,18 @@ def _locally_optional(required: bool | None, conditional: bool) -> bool:
     return conditional
 
 
-def _link_requiredness(graph: Graph, link_ends: list[tuple[int, int]], successors: list[list[int]]) -> tuple[bool, ...]:
+def _link_requiredness(
+    links: Links, link_sources: tuple[int, ...], link_targets: tuple[int, ...], successors: list[tuple[int, ...]]
+) -> tuple[bool, ...]:
     """Spec §3.5 in O(nodes + links): taint propagates downstream of optional links."""
+    marked = links.required
+    if marked.count(None) == len(marked) and not any(links.conditions) and not any(links.on_error):
+        return (True,) * len(marked)  # nothing optional, so nothing tainted
+    conditional = [bool(c) or e for c, e in zip(links.conditions, links.on_error, strict=True)]
     tainted = [False] * len(successors)
     queue: deque[int] = deque()
-    for link, (_, t) in zip(graph.links, link_ends, strict=False):
-        if _locally_optional(link.required, link.conditional) and not tainted[t]:
+    for t, required, cond in zip(link_targets, marked, conditional, strict=True):
+        if _locally_optional(required, cond) and not tainted[t]:
             tainted[t] = True
             queue.append(t)
     while queue:
@@ -206,13 +235,10 @@ def _link_requiredness(graph: Graph, link_ends: list[tuple[int, int]], successor
             if not tainted[nxt]:
                 tainted[nxt] = True
                 queue.append(nxt)
-    required: list[bool] = []
-    for link, (s, _) in zip(graph.links, link_ends, strict=False):
-        if link.required is not None:
-            required.append(link.required)
-        else:
-            required.append(not link.conditional and not tainted[s])
-    return tuple(required)
+    return tuple(
+        (not cond and not tainted[s]) if required is None else required
+        for s, required, cond in zip(link_sources, marked, conditional, strict=True)
+    )
 
 
 def _has_uncovered_condition(values_by_name: dict[Any, list[Any]], else_value: Any) -> bool:
@@ -234,7 +260,9 @@ def _has_uncovered_condition(values_by_name: dict[Any, list[Any]], else_value: A
     return False
 
 
-def _order_and_components(n_nodes: int, successors: list[list[int]]) -> tuple[list[int], list[list[int]] | None]:
+def _order_and_components(
+    successors: list[tuple[int, ...]], indegree: list[int]
+) -> tuple[list[int], list[list[int]] | None]:
     """A stable order of the nodes and, when the graph has cycles, its components.
 
     Kahn's algorithm by generations: generation 0 holds the nodes without
@@ -243,13 +271,11 @@ def _order_and_components(n_nodes: int, successors: list[list[int]]) -> tuple[li
     (the order ewokscore's sequential engine runs a DAG in). When Kahn's
     algorithm cannot place every node, the graph has cycles: the same ordering
     is then applied to the condensation (strongly connected components), members
-    of one component keeping their declaration order.
+    of one component keeping their declaration order. ``indegree``: each
+    node's number of in-links (used up).
     """
-    indegree = [0] * n_nodes
-    for succ in successors:
-        for t in succ:
-            indegree[t] += 1
-    order = _kahn([[i] for i in range(n_nodes)], successors, indegree, list(range(n_nodes)))
+    n_nodes = len(successors)
+    order = _kahn(None, successors, indegree, range(n_nodes))
     if len(order) == n_nodes:
         return order, None
     components = _strongly_connected_components(n_nodes, successors)
@@ -273,14 +299,22 @@ def _order_and_components(n_nodes: int, successors: list[list[int]]) -> tuple[li
     return order, components
 
 
-def _kahn(members: list[list[int]], successors: list[list[int]], indegree: list[int], declared: list[int]) -> list[int]:
-    """Kahn's algorithm by generations over groups of nodes (see `_order_and_components`)."""
+def _kahn(
+    members: Sequence[Sequence[int]] | None,
+    successors: Sequence[Sequence[int]],
+    indegree: list[int],
+    declared: Iterable[int],
+) -> list[int]:
+    """Kahn's algorithm by generations over groups of nodes (see `_order_and_components`); ``members=None``: each group is one node."""
     generation = [g for g in declared if indegree[g] == 0]
     order: list[int] = []
     while generation:
         following: list[int] = []
+        if members is None:
+            order.extend(generation)
         for g in generation:
-            order.extend(members[g])
+            if members is not None:
+                order.extend(members[g])
             for h in successors[g]:
                 indegree[h] -= 1
                 if indegree[h] == 0:
@@ -289,7 +323,7 @@ def _kahn(members: list[list[int]], successors: list[list[int]], indegree: list[
     return order
 
 
-def _strongly_connected_components(n_nodes: int, successors: list[list[int]]) -> list[list[int]]:
+def _strongly_connected_components(n_nodes: int, successors: Sequence[Sequence[int]]) -> list[list[int]]:
     """Tarjan's algorithm with an explicit stack, O(nodes + links).
 
     Each component's members are returned sorted (declaration order).

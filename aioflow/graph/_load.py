@@ -5,21 +5,24 @@ The pipeline follows the graph format spec §1.5, one module for each step:
 1. read the source into a plain dict, the caller's dict never touched (`_read`);
 2. normalise every node and link (`_normalise`), expanding ``graph`` nodes
    recursively (§3.7), merging duplicate links (§3.6) (`_subgraphs`) and
-   wiring default error handlers (§3.8, `_handlers`) at each level;
+   wiring default error handlers (§3.8, `_handlers`) at each level; a
+   document without either, whose links are all plain, has its links
+   checked a column at a time and kept as written
+   (`_normalise.plain_link_columns`);
 3. build the immutable `Graph`, which runs the linear analysis, and validate
-   what needs the whole graph (`_build`);
+   what needs the whole graph (`_build`), where links kept as written that
+   turn out to have duplicates are merged;
 4. apply ``inputs=`` (§6.5, `_inputs`).
 
-The cyclic garbage collector is paused while these steps run (`_collector`);
-finding the ``root_module`` package, which runs code of the caller's, is not
-one of them.
+Loading touches no process-wide state: it makes few containers per link
+(`_model`), so the garbage collector has little to rescan while it runs.
 
 Problems are collected, not raised one by one (`_report`): a `GraphError`
 lists every problem found. Whatever a document holds, loading ends in a
 `Graph` or a `GraphError`: what would let a document take unbounded time,
 memory or stack is refused with a message naming the bound (`_limits`).
 
-Imports: `aioflow._errors`, `_build`, `_collector`, `_inputs`, `_model`,
+Imports: `aioflow._errors`, `_build`, `_inputs`, `_model`,
 `_read`, `_report`, `_subgraphs`.
 """
 
@@ -32,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import GraphError
 from ._build import build_graph
-from ._collector import COLLECTOR_PAUSE
 from ._inputs import apply_inputs
 from ._model import Graph
 from ._read import _base_dir, _looks_like_json, _read_source, _source_name
@@ -77,11 +79,8 @@ def load_graph(
             message lists every problem found.
     """
     try:
-        # Outside the pause: finding root_module imports its package, which
-        # runs code of the caller's and allocates little.
         base_dir = _base_dir(root_dir, root_module)
-        with COLLECTOR_PAUSE:
-            return _load_graph(source, inputs, representation, base_dir, root_module)
+        return _load_graph(source, inputs, representation, base_dir, root_module)
     except RecursionError as exc:
         # Values and subgraphs are bounded before anything recurses on them;
         # this is the net for a caller whose own stack was already nearly full.

@@ -1,21 +1,30 @@
-"""Immutable records of a loaded graph: `Node`, `Link` and `Graph`.
+"""Immutable records of a loaded graph: `Node`, `Link`, `Links` and `Graph`.
 
 A `Graph` is built only from already validated nodes and links (see
 `aioflow.graph.load_graph`); building it runs the linear-time analysis once
 and keeps the result in `Graph.analysis`.
+
+A graph's links are kept by column (`Links`): one tuple per field of
+`Link`, so that a graph of a million links holds a dozen objects for them,
+not millions. That keeps loading linear without pausing the garbage
+collector (which would otherwise rescan every record made so far, again and
+again), and lets the scheduler read the one field it needs. A `Link` record
+is made when one is asked for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, overload
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Iterator
 
     from ._analysis import Analysis
 
-__all__ = ["TASK_TYPES", "Graph", "Link", "Node", "NodeId"]
+__all__ = ["NO_ATTRIBUTES", "TASK_TYPES", "Graph", "Link", "Links", "Node", "NodeId"]
 
 #: A node id: a string, an int, or a tuple of ids for nodes that come from a subgraph.
 NodeId = str | int | tuple[Any, ...]
@@ -83,6 +92,157 @@ class Link:
         return bool(self.conditions) or self.on_error
 
 
+_FIELDS = ("source", "target", "data_mapping", "map_all_data", "conditions", "on_error", "required",
+           "cache_if_optional", "attributes")  # fmt: skip
+
+
+class Links(Sequence[Link]):
+    """The links of a graph, in declaration order: a read-only sequence of `Link`, stored by column.
+
+    ``links[i]`` makes the `Link` record of link ``i`` (a new record each
+    time: compare records with ``==``, not ``is``); iterating makes them one
+    by one. Each column is a tuple with one entry per link, named after the
+    field of `Link` it holds: `sources`, `targets`, `data_mappings`,
+    `map_all_data`, `conditions`, `on_error`, `required`,
+    `cache_if_optional`, `attributes`. Reading a column is how code that
+    walks many links should read them.
+
+    Args:
+        links: the `Link` records, in order.
+
+    Raises:
+        TypeError: an item is not a `Link`.
+    """
+
+    __slots__ = (
+        "attributes", "cache_if_optional", "conditions", "data_mappings", "map_all_data", "on_error",
+        "required", "sources", "targets",
+    )  # fmt: skip
+
+    sources: tuple[NodeId, ...]
+    targets: tuple[NodeId, ...]
+    data_mappings: tuple[tuple[tuple[Any, str | int], ...], ...]
+    map_all_data: tuple[bool, ...]
+    conditions: tuple[tuple[tuple[Any, Any], ...], ...]
+    on_error: tuple[bool, ...]
+    required: tuple[bool | None, ...]
+    cache_if_optional: tuple[bool, ...]
+    attributes: tuple[Mapping[str, Any], ...]
+
+    def __init__(self, links: Iterable[Link] = ()) -> None:
+        records = tuple(links)
+        for i, link in enumerate(records):
+            if not isinstance(link, Link):
+                msg = f"links[{i}] must be a Link (got a {type(link).__name__})"
+                raise TypeError(msg)
+        if records:
+            columns = list(zip(*map(attrgetter(*_FIELDS), records), strict=True))
+        else:
+            columns = [()] * len(_FIELDS)
+        self._set(*columns)
+
+    @classmethod
+    def _from_columns(
+        cls,
+        sources: Sequence[NodeId],
+        targets: Sequence[NodeId],
+        data_mappings: Sequence[tuple[tuple[Any, str | int], ...]],
+        map_all_data: Sequence[bool] | None = None,
+        conditions: Sequence[tuple[tuple[Any, Any], ...]] | None = None,
+        on_error: Sequence[bool] | None = None,
+        required: Sequence[bool | None] | None = None,
+        cache_if_optional: Sequence[bool] | None = None,
+        attributes: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Links:
+        """Links from columns of equal length, already validated; a column left out holds the field's default."""
+        n = len(sources)
+        self = cls.__new__(cls)
+        self._set(
+            sources,
+            targets,
+            data_mappings,
+            (False,) * n if map_all_data is None else map_all_data,
+            ((),) * n if conditions is None else conditions,
+            (False,) * n if on_error is None else on_error,
+            (None,) * n if required is None else required,
+            (False,) * n if cache_if_optional is None else cache_if_optional,
+            _NO_ATTRIBUTES * n if attributes is None else attributes,
+        )
+        return self
+
+    def _set(self, *columns: Sequence[Any]) -> None:
+        for name, column in zip(_COLUMNS, columns, strict=True):
+            object.__setattr__(self, name, column if type(column) is tuple else tuple(column))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        msg = f"'Links' is read-only: cannot set {name!r}"
+        raise AttributeError(msg)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    @overload
+    def __getitem__(self, index: int) -> Link: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Link, ...]: ...
+    def __getitem__(self, index: int | slice) -> Link | tuple[Link, ...]:
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        return Link(*(getattr(self, name)[index] for name in _COLUMNS))
+
+    def __iter__(self) -> Iterator[Link]:
+        return map(Link, *(getattr(self, name) for name in _COLUMNS))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Links):
+            return all(getattr(self, name) == getattr(other, name) for name in _COLUMNS)
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # attributes hold dicts
+
+    def __repr__(self) -> str:
+        return f"<Links: {len(self)}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_links_from_columns, tuple(getattr(self, name) for name in _COLUMNS))
+
+
+# The column names of `Links`, in the order of the fields of `Link`.
+_COLUMNS = ("sources", "targets", "data_mappings", "map_all_data", "conditions", "on_error", "required",
+            "cache_if_optional", "attributes")  # fmt: skip
+
+
+class _NoAttributes(Mapping[str, Any]):
+    """The attributes of a link that has none: empty, read-only, one for the process (pickled by name)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> Any:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+    def __reduce__(self) -> str:
+        return "NO_ATTRIBUTES"
+
+
+NO_ATTRIBUTES = _NoAttributes()
+_NO_ATTRIBUTES: tuple[Mapping[str, Any]] = (NO_ATTRIBUTES,)
+
+
+def _links_from_columns(*columns: Sequence[Any]) -> Links:
+    return Links._from_columns(*columns)
+
+
 @dataclass(frozen=True, eq=False)
 class Graph:
     """A loaded, validated and analysed workflow graph. Never mutated.
@@ -91,7 +251,8 @@ class Graph:
         id: the graph id (``"notspecified"`` when the document has none).
         label: the display name (falls back to the id).
         nodes: node id -> `Node`, in declaration order.
-        links: every link, in declaration order.
+        links: every link, in declaration order: a `Links` (any sequence of
+            `Link` given is turned into one).
         attributes: the other graph attributes (``schema_version``, ``requirements``...).
         analysis: start and end nodes, requiredness, cycles, order: see `Analysis`.
     """
@@ -99,13 +260,15 @@ class Graph:
     id: str
     label: str
     nodes: Mapping[NodeId, Node]
-    links: tuple[Link, ...]
+    links: Links
     attributes: Mapping[str, Any] = field(default_factory=dict)
     analysis: Analysis = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         from ._analysis import analyse
 
+        if not isinstance(self.links, Links):
+            object.__setattr__(self, "links", Links(self.links))
         object.__setattr__(self, "analysis", analyse(self))
 
     @property

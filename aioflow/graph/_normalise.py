@@ -16,12 +16,14 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
+from itertools import repeat
+from operator import and_, contains, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from ._model import TASK_TYPES
 from ._report import _At
 from ._show import _did_you_mean, _fmt, _show
-from ._values import _bad_input_name, _expected_id, _input_name, _is_graph_id, _is_name, _normalise_id
+from ._values import _SCALARS, _bad_input_name, _expected_id, _input_name, _is_graph_id, _is_name, _normalise_id
 
 if TYPE_CHECKING:
     from ._model import NodeId
@@ -58,11 +60,14 @@ _REFUSED_SCHEMAS = ("0.0", "0.0.1")
 class _Flat:
     """One graph level after expansion: plain dicts, final ids."""
 
-    __slots__ = ("graph_attrs", "input_aliases", "links", "nodes", "output_aliases")
+    __slots__ = ("graph_attrs", "input_aliases", "link_columns", "links", "nodes", "output_aliases")
 
     def __init__(self) -> None:
         self.nodes: dict[NodeId, dict[str, Any]] = {}
         self.links: list[dict[str, Any]] = []
+        # Instead of `links`: the sources, targets and data mappings of a
+        # document's links when they are all plain (`plain_link_columns`).
+        self.link_columns: LinkColumns | None = None
         # alias -> [(node id, link attributes)]
         self.input_aliases: dict[Any, list[tuple[NodeId, dict[str, Any]]]] = {}
         self.output_aliases: dict[Any, list[tuple[NodeId, dict[str, Any]]]] = {}
@@ -231,6 +236,7 @@ def _normalise_inputs(report: _Report, value: Any, here: str | _At) -> list[dict
 
 _PLAIN_LINK_KEYS = frozenset(("source", "target", "data_mapping"))
 _PLAIN_ITEM_KEYS = frozenset(("source_output", "target_input"))
+_PLAIN_CONDITION_KEYS = frozenset(("source_output", "value"))
 
 
 def _plain_link(raw: dict[str, Any], level: Mapping[NodeId, dict[str, Any]]) -> dict[str, Any] | None:
@@ -260,6 +266,205 @@ def _plain_link(raw: dict[str, Any], level: Mapping[NodeId, dict[str, Any]]) -> 
             return None
         items.append({"source_output": source_output, "target_input": target_input})
     return {"source": source, "target": target, "data_mapping": items}
+
+
+#: The columns of `plain_link_columns`, in the order of `Links._from_columns` (None: the default of every link).
+LinkColumns = tuple[
+    tuple["NodeId", ...],
+    tuple["NodeId", ...],
+    tuple[tuple[tuple[Any, str | int], ...], ...],
+    tuple[bool, ...] | None,
+    tuple[tuple[tuple[Any, Any], ...], ...] | None,
+    tuple[bool, ...] | None,
+    tuple[bool | None, ...] | None,
+    tuple[bool, ...] | None,
+]
+
+# The keys a plain link may have besides its ends and ``data_mapping``, each
+# with the types its value may have and its value when absent.
+_PLAIN_FLAGS: dict[str, tuple[frozenset[type], Any]] = {
+    "map_all_data": (frozenset((bool,)), False),
+    "on_error": (frozenset((bool,)), False),
+    "required": (frozenset((bool, type(None))), None),
+    "cache_if_optional": (frozenset((bool,)), False),
+}
+
+
+def plain_link_columns(raw_links: list[Any], level: Mapping[NodeId, dict[str, Any]]) -> LinkColumns | None:
+    """The columns of `Links` for a list of links that are all plain, in the order of `Links._from_columns`.
+
+    A plain link: string ends, both nodes of ``level``; a ``data_mapping``
+    as `_plain_link` takes it; ``conditions`` whose values are scalars
+    (strings, numbers, booleans, null), each output named once; the flags
+    true or false (``required`` also null); nothing else, and no pair of
+    attributes that cannot go together. None if one link is not: the links
+    then go one by one through `normalise_link`, which says what is wrong.
+    Duplicates (links with the same ends) of links with more than a
+    mapping are left to the general path too; `build_graph` finds those of
+    links with a mapping only in the analysis, and merges them.
+
+    Every check runs over a whole column at a time, and makes no container
+    that outlives it (equal mappings share one tuple), so that loading a
+    million plain links makes a handful of objects for them (see `_model`).
+    """
+    n = len(raw_links)
+    try:
+        sources: tuple[Any, ...] = tuple(map(dict.get, raw_links, repeat("source")))
+    except TypeError:
+        return None  # a link that is not an object
+    targets: tuple[Any, ...] = tuple(map(dict.get, raw_links, repeat("target")))
+    if set(map(type, sources)) - {str} or set(map(type, targets)) - {str}:
+        return None
+    raw_mappings: tuple[Any, ...] = tuple(map(dict.get, raw_links, repeat("data_mapping")))
+    # Both ends are there (strings): a link has no key but the known ones
+    # when its keys number two plus those of the known ones it has.
+    keys = sum(map(len, raw_links)) - 2 * n
+    try:
+        mapping_sizes: set[int] | None = set(map(list.__len__, raw_mappings))
+        nulls = 0
+    except TypeError:  # a link without a mapping (or with one that is not a list)
+        mapping_sizes = None
+        nulls = raw_mappings.count(None)
+    if keys != n - nulls:  # not the usual links, ends and a mapping each
+        present = {
+            key: sum(map(contains, raw_links, repeat(key))) for key in ("data_mapping", "conditions", *_PLAIN_FLAGS)
+        }
+        if keys != sum(present.values()):
+            return None
+    else:
+        present = {"data_mapping": keys}
+    if not level.keys() >= set(sources) or not level.keys() >= set(targets):
+        return None  # a link to an unknown node
+    mappings = _plain_mapping_column(raw_mappings, mapping_sizes)
+    if mappings is None:
+        return None
+    flags: dict[str, Any] = dict.fromkeys(_PLAIN_FLAGS)
+    for flag, (kinds, absent) in _PLAIN_FLAGS.items():
+        if present.get(flag):
+            column = tuple(map(dict.get, raw_links, repeat(flag), repeat(absent)))
+            if set(map(type, column)) - kinds:
+                return None
+            flags[flag] = column
+    conditions = None
+    if present.get("conditions"):
+        conditions = _plain_conditions_column(tuple(map(dict.get, raw_links, repeat("conditions"))))
+        if conditions is None:
+            return None
+    more = any(present.get(key) for key in ("conditions", *_PLAIN_FLAGS))
+    if more and len(set(zip(sources, targets, strict=True))) < n:
+        # Duplicates, whose attributes `_merge_duplicate_links` compares.
+        return None
+    # Pairs that cannot go together: the links are then checked one by one.
+    if flags["map_all_data"] is not None and any(map(and_, flags["map_all_data"], map(bool, mappings))):
+        return None
+    if (
+        flags["on_error"] is not None
+        and conditions is not None
+        and any(map(and_, flags["on_error"], map(bool, conditions)))
+    ):
+        return None
+    return (
+        sources,
+        targets,
+        mappings,
+        flags["map_all_data"],
+        conditions,
+        flags["on_error"],
+        flags["required"],
+        flags["cache_if_optional"],
+    )
+
+
+def _plain_conditions_column(raw: tuple[Any, ...]) -> tuple[tuple[tuple[Any, Any], ...], ...] | None:
+    """The ``conditions`` of plain links as tuples; None if one is not plain (see `plain_link_columns`)."""
+    column: list[tuple[tuple[Any, Any], ...]] = []
+    append = column.append
+    for conditions in raw:
+        if conditions is None:
+            append(())
+            continue
+        if type(conditions) is not list:
+            return None
+        pairs = []
+        for item in conditions:
+            if type(item) is not dict or item.keys() != _PLAIN_CONDITION_KEYS:
+                return None
+            output = item["source_output"]
+            value = item["value"]
+            if type(output) is not str or type(value) not in _SCALARS:
+                return None
+            pairs.append((output, value))
+        if len(pairs) > 1 and len({output for output, _ in pairs}) < len(pairs):
+            return None  # an output named twice: the general path keeps the last
+        append(tuple(pairs))
+    return tuple(column)
+
+
+def _plain_mapping_column(
+    raw: tuple[Any, ...], sizes: set[int] | None
+) -> tuple[tuple[tuple[Any, str | int], ...], ...] | None:
+    """The ``data_mapping`` of plain links as tuples, equal ones shared; None if one is not plain.
+
+    ``sizes``: the lengths the mappings have, when all are lists. An item
+    may have keys besides its two, as `normalise_link` lets it;
+    ``dict.__getitem__`` mapped over a column checks each item's type as it
+    reads it (a ``TypeError``).
+    """
+    if sizes != {1}:
+        return _plain_mappings_one_by_one(raw)
+    # The most common shape, one item each, checked a column at a time.
+    items = tuple(map(itemgetter(0), raw))
+    try:
+        outputs = tuple(map(dict.__getitem__, items, repeat("source_output")))
+        inputs = tuple(map(dict.__getitem__, items, repeat("target_input")))
+        del items  # a tuple of dicts, which each collection would rescan while the mappings are made
+        if set(map(type, outputs)) - {str} or any(map(str.isdecimal, inputs)):
+            return None
+    except (TypeError, KeyError):
+        return None  # an item that is not an object, or lacks a key, or a name that is not a string
+    if len(set(outputs)) == 1:
+        output = outputs[0]
+        names = set(inputs)
+        if 4 * len(names) > len(inputs):  # mostly distinct: nothing to share
+            return tuple(zip(zip(repeat(output, len(inputs)), inputs, strict=True), strict=True))
+        shared = {name: ((output, name),) for name in names}
+        return tuple(map(shared.__getitem__, inputs))
+    by_output: dict[Any, dict[Any, tuple[tuple[Any, str | int], ...]]] = {}
+    column: list[tuple[tuple[Any, str | int], ...]] = []
+    append = column.append
+    for output, name in zip(outputs, inputs, strict=True):
+        per_name = by_output.get(output)
+        if per_name is None:
+            per_name = by_output[output] = {}
+        mapping = per_name.get(name)
+        if mapping is None:
+            mapping = per_name[name] = ((output, name),)
+        append(mapping)
+    return tuple(column)
+
+
+def _plain_mappings_one_by_one(raw: tuple[Any, ...]) -> tuple[tuple[tuple[Any, str | int], ...], ...] | None:
+    """`_plain_mapping_column` for any other shape: one mapping at a time, equal ones shared."""
+    seen: dict[tuple[tuple[Any, str | int], ...], tuple[tuple[Any, str | int], ...]] = {}
+    column: list[tuple[tuple[Any, str | int], ...]] = []
+    for mapping in raw:
+        if mapping is None:
+            column.append(())
+            continue
+        if type(mapping) is not list:
+            return None
+        items_of: list[tuple[Any, str | int]] = []
+        for item in mapping:
+            if type(item) is not dict or not item.keys() >= _PLAIN_ITEM_KEYS:
+                return None
+            source_output = item["source_output"]
+            target_input = item["target_input"]
+            if type(source_output) is not str or type(target_input) is not str or target_input.isdecimal():
+                return None
+            items_of.append((source_output, target_input))
+        key = tuple(items_of)
+        column.append(seen.setdefault(key, key))
+    return tuple(column)
 
 
 def normalise_link(

@@ -21,7 +21,15 @@ from .._errors import GraphError
 from ._analysis import same_value
 from ._handlers import wire_default_error_handlers
 from ._limits import _MAX_SUBGRAPH_DEPTH, _MAX_SUBGRAPHS
-from ._normalise import _SUB_KEYS, _Flat, graph_attributes, link_attributes, normalise_link, normalise_node
+from ._normalise import (
+    _SUB_KEYS,
+    _Flat,
+    graph_attributes,
+    link_attributes,
+    normalise_link,
+    normalise_node,
+    plain_link_columns,
+)
 from ._read import _read_source
 from ._report import _At
 from ._show import _fmt, _short, _show
@@ -102,6 +110,25 @@ class _Expander:
                 self.report.problem(where, f"node {_fmt(nid)} is declared more than once (node ids must be unique)")
                 continue
             level[nid] = node
+
+        if (
+            depth == 0
+            and not invalid
+            and not any(node["task_type"] == "graph" or node.get("default_error_node") for node in level.values())
+        ):
+            # A document without subgraphs or default error handlers, whose
+            # links may be final as written.
+            flat.link_columns = plain_link_columns(raw_links, level)
+            if flat.link_columns is not None:
+                flat.nodes = level
+                flat.input_aliases = self.resolve_aliases(
+                    attrs.get("input_nodes"), "input_nodes", level, {}, where, inputs=True
+                )
+                flat.output_aliases = self.resolve_aliases(
+                    attrs.get("output_nodes"), "output_nodes", level, {}, where, inputs=False
+                )
+                wire_default_error_handlers(self.report, flat, where)  # none to wire: drops their attributes
+                return flat
 
         links: list[dict[str, Any]] = []
         for position, raw_link in enumerate(raw_links):

@@ -16,10 +16,17 @@ What is overridden or read, by class of ``billiard.pool``:
   ``_poll_result``), ``get_process_queues``, ``Process``, ``Worker`` (its
   ``on_ready_counter`` keyword), ``Supervisor``, ``TaskHandler`` and
   ``ResultHandler`` (built in ``__init__``, in this order, after the first
-  workers), ``_create_worker_process``, ``process_flush_queues``,
+  workers; the result handler given no ``on_ready_counters``),
+  ``_create_worker_process`` (replaced: billiard's steps without the
+  shared counter), ``process_flush_queues``,
   ``on_job_process_lost``, ``_help_stuff_finish``, ``_set_result_sentinel``,
   ``_join_exited_workers``, ``_repopulate_pool``, ``_avail_index``,
-  ``_maintain_pool``, ``_pool``, ``_processes``, ``_cache`` (jobs and their
+  ``_maintain_pool``, ``_pool``, ``_processes``, ``_poolctrl``,
+  ``_on_ready_counters``, ``_initializer``, ``_initargs``,
+  ``_maxtasksperchild``, ``_on_process_exit``, ``threads``,
+  ``_wrap_exception``, ``_max_memory_per_child``, ``allow_restart``,
+  ``on_process_up``, ``_process_register_queues``, ``WorkerProcess``,
+  ``_cache`` (jobs and their
   ``_set``, ``discard`` and ``ready``), ``_ctx``, ``_state``,
   ``_worker_handler``, ``_result_handler``, ``restart_state`` (``step``,
   ``maxR``, ``maxT``), and the job tuples the task handler queues
@@ -712,7 +719,8 @@ class _TaskHandler(bpool.TaskHandler):  # type: ignore[misc]
 class _ResultHandler(bpool.ResultHandler):  # type: ignore[misc]
     def __init__(self, *args: Any, aioflow_pool: Any, **kwargs: Any) -> None:
         self.aioflow_pool = aioflow_pool
-        super().__init__(*args, **kwargs)
+        # The workers have no on_ready_counter (`PipedPool.Worker`): none to credit.
+        super().__init__(*args, **{**kwargs, "on_ready_counters": None})
 
     def run(self) -> None:
         run_guarded(self, self.aioflow_pool)
@@ -848,7 +856,28 @@ class PipedPool(bpool.Pool):  # type: ignore[misc]
         return bpool.Worker(*args, **{**kwargs, "on_ready_counter": None})
 
     def _create_worker_process(self, i: int) -> Any:
-        worker = super()._create_worker_process(i)
+        # billiard's own, less the on_ready_counter it makes for each worker
+        # (a ctypes value in shared memory, whose module imports ctypes): our
+        # workers take none (`Worker`), and the result handler credits none.
+        sentinel = self._ctx.Event() if self.allow_restart else None
+        inq, outq, synq = self.get_process_queues()
+        worker = self.WorkerProcess(
+            self.Worker(
+                inq, outq, synq, self._initializer, self._initargs, self._maxtasksperchild, sentinel,
+                self._on_process_exit, sigprotection=self.threads, wrap_exception=self._wrap_exception,
+                max_memory_per_child=self._max_memory_per_child, on_ready_counter=None,
+            )
+        )  # fmt: skip
+        self._pool.append(worker)
+        self._process_register_queues(worker, (inq, outq, synq))
+        worker.name = worker.name.replace("Process", "PoolWorker")
+        worker.daemon = True
+        worker.index = i
+        worker.start()
+        self._poolctrl[worker.pid] = sentinel
+        self._on_ready_counters[worker.pid] = None  # billiard deletes the entry when it reaps the worker
+        if self.on_process_up:
+            self.on_process_up(worker)
         self.switchboard.add(worker)
         return worker
 

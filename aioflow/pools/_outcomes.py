@@ -52,12 +52,14 @@ mean the call's worker or pool is gone derive from
 
 from __future__ import annotations
 
+# pickle's C half: pickle's own loads and Unpickler (pickle re-exports them),
+# without the pure-Python module that a run on threads never needs.
+import _pickle as pickle
 import concurrent.futures
 import contextlib
 import io
 import logging
 import os
-import pickle
 import re
 import signal
 import struct

@@ -63,7 +63,7 @@ def fires_at_most_once(graph: Graph) -> frozenset[NodeId]:
     a cycle can fire a node several times.
     """
     analysis = graph.analysis
-    links = graph.links
+    sources = graph.links.sources
     in_cycle = {nid for cycle in analysis.cycles for nid in cycle}
     starts = set(analysis.start_nodes)
     once: set[NodeId] = set()
@@ -73,7 +73,7 @@ def fires_at_most_once(graph: Graph) -> frozenset[NodeId]:
             continue
         only_trigger = not links_in
         only_once_links = nid not in starts and all(
-            analysis.link_required[li] and links[li].source in once for li in links_in
+            analysis.link_required[li] and sources[li] in once for li in links_in
         )
         if only_trigger or only_once_links:
             once.add(nid)
@@ -94,7 +94,7 @@ def sendable_ahead(graph: Graph, opaque: frozenset[NodeId]) -> frozenset[NodeId]
         if not links_in or nid in opaque:
             continue
         if all(
-            not links[li].conditions and not links[li].on_error and links[li].source not in opaque for li in links_in
+            not links.conditions[li] and not links.on_error[li] and links.sources[li] not in opaque for li in links_in
         ):
             ahead.add(nid)
     return frozenset(ahead)
@@ -119,7 +119,7 @@ def results_may_stay_remote(graph: Graph, ahead: frozenset[NodeId], opaque: froz
         if nid in opaque:
             continue
         if all(
-            not links[li].conditions and links[li].target in ahead and not analysis.error_links_out[links[li].target]
+            not links.conditions[li] and links.targets[li] in ahead and not analysis.error_links_out[links.targets[li]]
             for li in analysis.data_links_out[nid]
         ):
             remote.add(nid)

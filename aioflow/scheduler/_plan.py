@@ -121,12 +121,13 @@ class AheadPlanner(Generic[C, E]):
         graph = state.graph
         self._state = state
         self._links = graph.links
+        self._sources = graph.links.sources
         self._links_in = graph.analysis.links_in
         self._data_out = graph.analysis.data_links_out
         self.ahead = ahead
         # The predecessors of the nodes of `ahead`: each fires at most once
         # (`_ahead.fires_at_most_once`), so it has at most one call.
-        self._feeds = frozenset(self._links[li].source for nid in ahead for li in self._links_in[nid])
+        self._feeds = frozenset(self._sources[li] for nid in ahead for li in self._links_in[nid])
         self._stay = stay
         # Calls sent ahead that no firing has adopted yet.
         self._early: dict[NodeId, C] = {}
@@ -172,8 +173,8 @@ class AheadPlanner(Generic[C, E]):
         """
         nid = send.node_id
         self._early[nid] = call
-        links = self._links
-        for source in dict.fromkeys(links[li].source for li in self._links_in[nid]):
+        sources = self._sources
+        for source in dict.fromkeys(sources[li] for li in self._links_in[nid]):
             if source in self._in_pool:  # its failure would void this call
                 self._waiting_on.setdefault(source, []).append(nid)
         self.submitted(nid, call, executor)
@@ -243,7 +244,7 @@ class AheadPlanner(Generic[C, E]):
         while frontier:
             out = self._data_out[frontier[0]]
             while self._next_link < len(out):
-                target = self._links[out[self._next_link]].target
+                target = self._links.targets[out[self._next_link]]
                 self._next_link += 1
                 if target in self.ahead and target not in self._early and target not in executions:
                     send = self._chain(target, executor)
@@ -273,8 +274,8 @@ class AheadPlanner(Generic[C, E]):
         upstream: list[C] = []
         position: dict[NodeId, int] = {}
         for li in self._links_in[nid]:
-            link = links[li]
-            source = link.source
+            source = links.sources[li]
+            map_all, mapping = links.map_all_data[li], links.data_mappings[li]
             placed = self._in_pool.get(source)
             if placed is None or placed.executor != executor:
                 placed = self.on_workers.get(source)
@@ -283,9 +284,9 @@ class AheadPlanner(Generic[C, E]):
                 if index is None:
                     index = position[source] = len(upstream)
                     upstream.append(placed.call)
-                parts.append((index, link.map_all_data, link.data_mapping))
+                parts.append((index, map_all, mapping))
             elif state.finished.get(source):  # it fires at most once: its one execution succeeded
-                parts.append(link_data(state.outputs[source], link.map_all_data, link.data_mapping))
+                parts.append(link_data(state.outputs[source], map_all, mapping))
             else:
                 return None  # not sent yet (or failed): the node is sent when, if ever, it fires
         if not upstream:

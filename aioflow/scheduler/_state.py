@@ -67,7 +67,7 @@ from .._results import MISSING
 from .._tasks import link_data
 
 if TYPE_CHECKING:
-    from ..graph import Graph, Link, NodeId
+    from ..graph import Graph, NodeId
 
 __all__ = ["ExecutionState", "Firing", "IterationLimitReached"]
 
@@ -175,7 +175,12 @@ class ExecutionState:
         self.max_iterations = max_iterations
         self._start_inputs = dict(start_inputs or {})
         analysis = graph.analysis
-        self._links = graph.links
+        links = graph.links
+        self._conditions = links.conditions
+        self._targets = links.targets
+        self._mappings = links.data_mappings
+        self._map_all = links.map_all_data
+        self._cache_optional = links.cache_if_optional
         self._required = analysis.link_required
         self._required_in = analysis.required_in_count
         self._data_out = analysis.data_links_out
@@ -221,11 +226,11 @@ class ExecutionState:
         self._finished(nid, True)
         out_tags = dict(tags) if tags else None
         firings: list[Firing] = []
+        conditions = self._conditions
         for li in self._data_out[nid]:
-            link = self._links[li]
-            if link.conditions and not self._conditions_hold(nid, link, outputs):
+            if conditions[li] and not self._conditions_hold(nid, conditions[li], outputs):
                 continue
-            firings.extend(self._deliver(li, link, outputs, out_tags))
+            firings.extend(self._deliver(li, outputs, out_tags))
         return firings
 
     def succeeded_on_workers(self, firing: Firing) -> list[Firing]:
@@ -299,7 +304,7 @@ class ExecutionState:
             tags = {k: t for k, t in tags.items() if k not in ("WorkflowException", "WorkflowExceptionInstance")}
         firings: list[Firing] = []
         for li in error_links:
-            firings.extend(self._deliver(li, self._links[li], data, tags or None))
+            firings.extend(self._deliver(li, data, tags or None))
         return firings
 
     @staticmethod
@@ -324,19 +329,21 @@ class ExecutionState:
             st = self._nodes[nid] = _NodeState(self._required_in[nid])
         return st
 
-    def _deliver(self, li: int, link: Link, outputs: Mapping[Any, Any], tags: _Tags) -> list[Firing]:
-        data = link_data(outputs, link.map_all_data, link.data_mapping)
+    def _deliver(self, li: int, outputs: Mapping[Any, Any], tags: _Tags) -> list[Firing]:
+        map_all = self._map_all[li]
+        mapping = self._mappings[li]
+        data = link_data(outputs, map_all, mapping)
         data_tags: _Tags = None
         if tags:
-            data_tags = {k: t for k, t in tags.items() if k in outputs} if link.map_all_data else {}
-            for source_output, target_input in link.data_mapping:
+            data_tags = {k: t for k, t in tags.items() if k in outputs} if map_all else {}
+            for source_output, target_input in mapping:
                 token = tags.get(source_output, MISSING)
                 if token is MISSING:
                     data_tags.pop(target_input, None)
                 else:
                     data_tags[target_input] = token
             data_tags = data_tags or None
-        target = link.target
+        target = self._targets[li]
         st = self._state(target)
         if data_tags is not None:
             st.tagged = True
@@ -347,7 +354,7 @@ class ExecutionState:
             if st.tagged:
                 _keep(st.required_tags, li, data_tags)
             return self._arrival(target, st, None, None)
-        if link.cache_if_optional:
+        if self._cache_optional[li]:
             st.optional_cache[li] = data
             if st.tagged:
                 _keep(st.optional_tags, li, data_tags)
@@ -426,8 +433,10 @@ class ExecutionState:
                 merged.update(tags)
         return merged or None
 
-    def _conditions_hold(self, nid: NodeId, link: Link, outputs: Mapping[Any, Any]) -> bool:
-        """Spec §3.3: every condition of the link holds against the source's outputs."""
+    def _conditions_hold(
+        self, nid: NodeId, conditions: tuple[tuple[Any, Any], ...], outputs: Mapping[Any, Any]
+    ) -> bool:
+        """Spec §3.3: every condition of a link holds against the source's outputs."""
         node = self.graph.nodes[nid]
         read = KINDS[node.task_type].conditions_on
         if read is not None:  # the kind keeps the data its conditions test in one output (ppf: _ppfdict)
@@ -435,7 +444,7 @@ class ExecutionState:
             outputs = values if isinstance(values, Mapping) else {}
         else_value = node.conditions_else_value
         all_values = self._condition_values.get(nid, {})
-        for name, expected in link.conditions:
+        for name, expected in conditions:
             if name not in outputs:
                 return False
             actual = outputs[name]
