@@ -70,7 +70,6 @@ from billiard.exceptions import RestartFreqExceeded
 
 from .._errors import PoolError
 from ._idle import Workers
-from ._mp_start import ForkServerProcess, SpawnProcess
 from ._outcomes import Inbox, WorkerDied, describe_exit, not_loadable
 
 if TYPE_CHECKING:
@@ -173,45 +172,18 @@ class _WorkerPipe:
         self._writer.send_bytes(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
 
 
-class _StdlibWorker:
-    """Mixin for a pool worker that is a standard library process: billiard's pool asks its workers ``_is_alive``."""
-
-    def _is_alive(self) -> bool:
-        return bool(self.is_alive())  # type: ignore[attr-defined]
-
-
-class _ForkServerWorker(_StdlibWorker, ForkServerProcess):
-    """A pool worker started by the standard library's fork server, which reports how each worker ended.
-
-    billiard's own fork server sends a worker's exit code only when the
-    worker returns from its main function; billiard's workers end with
-    ``os._exit`` (or a signal), so it reports 255 for every one. The worker
-    runs billiard's loop all the same. A worker that dies before it has read
-    its start-up data is a dead worker (`aioflow.pools._mp_internals`).
-    """
-
-
-class _SpawnWorker(_StdlibWorker, SpawnProcess):
-    """A pool worker started by the standard library's ``spawn``, which outlives a worker that dies as it starts.
-
-    billiard's own ``spawn`` holds the read end of the new worker's data pipe
-    while it writes the worker its start-up data: a worker that dies before it
-    has read more than the pipe's buffer (large ``initargs``) leaves that
-    write, and the thread that started the worker, waiting forever. The
-    standard library's start as `aioflow.pools._mp_internals` runs it counts
-    such a worker as dead. The worker runs billiard's loop all the same.
-    """
-
-
-#: The start methods whose workers are standard library processes, and their class.
-_STDLIB_WORKERS: dict[str, Any] = {"spawn": _SpawnWorker, "forkserver": _ForkServerWorker}
-
-
 def start_method(name: str | None) -> tuple[Any, Any]:
-    """The context the pool's workers start from (``None``: billiard's default), and their process class."""
+    """The context the pool's workers start from (``None``: billiard's default), and their process class.
+
+    Workers started by ``spawn`` and ``forkserver`` are standard library
+    processes (`aioflow.pools._billiard_workers`, imported only for them).
+    """
     context = billiard.get_context(name)
-    worker = _STDLIB_WORKERS.get(context.get_start_method())
-    if worker is not None:
+    method = context.get_start_method()
+    if method in ("spawn", "forkserver"):
+        from ._billiard_workers import STDLIB_WORKERS
+
+        worker = STDLIB_WORKERS[method]
         return multiprocessing.get_context(worker._start_method), worker
     return context, context.Process
 
