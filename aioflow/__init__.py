@@ -30,6 +30,7 @@ from ._errors import ExecutionError as ExecutionError
 from ._errors import ExecutionTimeoutError as ExecutionTimeoutError
 from ._errors import GraphError as GraphError
 from ._errors import IterationLimitError as IterationLimitError
+from ._errors import JournalError as JournalError
 from ._errors import MissingExtraError as MissingExtraError
 from ._errors import NodeError as NodeError
 from ._errors import OptionError as OptionError
@@ -79,7 +80,7 @@ _LAZY = {
     "execute_graph": "._api",
     "execute_graph_async": "._api",
 }
-_SUBPACKAGES = ("cli", "events", "ewoks", "graph", "parallel", "parsl", "pools", "scheduler")
+_SUBPACKAGES = ("cli", "events", "ewoks", "graph", "journal", "parallel", "parsl", "pools", "scheduler")
 
 __all__ = [
     "MISSING",
@@ -93,6 +94,7 @@ __all__ = [
     "GraphError",
     "InitializerFailed",
     "IterationLimitError",
+    "JournalError",
     "Link",
     "MissingExtraError",
     "Node",

@@ -12,6 +12,7 @@ its own, a helper thread, or the gevent bridge).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from .pools._options import takes_pool_keywords
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
     from ._results import Results
     from .events import Event
+    from .journal import JournalRun
     from .pools import Pool
     from .pools._options import PoolKeywords
     from .scheduler import ExecutionHooks
@@ -50,6 +52,7 @@ async def execute_graph_async(
     varinfo: Mapping[str, Any] | None = None,
     execinfo: Any = None,
     task_options: Mapping[str, Any] | None = None,
+    journal: str | os.PathLike[str] | JournalRun | None = None,
     **pool_keywords: Unpack[PoolKeywords],
 ) -> Results:
     """Execute a graph and return its results.
@@ -86,6 +89,10 @@ async def execute_graph_async(
             process, node events by the workers (``ewoks`` extra).
         task_options: extra keyword arguments for every ewokscore task's
             constructor (``ewoks`` extra).
+        journal: record the run, every firing with its inputs' digest, its
+            status, times and outputs, in this SQLite file (created if
+            missing; see docs/journal.md). A path gives the run a new id;
+            pass an `aioflow.journal.JournalRun` to choose it or read it.
 
     Returns:
         The selected outputs, as `aioflow.Results` (a dict).
@@ -113,9 +120,24 @@ async def execute_graph_async(
         on_event=on_event,
         startargs=startargs,
         load_options=load_options,
-        hooks=_ewoks_hooks(varinfo, execinfo, task_options),
+        hooks=[*_journal_hooks(journal), *_ewoks_hooks(varinfo, execinfo, task_options)],
         **pool_keywords,
     )
+
+
+def _journal_hooks(journal: Any) -> list[ExecutionHooks]:
+    """The journal's hooks for the ``journal`` option, or none."""
+    if journal is None:
+        return []
+    from .journal._record import JournalRun
+
+    if isinstance(journal, JournalRun):
+        return [journal]
+    if not isinstance(journal, (str, os.PathLike)):
+        from ._errors import OptionError
+
+        raise OptionError("journal", "a file path or an aioflow.journal.JournalRun", journal)
+    return [JournalRun(journal)]
 
 
 def _ewoks_hooks(varinfo: Any, execinfo: Any, task_options: Any) -> list[ExecutionHooks]:

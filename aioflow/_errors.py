@@ -6,6 +6,7 @@ The tree::
     ├── GraphError (ValueError)            a graph could not be loaded, validated or run as written
     ├── OptionError (ValueError)           an execution or pool option is invalid
     ├── MissingExtraError (ImportError)    an optional package is not installed
+    ├── JournalError                       a run journal file cannot be used (not a journal, another version, corrupt)
     ├── TaskInputError (TypeError)         a task was called without a required input (raised in the worker)
     ├── TransferError (TypeError, pickle.PicklingError)   a task, its inputs or outputs cannot be sent to or from a worker process
     │   └── UnsendableFunctionError        aioflow.parallel: the mapped function cannot be sent to a worker
@@ -62,6 +63,7 @@ __all__ = [
     "ExecutionTimeoutError",
     "GraphError",
     "IterationLimitError",
+    "JournalError",
     "MissingExtraError",
     "NodeError",
     "OptionError",
@@ -147,6 +149,18 @@ class MissingExtraError(AioflowError, ImportError):
     def __init__(self, what: str, package: str, extra: str) -> None:
         msg = f"{what} needs the {package!r} package: pip install 'aioflow[{extra}]'"
         super().__init__(msg, what=what, package=package, extra=extra)
+
+
+class JournalError(AioflowError):
+    """A run journal cannot be used: not a journal, another schema version, corrupt, or a write failed.
+
+    Attributes:
+        path: the journal file.
+        reason: what is wrong.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"journal {path!r}: {reason}", path=path, reason=reason)
 
 
 class TaskInputError(AioflowError, TypeError):

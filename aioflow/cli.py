@@ -4,6 +4,8 @@
 
     aioflow run GRAPH [-i NODE:NAME=VALUE ...] [options]   results as JSON on stdout
     aioflow check GRAPH [--json]                           a summary of the graph
+    aioflow runs FILE [--json]                             the runs a journal holds
+    aioflow resume FILE RUN_ID [--graph GRAPH]             continue a run of a journal
     aioflow --version
 
 `main` returns the exit code instead of exiting, so that it can be called from
@@ -62,7 +64,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 from ._api import execute_graph
-from ._errors import ExecutionError, GraphError, MissingExtraError, OptionError, PoolError
+from ._errors import ExecutionError, GraphError, JournalError, MissingExtraError, OptionError, PoolError
 from ._version import __version__
 from .graph import load_graph
 from .pools import available_pools
@@ -403,7 +405,13 @@ def _load(args: argparse.Namespace) -> Graph:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     _prepend_cwd()
-    graph = _load(args)
+    if getattr(args, "resume", None) is not None and args.graph is None:
+        from .journal import stored_graph
+
+        graph = stored_graph(args.journal, args.resume)
+        args.inputs = []
+    else:
+        graph = _load(args)
     options: dict[str, Any] = {
         "inputs": [arg.to_input(graph) for arg in args.inputs],
         "outputs": _OUTPUTS[args.outputs],
@@ -416,6 +424,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         **({} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}),
         "max_iterations": args.max_iterations,
     }
+    resume = getattr(args, "resume", None)
+    if args.journal is not None:
+        from .journal import JournalRun
+
+        options["journal"] = run = JournalRun(args.journal, resume=resume)
+        resuming = f", resuming {resume}" if resume is not None else ""
+        _err(f"{PROG}: run {run.run_id} recorded in {args.journal}{resuming}")
     with _progress(graph.label) as on_event:
         results: Results = execute_graph(graph, uvloop=False if args.no_uvloop else None, on_event=on_event, **options)
     _out(to_json(results))
@@ -428,6 +443,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     count = len(results.errors)
     _error(f"graph {graph.id!r}: {count} node{'s' if count > 1 else ''} failed: {failed}")
     return EXIT_FAILED
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    import time
+
+    from .journal import list_runs
+
+    runs = list_runs(args.journal)
+    if args.json:
+        _out(json.dumps([run._asdict() for run in runs], indent=2))
+        return EXIT_OK
+    header = ("RUN", "GRAPH", "STARTED", "STATE", "DONE", "FAILED", "UNENDED")
+    rows = [
+        (
+            run.run_id, run.graph_id, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started)), run.state,
+            str(run.finished), str(run.failed), str(run.started_firings),
+        )
+        for run in runs
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
 
 
 def summarize(graph: Graph) -> dict[str, Any]:
@@ -715,7 +753,48 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--root-dir", metavar="DIR", help="directory against which relative paths in the graph are resolved"
     )
+    run.add_argument(
+        "--journal",
+        metavar="FILE",
+        help="record the run, every firing and its outputs, in this SQLite file (created if missing); "
+        "its run id is printed on stderr",
+    )
     run.set_defaults(handler=_cmd_run)
+
+    resume = commands.add_parser(
+        "resume",
+        help="continue a run of a journal, without running again what it finished",
+        description=(
+            "Run again the graph of run RUN_ID of the journal FILE, as a new run recorded in FILE: "
+            "every firing the run finished (same node, same execution number, same inputs) is "
+            "taken from the journal instead of run. The graph is the one the journal kept; "
+            "--graph runs another file of the same graph (nodes and links) instead. Prints the "
+            "results as JSON, as 'aioflow run' does, with the same exit codes."
+        ),
+    )
+    resume.add_argument("journal", metavar="FILE", help="the journal file")
+    resume.add_argument("resume", metavar="RUN_ID", help="the run to continue")
+    resume.add_argument("--graph", metavar="GRAPH", help="the graph file to run (default: the graph the journal kept)")
+    resume.add_argument("--pool", choices=available_pools(), help="pool type (default: process)")
+    resume.add_argument("--max-workers", type=int, metavar="N", help="the most tasks that run at once")
+    resume.add_argument("--traceback", action="store_true", help="print full tracebacks instead of one-line errors")
+    resume.set_defaults(
+        handler=_cmd_run, inputs=[], outputs="end", merge_outputs=True, raise_on_error=True, timeout=None,
+        context=None, idle_timeout=None, max_iterations=None, no_uvloop=False, root_dir=None,
+    )  # fmt: skip
+
+    runs = commands.add_parser(
+        "runs",
+        help="list the runs a journal holds",
+        description=(
+            "List the runs recorded in a journal (aioflow run --journal FILE): id, graph, start, "
+            "state, and how many firings finished, failed, or were started and never ended. "
+            "Exit codes: 0 listed, 2 the file is not a journal."
+        ),
+    )
+    runs.add_argument("journal", metavar="FILE", help="the journal file")
+    runs.add_argument("--json", action="store_true", help="print the runs as JSON")
+    runs.set_defaults(handler=_cmd_runs)
 
     check = commands.add_parser(
         "check",
@@ -776,7 +855,7 @@ def _run_command(args: argparse.Namespace) -> int:
     try:
         with _show_warnings():
             code: int = args.handler(args)
-    except (GraphError, OptionError, MissingExtraError) as exc:
+    except (GraphError, OptionError, MissingExtraError, JournalError) as exc:
         _report(exc, show_traceback=show_traceback)
         return EXIT_USAGE
     except (ExecutionError, PoolError) as exc:

@@ -1,0 +1,149 @@
+"""Reading a journal: its runs, and the firings of one run.
+
+Reads never block a run that writes the same file (WAL mode), and see
+every batch it has committed.
+
+Imports: `_store`, `_record` (node ids as stored).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sqlite3
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ._record import node_from_key
+from ._store import JournalError, connect
+
+if TYPE_CHECKING:
+    from ..graph import Graph, NodeId
+
+__all__ = ["FiringRecord", "RunSummary", "list_runs", "run_firings", "stored_graph"]
+
+
+class RunSummary(NamedTuple):
+    """One run of a journal, as ``aioflow runs`` lists it.
+
+    Attributes:
+        run_id: the run's id.
+        graph_id: the graph it ran.
+        started / ended: wall-clock times (``time.time()``); ``ended`` is
+            ``None`` while it runs, or when its process died.
+        state: ``running`` (also when its process died before the end),
+            ``finished``, ``failed``, ``cancelled`` or ``timeout``.
+        host / pid: the process that drove it.
+        finished / failed: how many of its firings ended so.
+        started_firings: how many firings were started and not ended.
+    """
+
+    run_id: str
+    graph_id: str
+    started: float
+    ended: float | None
+    state: str
+    host: str
+    pid: int
+    finished: int
+    failed: int
+    started_firings: int
+
+
+class FiringRecord(NamedTuple):
+    """One firing of a run, as the journal holds it."""
+
+    seq: int
+    node_id: NodeId
+    execution: int
+    status: str
+    inputs_digest: str | None
+    started: float | None
+    ended: float | None
+    error: str | None
+    outputs: dict[Any, Any] | None
+    outputs_note: str | None
+
+
+_RUNS = """
+SELECT r.run_id, r.graph_id, r.started, r.ended, r.state, r.host, r.pid,
+       COALESCE(SUM(f.status = 'finished'), 0), COALESCE(SUM(f.status = 'failed'), 0),
+       COALESCE(SUM(f.status = 'started'), 0)
+FROM runs AS r LEFT JOIN firings AS f ON f.run_id = r.run_id
+GROUP BY r.run_id ORDER BY r.started, r.run_id
+"""
+
+_FIRINGS = """
+SELECT seq, node_id, execution, status, inputs_digest, started, ended, error, outputs, outputs_note
+FROM firings WHERE run_id = ? ORDER BY seq
+"""
+
+
+def list_runs(path: str | os.PathLike[str]) -> list[RunSummary]:
+    """Every run of the journal at ``path``, oldest first.
+
+    Raises:
+        JournalError: there is no journal at ``path``, or it cannot be read.
+    """
+    conn = _open(path)
+    try:
+        return [RunSummary(*row) for row in conn.execute(_RUNS)]
+    except sqlite3.Error as exc:
+        raise JournalError(os.fspath(path), f"cannot be read ({exc})") from exc
+    finally:
+        conn.close()
+
+
+def run_firings(path: str | os.PathLike[str], run_id: str) -> list[FiringRecord]:
+    """The firings of run ``run_id``, in their order in the run, outputs unpickled.
+
+    Raises:
+        JournalError: no journal at ``path``, no such run, or it cannot be read.
+    """
+    conn = _open(path)
+    try:
+        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            raise JournalError(os.fspath(path), f"has no run {run_id!r}")
+        rows = conn.execute(_FIRINGS, (run_id,)).fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(os.fspath(path), f"cannot be read ({exc})") from exc
+    finally:
+        conn.close()
+    return [
+        FiringRecord(
+            seq, node_from_key(node), execution, status, digest, started, ended, error,
+            pickle.loads(outputs) if outputs is not None else None, note,
+        )
+        for seq, node, execution, status, digest, started, ended, error, outputs, note in rows
+    ]  # fmt: skip
+
+
+def stored_graph(path: str | os.PathLike[str], run_id: str) -> Graph:
+    """The graph run ``run_id`` ran, as the journal kept it (to resume it without its file).
+
+    Raises:
+        JournalError: no journal at ``path``, no such run, or the run's graph
+            could not be kept (a default input that cannot be pickled).
+    """
+    conn = _open(path)
+    try:
+        row = conn.execute("SELECT graph FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    except sqlite3.Error as exc:
+        raise JournalError(os.fspath(path), f"cannot be read ({exc})") from exc
+    finally:
+        conn.close()
+    if row is None:
+        raise JournalError(os.fspath(path), f"has no run {run_id!r}")
+    if row[0] is None:
+        raise JournalError(
+            os.fspath(path),
+            f"run {run_id!r}: its graph could not be kept (it cannot be pickled); resume it from its file",
+        )
+    graph: Graph = pickle.loads(row[0])  # the journal's own pickle
+    return graph
+
+
+def _open(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise JournalError(name, "does not exist")
+    return connect(name)

@@ -1,0 +1,317 @@
+"""Recording a run in a journal, and resuming one: the execution hooks that write its firings, and the digests they keep.
+
+`JournalRun` is one run's hooks (`aioflow.scheduler.ExecutionHooks`): entering
+the run adds its row to ``runs`` (state ``running``); each ``node.started``
+adds a firing (status ``started``), each ``node.finished`` or
+``node.failed`` ends it, and leaving the run sets the run's end and state.
+
+Resuming (``resume=RUN_ID``): a firing is the same as one of the resumed
+run when it is the same node's same execution (its number: 1, then 2... as
+a loop runs it again), which does not depend on timing, where a firing's
+sequence number may (two independent branches finish in either order); and
+it is answered from that run only if its inputs' digest is the same too,
+and the outputs were kept. So what a resumed run computes equals what an
+uninterrupted run computes, and a firing recorded as finished never runs
+again; a firing that finished in its worker but whose record was not yet
+committed when the driving process died runs again.
+The hooks run in the event loop's thread: they digest and pickle there
+(the values are the run's, and a task may change them later), and queue
+the statements for the journal's writer thread (`_store.Writer`).
+
+What is kept of a firing's outputs: their pickle (protocol 5) when it is at
+most `MAX_OUTPUTS` bytes; otherwise, or when they cannot be pickled, no
+outputs and a note saying why (``outputs_note``). Such a firing is recorded
+as finished all the same.
+
+Digests (SHA-256, hex): a graph's is over its shape (node ids, task types
+and identifiers, links; not the default inputs); a firing's inputs digest
+is over the pickle of its inputs, every dict and set in them sorted
+(``None`` when they cannot be pickled).
+
+Imports: `aioflow.scheduler` (the hooks' base class), `_store`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import pickle
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..scheduler import ExecutionHooks
+from ._store import JournalError, Writer, connect
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import AsyncIterator
+
+    from ..graph import Graph, Node, NodeId
+    from ..scheduler import Step
+    from ..scheduler._state import Firing
+
+__all__ = ["MAX_OUTPUTS", "JournalRun", "graph_digest", "inputs_digest", "node_key", "node_from_key"]
+
+#: The largest pickle of a firing's outputs kept in the journal, in bytes.
+MAX_OUTPUTS = 64 * 1024 * 1024
+
+_INSERT_RUN = (
+    "INSERT INTO runs (run_id, graph_id, graph_digest, started, state, host, pid, options, resumed_from, graph) "
+    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)"
+)
+_RESUMED_RUN = "SELECT graph_id, graph_digest FROM runs WHERE run_id = ?"
+# The last finished firing of each (node, execution number) of a run.
+_REUSABLE = (
+    "SELECT node_id, execution, inputs_digest, outputs FROM firings "
+    "WHERE run_id = ? AND status = 'finished' AND outputs IS NOT NULL ORDER BY seq"
+)
+_END_RUN = "UPDATE runs SET ended = ?, state = ? WHERE run_id = ?"
+_INSERT_FIRING = (
+    "INSERT INTO firings (run_id, seq, node_id, execution, inputs_digest, status, started) "
+    "VALUES (?, ?, ?, ?, ?, 'started', ?)"
+)
+_FINISH_FIRING = (
+    "UPDATE firings SET status = 'finished', ended = ?, outputs = ?, outputs_note = ? WHERE run_id = ? AND seq = ?"
+)
+_FAIL_FIRING = "UPDATE firings SET status = 'failed', ended = ?, error = ? WHERE run_id = ? AND seq = ?"
+
+
+def node_key(node_id: NodeId) -> str:
+    """A node id as the journal stores it: JSON, a tuple id (a node of a subgraph) as a list."""
+    return json.dumps(node_id, separators=(",", ":"))
+
+
+def node_from_key(key: str) -> NodeId:
+    """The node id `node_key` stored."""
+    node_id: NodeId = _tuples(json.loads(key))
+    return node_id
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def graph_digest(graph: Graph) -> str:
+    """A digest of a graph's shape: its nodes (ids, task types and identifiers) and links.
+
+    Not of the nodes' default inputs: a run may resume with other inputs,
+    and each firing's own inputs digest decides whether it runs again.
+    """
+    sha = hashlib.sha256()
+    for node in graph.nodes.values():
+        sha.update(repr((node.id, node.task_type, node.task_identifier, node.task_generator)).encode())
+    links = graph.links
+    sha.update(repr((links.sources, links.targets, links.data_mappings, links.map_all_data)).encode())
+    sha.update(repr((links.conditions, links.on_error, links.required, links.cache_if_optional)).encode())
+    return sha.hexdigest()
+
+
+def inputs_digest(inputs: Mapping[Any, Any]) -> str | None:
+    """A digest of a firing's inputs; ``None`` when they cannot be pickled.
+
+    Equal inputs give equal digests whatever order their dicts (at any depth)
+    were filled in (dicts and sets are digested sorted), and whichever equal
+    values are one object.
+    """
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=5)
+    # No memo: a value met twice is pickled twice, so that the digest does not
+    # depend on which equal values happen to be one object.
+    pickler.fast = True
+    try:
+        pickler.dump(_canonical(inputs, 0))
+    except Exception:  # any value may refuse pickling, any way (a value that contains itself, too)
+        return None
+    return hashlib.sha256(buffer.getbuffer()).hexdigest()
+
+
+class _Sorted(tuple):  # type: ignore[type-arg]
+    """A dict's or a set's items, sorted: never equal to a tuple or list of the same items."""
+
+    __slots__ = ()
+
+
+def _canonical(value: Any, depth: int) -> Any:
+    """``value`` with its dicts and sets (inside dicts, lists and tuples) as sorted items."""
+    if depth > _MAX_DEPTH:
+        return value
+    kind = type(value)
+    if kind is dict or isinstance(value, Mapping):
+        items = [(_canonical(k, depth + 1), _canonical(v, depth + 1)) for k, v in value.items()]
+        return _Sorted(sorted(items, key=repr))
+    if kind is list or kind is tuple:
+        return kind(_canonical(v, depth + 1) for v in value)
+    if kind is set or kind is frozenset:
+        return _Sorted(sorted((_canonical(v, depth + 1) for v in value), key=repr))
+    return value
+
+
+# How deep `_canonical` goes: deeper values are digested as they are.
+_MAX_DEPTH = 32
+
+
+def _pickled_outputs(outputs: Mapping[Any, Any] | None) -> tuple[bytes | None, str | None]:
+    """The outputs' pickle, or ``None`` and why they are not kept."""
+    if outputs is None:
+        return None, "not stored: the outputs stayed on the pool's workers"
+    try:
+        data = pickle.dumps(dict(outputs), protocol=5)
+    except Exception as exc:  # as above
+        return None, f"not stored: they cannot be pickled ({type(exc).__name__}: {exc})"
+    if len(data) > MAX_OUTPUTS:
+        return None, f"not stored: {len(data):,} bytes pickled, over the limit of {MAX_OUTPUTS:,}"
+    return data, None
+
+
+class JournalRun(ExecutionHooks):
+    """The hooks that record one run in the journal at ``path``, and resume an earlier one.
+
+    Args:
+        path: the journal file (created if it does not exist).
+        run_id: the run's id (default: a new random one).
+        resume: the id of an earlier run of the same graph in this journal:
+            each firing it finished (same node, same execution number, same
+            inputs' digest, outputs kept) is answered from it, and its task
+            does not run again; every other firing runs.
+        synchronous: ``normal`` or ``full`` (`aioflow.journal._store`).
+        options: what to record of the run's options (JSON-serialisable).
+
+    Attributes:
+        run_id: the run's id.
+        reused: how many firings were answered from the resumed run so far.
+
+    A run that resumes is recorded as a run of its own (``resumed_from``),
+    complete by itself: the firings it reused are recorded with their
+    outputs, so that it can be resumed in turn.
+    """
+
+    def __new__(cls, *args: Any, resume: str | None = None, **kwargs: Any) -> JournalRun:
+        # Only a resuming run answers firings: a hook that answers keeps a
+        # chaining pool from running nodes ahead (`ExecutionHooks.answer`).
+        kind = _ResumingRun if resume is not None and cls is JournalRun else cls
+        return super().__new__(kind)
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        run_id: str | None = None,
+        resume: str | None = None,
+        synchronous: str = "normal",
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.run_id = run_id or uuid.uuid4().hex
+        self.resume = resume
+        self.synchronous = synchronous
+        self.options = dict(options or {})
+        self.reused = 0
+        self._writer: Writer | None = None
+        # (node key, execution number) -> (inputs digest, pickled outputs), from the resumed run.
+        self._reusable: dict[tuple[str, int], tuple[str | None, bytes]] = {}
+
+    @contextlib.asynccontextmanager
+    async def running(self, graph: Graph) -> AsyncIterator[None]:
+        conn = connect(self.path, synchronous=self.synchronous)
+        try:
+            if self.resume is not None:
+                self._reusable = _reusable_firings(conn, self.path, self.resume, graph)
+            if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (self.run_id,)).fetchone() is not None:
+                raise JournalError(self.path, f"has a run {self.run_id!r} already: give the new run another id")
+        except BaseException:
+            conn.close()
+            raise
+        writer = self._writer = Writer(conn, self.path)
+        try:
+            options = json.dumps(self.options, default=repr, sort_keys=True)
+            row = (
+                self.run_id, graph.id, graph_digest(graph), time.time(), socket.gethostname(), os.getpid(), options,
+                self.resume, _pickled_graph(graph),
+            )  # fmt: skip
+            writer.write(_INSERT_RUN, row)
+            state = "failed"
+            try:
+                yield
+            except TimeoutError:
+                state = "timeout"
+                raise
+            except BaseException as exc:
+                state = "cancelled" if not isinstance(exc, Exception) else "failed"
+                raise
+            else:
+                state = "finished"
+            finally:
+                writer.write(_END_RUN, (time.time(), state, self.run_id))
+        finally:
+            self._writer = None
+            try:
+                writer.close()
+            finally:
+                conn.close()
+
+    def observe(self, step: Step) -> None:
+        writer = self._writer
+        event = step.event
+        firing = step.firing
+        if writer is None or firing is None:
+            return
+        kind = event.kind
+        if kind == "node.started":
+            writer.write(
+                _INSERT_FIRING,
+                (self.run_id, firing.order, node_key(firing.node_id), event.number, inputs_digest(firing.inputs),
+                 time.time()),
+            )  # fmt: skip
+        elif kind == "node.finished":
+            data, note = _pickled_outputs(step.outputs)
+            writer.write(_FINISH_FIRING, (time.time(), data, note, self.run_id, firing.order))
+        elif kind == "node.failed":
+            error = f"{type(event.error).__name__}: {event.error}" if event.error is not None else None
+            writer.write(_FAIL_FIRING, (time.time(), error, self.run_id, firing.order))
+
+
+class _ResumingRun(JournalRun):
+    """A `JournalRun` with ``resume=``: it answers the firings the resumed run finished."""
+
+    def answer(self, node: Node, firing: Firing) -> Mapping[Any, Any] | None:
+        kept = self._reusable.get((node_key(firing.node_id), firing.number))
+        if kept is None:
+            return None
+        digest, data = kept
+        if digest is None or digest != inputs_digest(firing.inputs):
+            return None  # other inputs (or ones that cannot be compared): it runs
+        outputs: Mapping[Any, Any] = pickle.loads(data)  # the journal's own pickle
+        self.reused += 1
+        return outputs
+
+
+def _reusable_firings(
+    conn: sqlite3.Connection, path: str, run_id: str, graph: Graph
+) -> dict[tuple[str, int], tuple[str | None, bytes]]:
+    """The finished firings of run ``run_id`` that a run of ``graph`` may reuse; refused when the graph changed."""
+    row = conn.execute(_RESUMED_RUN, (run_id,)).fetchone()
+    if row is None:
+        raise JournalError(path, f"has no run {run_id!r} to resume")
+    graph_id, digest = row
+    if digest != graph_digest(graph):
+        raise JournalError(
+            path,
+            f"run {run_id!r} ran another graph ({graph_id!r}, whose nodes or links differ from those of "
+            f"{graph.id!r}): it cannot be resumed with this one",
+        )
+    return {
+        (node, execution): (inputs, outputs) for node, execution, inputs, outputs in conn.execute(_REUSABLE, (run_id,))
+    }
+
+
+def _pickled_graph(graph: Graph) -> bytes | None:
+    try:
+        return pickle.dumps(graph, protocol=5)
+    except Exception:  # a default input that cannot be pickled: the run cannot be resumed from the journal alone
+        return None

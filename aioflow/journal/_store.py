@@ -1,0 +1,304 @@
+"""The journal file: an SQLite database of runs and their firings, its schema, and the thread that writes it.
+
+One file holds many runs. Tables (schema version `SCHEMA_VERSION`, kept in
+SQLite's ``user_version``; the file is marked as a journal by its
+``application_id``, `APPLICATION_ID`):
+
+- ``runs``: one row per run: its id, the graph's id and digest, when it
+  started and ended, its state (``running``, then ``finished``, ``failed``,
+  ``cancelled`` or ``timeout``), the driving process (host, pid), the
+  options it was given (JSON), the run it resumed, and the loaded graph
+  (pickled; ``NULL`` when it cannot be), from which a run is resumed;
+- ``firings``: one row per firing of a run, keyed by ``(run_id, seq)``,
+  ``seq`` being the firing's sequence number in the run (`Firing.order`, the
+  order the state machine made firings in, which does not depend on timing):
+  the node (its id as JSON), the node's execution number, the digests of the
+  firing's inputs and of its task, its status (``started``, then
+  ``finished`` or ``failed``), start and end time, the worker (pid, host)
+  when the pool tells it, the error, and the outputs: pickled in the row, or
+  why they are not (``outputs_note``).
+
+Writes go through `Writer`: a thread of its own takes them from a queue and
+commits them in batches, one transaction per batch, so that the event loop
+never waits for the disk. The file is in WAL mode: readers (``aioflow runs``,
+a resume) never block the writer, and several processes may write runs to
+one file (SQLite's locking; each waits up to `BUSY_TIMEOUT` s for another's
+transaction).
+
+What "durable" means is the ``synchronous`` setting of the connection
+(`SYNCHRONOUS`): with ``normal`` (the default), a committed batch survives
+the death of the process that wrote it (it is in the operating system's
+hands), but the last batches may be lost if the machine itself stops (power
+loss, kernel crash); ``full`` syncs each commit to the disk, and survives
+that too, at the cost of one disk flush per batch.
+
+Opening a file that is not a journal, a journal of another schema version,
+or a corrupt one raises `JournalError` and changes nothing: the file is
+first read without write access.
+
+Imports: `aioflow._errors` (`JournalError`, which this module re-exports).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._errors import JournalError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "APPLICATION_ID",
+    "BUSY_TIMEOUT",
+    "SCHEMA_VERSION",
+    "SYNCHRONOUS",
+    "JournalError",
+    "Writer",
+    "connect",
+]
+
+#: Marks an SQLite file as an aioflow journal (``PRAGMA application_id``): "aiof".
+APPLICATION_ID = 0x61696F66
+
+#: The version of the tables below (``PRAGMA user_version``).
+SCHEMA_VERSION = 1
+
+#: Seconds a connection waits for another process's transaction on the file.
+BUSY_TIMEOUT = 30.0
+
+#: The ``synchronous`` settings a journal may be opened with.
+SYNCHRONOUS = ("normal", "full")
+
+_SCHEMA = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    graph_id TEXT NOT NULL,
+    graph_digest TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    state TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    options TEXT NOT NULL DEFAULT '{}',
+    resumed_from TEXT,
+    graph BLOB
+);
+CREATE TABLE firings (
+    run_id TEXT NOT NULL REFERENCES runs (run_id),
+    seq INTEGER NOT NULL,
+    node_id TEXT NOT NULL,
+    execution INTEGER NOT NULL,
+    inputs_digest TEXT,
+    task_digest TEXT,
+    status TEXT NOT NULL,
+    started REAL,
+    ended REAL,
+    worker_pid INTEGER,
+    worker_host TEXT,
+    error TEXT,
+    outputs BLOB,
+    outputs_note TEXT,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX firings_by_identity ON firings (task_digest, inputs_digest) WHERE status = 'finished';
+"""
+
+# The first bytes of every SQLite database file.
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def connect(path: str | os.PathLike[str], *, synchronous: str = "normal") -> sqlite3.Connection:
+    """A connection to the journal at ``path``, which is created if it does not exist.
+
+    Args:
+        path: the journal file.
+        synchronous: ``normal`` or ``full`` (see the module's docstring).
+
+    Raises:
+        JournalError: the file is not a journal, is a journal of another
+            schema version, or is corrupt; nothing was changed. Also when
+            ``synchronous`` is not one of `SYNCHRONOUS`.
+    """
+    name = os.fspath(path)
+    if synchronous not in SYNCHRONOUS:
+        raise JournalError(name, f"synchronous must be one of {', '.join(SYNCHRONOUS)} (got {synchronous!r})")
+    if _has_content(name):
+        _check_existing(name)
+    try:
+        conn = sqlite3.connect(name, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise JournalError(name, f"cannot be opened ({exc})") from exc
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        _create_if_new(conn, name)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _has_content(name: str) -> bool:
+    try:
+        return os.path.getsize(name) > 0
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise JournalError(name, f"cannot be read ({exc})") from exc
+
+
+def _check_existing(name: str) -> None:
+    """Refuse, changing nothing, a file that is not a journal this version of aioflow reads."""
+    try:
+        with open(name, "rb") as f:
+            header = f.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise JournalError(name, f"cannot be read ({exc})") from exc
+    if header != _SQLITE_HEADER:
+        raise JournalError(name, "is not a journal (not an SQLite database)")
+    uri = Path(name).resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
+    except sqlite3.Error as exc:
+        raise JournalError(name, f"cannot be opened ({exc})") from exc
+    try:
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise JournalError(name, f"is corrupt ({exc})") from exc
+    finally:
+        conn.close()
+    if application_id != APPLICATION_ID:
+        if not tables:
+            return  # an empty database: it becomes a journal
+        raise JournalError(name, "is an SQLite database, but not an aioflow journal")
+    if version != SCHEMA_VERSION:
+        raise JournalError(
+            name,
+            f"has schema version {version}; this aioflow reads version {SCHEMA_VERSION} "
+            "(use the aioflow that wrote it, or another journal file)",
+        )
+    if not {"runs", "firings"} <= tables:
+        raise JournalError(name, "is corrupt (its tables are missing)")
+
+
+def _create_if_new(conn: sqlite3.Connection, name: str) -> None:
+    """Create the tables in a new file (or an empty database); another process may be doing the same."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        conn.execute("ROLLBACK")
+        raise JournalError(name, f"cannot be written ({exc})") from exc
+
+
+class Writer:
+    """The thread that writes to one journal: statements queued, committed in batches.
+
+    `write` never blocks (it queues); `flush` waits until everything queued
+    so far is committed; `close` flushes and ends the thread. An error of
+    the thread (a full disk, a file removed) is raised by the next `write`,
+    `flush` or `close` as a `JournalError`, and what was queued after it is
+    dropped.
+    """
+
+    #: Statements committed in one transaction at most.
+    BATCH = 1000
+
+    def __init__(self, conn: sqlite3.Connection, name: str) -> None:
+        self._conn = conn
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"aioflow journal {name}", daemon=True)
+        self._thread.start()
+
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Queue one statement."""
+        self._raise_if_failed()
+        self._queue.put((sql, params))
+
+    def write_many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Queue several statements, committed in order."""
+        self._raise_if_failed()
+        for statement in statements:
+            self._queue.put(statement)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every statement queued so far is committed.
+
+        Raises:
+            JournalError: a write failed, or ``timeout`` seconds passed.
+        """
+        done = threading.Event()
+        self._queue.put(done)
+        if not done.wait(timeout):
+            raise JournalError(self._name, f"writes not committed after {timeout} s")
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        """Commit what is queued, and end the thread (idempotent)."""
+        if self._closed:
+            self._raise_if_failed()
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise JournalError(self._name, f"a write failed ({self._error})") from self._error
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            batch: list[tuple[str, Sequence[Any]]] = []
+            waiters: list[threading.Event] = []
+            while True:
+                if item is None:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    waiters.append(item)
+                else:
+                    batch.append(item)
+                if stop or len(batch) >= self.BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch and self._error is None:
+                self._commit(batch)
+            for waiter in waiters:
+                waiter.set()
+
+    def _commit(self, batch: list[tuple[str, Sequence[Any]]]) -> None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for sql, params in batch:
+                conn.execute(sql, params)
+            conn.execute("COMMIT")
+        except BaseException as exc:  # kept and raised in the caller's thread
+            self._error = exc
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
