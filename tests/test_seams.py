@@ -67,7 +67,7 @@ def test_the_check_finds_a_kind_compared_by_name() -> None:
 
 
 def test_the_faces_keep_their_documented_signatures() -> None:
-    """docs/api.md: the public doors take the Ewoks options; the engine below takes hooks instead."""
+    """docs/api.md: the public doors take the Ewoks options and the journal; the engine below takes hooks instead."""
     documented = {
         "graph": inspect.Parameter.empty,
         "inputs": None,
@@ -89,9 +89,10 @@ def test_the_faces_keep_their_documented_signatures() -> None:
         "varinfo": None,
         "execinfo": None,
         "task_options": None,
+        "journal": None,
     }
     face = inspect.signature(aioflow.execute_graph_async).parameters
     assert {name: p.default for name, p in face.items()} == documented
     assert list(inspect.signature(aioflow.execute_graph).parameters) == ["graph", "uvloop", "options"]
     engine = inspect.signature(aioflow.scheduler.execute_graph_async).parameters
-    assert set(engine) == set(documented) - {"varinfo", "execinfo", "task_options"} | {"hooks"}
+    assert set(engine) == set(documented) - {"varinfo", "execinfo", "task_options", "journal"} | {"hooks"}
