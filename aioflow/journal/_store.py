@@ -41,10 +41,13 @@ Imports: `aioflow._errors` (`JournalError`, which this module re-exports).
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import sqlite3
 import threading
+import time
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -219,6 +222,9 @@ class Writer:
     #: Statements committed in one transaction at most.
     BATCH = 1000
 
+    #: Seconds a batch gathers statements before it is committed, at most.
+    PERIOD = 0.01
+
     def __init__(self, conn: sqlite3.Connection, name: str) -> None:
         self._conn = conn
         self._name = name
@@ -271,6 +277,9 @@ class Writer:
             item = self._queue.get()
             batch: list[tuple[str, Sequence[Any]]] = []
             waiters: list[threading.Event] = []
+            # A batch gathers for at most PERIOD seconds: one transaction (and
+            # its writes to the file) for everything a busy run queues meanwhile.
+            deadline = time.monotonic() + self.PERIOD
             while True:
                 if item is None:
                     stop = True
@@ -278,10 +287,10 @@ class Writer:
                     waiters.append(item)
                 else:
                     batch.append(item)
-                if stop or len(batch) >= self.BATCH:
-                    break
+                if stop or waiters or len(batch) >= self.BATCH:
+                    break  # a flush or a close does not wait for the period
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
             if batch and self._error is None:
@@ -293,8 +302,10 @@ class Writer:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for sql, params in batch:
-                conn.execute(sql, params)
+            # Runs of one statement go to executemany: one call into SQLite
+            # for the run, not one Python call per row.
+            for sql, rows in itertools.groupby(batch, key=itemgetter(0)):
+                conn.executemany(sql, [params for _, params in rows])
             conn.execute("COMMIT")
         except BaseException as exc:  # kept and raised in the caller's thread
             self._error = exc
