@@ -14,7 +14,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._record import node_from_key
-from ._store import JournalError, connect
+from ._store import JournalError, connect_to_read
 
 if TYPE_CHECKING:
     from ..graph import Graph, NodeId
@@ -143,7 +143,4 @@ def stored_graph(path: str | os.PathLike[str], run_id: str) -> Graph:
 
 
 def _open(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    name = os.fspath(path)
-    if not os.path.exists(name):
-        raise JournalError(name, "does not exist")
-    return connect(name)
+    return connect_to_read(path)

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import JournalError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
 __all__ = [
     "APPLICATION_ID",
@@ -64,6 +64,7 @@ __all__ = [
     "JournalError",
     "Writer",
     "connect",
+    "connect_to_read",
 ]
 
 #: Marks an SQLite file as an aioflow journal (``PRAGMA application_id``): "aiof".
@@ -138,14 +139,57 @@ def connect(path: str | os.PathLike[str], *, synchronous: str = "normal") -> sql
     except sqlite3.Error as exc:
         raise JournalError(name, f"cannot be opened ({exc})") from exc
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            # Switching to WAL needs the file to itself, and SQLite does not
+            # wait for that (another process may be creating the same journal).
+            _retry_while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"), name)
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         conn.execute("PRAGMA foreign_keys = ON")
-        _create_if_new(conn, name)
+        _retry_while_busy(lambda: _create_if_new(conn, name), name)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise JournalError(name, f"cannot be opened ({exc})") from exc
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def connect_to_read(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only connection to the existing journal at ``path``: it changes nothing, and does not wait on writers.
+
+    Raises:
+        JournalError: no file at ``path``, or not a journal this aioflow reads.
+    """
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise JournalError(name, "does not exist")
+    if not _has_content(name):
+        raise JournalError(name, "is empty: not a journal yet")
+    _check_existing(name, reading=True)
+    uri = Path(name).resolve().as_uri() + "?mode=ro"
+    try:
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise JournalError(name, f"cannot be opened ({exc})") from exc
+
+
+def _retry_while_busy(step: Callable[[], object], name: str) -> None:
+    """Run ``step``, again while SQLite says the file is locked by another connection, for `BUSY_TIMEOUT` s."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    pause = 0.001
+    while True:
+        try:
+            step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise JournalError(name, f"is locked by another process for over {BUSY_TIMEOUT:.0f} s") from exc
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        else:
+            return
 
 
 def _has_content(name: str) -> bool:
@@ -157,8 +201,12 @@ def _has_content(name: str) -> bool:
         raise JournalError(name, f"cannot be read ({exc})") from exc
 
 
-def _check_existing(name: str) -> None:
-    """Refuse, changing nothing, a file that is not a journal this version of aioflow reads."""
+def _check_existing(name: str, *, reading: bool = False) -> None:
+    """Refuse, changing nothing, a file that is not a journal this version of aioflow reads.
+
+    An empty database becomes a journal when it is opened to write; to read
+    (``reading``), it is not one yet.
+    """
     try:
         with open(name, "rb") as f:
             header = f.read(len(_SQLITE_HEADER))
@@ -172,15 +220,19 @@ def _check_existing(name: str) -> None:
     except sqlite3.Error as exc:
         raise JournalError(name, f"cannot be opened ({exc})") from exc
     try:
+        conn.execute("BEGIN")  # one snapshot: another process may be making the file a journal
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        conn.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         raise JournalError(name, f"is corrupt ({exc})") from exc
     finally:
         conn.close()
     if application_id != APPLICATION_ID:
         if not tables:
+            if reading:
+                raise JournalError(name, "is empty: not a journal yet")
             return  # an empty database: it becomes a journal
         raise JournalError(name, "is an SQLite database, but not an aioflow journal")
     if version != SCHEMA_VERSION:

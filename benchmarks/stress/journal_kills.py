@@ -13,7 +13,8 @@ firing the journal had as finished ran again (each task appends one line per run
 log), the journal passes SQLite's ``integrity_check``, and no process of the driver's
 (its pool's workers) outlives it by 10 s. One line per pool: runs, killed (the others
 finished before their moment), differences, re-executed finished firings, corrupt
-journals, hangs, orphans, and the time. Exit code 1 when any check failed.
+journals, hangs, orphans, crashes (a driver that failed by itself: its stderr is
+printed), and the time. Exit code 1 when any check failed.
 """
 
 # ruff: noqa: T201 - a command-line tool: printing is its output
@@ -88,8 +89,10 @@ def one_run(tmp: Path, index: int, pool: str, args: argparse.Namespace, rng: ran
     run_id = f"killed-{index}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TASKS), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-c", DRIVER, str(path), str(log), run_id, pool, str(args.stages), str(args.width)]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL, start_new_session=True)
-    outcome = {"killed": 0, "differences": 0, "again": 0, "corrupt": 0, "hangs": 0, "orphans": 0}
+    errors = tmp / f"stderr-{pool}-{index}"
+    with errors.open("wb") as err:
+        proc = subprocess.Popen(cmd, env=env, stderr=err, start_new_session=True)
+    outcome = {"killed": 0, "differences": 0, "again": 0, "corrupt": 0, "hangs": 0, "orphans": 0, "crashes": 0}
     deadline = time.monotonic() + args.timeout
     while proc.poll() is None and time.monotonic() < deadline:
         if finished(path, run_id) >= threshold:
@@ -102,6 +105,10 @@ def one_run(tmp: Path, index: int, pool: str, args: argparse.Namespace, rng: ran
         outcome["hangs"] = 1
     proc.wait()
     outcome["orphans"] = orphans(proc.pid)
+    if not outcome["killed"] and proc.returncode != 0:
+        print(f"run {index} on {pool}: the driver failed ({proc.returncode}):\n{errors.read_text()}", file=sys.stderr)
+        outcome["crashes"] = 1
+        return outcome
     recorded = {(f.node_id, f.execution) for f in run_firings(path, run_id) if f.status == "finished"}
     graph = journal_tasks.big_graph(str(log), stages=args.stages, width=args.width, pause=0.0005)
     resumed = JournalRun(path, run_id=f"resumed-{index}", resume=run_id)
@@ -137,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             args.reference[pool] = (aioflow.execute_graph(graph, pool_type=pool, max_workers=4, **ALL), log)
         print(f"{args.stages * args.width + 4} nodes, {args.runs} runs per pool, seed {args.seed}")
         print(
-            "| pool | runs | killed | differences | re-executed finished firings | corrupt | hangs | orphans | time |"
+            "| pool | runs | killed | differences | re-executed finished firings | corrupt | hangs | orphans | crashes | time |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for pool in args.pools:
             totals: collections.Counter[str] = collections.Counter()
             t0 = time.monotonic()
@@ -148,9 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             elapsed = time.monotonic() - t0
             print(
                 f"| {pool} | {args.runs} | {totals['killed']} | {totals['differences']} | {totals['again']} "
-                f"| {totals['corrupt']} | {totals['hangs']} | {totals['orphans']} | {elapsed:.0f} s |"
+                f"| {totals['corrupt']} | {totals['hangs']} | {totals['orphans']} | {totals['crashes']} | {elapsed:.0f} s |"
             )
-            failed = failed or any(totals[k] for k in ("differences", "again", "corrupt", "hangs", "orphans"))
+            failed = failed or any(
+                totals[k] for k in ("differences", "again", "corrupt", "hangs", "orphans", "crashes")
+            )
     return 1 if failed else 0
 
 

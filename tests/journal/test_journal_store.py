@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -160,3 +161,46 @@ def test_two_processes_write_one_journal_without_corrupting_it(tmp_path: Path) -
     finally:
         conn.close()
     assert ids == {f"{name}-{i}" for name in ("a", "b") for i in range(300)}
+
+
+CREATOR = textwrap.dedent(
+    """
+    import sys, time
+    from aioflow.journal._store import connect
+    from aioflow.journal import list_runs
+    path, start, name = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    while time.time() < start:
+        pass
+    if name.startswith("reader"):
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                list_runs(path)
+                break
+            except Exception as exc:  # the file may not exist yet, or be empty: nothing else
+                assert "does not exist" in str(exc) or "is empty" in str(exc), exc
+        sys.exit(0)
+    conn = connect(path)
+    conn.execute("INSERT INTO runs (run_id, graph_id, graph_digest, started, state, host, pid) "
+                 "VALUES (?, 'g', 'd', 0, 'running', 'h', 1)", (name,))
+    conn.close()
+    """
+)
+
+
+def test_processes_that_create_one_journal_at_once_all_get_it(tmp_path: Path) -> None:
+    """Turning a new file into a journal needs it to itself: the others wait, none fails (nor a reader)."""
+    for attempt in range(5):
+        path = tmp_path / f"runs-{attempt}.sqlite"
+        start = time.time() + 0.5
+        names = [f"writer{i}" for i in range(4)] + ["reader0", "reader1"]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", CREATOR, str(path), str(start), name], stderr=subprocess.PIPE, text=True
+            )
+            for name in names
+        ]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+        assert sorted(r.run_id for r in list_runs(path)) == [f"writer{i}" for i in range(4)]
