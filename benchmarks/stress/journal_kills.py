@@ -41,7 +41,7 @@ sys.path.insert(0, str(TASKS))
 import journal_tasks  # needs the path above
 
 import aioflow
-from aioflow.journal import JournalError, JournalRun, list_runs, run_firings
+from aioflow.journal import JournalRun, run_firings
 
 DRIVER = """
 import sys
@@ -53,20 +53,6 @@ aioflow.execute_graph(graph, journal=JournalRun(path, run_id=run_id), pool_type=
 """
 
 ALL: dict[str, Any] = {"outputs": [{"all": True}], "merge_outputs": False}
-
-
-def without(results: Any, log: Path) -> Any:
-    if isinstance(results, dict):
-        return {k: without(v, log) for k, v in results.items()}
-    return "LOG" if results == str(log) else results
-
-
-def finished(path: Path, run_id: str) -> int:
-    try:
-        runs = {r.run_id: r for r in list_runs(path)}
-    except JournalError:
-        return 0
-    return runs[run_id].finished if run_id in runs else 0
 
 
 def orphans(group: int) -> int:
@@ -95,7 +81,7 @@ def one_run(tmp: Path, index: int, pool: str, args: argparse.Namespace, rng: ran
     outcome = {"killed": 0, "differences": 0, "again": 0, "corrupt": 0, "hangs": 0, "orphans": 0, "crashes": 0}
     deadline = time.monotonic() + args.timeout
     while proc.poll() is None and time.monotonic() < deadline:
-        if finished(path, run_id) >= threshold:
+        if journal_tasks.finished_firings(path, run_id) >= threshold:
             proc.send_signal(signal.SIGKILL)  # the driver only: its workers must go by themselves
             outcome["killed"] = 1
             break
@@ -114,7 +100,10 @@ def one_run(tmp: Path, index: int, pool: str, args: argparse.Namespace, rng: ran
     resumed = JournalRun(path, run_id=f"resumed-{index}", resume=run_id)
     results = aioflow.execute_graph(graph, journal=resumed, pool_type=pool, max_workers=4, **ALL)
     reference, reference_log = args.reference[pool]
-    if without(results, log) != without(reference, reference_log) or results.executions != reference.executions:
+    if (
+        journal_tasks.without_log(results, log) != journal_tasks.without_log(reference, reference_log)
+        or results.executions != reference.executions
+    ):
         outcome["differences"] = 1
     counts = collections.Counter(log.read_text().split())
     # The error handler is given the traceback of a failed node, which runs again: not counted (docs/journal.md).

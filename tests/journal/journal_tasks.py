@@ -61,6 +61,34 @@ def _map(source: str, target: str, pairs: dict[str, str], **extra: object) -> di
     return {"source": source, "target": target, "data_mapping": mapping, **extra}
 
 
+def fixable_graph(log: str, flag: str, *, third: bool = True) -> dict[str, object]:
+    """a -> b -> c, where b fails until the file ``flag`` exists (``third=False``: without c)."""
+    nodes = [_node("a", "step", log, x=1), _node("b", "fail_once", log, flag=flag)]
+    links = [_map("a", "b", {"return_value": "x"})]
+    if third:
+        nodes.append(_node("c", "step", log))
+        links.append(_map("b", "c", {"return_value": "x"}))
+    return {"graph": {"id": "fixable"}, "nodes": nodes, "links": links}
+
+
+def finished_firings(path: str | os.PathLike[str], run_id: str) -> int:
+    """How many firings of run ``run_id`` the journal at ``path`` has as finished (0: no such run, or no journal yet)."""
+    from aioflow.journal import JournalError, list_runs
+
+    try:
+        runs = {r.run_id: r for r in list_runs(path)}
+    except JournalError:
+        return 0
+    return runs[run_id].finished if run_id in runs else 0
+
+
+def without_log(results: object, log: object) -> object:
+    """Results with the log's path (which the loop's outputs carry along) as ``"LOG"``, to compare two runs."""
+    if isinstance(results, dict):
+        return {k: without_log(v, log) for k, v in results.items()}
+    return "LOG" if results == str(log) else results
+
+
 def big_graph(log: str, *, stages: int = 10, width: int = 100, pause: float = 0.002) -> dict[str, object]:
     """``stages`` x ``width`` branches (each node takes the one before it on its branch), a loop of 5
     iterations, and a node that fails into its error handler: ``stages * width + 4`` nodes."""

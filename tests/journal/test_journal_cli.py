@@ -6,6 +6,8 @@ import json
 import re
 from typing import TYPE_CHECKING
 
+import journal_tasks
+
 from aioflow import cli
 from aioflow.journal import run_firings
 
@@ -65,22 +67,7 @@ def test_resume_continues_a_failed_run_from_the_graph_the_journal_kept(
 ) -> None:
     log, flag = tmp_path / "log", tmp_path / "flag"
 
-    def node(nid: str, func: str, **inputs: object) -> dict[str, object]:
-        defaults: list[dict[str, object]] = [{"name": "log", "value": str(log)}, {"name": "node", "value": nid}]
-        defaults += [{"name": k, "value": v} for k, v in inputs.items()]
-        return {
-            "id": nid,
-            "task_type": "method",
-            "task_identifier": f"journal_tasks.{func}",
-            "default_inputs": defaults,
-        }
-
-    graph = {
-        "graph": {"id": "fixable"},
-        "nodes": [node("a", "step", x=1), node("b", "fail_once", flag=str(flag))],
-        "links": [{"source": "a", "target": "b",
-                   "data_mapping": [{"source_output": "return_value", "target_input": "x"}]}],
-    }  # fmt: skip
+    graph = journal_tasks.fixable_graph(str(log), str(flag), third=False)
     graph_file = tmp_path / "fixable.json"
     graph_file.write_text(json.dumps(graph))
     journal = tmp_path / "runs.sqlite"

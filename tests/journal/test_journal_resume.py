@@ -33,25 +33,7 @@ def _log_counts(log: Path) -> collections.Counter[str]:
 
 
 def _fixable(log: Path, flag: Path) -> dict[str, Any]:
-    def node(nid: str, func: str, **inputs: Any) -> dict[str, Any]:
-        defaults = [{"name": "log", "value": str(log)}, {"name": "node", "value": nid}]
-        defaults += [{"name": k, "value": v} for k, v in inputs.items()]
-        return {
-            "id": nid,
-            "task_type": "method",
-            "task_identifier": f"journal_tasks.{func}",
-            "default_inputs": defaults,
-        }
-
-    def link(source: str, target: str) -> dict[str, Any]:
-        return {"source": source, "target": target,
-                "data_mapping": [{"source_output": "return_value", "target_input": "x"}]}  # fmt: skip
-
-    return {
-        "graph": {"id": "fixable"},
-        "nodes": [node("a", "step", x=1), node("b", "fail_once", flag=str(flag)), node("c", "step")],
-        "links": [link("a", "b"), link("b", "c")],
-    }
+    return journal_tasks.fixable_graph(str(log), str(flag))
 
 
 def test_a_failed_run_resumes_without_running_what_finished(tmp_path: Path) -> None:
@@ -120,21 +102,6 @@ DRIVER = textwrap.dedent(
 ALL: dict[str, Any] = {"outputs": [{"all": True}], "merge_outputs": False}
 
 
-def _without(results: Any, log: Path) -> Any:
-    """The results, with the log's path (which the loop's outputs carry along) left out."""
-    if isinstance(results, dict):
-        return {k: _without(v, log) for k, v in results.items()}
-    return "LOG" if results == str(log) else results
-
-
-def _finished(path: Path, run_id: str) -> int:
-    try:
-        runs = {r.run_id: r for r in list_runs(path)}
-    except JournalError:
-        return 0
-    return runs[run_id].finished if run_id in runs else 0
-
-
 def _kill_at_random(path: Path, log: Path, pool: str, rng: random.Random) -> tuple[str, bool]:
     """Start the driver, SIGKILL it once its journal holds a random number of finished firings; the run id, killed."""
     run_id = f"killed-{rng.randrange(10**9)}"
@@ -147,7 +114,7 @@ def _kill_at_random(path: Path, log: Path, pool: str, rng: random.Random) -> tup
     try:
         deadline = time.monotonic() + 120
         while proc.poll() is None and time.monotonic() < deadline:
-            if _finished(path, run_id) >= threshold:
+            if journal_tasks.finished_firings(path, run_id) >= threshold:
                 proc.send_signal(signal.SIGKILL)
                 killed = True
                 break
@@ -180,7 +147,7 @@ def test_a_run_whose_driver_was_killed_resumes_to_the_same_results(tmp_path: Pat
         results = aioflow.execute_graph(
             journal_tasks.big_graph(str(log)), journal=resumed, pool_type=pool, max_workers=4, **ALL
         )
-        assert _without(results, log) == _without(expected, reference_log)
+        assert journal_tasks.without_log(results, log) == journal_tasks.without_log(expected, reference_log)
         assert results.executions == expected.executions
         counts = _log_counts(log)
         # A failed firing runs again; what its error handler is given (the
