@@ -24,6 +24,7 @@ run; other ``outputs=``/``merge_outputs=`` select as aioflow's own door does.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +51,7 @@ __all__ = ["AioflowWorkflowEngine", "execute_graph"]
 logger = logging.getLogger("aioflow.ewoks")
 
 # aioflow's own execution keywords, accepted next to ewoksppf's.
-_AIOFLOW_OPTIONS = frozenset(("context", "idle_timeout", "max_iterations", "uvloop", "on_event", "pool"))
+_AIOFLOW_OPTIONS = frozenset(("context", "idle_timeout", "max_iterations", "uvloop", "on_event", "pool", "journal"))
 # ewoksppf keywords that have no meaning for aioflow (accepted, ignored).
 _IGNORED_OPTIONS = ("stop_on_signals", "stop_signals", "forced_interruption", "db_options")
 
@@ -114,7 +115,8 @@ def execute_graph(
             ``multiprocessing``, ``ndmultiprocessing``, ``billiard``, ``gevent``.
         pool_options: pool keywords; ``context`` is the process start method.
         **options: aioflow's own ``context``, ``idle_timeout``, ``max_iterations``,
-            ``uvloop``, ``on_event`` or ``pool``.
+            ``uvloop``, ``on_event``, ``pool`` or ``journal`` (a run journal:
+            a file path or an `aioflow.journal.JournalRun`; see docs/journal.md).
 
     Returns:
         The selected outputs: a dict (`aioflow.Results`), never ``None``.
@@ -150,10 +152,12 @@ def execute_graph(
         loaded = _load(graph, inputs, load_options)
         if pre_import:
             _pre_import(loaded)
+        journal = options.pop("journal", None)
         execute_options = _pool_keywords(loaded, pool_options, options, max_workers)
         # None would mean "events on by default" again: the job context decided already.
         hooks: list[ExecutionHooks] = [
-            EwoksRun(varinfo=varinfo, execinfo=job_info if job_info is not None else False, task_options=task_options)
+            *_journal_hooks(journal),
+            EwoksRun(varinfo=varinfo, execinfo=job_info if job_info is not None else False, task_options=task_options),
         ]
         if merge_outputs is not False and outputs in (None, [{"all": False}]):
             hooks.append(PpfResult())
@@ -182,6 +186,19 @@ def _load(graph: Any, inputs: Sequence[Mapping[str, Any]] | None, load_options: 
     if load_options is not None and not isinstance(load_options, Mapping):
         raise OptionError("load_options", "a dict of load_graph keywords, or None", load_options)
     return load_graph(graph, inputs=inputs, **dict(load_options or {}))
+
+
+def _journal_hooks(journal: Any) -> list[ExecutionHooks]:
+    """The run journal's hooks for the ``journal`` option (``ewoks execute -o journal=FILE``), or none."""
+    if journal is None:
+        return []
+    from ..journal._record import JournalRun
+
+    if isinstance(journal, JournalRun):
+        return [journal]
+    if not isinstance(journal, (str, os.PathLike)):
+        raise OptionError("journal", "a file path or an aioflow.journal.JournalRun", journal)
+    return [JournalRun(journal)]
 
 
 def _pool_keywords(
