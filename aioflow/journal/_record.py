@@ -116,9 +116,16 @@ def inputs_digest(inputs: Mapping[Any, Any]) -> str | None:
     """A digest of a firing's inputs; ``None`` when they cannot be pickled.
 
     Equal inputs give equal digests whatever order their dicts (at any depth)
-    were filled in (dicts and sets are digested sorted), and whichever equal
-    values are one object.
+    were filled in (dicts and sets are digested sorted), whichever equal
+    values are one object, and however exceptions happen to pickle in this
+    process. An error handler's inputs (the failed firing's error data) are
+    digested without the traceback's text, which depends on the process
+    (where files are, which libraries make tracebacks travel with
+    exceptions), not on what failed.
     """
+    error = inputs.get(_ERROR)
+    if type(error) is dict and "traceBack" in error:
+        inputs = {**inputs, _ERROR: {**error, "traceBack": None}}
     if all(type(k) in _KEYS and type(v) in _SCALARS for k, v in inputs.items()):
         # Names and scalars only, the most common inputs: their repr, sorted, says all.
         text = repr(sorted(inputs.items(), key=lambda item: (type(item[0]).__name__, item[0])))
@@ -142,11 +149,24 @@ class _Sorted(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
 
+class _Exception(tuple):  # type: ignore[type-arg]
+    """An exception as its class's name, its args and its attributes: how other libraries pickle it does not matter."""
+
+    __slots__ = ()
+
+
 def _canonical(value: Any, depth: int) -> Any:
-    """``value`` with its dicts and sets (inside dicts, lists and tuples) as sorted items."""
+    """``value`` with its dicts and sets (inside dicts, lists and tuples) as sorted items, exceptions as `_Exception`.
+
+    An exception is digested by what it holds, not by its pickle: one whose
+    ``__dict__`` was once looked at pickles with it, even empty.
+    """
     if depth > _MAX_DEPTH:
         return value
     kind = type(value)
+    if isinstance(value, BaseException):
+        attributes = _canonical(dict(getattr(value, "__dict__", {})), depth + 1)
+        return _Exception((kind.__module__, kind.__qualname__, _canonical(value.args, depth + 1), attributes))
     if kind is dict or isinstance(value, Mapping):
         items = [(_canonical(k, depth + 1), _canonical(v, depth + 1)) for k, v in value.items()]
         return _Sorted(sorted(items, key=repr))
@@ -159,6 +179,9 @@ def _canonical(value: Any, depth: int) -> Any:
 
 # How deep `_canonical` goes: deeper values are digested as they are.
 _MAX_DEPTH = 32
+
+# The input in which an error handler gets the error's message and traceback (`aioflow.scheduler._state`).
+_ERROR = "WorkflowException"
 
 # Input names, and the values whose repr is the value (`inputs_digest`'s quick path).
 _KEYS = frozenset((str, int))

@@ -106,8 +106,7 @@ def one_run(tmp: Path, index: int, pool: str, args: argparse.Namespace, rng: ran
     ):
         outcome["differences"] = 1
     counts = collections.Counter(log.read_text().split())
-    # The error handler is given the traceback of a failed node, which runs again: not counted (docs/journal.md).
-    outcome["again"] = sum(1 for node, number in recorded if node != "handler" and counts[f"{node}:{number}"] != 1)
+    outcome["again"] = sum(1 for node, number in recorded if counts[f"{node}:{number}"] != 1)
     with sqlite3.connect(path) as conn:
         outcome["corrupt"] = int(conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok")
     return outcome

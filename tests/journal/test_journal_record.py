@@ -135,6 +135,26 @@ def test_an_invalid_journal_option_is_refused_before_anything_runs(tmp_path: Pat
         aioflow.execute_graph(CHAIN, journal=42, pool_type="thread")
 
 
+def test_an_exception_digests_the_same_however_it_pickles() -> None:
+    """An error handler's inputs hold the failed node's exception: equal exceptions, equal digests.
+
+    An exception whose ``__dict__`` was once looked at (as some libraries'
+    code does) pickles with it, empty: another pickle, the same exception.
+    """
+    plain = ValueError("broken")
+    looked_at = ValueError("broken")
+    assert looked_at.__dict__ == {}
+    assert pickle.dumps(plain) != pickle.dumps(looked_at)
+    assert inputs_digest({"e": plain, "n": 1}) == inputs_digest({"e": looked_at, "n": 1})
+    with_trace = {"errorMessage": "broken", "traceBack": ["File 'a.py'"]}
+    elsewhere = {"errorMessage": "broken", "traceBack": ["File '/elsewhere/a.py'"]}
+    assert inputs_digest({"WorkflowException": with_trace}) == inputs_digest({"WorkflowException": elsewhere})
+    other = {"errorMessage": "other", "traceBack": ["File 'a.py'"]}
+    assert inputs_digest({"WorkflowException": with_trace}) != inputs_digest({"WorkflowException": other})
+    looked_at.detail = 3  # type: ignore[attr-defined]
+    assert inputs_digest({"e": plain, "n": 1}) != inputs_digest({"e": looked_at, "n": 1})
+
+
 def test_node_ids_and_digests() -> None:
     for nid in ("a", 3, ("sub", "a"), ("outer", ("inner", 2))):
         assert node_from_key(node_key(nid)) == nid
@@ -147,6 +167,9 @@ def test_node_ids_and_digests() -> None:
     assert inputs_digest({"a": {"p": 1, "q": 2}}) == inputs_digest({"a": {"q": 2, "p": 1}})
     assert inputs_digest({"a": [1, 2]}) != inputs_digest({"a": (1, 2)})
     assert inputs_digest({"a": {1: 2}}) != inputs_digest({"a": ((1, 2),)})
+    assert inputs_digest({"e": ValueError("x")}) == inputs_digest({"e": ValueError("x")})
+    assert inputs_digest({"e": ValueError("x")}) != inputs_digest({"e": ValueError("y")})
+    assert inputs_digest({"e": ValueError("x")}) != inputs_digest({"e": TypeError("x")})
     looped: list[Any] = []
     looped.append(looped)
     assert inputs_digest({"a": looped}) is None
