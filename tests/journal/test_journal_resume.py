@@ -107,9 +107,9 @@ def _kill_at_random(path: Path, log: Path, pool: str, rng: random.Random) -> tup
     run_id = f"killed-{rng.randrange(10**9)}"
     threshold = rng.randrange(20, 950)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(path), str(log), run_id, pool], env=env, stderr=subprocess.PIPE
-    )
+    errors = path.with_suffix(".stderr")
+    with errors.open("wb") as err:  # a file, not a pipe: a driver that writes much never waits on it
+        proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(path), str(log), run_id, pool], env=env, stderr=err)
     killed = False
     try:
         deadline = time.monotonic() + 120
@@ -124,9 +124,7 @@ def _kill_at_random(path: Path, log: Path, pool: str, rng: random.Random) -> tup
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
-    assert killed or proc.returncode == 0
+    assert killed or proc.returncode == 0, errors.read_text()
     return run_id, killed
 
 
