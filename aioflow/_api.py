@@ -12,7 +12,6 @@ its own, a helper thread, or the gevent bridge).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from .pools._options import takes_pool_keywords
@@ -21,6 +20,7 @@ from .scheduler import run_execution
 from .scheduler._sync import loop_for
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Callable, Mapping, Sequence
     from typing import Unpack
 
@@ -126,18 +126,12 @@ async def execute_graph_async(
 
 
 def _journal_hooks(journal: Any) -> list[ExecutionHooks]:
-    """The journal's hooks for the ``journal`` option, or none."""
+    """The journal's hooks for the ``journal`` option, or none (`aioflow.journal` imported only then)."""
     if journal is None:
         return []
-    from .journal._record import JournalRun
+    from .journal._record import journal_hooks
 
-    if isinstance(journal, JournalRun):
-        return [journal]
-    if not isinstance(journal, (str, os.PathLike)):
-        from ._errors import OptionError
-
-        raise OptionError("journal", "a file path or an aioflow.journal.JournalRun", journal)
-    return [JournalRun(journal)]
+    return journal_hooks(journal)
 
 
 def _ewoks_hooks(varinfo: Any, execinfo: Any, task_options: Any) -> list[ExecutionHooks]:

@@ -405,11 +405,11 @@ def _load(args: argparse.Namespace) -> Graph:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     _prepend_cwd()
-    if getattr(args, "resume", None) is not None and args.graph is None:
+    resume = getattr(args, "resume", None)  # aioflow resume
+    if resume is not None and args.graph is None:
         from .journal import stored_graph
 
-        graph = stored_graph(args.journal, args.resume)
-        args.inputs = []
+        graph = stored_graph(args.journal, resume)
     else:
         graph = _load(args)
     options: dict[str, Any] = {
@@ -424,7 +424,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         **({} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}),
         "max_iterations": args.max_iterations,
     }
-    resume = getattr(args, "resume", None)
     if args.journal is not None:
         from .journal import JournalRun
 

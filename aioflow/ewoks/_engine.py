@@ -24,7 +24,6 @@ run; other ``outputs=``/``merge_outputs=`` select as aioflow's own door does.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -154,11 +153,15 @@ def execute_graph(
             _pre_import(loaded)
         journal = options.pop("journal", None)
         execute_options = _pool_keywords(loaded, pool_options, options, max_workers)
+        hooks: list[ExecutionHooks] = []
+        if journal is not None:
+            from ..journal._record import journal_hooks
+
+            hooks += journal_hooks(journal)
         # None would mean "events on by default" again: the job context decided already.
-        hooks: list[ExecutionHooks] = [
-            *_journal_hooks(journal),
-            EwoksRun(varinfo=varinfo, execinfo=job_info if job_info is not None else False, task_options=task_options),
-        ]
+        hooks.append(
+            EwoksRun(varinfo=varinfo, execinfo=job_info if job_info is not None else False, task_options=task_options)
+        )
         if merge_outputs is not False and outputs in (None, [{"all": False}]):
             hooks.append(PpfResult())
         try:
@@ -186,19 +189,6 @@ def _load(graph: Any, inputs: Sequence[Mapping[str, Any]] | None, load_options: 
     if load_options is not None and not isinstance(load_options, Mapping):
         raise OptionError("load_options", "a dict of load_graph keywords, or None", load_options)
     return load_graph(graph, inputs=inputs, **dict(load_options or {}))
-
-
-def _journal_hooks(journal: Any) -> list[ExecutionHooks]:
-    """The run journal's hooks for the ``journal`` option (``ewoks execute -o journal=FILE``), or none."""
-    if journal is None:
-        return []
-    from ..journal._record import JournalRun
-
-    if isinstance(journal, JournalRun):
-        return [journal]
-    if not isinstance(journal, (str, os.PathLike)):
-        raise OptionError("journal", "a file path or an aioflow.journal.JournalRun", journal)
-    return [JournalRun(journal)]
 
 
 def _pool_keywords(

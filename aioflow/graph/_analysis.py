@@ -19,7 +19,7 @@ loads):
 from __future__ import annotations
 
 from collections import Counter, deque
-from itertools import accumulate, count, repeat
+from itertools import accumulate, chain, count, repeat
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -310,11 +310,8 @@ def _kahn(
     order: list[int] = []
     while generation:
         following: list[int] = []
-        if members is None:
-            order.extend(generation)
+        order.extend(generation if members is None else chain.from_iterable(map(members.__getitem__, generation)))
         for g in generation:
-            if members is not None:
-                order.extend(members[g])
             for h in successors[g]:
                 indegree[h] -= 1
                 if indegree[h] == 0:

@@ -243,9 +243,8 @@ def _plain_link(raw: dict[str, Any], level: Mapping[NodeId, dict[str, Any]]) -> 
     """The normalised form of the most common link, in one pass; None for any other (`normalise_link` then checks it).
 
     The most common link: string ends, both nodes of this level, and at
-    most a ``data_mapping`` whose items map a string output to a named
-    (not positional) input. What it returns is what the general path
-    returns for it.
+    most a ``data_mapping`` of plain items (`_plain_item`). What it returns
+    is what the general path returns for it.
     """
     source = raw.get("source")
     target = raw.get("target")
@@ -258,14 +257,25 @@ def _plain_link(raw: dict[str, Any], level: Mapping[NodeId, dict[str, Any]]) -> 
         return None
     items = []
     for item in mapping:
-        if type(item) is not dict or item.keys() != _PLAIN_ITEM_KEYS:
+        pair = _plain_item(item)
+        if pair is None:
             return None
-        source_output = item["source_output"]
-        target_input = item["target_input"]
-        if type(source_output) is not str or type(target_input) is not str or target_input.isdecimal():
-            return None
-        items.append({"source_output": source_output, "target_input": target_input})
+        items.append({"source_output": pair[0], "target_input": pair[1]})
     return {"source": source, "target": target, "data_mapping": items}
+
+
+def _plain_item(item: Any) -> tuple[str, str] | None:
+    """A ``data_mapping`` item that maps a string output to a named (not positional) input, as a pair; else None.
+
+    Keys besides the two are left out, as `normalise_link` leaves them.
+    """
+    if type(item) is not dict or not item.keys() >= _PLAIN_ITEM_KEYS:
+        return None
+    source_output = item["source_output"]
+    target_input = item["target_input"]
+    if type(source_output) is not str or type(target_input) is not str or target_input.isdecimal():
+        return None
+    return source_output, target_input
 
 
 #: The columns of `plain_link_columns`, in the order of `Links._from_columns` (None: the default of every link).
@@ -455,13 +465,10 @@ def _plain_mappings_one_by_one(raw: tuple[Any, ...]) -> tuple[tuple[tuple[Any, s
             return None
         items_of: list[tuple[Any, str | int]] = []
         for item in mapping:
-            if type(item) is not dict or not item.keys() >= _PLAIN_ITEM_KEYS:
+            pair = _plain_item(item)
+            if pair is None:
                 return None
-            source_output = item["source_output"]
-            target_input = item["target_input"]
-            if type(source_output) is not str or type(target_input) is not str or target_input.isdecimal():
-                return None
-            items_of.append((source_output, target_input))
+            items_of.append(pair)
         key = tuple(items_of)
         column.append(seen.setdefault(key, key))
     return tuple(column)

@@ -121,14 +121,7 @@ class _Expander:
             flat.link_columns = plain_link_columns(raw_links, level)
             if flat.link_columns is not None:
                 flat.nodes = level
-                flat.input_aliases = self.resolve_aliases(
-                    attrs.get("input_nodes"), "input_nodes", level, {}, where, inputs=True
-                )
-                flat.output_aliases = self.resolve_aliases(
-                    attrs.get("output_nodes"), "output_nodes", level, {}, where, inputs=False
-                )
-                wire_default_error_handlers(self.report, flat, where)  # none to wire: drops their attributes
-                return flat
+                return self.finish(flat, attrs, level, {}, where)
 
         links: list[dict[str, Any]] = []
         for position, raw_link in enumerate(raw_links):
@@ -162,13 +155,23 @@ class _Expander:
         for link in links:
             self.resolve_link(link, level, subs, flat, where, has_graph_nodes)
 
+        return self.finish(flat, attrs, level, subs, where)
+
+    def finish(
+        self,
+        flat: _Flat,
+        attrs: dict[str, Any],
+        level: Mapping[NodeId, dict[str, Any]],
+        subs: Mapping[NodeId, _Flat],
+        where: str,
+    ) -> _Flat:
+        """The last steps of a level, its nodes and links in ``flat``: aliases, duplicates merged, error handlers."""
         flat.input_aliases = self.resolve_aliases(
             attrs.get("input_nodes"), "input_nodes", level, subs, where, inputs=True
         )
         flat.output_aliases = self.resolve_aliases(
             attrs.get("output_nodes"), "output_nodes", level, subs, where, inputs=False
         )
-
         flat.links = _merge_duplicate_links(self.report, flat.links, where)
         wire_default_error_handlers(self.report, flat, where)
         return flat

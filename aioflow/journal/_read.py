@@ -84,13 +84,7 @@ def list_runs(path: str | os.PathLike[str]) -> list[RunSummary]:
     Raises:
         JournalError: there is no journal at ``path``, or it cannot be read.
     """
-    conn = _open(path)
-    try:
-        return [RunSummary(*row) for row in conn.execute(_RUNS)]
-    except sqlite3.Error as exc:
-        raise JournalError(os.fspath(path), f"cannot be read ({exc})") from exc
-    finally:
-        conn.close()
+    return [RunSummary(*row) for row in _fetch(path, _RUNS)]
 
 
 def run_firings(path: str | os.PathLike[str], run_id: str) -> list[FiringRecord]:
@@ -99,21 +93,16 @@ def run_firings(path: str | os.PathLike[str], run_id: str) -> list[FiringRecord]
     Raises:
         JournalError: no journal at ``path``, no such run, or it cannot be read.
     """
-    conn = _open(path)
-    try:
-        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
-            raise JournalError(os.fspath(path), f"has no run {run_id!r}")
-        rows = conn.execute(_FIRINGS, (run_id,)).fetchall()
-    except sqlite3.Error as exc:
-        raise JournalError(os.fspath(path), f"cannot be read ({exc})") from exc
-    finally:
-        conn.close()
+    if not _fetch(path, "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)):
+        raise JournalError(os.fspath(path), f"has no run {run_id!r}")
     return [
         FiringRecord(
             seq, node_from_key(node), execution, status, digest, started, ended, error,
             pickle.loads(outputs) if outputs is not None else None, note,
         )
-        for seq, node, execution, status, digest, started, ended, error, outputs, note in rows
+        for seq, node, execution, status, digest, started, ended, error, outputs, note in _fetch(
+            path, _FIRINGS, (run_id,)
+        )
     ]  # fmt: skip
 
 
@@ -124,23 +113,28 @@ def stored_graph(path: str | os.PathLike[str], run_id: str) -> Graph:
         JournalError: no journal at ``path``, no such run, or the run's graph
             could not be kept (a default input that cannot be pickled).
     """
-    conn = _open(path)
-    try:
-        row = conn.execute("SELECT graph FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    except sqlite3.Error as exc:
-        raise JournalError(os.fspath(path), f"cannot be read ({exc})") from exc
-    finally:
-        conn.close()
-    if row is None:
+    rows = _fetch(path, "SELECT graph FROM runs WHERE run_id = ?", (run_id,))
+    if not rows:
         raise JournalError(os.fspath(path), f"has no run {run_id!r}")
-    if row[0] is None:
+    if rows[0][0] is None:
         raise JournalError(
             os.fspath(path),
             f"run {run_id!r}: its graph could not be kept (it cannot be pickled); resume it from its file",
         )
-    graph: Graph = pickle.loads(row[0])  # the journal's own pickle
+    graph: Graph = pickle.loads(rows[0][0])  # the journal's own pickle
     return graph
 
 
-def _open(path: str | os.PathLike[str]) -> sqlite3.Connection:
-    return connect_to_read(path)
+def _fetch(path: str | os.PathLike[str], sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """The rows of one query of the journal at ``path``, read-only.
+
+    Raises:
+        JournalError: no journal at ``path``, or it cannot be read.
+    """
+    conn = connect_to_read(path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(os.fspath(path), f"cannot be read ({exc})") from exc
+    finally:
+        conn.close()

@@ -45,6 +45,8 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._errors import OptionError
+from ..graph._values import _SCALARS
 from ..scheduler import ExecutionHooks
 from ._store import JournalError, Writer, connect
 
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
     from ..scheduler import Step
     from ..scheduler._state import Firing
 
-__all__ = ["MAX_OUTPUTS", "JournalRun", "graph_digest", "inputs_digest", "node_key", "node_from_key"]
+__all__ = ["MAX_OUTPUTS", "JournalRun", "graph_digest", "inputs_digest", "journal_hooks", "node_from_key", "node_key"]
 
 #: The largest pickle of a firing's outputs kept in the journal, in bytes.
 MAX_OUTPUTS = 64 * 1024 * 1024
@@ -183,9 +185,8 @@ _MAX_DEPTH = 32
 # The input in which an error handler gets the error's message and traceback (`aioflow.scheduler._state`).
 _ERROR = "WorkflowException"
 
-# Input names, and the values whose repr is the value (`inputs_digest`'s quick path).
+# Input names whose repr is the name (`inputs_digest`'s quick path, with `_SCALARS` values).
 _KEYS = frozenset((str, int))
-_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def _pickled_outputs(outputs: Mapping[Any, Any] | None) -> tuple[bytes | None, str | None]:
@@ -246,6 +247,8 @@ class JournalRun(ExecutionHooks):
         self.reused = 0
         self._writer: Writer | None = None
         self._keys: dict[Any, str] = {}  # node id -> node_key(id)
+        # The last firing started: its order, node key and inputs' digest (its answer, if any, comes next).
+        self._started: tuple[int, str, str | None] = (-1, "", None)
         # (node key, execution number) -> (inputs digest, pickled outputs), from the resumed run.
         self._reusable: dict[tuple[str, int], tuple[str | None, bytes]] = {}
 
@@ -300,6 +303,7 @@ class JournalRun(ExecutionHooks):
             if key is None:
                 key = self._keys[firing.node_id] = node_key(firing.node_id)
             digest = inputs_digest(firing.inputs)
+            self._started = (firing.order, key, digest)
             writer.write(_INSERT_FIRING, (self.run_id, firing.order, key, event.number, digest, time.time()))
         elif kind == "node.finished":
             data, note = _pickled_outputs(step.outputs)
@@ -313,15 +317,32 @@ class _ResumingRun(JournalRun):
     """A `JournalRun` with ``resume=``: it answers the firings the resumed run finished."""
 
     def answer(self, node: Node, firing: Firing) -> Mapping[Any, Any] | None:
-        kept = self._reusable.get((node_key(firing.node_id), firing.number))
+        # Asked right after the firing's node.started, which `observe` digested.
+        order, key, digest = self._started
+        if order != firing.order:
+            key, digest = node_key(firing.node_id), inputs_digest(firing.inputs)
+        kept = self._reusable.get((key, firing.number))
         if kept is None:
             return None
-        digest, data = kept
-        if digest is None or digest != inputs_digest(firing.inputs):
+        kept_digest, data = kept
+        if kept_digest is None or kept_digest != digest:
             return None  # other inputs (or ones that cannot be compared): it runs
         outputs: Mapping[Any, Any] = pickle.loads(data)  # the journal's own pickle
         self.reused += 1
         return outputs
+
+
+def journal_hooks(journal: str | os.PathLike[str] | JournalRun) -> list[ExecutionHooks]:
+    """The hooks of a run's ``journal`` option: a `JournalRun`, or one for a file path.
+
+    Raises:
+        OptionError: ``journal`` is neither.
+    """
+    if isinstance(journal, JournalRun):
+        return [journal]
+    if not isinstance(journal, (str, os.PathLike)):
+        raise OptionError("journal", "a file path or an aioflow.journal.JournalRun", journal)
+    return [JournalRun(journal)]
 
 
 def _reusable_firings(

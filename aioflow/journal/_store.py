@@ -41,6 +41,7 @@ Imports: `aioflow._errors` (`JournalError`, which this module re-exports).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
@@ -54,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import JournalError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Sequence
 
 __all__ = [
     "APPLICATION_ID",
@@ -291,12 +292,6 @@ class Writer:
         self._raise_if_failed()
         self._queue.put((sql, params))
 
-    def write_many(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
-        """Queue several statements, committed in order."""
-        self._raise_if_failed()
-        for statement in statements:
-            self._queue.put(statement)
-
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every statement queued so far is committed.
 
@@ -361,7 +356,5 @@ class Writer:
             conn.execute("COMMIT")
         except BaseException as exc:  # kept and raised in the caller's thread
             self._error = exc
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass

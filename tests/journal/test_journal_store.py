@@ -97,7 +97,8 @@ def test_the_writer_commits_in_order_and_flush_waits_for_it(tmp_path: Path) -> N
     conn = connect(path)
     writer = Writer(conn, str(path))
     insert = "INSERT INTO runs (run_id, graph_id, graph_digest, started, state, host, pid) VALUES (?, 'g', 'd', ?, ?, 'h', 1)"
-    writer.write_many((insert, (f"r{i}", float(i), "running")) for i in range(2500))
+    for i in range(2500):
+        writer.write(insert, (f"r{i}", float(i), "running"))
     writer.write("UPDATE runs SET state = 'finished' WHERE run_id = 'r7'")
     writer.flush(timeout=30)
     reader = connect(path)
