@@ -16,7 +16,8 @@ A workload spec is a short string:
   each mapping ``return_value`` to an input of its own (the loader merges
   them into one link);
 - ``pairs:N``: ``N`` links between distinct pairs of about ``sqrt(2 N)``
-  nodes (every earlier node to every later one), the same link entries as
+  nodes (every earlier node to every later one), each mapping
+  ``return_value`` to an input of its own: the same link entries as
   ``repeated:N`` without the merging. Both are only loaded;
 - ``router:N``: one `inc` source and ``N`` `inc` children, each link
   conditional on its own value of the source's output (``fanout:N`` with
@@ -155,7 +156,7 @@ def _pairs(n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str
     ids = [f"n{i}" for i in range(count)]
     pairs = ((s, t) for t in range(count) for s in range(t))
     chosen = list(itertools.islice(pairs, n))
-    links = [_link(ids[s], ids[t], f"x{s}") for s, t in chosen]
+    links = [_link(ids[s], ids[t], f"x{i}") for i, (s, t) in enumerate(chosen)]
     nodes = [_node(ids[0], "inc", x=0)] + [_node(nid, "add") for nid in ids[1:]]
     sources = {s for s, _ in chosen}
     return nodes, links, [nid for i, nid in enumerate(ids) if i not in sources], None

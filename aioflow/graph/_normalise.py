@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import deque
 from collections.abc import Mapping
 from itertools import repeat
 from operator import and_, contains, itemgetter
@@ -310,8 +311,10 @@ def plain_link_columns(raw_links: list[Any], level: Mapping[NodeId, dict[str, An
     attributes that cannot go together. None if one link is not: the links
     then go one by one through `normalise_link`, which says what is wrong.
     Duplicates (links with the same ends) of links with more than a
-    mapping are left to the general path too; `build_graph` finds those of
-    links with a mapping only in the analysis, and merges them.
+    mapping are left to the general path too. Those of links with a mapping
+    only are merged here when there are more links than pairs of ends
+    (`_merged_raw_mappings`), else found by the analysis and merged by
+    `build_graph`.
 
     Every check runs over a whole column at a time, and makes no container
     that outlives it (equal mappings share one tuple), so that loading a
@@ -343,8 +346,17 @@ def plain_link_columns(raw_links: list[Any], level: Mapping[NodeId, dict[str, An
             return None
     else:
         present = {"data_mapping": keys}
-    if not level.keys() >= set(sources) or not level.keys() >= set(targets):
+    distinct_sources = set(sources)
+    distinct_targets = set(targets)
+    if not level.keys() >= distinct_sources or not level.keys() >= distinct_targets:
         return None  # a link to an unknown node
+    if len(present) == 1 and mapping_sizes is not None and len(distinct_sources) * len(distinct_targets) < n:
+        # More links than pairs of ends, all of a mapping only: duplicates for
+        # certain, merged here (§3.6) rather than a mapping made per link and
+        # merged after the analysis (`_build._merged_plain_links`, which
+        # takes the fewer duplicates this does not see).
+        sources, targets, raw_mappings = _merged_raw_mappings(sources, targets, raw_mappings)
+        mapping_sizes = set(map(len, raw_mappings))
     mappings = _plain_mapping_column(raw_mappings, mapping_sizes)
     if mappings is None:
         return None
@@ -382,6 +394,20 @@ def plain_link_columns(raw_links: list[Any], level: Mapping[NodeId, dict[str, An
         flags["on_error"],
         flags["required"],
         flags["cache_if_optional"],
+    )
+
+
+def _merged_raw_mappings(
+    sources: tuple[Any, ...], targets: tuple[Any, ...], raw_mappings: tuple[list[Any], ...]
+) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[list[Any], ...]]:
+    """One link per pair of ends, its ``data_mapping`` the items of all of them in order; a pair keeps the place of its first link."""
+    ends = tuple(zip(sources, targets, strict=True))
+    merged: dict[tuple[Any, Any], list[Any]] = {end: [] for end in dict.fromkeys(ends)}
+    deque(map(list.extend, map(merged.__getitem__, ends), raw_mappings), maxlen=0)  # extended in C
+    return (
+        tuple(source for source, _ in merged),
+        tuple(target for _, target in merged),
+        tuple(merged.values()),
     )
 
 

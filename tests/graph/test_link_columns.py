@@ -80,6 +80,47 @@ def test_reading_by_column_agrees_with_reading_link_by_link(links: list[Any]) ->
         assert _outcome(_graph(links)) == by_column
 
 
+# Mapping-only links among few nodes: more links than pairs of ends, merged
+# before their mappings are read (`_normalise._merged_raw_mappings`).
+mapping_link = st.fixed_dictionaries(
+    {
+        "source": st.sampled_from(NODES[:2]),
+        "target": st.sampled_from(NODES[1:3]),
+        "data_mapping": st.lists(items, max_size=2),
+    }
+)
+crowded = st.lists(mapping_link, min_size=5, max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(crowded)
+def test_links_merged_before_their_mappings_are_read_agree_with_link_by_link(links: list[Any]) -> None:
+    by_column = _outcome(_graph(links))
+    with pytest.MonkeyPatch.context() as patch:
+        _link_by_link(patch)
+        assert _outcome(_graph(links)) == by_column
+
+
+def test_many_entries_of_one_link_are_merged_as_they_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    links = [
+        {"source": "a", "target": "b", "data_mapping": [{"source_output": "r", "target_input": f"x{i}"}]}
+        for i in range(50)
+    ]
+    links.insert(10, {"source": "a", "target": "c", "data_mapping": []})
+    merged_later: list[Any] = []
+
+    def merge(links: Any) -> Any:
+        merged_later.append(links)
+        return links
+
+    monkeypatch.setattr("aioflow.graph._build._merged_plain_links", merge)
+    graph = load_graph(_graph(links))
+    assert merged_later == []
+    assert [(lk.source, lk.target) for lk in graph.links] == [("a", "b"), ("a", "c")]
+    assert graph.links[0].data_mapping == tuple(("r", f"x{i}") for i in range(50))
+    assert graph.links[1].data_mapping == ()
+
+
 def test_plain_links_are_read_by_column_and_equal_mappings_share_one_tuple() -> None:
     item = {"source_output": "return_value", "target_input": "x"}
     ids = [f"n{i}" for i in range(10)]
