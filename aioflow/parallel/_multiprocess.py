@@ -312,7 +312,10 @@ class MultiprocessBackend(Backend):
     def _start_worker(self) -> _Worker:
         import multiprocessing
 
+        from ..pools._lifecycle import ready_to_fork
+
         context: Any = multiprocessing.get_context(self.context)
+        ready_to_fork(context.get_start_method())
         tasks_r, tasks_w = context.Pipe(duplex=False)
         outcomes_r, outcomes_w = context.Pipe(duplex=False)
         process = context.Process(

@@ -133,7 +133,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import MissingExtraError, OptionError
 from ._base import Pool
-from ._lifecycle import kill_descendants, kill_process_trees, worker_initializer
+from ._lifecycle import kill_descendants, kill_process_trees, ready_to_fork, worker_initializer
 from ._options import DEFAULT_IDLE_TIMEOUT, PoolOptions
 from ._outcomes import BrokenBilliardPool, not_loadable, unpack_error
 from ._wire import Sealed, clarify_daemonic, dump_outcome, load_call
@@ -252,6 +252,7 @@ class BilliardExecutor(concurrent.futures.Executor):
         # Set once billiard's constructor, which starts the supervisor, returns.
         self._pool: Any = None
         start, process_class = start_method(context)
+        ready_to_fork(start.get_start_method())
         pool = PipedPool(
             1 if scaling_workers else max_workers,
             initializer=worker_initializer,

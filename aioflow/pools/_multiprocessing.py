@@ -120,7 +120,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from .._errors import OptionError
 from ._base import Pool
 from ._futures import settle
-from ._lifecycle import worker_initializer
+from ._lifecycle import ready_to_fork, worker_initializer
 from ._mp_internals import IDLE, TAKING, PipedPool, check_supported, weak_call
 from ._mp_start import non_daemonic_context
 from ._outcomes import (
@@ -359,6 +359,7 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
     ) -> None:
         self._processes = processes
         self._context = context
+        ready_to_fork(context.get_start_method())
         self._daemonic = daemonic
         self._initializer = initializer
         self._initargs = initargs

@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 from .._broken import InitializerFailed
 from ._futures import Owned, cancel_queued
 from ._idle import Workers
-from ._lifecycle import join_or_kill, kill_process_trees, worker_initializer
+from ._lifecycle import join_or_kill, kill_process_trees, ready_to_fork, worker_initializer
 from ._outcomes import TransferFailed, WorkerDied, describe_exit, idle_exit_level, unpack_error
 from ._wire import dump_call, dump_outcome, load_call
 
@@ -206,6 +206,7 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._max_tasks_per_child = max_tasks_per_child
         self._context = mp_context
+        ready_to_fork(mp_context.get_start_method())
         self._initializer = initializer
         self._initargs = initargs
         self._scaling = scaling
