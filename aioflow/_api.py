@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._errors import OptionError
 from .pools._options import takes_pool_keywords
 from .scheduler import execute_graph_async as _execute
 from .scheduler import run_execution
@@ -53,6 +54,8 @@ async def execute_graph_async(
     execinfo: Any = None,
     task_options: Mapping[str, Any] | None = None,
     journal: str | os.PathLike[str] | JournalRun | None = None,
+    resume: str | bool | None = None,
+    cache: bool = False,
     **pool_keywords: Unpack[PoolKeywords],
 ) -> Results:
     """Execute a graph and return its results.
@@ -93,6 +96,13 @@ async def execute_graph_async(
             status, times and outputs, in this SQLite file (created if
             missing; see docs/journal.md). A path gives the run a new id;
             pass an `aioflow.journal.JournalRun` to choose it or read it.
+        resume: with a journal path: continue run ``resume`` (a run id) of the
+            journal, or with ``True`` the latest run of this graph there if it
+            did not finish (else the run starts afresh); firings it finished
+            are taken from the journal, not run again.
+        cache: with a journal path: take a firing's outputs from any earlier
+            firing in the journal of the same task, code included, and the
+            same inputs (docs/journal.md, "The cache").
 
     Returns:
         The selected outputs, as `aioflow.Results` (a dict).
@@ -120,18 +130,22 @@ async def execute_graph_async(
         on_event=on_event,
         startargs=startargs,
         load_options=load_options,
-        hooks=[*_journal_hooks(journal), *_ewoks_hooks(varinfo, execinfo, task_options)],
+        hooks=[*_journal_hooks(journal, resume, cache), *_ewoks_hooks(varinfo, execinfo, task_options)],
         **pool_keywords,
     )
 
 
-def _journal_hooks(journal: Any) -> list[ExecutionHooks]:
-    """The journal's hooks for the ``journal`` option, or none (`aioflow.journal` imported only then)."""
+def _journal_hooks(journal: Any, resume: Any = None, cache: Any = False) -> list[ExecutionHooks]:
+    """The journal's hooks for the ``journal``, ``resume`` and ``cache`` options, or none (`aioflow.journal` imported only then)."""
     if journal is None:
+        if resume is not None and resume is not False:
+            raise OptionError("resume", "", resume, "'resume' needs a journal: give journal=FILE too")
+        if cache is not False:
+            raise OptionError("cache", "", cache, "'cache' needs a journal: give journal=FILE too")
         return []
     from .journal._record import journal_hooks
 
-    return journal_hooks(journal)
+    return journal_hooks(journal, resume=resume, cache=cache)
 
 
 def _ewoks_hooks(varinfo: Any, execinfo: Any, task_options: Any) -> list[ExecutionHooks]:

@@ -6,6 +6,8 @@
     aioflow check GRAPH [--json]                           a summary of the graph
     aioflow runs FILE [--json]                             the runs a journal holds
     aioflow resume FILE RUN_ID [--graph GRAPH]             continue a run of a journal
+    aioflow plan GRAPH --journal FILE [--json]             what a cached run would run, reuse, and why
+    aioflow why GRAPH NODE --journal FILE                  why a node would run (or be reused)
     aioflow --version
 
 `main` returns the exit code instead of exiting, so that it can be called from
@@ -427,7 +429,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.journal is not None:
         from .journal import JournalRun
 
-        options["journal"] = run = JournalRun(args.journal, resume=resume)
+        options["journal"] = run = JournalRun(args.journal, resume=resume, cache=args.cache)
         resuming = f", resuming {resume}" if resume is not None else ""
         _err(f"{PROG}: run {run.run_id} recorded in {args.journal}{resuming}")
     with _progress(graph.label) as on_event:
@@ -442,6 +444,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
     count = len(results.errors)
     _error(f"graph {graph.id!r}: {count} node{'s' if count > 1 else ''} failed: {failed}")
     return EXIT_FAILED
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    """``aioflow plan`` and ``aioflow why``."""
+    from .journal import plan
+
+    _prepend_cwd()
+    graph = _load(args)
+    result = plan(graph, args.journal, inputs=[arg.to_input(graph) for arg in args.inputs])
+    entries = [*result.firings, *result.not_reached]
+    node = getattr(args, "node", None)
+    if node is not None:
+        if node not in graph.nodes:
+            _error(f"graph {graph.id!r} has no node {node!r}")
+            return EXIT_USAGE
+        entries = result.for_node(node)
+    if args.json:
+        _out(json.dumps([f._asdict() for f in entries], indent=2, default=str))
+        return EXIT_OK
+    rows = [
+        (f.action if f.action in ("run", "reuse") else "?", _node_name(f.node_id, f.execution), f.reason)
+        for f in entries
+    ]
+    width = max((len(row[1]) for row in rows), default=0)
+    for action, name, reason in rows:
+        _out(f"{action:<6} {name:<{width}}  {reason}")
+    if node is None:
+        runs = sum(f.action == "run" for f in result.firings)
+        reused = len(result.firings) - runs
+        _err(f"{PROG}: {runs} to run, {reused} reused, {len(result.not_reached)} not reached")
+    return EXIT_OK
+
+
+def _node_name(node_id: Any, execution: int) -> str:
+    name = ":".join(map(str, node_id)) if isinstance(node_id, tuple) else str(node_id)
+    return f"{name} #{execution}" if execution > 1 else name
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
@@ -758,6 +796,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="record the run, every firing and its outputs, in this SQLite file (created if missing); "
         "its run id is printed on stderr",
     )
+    run.add_argument(
+        "--cache",
+        action="store_true",
+        help="with --journal: take a firing's outputs from the journal when an earlier run with --cache ran "
+        "the same task (its code included) on the same inputs (see 'aioflow plan')",
+    )
     run.set_defaults(handler=_cmd_run)
 
     resume = commands.add_parser(
@@ -779,8 +823,45 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--traceback", action="store_true", help="print full tracebacks instead of one-line errors")
     resume.set_defaults(
         handler=_cmd_run, inputs=[], outputs="end", merge_outputs=True, raise_on_error=True, timeout=None,
-        context=None, idle_timeout=None, max_iterations=None, no_uvloop=False, root_dir=None,
+        context=None, idle_timeout=None, max_iterations=None, no_uvloop=False, root_dir=None, cache=False,
     )  # fmt: skip
+
+    for name in ("plan", "why"):
+        explain = commands.add_parser(
+            name,
+            help=(
+                "what a run with --cache would run and reuse, and why (no task runs)"
+                if name == "plan"
+                else "why a node would run, or be reused, in a run with --cache (no task runs)"
+            ),
+            description=(
+                "Go through the graph as 'aioflow run GRAPH --journal FILE --cache' would, without running "
+                "a task: each firing the journal's cache has (same task, code included, same inputs) is "
+                "reused, and any other would run; say why for each (no earlier result, the code of the task "
+                "changed, which input changed, its inputs come from a node that runs). Nodes behind a "
+                "condition on what a running node produces are listed as not reached. "
+                "Exit codes: 0 planned, 2 the graph is invalid or the file is not a journal."
+            ),
+        )
+        explain.add_argument("graph", metavar="GRAPH", help="graph file (JSON or YAML; the suffix may be left out)")
+        if name == "why":
+            explain.add_argument("node", metavar="NODE", help="the node's id")
+        explain.add_argument("--journal", metavar="FILE", required=True, help="the journal whose cache is used")
+        explain.add_argument(
+            "-i",
+            "--input",
+            dest="inputs",
+            action="append",
+            default=[],
+            type=InputArg.parse,
+            metavar="[NODE:]NAME=VALUE",
+            help="an input, as for 'aioflow run'",
+        )
+        explain.add_argument("--json", action="store_true", help="print the plan as JSON")
+        explain.add_argument(
+            "--root-dir", metavar="DIR", help="directory against which relative paths in the graph are resolved"
+        )
+        explain.set_defaults(handler=_cmd_plan)
 
     runs = commands.add_parser(
         "runs",

@@ -90,9 +90,11 @@ def test_the_faces_keep_their_documented_signatures() -> None:
         "execinfo": None,
         "task_options": None,
         "journal": None,
+        "resume": None,
+        "cache": False,
     }
     face = inspect.signature(aioflow.execute_graph_async).parameters
     assert {name: p.default for name, p in face.items()} == documented
     assert list(inspect.signature(aioflow.execute_graph).parameters) == ["graph", "uvloop", "options"]
     engine = inspect.signature(aioflow.scheduler.execute_graph_async).parameters
-    assert set(engine) == set(documented) - {"varinfo", "execinfo", "task_options", "journal"} | {"hooks"}
+    assert set(engine) == set(documented) - {"varinfo", "execinfo", "task_options", "journal", "resume", "cache"} | {"hooks"}

@@ -5,6 +5,8 @@
   ``resume=RUN_ID`` continue an earlier one without running again what it
   finished;
 - `list_runs`, `run_firings`, `stored_graph`: what a journal holds;
+- `plan` (`plan_async`): what a run with ``cache=True`` would run and
+  reuse, and why, without running a task;
 - `JournalError`: a file that is not a journal, of another schema version,
   corrupt, or a write that failed.
 
@@ -18,6 +20,10 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from ._plan import Plan as Plan
+    from ._plan import PlannedFiring as PlannedFiring
+    from ._plan import plan as plan
+    from ._plan import plan_async as plan_async
     from ._read import FiringRecord as FiringRecord
     from ._read import RunSummary as RunSummary
     from ._read import list_runs as list_runs
@@ -33,10 +39,26 @@ _WHERE = {
     "run_firings": "._read",
     "stored_graph": "._read",
     "JournalRun": "._record",
+    "Plan": "._plan",
+    "PlannedFiring": "._plan",
+    "plan": "._plan",
+    "plan_async": "._plan",
     "JournalError": "._store",
 }
 
-__all__ = ["FiringRecord", "JournalError", "JournalRun", "RunSummary", "list_runs", "run_firings", "stored_graph"]
+__all__ = [
+    "FiringRecord",
+    "JournalError",
+    "JournalRun",
+    "Plan",
+    "PlannedFiring",
+    "RunSummary",
+    "list_runs",
+    "plan",
+    "plan_async",
+    "run_firings",
+    "stored_graph",
+]
 
 
 def __getattr__(name: str) -> _typing.Any:

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import OptionError
 from ..graph._values import _SCALARS
 from ..scheduler import ExecutionHooks
-from ._store import JournalError, Writer, connect
+from ._store import JournalError, Writer, connect, connect_to_read
 
 if TYPE_CHECKING:
     import sqlite3
@@ -58,7 +58,17 @@ if TYPE_CHECKING:
     from ..scheduler import Step
     from ..scheduler._state import Firing
 
-__all__ = ["MAX_OUTPUTS", "JournalRun", "graph_digest", "inputs_digest", "journal_hooks", "node_from_key", "node_key"]
+__all__ = [
+    "MAX_OUTPUTS",
+    "JournalRun",
+    "TaskCache",
+    "graph_digest",
+    "inputs_digest",
+    "inputs_shown",
+    "journal_hooks",
+    "node_from_key",
+    "node_key",
+]
 
 #: The largest pickle of a firing's outputs kept in the journal, in bytes.
 MAX_OUTPUTS = 64 * 1024 * 1024
@@ -70,16 +80,32 @@ _INSERT_RUN = (
 _RESUMED_RUN = "SELECT graph_id, graph_digest FROM runs WHERE run_id = ?"
 # The last finished firing of each (node, execution number) of a run.
 _REUSABLE = (
-    "SELECT node_id, execution, inputs_digest, outputs FROM firings "
+    "SELECT node_id, execution, inputs_digest, outputs, seq FROM firings "
     "WHERE run_id = ? AND status = 'finished' AND outputs IS NOT NULL ORDER BY seq"
 )
+# The latest run of a graph (``resume=True``).
+_LATEST = "SELECT run_id, state FROM runs WHERE graph_digest = ? ORDER BY started DESC, rowid DESC LIMIT 1"
+# The cache: finished firings with outputs, of the given task identities.
+_CACHED = (
+    "SELECT task_digest, inputs_digest, rowid FROM firings "
+    "WHERE status = 'finished' AND outputs IS NOT NULL AND task_digest IN ({}) ORDER BY ended"
+)
+_CACHED_OUTPUTS = "SELECT outputs, run_id, seq FROM firings WHERE rowid = ?"
 _END_RUN = "UPDATE runs SET ended = ?, state = ? WHERE run_id = ?"
 _INSERT_FIRING = (
     "INSERT INTO firings (run_id, seq, node_id, execution, inputs_digest, status, started) "
     "VALUES (?, ?, ?, ?, ?, 'started', ?)"
 )
+_INSERT_CACHING_FIRING = (
+    "INSERT INTO firings (run_id, seq, node_id, execution, inputs_digest, status, started, task_digest, inputs_shown) "
+    "VALUES (?, ?, ?, ?, ?, 'started', ?, ?, ?)"
+)
 _FINISH_FIRING = (
     "UPDATE firings SET status = 'finished', ended = ?, outputs = ?, outputs_note = ? WHERE run_id = ? AND seq = ?"
+)
+_FINISH_REUSED_FIRING = (
+    "UPDATE firings SET status = 'finished', ended = ?, outputs = ?, outputs_note = ?, reused_from = ? "
+    "WHERE run_id = ? AND seq = ?"
 )
 _FAIL_FIRING = "UPDATE firings SET status = 'failed', ended = ?, error = ? WHERE run_id = ? AND seq = ?"
 
@@ -202,6 +228,66 @@ def _pickled_outputs(outputs: Mapping[Any, Any] | None) -> tuple[bytes | None, s
     return data, None
 
 
+def inputs_shown(inputs: Mapping[Any, Any]) -> str:
+    """A firing's inputs as a cached run keeps them to explain a plan: JSON, name -> [digest, short repr]."""
+    shown = {}
+    for name, value in inputs.items():
+        text = _short_repr(value)
+        digest = inputs_digest({name: value})
+        shown[str(name)] = [digest[:16] if digest is not None else None, text]
+    return json.dumps(shown, sort_keys=True)
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # a value's repr may fail like any code
+        return f"<{type(value).__name__}: repr failed ({type(exc).__name__})>"
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+# The longest repr of an input a cached run keeps.
+_SHOWN = 80
+
+
+class TaskCache:
+    """The cache of one run: each node's task identity, and the journal's finished firings of those identities.
+
+    Built when the run starts: the identities of the graph's tasks
+    (`aioflow.journal._code.task_identity`), and an index (task digest,
+    inputs digest) -> row of the journal's firings that finished with their
+    outputs kept, the latest one for each pair. A lookup is then a dict hit;
+    only a hit reads a row (its outputs) from the file.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, graph: Graph) -> None:
+        from ._code import task_identity
+
+        self._conn = conn
+        self.identities = {nid: task_identity(node) for nid, node in graph.nodes.items()}
+        digests = sorted({i.digest for i in self.identities.values() if i.digest is not None})
+        self._index: dict[tuple[str, str], int] = {}
+        for chunk in range(0, len(digests), 500):  # SQLite's limit on parameters
+            part = digests[chunk : chunk + 500]
+            sql = _CACHED.format(", ".join("?" * len(part)))
+            for task, inputs, rowid in conn.execute(sql, part):
+                if inputs is not None:
+                    self._index[task, inputs] = rowid  # ordered by end: the latest wins
+
+    def lookup(self, nid: NodeId, digest: str | None) -> tuple[bytes, str] | None:
+        """The pickled outputs of a finished firing of ``nid``'s task with inputs ``digest``, and where (``RUN:SEQ``)."""
+        task = self.identities[nid].digest
+        if task is None or digest is None:
+            return None
+        rowid = self._index.get((task, digest))
+        if rowid is None:
+            return None
+        row = self._conn.execute(_CACHED_OUTPUTS, (rowid,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return row[0], f"{row[1]}:{row[2]}"
+
+
 class JournalRun(ExecutionHooks):
     """The hooks that record one run in the journal at ``path``, and resume an earlier one.
 
@@ -211,23 +297,32 @@ class JournalRun(ExecutionHooks):
         resume: the id of an earlier run of the same graph in this journal:
             each firing it finished (same node, same execution number, same
             inputs' digest, outputs kept) is answered from it, and its task
-            does not run again; every other firing runs.
+            does not run again; every other firing runs. ``True``: the
+            latest run of this graph in the journal, if it did not finish
+            (else the run starts afresh).
+        cache: answer a firing from any earlier firing in the journal of the
+            same task identity (its code included: `aioflow.journal._code`)
+            and the same inputs' digest, recorded by a run with ``cache`` on.
         synchronous: ``normal`` or ``full`` (`aioflow.journal._store`).
         options: what to record of the run's options (JSON-serialisable).
 
     Attributes:
         run_id: the run's id.
-        reused: how many firings were answered from the resumed run so far.
+        reused: how many firings were answered from the journal so far.
+        resumed: the run resumed (``resume=True`` finds it when the run
+            starts), or ``None``.
 
     A run that resumes is recorded as a run of its own (``resumed_from``),
     complete by itself: the firings it reused are recorded with their
     outputs, so that it can be resumed in turn.
     """
 
-    def __new__(cls, *args: Any, resume: str | None = None, **kwargs: Any) -> JournalRun:
-        # Only a resuming run answers firings: a hook that answers keeps a
-        # chaining pool from running nodes ahead (`ExecutionHooks.answer`).
-        kind = _ResumingRun if resume is not None and cls is JournalRun else cls
+    def __new__(cls, *args: Any, resume: str | bool | None = None, cache: bool = False, **kwargs: Any) -> JournalRun:
+        # Only a run that resumes or caches answers firings: a hook that
+        # answers keeps a chaining pool from running nodes ahead
+        # (`ExecutionHooks.answer`).
+        answers = (resume is not None and resume is not False) or cache
+        kind = _AnsweringRun if answers and cls is JournalRun else cls
         return super().__new__(kind)
 
     def __init__(
@@ -235,13 +330,20 @@ class JournalRun(ExecutionHooks):
         path: str | os.PathLike[str],
         *,
         run_id: str | None = None,
-        resume: str | None = None,
+        resume: str | bool | None = None,
+        cache: bool = False,
         synchronous: str = "normal",
         options: Mapping[str, Any] | None = None,
     ) -> None:
+        if resume is not None and not isinstance(resume, (str, bool)):
+            raise OptionError("resume", "a run id, True or False", resume)
+        if not isinstance(cache, bool):
+            raise OptionError("cache", "True or False", cache)
         self.path = os.fspath(path)
         self.run_id = run_id or uuid.uuid4().hex
-        self.resume = resume
+        self.resume: str | bool | None = resume if resume is not False else None
+        self.resumed: str | None = resume if isinstance(resume, str) else None
+        self.cache = cache
         self.synchronous = synchronous
         self.options = dict(options or {})
         self.reused = 0
@@ -249,26 +351,38 @@ class JournalRun(ExecutionHooks):
         self._keys: dict[Any, str] = {}  # node id -> node_key(id)
         # The last firing started: its order, node key and inputs' digest (its answer, if any, comes next).
         self._started: tuple[int, str, str | None] = (-1, "", None)
-        # (node key, execution number) -> (inputs digest, pickled outputs), from the resumed run.
-        self._reusable: dict[tuple[str, int], tuple[str | None, bytes]] = {}
+        # (node key, execution number) -> (inputs digest, pickled outputs, seq), from the resumed run.
+        self._reusable: dict[tuple[str, int], tuple[str | None, bytes, int]] = {}
+        self._cache: TaskCache | None = None
+        self._reader: sqlite3.Connection | None = None
+        # Firing order -> where its answer came from (RUN:SEQ), until its node.finished.
+        self._answered: dict[int, str] = {}
 
     @contextlib.asynccontextmanager
     async def running(self, graph: Graph) -> AsyncIterator[None]:
         conn = connect(self.path, synchronous=self.synchronous)
         try:
-            if self.resume is not None:
-                self._reusable = _reusable_firings(conn, self.path, self.resume, graph)
+            if self.resume is True:
+                row = conn.execute(_LATEST, (graph_digest(graph),)).fetchone()
+                self.resumed = row[0] if row is not None and row[1] != "finished" else None
+            if self.resumed is not None:
+                self._reusable = _reusable_firings(conn, self.path, self.resumed, graph)
             if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (self.run_id,)).fetchone() is not None:
                 raise JournalError(self.path, f"has a run {self.run_id!r} already: give the new run another id")
+            if self.cache:
+                self._reader = connect_to_read(self.path)
+                self._cache = TaskCache(self._reader, graph)
         except BaseException:
             conn.close()
+            if self._reader is not None:
+                self._reader.close()
             raise
         writer = self._writer = Writer(conn, self.path)
         try:
             options = json.dumps(self.options, default=repr, sort_keys=True)
             row = (
                 self.run_id, graph.id, graph_digest(graph), time.time(), socket.gethostname(), os.getpid(), options,
-                self.resume, _pickled_graph(graph),
+                self.resumed, _pickled_graph(graph),
             )  # fmt: skip
             writer.write(_INSERT_RUN, row)
             state = "failed"
@@ -290,6 +404,9 @@ class JournalRun(ExecutionHooks):
                 writer.close()
             finally:
                 conn.close()
+                if self._reader is not None:
+                    self._reader.close()
+                    self._reader = None
 
     def observe(self, step: Step) -> None:
         writer = self._writer
@@ -304,50 +421,72 @@ class JournalRun(ExecutionHooks):
                 key = self._keys[firing.node_id] = node_key(firing.node_id)
             digest = inputs_digest(firing.inputs)
             self._started = (firing.order, key, digest)
-            writer.write(_INSERT_FIRING, (self.run_id, firing.order, key, event.number, digest, time.time()))
+            cache = self._cache
+            if cache is None:
+                writer.write(_INSERT_FIRING, (self.run_id, firing.order, key, event.number, digest, time.time()))
+            else:
+                task = cache.identities[firing.node_id].digest
+                shown = inputs_shown(firing.inputs)
+                row = (self.run_id, firing.order, key, event.number, digest, time.time(), task, shown)
+                writer.write(_INSERT_CACHING_FIRING, row)
         elif kind == "node.finished":
             data, note = _pickled_outputs(step.outputs)
-            writer.write(_FINISH_FIRING, (time.time(), data, note, self.run_id, firing.order))
+            source = self._answered.pop(firing.order, None) if self._answered else None
+            if source is None:
+                writer.write(_FINISH_FIRING, (time.time(), data, note, self.run_id, firing.order))
+            else:
+                writer.write(_FINISH_REUSED_FIRING, (time.time(), data, note, source, self.run_id, firing.order))
         elif kind == "node.failed":
             error = f"{type(event.error).__name__}: {event.error}" if event.error is not None else None
             writer.write(_FAIL_FIRING, (time.time(), error, self.run_id, firing.order))
 
 
-class _ResumingRun(JournalRun):
-    """A `JournalRun` with ``resume=``: it answers the firings the resumed run finished."""
+class _AnsweringRun(JournalRun):
+    """A `JournalRun` that resumes or caches: it answers the firings the journal finished."""
 
     def answer(self, node: Node, firing: Firing) -> Mapping[Any, Any] | None:
         # Asked right after the firing's node.started, which `observe` digested.
         order, key, digest = self._started
         if order != firing.order:
             key, digest = node_key(firing.node_id), inputs_digest(firing.inputs)
+        found: tuple[bytes, str] | None = None
         kept = self._reusable.get((key, firing.number))
-        if kept is None:
-            return None
-        kept_digest, data = kept
-        if kept_digest is None or kept_digest != digest:
-            return None  # other inputs (or ones that cannot be compared): it runs
+        if kept is not None and kept[0] is not None and kept[0] == digest:
+            found = kept[1], f"{self.resumed}:{kept[2]}"
+        elif self._cache is not None:
+            found = self._cache.lookup(firing.node_id, digest)
+        if found is None:
+            return None  # other inputs (or ones that cannot be compared), or never finished: it runs
+        data, source = found
         outputs: Mapping[Any, Any] = pickle.loads(data)  # the journal's own pickle
+        self._answered[firing.order] = source
         self.reused += 1
         return outputs
 
 
-def journal_hooks(journal: str | os.PathLike[str] | JournalRun) -> list[ExecutionHooks]:
-    """The hooks of a run's ``journal`` option: a `JournalRun`, or one for a file path.
+def journal_hooks(
+    journal: str | os.PathLike[str] | JournalRun, *, resume: str | bool | None = None, cache: bool = False
+) -> list[ExecutionHooks]:
+    """The hooks of a run's ``journal`` option (with ``resume`` and ``cache``): a `JournalRun`, or one for a file path.
 
     Raises:
-        OptionError: ``journal`` is neither.
+        OptionError: ``journal`` is neither; ``resume`` or ``cache`` given
+            with a `JournalRun` (whose own options they are), or invalid.
     """
     if isinstance(journal, JournalRun):
+        if resume is not None and resume is not False:
+            raise OptionError("resume", "given to the JournalRun itself, not beside it", resume)
+        if cache is not False:
+            raise OptionError("cache", "given to the JournalRun itself, not beside it", cache)
         return [journal]
     if not isinstance(journal, (str, os.PathLike)):
         raise OptionError("journal", "a file path or an aioflow.journal.JournalRun", journal)
-    return [JournalRun(journal)]
+    return [JournalRun(journal, resume=resume, cache=cache)]
 
 
 def _reusable_firings(
     conn: sqlite3.Connection, path: str, run_id: str, graph: Graph
-) -> dict[tuple[str, int], tuple[str | None, bytes]]:
+) -> dict[tuple[str, int], tuple[str | None, bytes, int]]:
     """The finished firings of run ``run_id`` that a run of ``graph`` may reuse; refused when the graph changed."""
     row = conn.execute(_RESUMED_RUN, (run_id,)).fetchone()
     if row is None:
@@ -360,7 +499,8 @@ def _reusable_firings(
             f"{graph.id!r}): it cannot be resumed with this one",
         )
     return {
-        (node, execution): (inputs, outputs) for node, execution, inputs, outputs in conn.execute(_REUSABLE, (run_id,))
+        (node, execution): (inputs, outputs, seq)
+        for node, execution, inputs, outputs, seq in conn.execute(_REUSABLE, (run_id,))
     }
 
 

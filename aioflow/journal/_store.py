@@ -16,7 +16,10 @@ SQLite's ``user_version``; the file is marked as a journal by its
   firing's inputs and of its task, its status (``started``, then
   ``finished`` or ``failed``), start and end time, the worker (pid, host)
   when the pool tells it, the error, and the outputs: pickled in the row, or
-  why they are not (``outputs_note``).
+  why they are not (``outputs_note``). A run with the cache on also keeps
+  each firing's inputs as shown to explain a plan (``inputs_shown``: JSON,
+  name -> [digest, short repr]), and where a firing's outputs were taken
+  from instead of running it (``reused_from``: ``RUN_ID:SEQ``).
 
 Writes go through `Writer`: a thread of its own takes them from a queue and
 commits them in batches, one transaction per batch, so that the event loop
@@ -72,7 +75,7 @@ __all__ = [
 APPLICATION_ID = 0x61696F66
 
 #: The version of the tables below (``PRAGMA user_version``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Seconds a connection waits for another process's transaction on the file.
 BUSY_TIMEOUT = 30.0
@@ -109,6 +112,8 @@ CREATE TABLE firings (
     error TEXT,
     outputs BLOB,
     outputs_note TEXT,
+    inputs_shown TEXT,
+    reused_from TEXT,
     PRIMARY KEY (run_id, seq)
 );
 CREATE INDEX firings_by_identity ON firings (task_digest, inputs_digest) WHERE status = 'finished';
