@@ -50,7 +50,9 @@ __all__ = ["AioflowWorkflowEngine", "execute_graph"]
 logger = logging.getLogger("aioflow.ewoks")
 
 # aioflow's own execution keywords, accepted next to ewoksppf's.
-_AIOFLOW_OPTIONS = frozenset(("context", "idle_timeout", "max_iterations", "uvloop", "on_event", "pool", "journal"))
+_AIOFLOW_OPTIONS = frozenset(
+    ("context", "idle_timeout", "max_iterations", "uvloop", "on_event", "pool", "journal", "resume", "cache")
+)
 # ewoksppf keywords that have no meaning for aioflow (accepted, ignored).
 _IGNORED_OPTIONS = ("stop_on_signals", "stop_signals", "forced_interruption", "db_options")
 
@@ -114,8 +116,10 @@ def execute_graph(
             ``multiprocessing``, ``ndmultiprocessing``, ``billiard``, ``gevent``.
         pool_options: pool keywords; ``context`` is the process start method.
         **options: aioflow's own ``context``, ``idle_timeout``, ``max_iterations``,
-            ``uvloop``, ``on_event``, ``pool`` or ``journal`` (a run journal:
-            a file path or an `aioflow.journal.JournalRun`; see docs/journal.md).
+            ``uvloop``, ``on_event``, ``pool``, ``journal`` (a run journal:
+            a file path or an `aioflow.journal.JournalRun`; see docs/journal.md),
+            ``resume`` and ``cache`` (with ``journal`` a path, as
+            `aioflow.execute_graph`'s).
 
     Returns:
         The selected outputs: a dict (`aioflow.Results`), never ``None``.
@@ -152,12 +156,16 @@ def execute_graph(
         if pre_import:
             _pre_import(loaded)
         journal = options.pop("journal", None)
+        resume = options.pop("resume", None)
+        cache = options.pop("cache", False)
         execute_options = _pool_keywords(loaded, pool_options, options, max_workers)
         hooks: list[ExecutionHooks] = []
         if journal is not None:
             from ..journal._record import journal_hooks
 
-            hooks += journal_hooks(journal)
+            hooks += journal_hooks(journal, resume=resume, cache=cache)
+        elif resume is not None or cache is not False:
+            raise OptionError("journal", "a file path when 'resume' or 'cache' is given", journal)
         # None would mean "events on by default" again: the job context decided already.
         hooks.append(
             EwoksRun(varinfo=varinfo, execinfo=job_info if job_info is not None else False, task_options=task_options)

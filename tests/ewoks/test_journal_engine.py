@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,22 @@ def test_the_journal_and_varinfo_work_side_by_side(tmp_path: Path) -> None:
     assert list(Path(varinfo["root_uri"]).rglob("*.json"))
     [run] = list_runs(path)
     assert run.state == "finished"
+
+
+def test_the_ewoks_cli_runs_with_the_cache(tmp_path: Path) -> None:
+    """``-o cache=true``: a second run takes every ewokscore task's outputs from the first, code digested."""
+    path = tmp_path / "runs.sqlite"
+    command = [
+        sys.executable, "-m", "ewoks", "execute", str(SUM_CHAIN), "--engine", "aioflow",
+        "-o", "pool_type=thread", "-o", f"journal={path}", "-o", "cache=true",
+    ]  # fmt: skip
+    for _ in range(2):
+        out = subprocess.run(command, check=False, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert out.returncode == 0, out.stderr
+    first, second = list_runs(path)
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT task_digest, reused_from FROM firings WHERE run_id = ? ORDER BY seq", (second.run_id,)
+        ).fetchall()
+    assert rows
+    assert all(task is not None and source is not None and source.startswith(first.run_id) for task, source in rows)
