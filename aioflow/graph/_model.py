@@ -285,3 +285,24 @@ class Graph:
 
     def __repr__(self) -> str:
         return f"<Graph {self.id!r}: {len(self.nodes)} nodes, {len(self.links)} links>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The nodes by column, as the links are: one tuple per field of
+        # `Node`, which pickles in C (a record each would go through
+        # dataclasses' __getstate__, about 2 µs per node), and the analysis
+        # made again on unpickling, not carried.
+        nodes = self.nodes.values()
+        columns = tuple(tuple(map(attrgetter(name), nodes)) for name in _NODE_FIELDS)
+        return (_graph_from_columns, (self.id, self.label, columns, self.links, self.attributes))
+
+
+# The fields of `Node`, in order.
+_NODE_FIELDS = ("id", "task_type", "task_identifier", "label", "default_inputs", "force_start_node",
+                "conditions_else_value", "task_generator", "attributes")  # fmt: skip
+
+
+def _graph_from_columns(
+    graph_id: str, label: str, columns: tuple[tuple[Any, ...], ...], links: Links, attributes: Mapping[str, Any]
+) -> Graph:
+    nodes = {node.id: node for node in map(Node, *columns)}
+    return Graph(id=graph_id, label=label, nodes=nodes, links=links, attributes=attributes)

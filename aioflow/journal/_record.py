@@ -33,6 +33,7 @@ Imports: `aioflow.scheduler` (the hooks' base class), `_store`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import io
@@ -52,7 +53,7 @@ from ._store import JournalError, Writer, connect, connect_to_read
 
 if TYPE_CHECKING:
     import sqlite3
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
 
     from ..graph import Graph, Node, NodeId
     from ..scheduler import Step
@@ -87,23 +88,19 @@ _REUSABLE = (
 _LATEST = "SELECT run_id, state FROM runs WHERE graph_digest = ? ORDER BY started DESC, rowid DESC LIMIT 1"
 # The cache: finished firings with outputs, of the given task identities.
 _CACHED = (
-    "SELECT task_digest, inputs_digest, rowid FROM firings "
+    "SELECT task_digest, inputs_digest, run_id, seq FROM firings "
     "WHERE status = 'finished' AND outputs IS NOT NULL AND task_digest IN ({}) ORDER BY ended"
 )
-_CACHED_OUTPUTS = "SELECT outputs, run_id, seq FROM firings WHERE rowid = ?"
+_CACHED_OUTPUTS = "SELECT outputs FROM firings WHERE run_id = ? AND seq = ?"
 _END_RUN = "UPDATE runs SET ended = ?, state = ? WHERE run_id = ?"
+# A firing's row: written once when it ends within `Writer.PERIOD` of its
+# start (most do), else when it starts (status 'started'), then updated.
 _INSERT_FIRING = (
-    "INSERT INTO firings (run_id, seq, node_id, execution, inputs_digest, status, started) "
-    "VALUES (?, ?, ?, ?, ?, 'started', ?)"
+    "INSERT INTO firings (run_id, seq, node_id, execution, inputs_digest, started, task_digest, inputs_shown, "
+    "status, ended, outputs, outputs_note, reused_from, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_CACHING_FIRING = (
-    "INSERT INTO firings (run_id, seq, node_id, execution, inputs_digest, status, started, task_digest, inputs_shown) "
-    "VALUES (?, ?, ?, ?, ?, 'started', ?, ?, ?)"
-)
+_STARTED = ("started", None, None, None, None, None)
 _FINISH_FIRING = (
-    "UPDATE firings SET status = 'finished', ended = ?, outputs = ?, outputs_note = ? WHERE run_id = ? AND seq = ?"
-)
-_FINISH_REUSED_FIRING = (
     "UPDATE firings SET status = 'finished', ended = ?, outputs = ?, outputs_note = ?, reused_from = ? "
     "WHERE run_id = ? AND seq = ?"
 )
@@ -154,10 +151,11 @@ def inputs_digest(inputs: Mapping[Any, Any]) -> str | None:
     error = inputs.get(_ERROR)
     if type(error) is dict and "traceBack" in error:
         inputs = {**inputs, _ERROR: {**error, "traceBack": None}}
-    if all(type(k) in _KEYS and type(v) in _SCALARS for k, v in inputs.items()):
+    names = set(map(type, inputs))
+    if names <= _KEYS and set(map(type, inputs.values())) <= _SCALARS:
         # Names and scalars only, the most common inputs: their repr, sorted, says all.
-        text = repr(sorted(inputs.items(), key=lambda item: (type(item[0]).__name__, item[0])))
-        return hashlib.sha256(b"s" + text.encode()).hexdigest()
+        items = sorted(inputs.items()) if len(names) < 2 else sorted(inputs.items(), key=_mixed_names)
+        return hashlib.sha256(b"s" + repr(items).encode()).hexdigest()
     buffer = io.BytesIO(b"p")
     buffer.seek(1)
     pickler = pickle.Pickler(buffer, protocol=5)
@@ -203,6 +201,11 @@ def _canonical(value: Any, depth: int) -> Any:
     if kind is set or kind is frozenset:
         return _Sorted(sorted((_canonical(v, depth + 1) for v in value), key=repr))
     return value
+
+
+def _mixed_names(item: tuple[Any, Any]) -> tuple[str, Any]:
+    """Sort int and str input names apart (they do not compare)."""
+    return type(item[0]).__name__, item[0]
 
 
 # How deep `_canonical` goes: deeper values are digested as they are.
@@ -266,26 +269,26 @@ class TaskCache:
         self._conn = conn
         self.identities = {nid: task_identity(node) for nid, node in graph.nodes.items()}
         digests = sorted({i.digest for i in self.identities.values() if i.digest is not None})
-        self._index: dict[tuple[str, str], int] = {}
+        self._index: dict[tuple[str, str], tuple[str, int]] = {}
         for chunk in range(0, len(digests), 500):  # SQLite's limit on parameters
             part = digests[chunk : chunk + 500]
             sql = _CACHED.format(", ".join("?" * len(part)))
-            for task, inputs, rowid in conn.execute(sql, part):
+            for task, inputs, run_id, seq in conn.execute(sql, part):
                 if inputs is not None:
-                    self._index[task, inputs] = rowid  # ordered by end: the latest wins
+                    self._index[task, inputs] = (run_id, seq)  # ordered by end: the latest wins
 
     def lookup(self, nid: NodeId, digest: str | None) -> tuple[bytes, str] | None:
         """The pickled outputs of a finished firing of ``nid``'s task with inputs ``digest``, and where (``RUN:SEQ``)."""
         task = self.identities[nid].digest
         if task is None or digest is None:
             return None
-        rowid = self._index.get((task, digest))
-        if rowid is None:
+        found = self._index.get((task, digest))
+        if found is None:
             return None
-        row = self._conn.execute(_CACHED_OUTPUTS, (rowid,)).fetchone()
+        row = self._conn.execute(_CACHED_OUTPUTS, found).fetchone()
         if row is None or row[0] is None:
             return None
-        return row[0], f"{row[1]}:{row[2]}"
+        return row[0], f"{found[0]}:{found[1]}"
 
 
 class JournalRun(ExecutionHooks):
@@ -357,6 +360,12 @@ class JournalRun(ExecutionHooks):
         self._reader: sqlite3.Connection | None = None
         # Firing order -> where its answer came from (RUN:SEQ), until its node.finished.
         self._answered: dict[int, str] = {}
+        # Firing order -> its row, started and not yet handed to the writer (`_hand_over`).
+        self._pending: dict[int, tuple[Any, ...]] = {}
+        # Statements not yet handed to the writer, in the order of the events.
+        self._batch: list[tuple[str, Sequence[Any]]] = []
+        self._hand_over_at: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @contextlib.asynccontextmanager
     async def running(self, graph: Graph) -> AsyncIterator[None]:
@@ -378,6 +387,7 @@ class JournalRun(ExecutionHooks):
                 self._reader.close()
             raise
         writer = self._writer = Writer(conn, self.path)
+        self._loop = asyncio.get_running_loop()
         try:
             options = json.dumps(self.options, default=repr, sort_keys=True)
             row = (
@@ -397,6 +407,7 @@ class JournalRun(ExecutionHooks):
             else:
                 state = "finished"
             finally:
+                self._hand_over()  # the firings in flight as the run ends
                 writer.write(_END_RUN, (time.time(), state, self.run_id))
         finally:
             self._writer = None
@@ -423,22 +434,59 @@ class JournalRun(ExecutionHooks):
             self._started = (firing.order, key, digest)
             cache = self._cache
             if cache is None:
-                writer.write(_INSERT_FIRING, (self.run_id, firing.order, key, event.number, digest, time.time()))
+                row: tuple[Any, ...] = (self.run_id, firing.order, key, event.number, digest, time.time(), None, None)
             else:
                 task = cache.identities[firing.node_id].digest
                 shown = inputs_shown(firing.inputs)
                 row = (self.run_id, firing.order, key, event.number, digest, time.time(), task, shown)
-                writer.write(_INSERT_CACHING_FIRING, row)
-        elif kind == "node.finished":
+            # Held back: a firing that ends before the next hand-over is
+            # written once, as it ends (`_hand_over` writes the others).
+            self._pending[firing.order] = row
+        else:
+            self._ended(step)
+        if self._hand_over_at is None and self._loop is not None:
+            self._hand_over_at = self._loop.call_later(Writer.PERIOD, self._hand_over)
+
+    def _ended(self, step: Step) -> None:
+        """Write a firing's end: its whole row if it is still held back, else an update of its row."""
+        event = step.event
+        firing = step.firing
+        assert firing is not None
+        kind = event.kind
+        held = self._pending.pop(firing.order, None)
+        write = self._batch.append
+        if kind == "node.finished":
             data, note = _pickled_outputs(step.outputs)
             source = self._answered.pop(firing.order, None) if self._answered else None
-            if source is None:
-                writer.write(_FINISH_FIRING, (time.time(), data, note, self.run_id, firing.order))
+            if held is None:
+                write((_FINISH_FIRING, (time.time(), data, note, source, self.run_id, firing.order)))
             else:
-                writer.write(_FINISH_REUSED_FIRING, (time.time(), data, note, source, self.run_id, firing.order))
+                write((_INSERT_FIRING, (*held, "finished", time.time(), data, note, source, None)))
         elif kind == "node.failed":
             error = f"{type(event.error).__name__}: {event.error}" if event.error is not None else None
-            writer.write(_FAIL_FIRING, (time.time(), error, self.run_id, firing.order))
+            if held is None:
+                write((_FAIL_FIRING, (time.time(), error, self.run_id, firing.order)))
+            else:
+                write((_INSERT_FIRING, (*held, "failed", time.time(), None, None, None, error)))
+
+    def _hand_over(self) -> None:
+        """Give the writer, every `Writer.PERIOD` while the run goes on, what the events since the last time wrote.
+
+        Then the rows of the firings started and still running (status
+        ``started``), to be updated when they end.
+        """
+        if self._hand_over_at is not None:
+            self._hand_over_at.cancel()  # called before it is due: the run ends
+            self._hand_over_at = None
+        writer = self._writer
+        if writer is None:
+            return
+        batch = self._batch
+        batch += [(_INSERT_FIRING, (*row, *_STARTED)) for row in self._pending.values()]
+        self._pending.clear()
+        if batch:
+            self._batch = []
+            writer.write_all(batch)
 
 
 class _AnsweringRun(JournalRun):

@@ -80,6 +80,9 @@ SCHEMA_VERSION = 2
 #: Seconds a connection waits for another process's transaction on the file.
 BUSY_TIMEOUT = 30.0
 
+#: The most values one statement binds (SQLite's limit before version 3.32).
+MAX_VARIABLES = 999
+
 #: The ``synchronous`` settings a journal may be opened with.
 SYNCHRONOUS = ("normal", "full")
 
@@ -115,8 +118,8 @@ CREATE TABLE firings (
     inputs_shown TEXT,
     reused_from TEXT,
     PRIMARY KEY (run_id, seq)
-);
-CREATE INDEX firings_by_identity ON firings (task_digest, inputs_digest) WHERE status = 'finished';
+) WITHOUT ROWID;
+CREATE INDEX firings_by_identity ON firings (task_digest, inputs_digest) WHERE task_digest IS NOT NULL;
 """
 
 # The first bytes of every SQLite database file.
@@ -270,7 +273,7 @@ def _create_if_new(conn: sqlite3.Connection, name: str) -> None:
 class Writer:
     """The thread that writes to one journal: statements queued, committed in batches.
 
-    `write` never blocks (it queues); `flush` waits until everything queued
+    `write` and `write_all` never block (they queue); `flush` waits until everything queued
     so far is committed; `close` flushes and ends the thread. An error of
     the thread (a full disk, a file removed) is raised by the next `write`,
     `flush` or `close` as a `JournalError`, and what was queued after it is
@@ -289,6 +292,7 @@ class Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._closed = False
+        self._many: dict[tuple[str, int], str] = {}  # (insert, rows) -> its statement of that many rows
         self._thread = threading.Thread(target=self._run, name=f"aioflow journal {name}", daemon=True)
         self._thread.start()
 
@@ -296,6 +300,11 @@ class Writer:
         """Queue one statement."""
         self._raise_if_failed()
         self._queue.put((sql, params))
+
+    def write_all(self, statements: list[tuple[str, Sequence[Any]]]) -> None:
+        """Queue statements ``(sql, params)``, in order: one hand-over for many (the list is the writer's now)."""
+        self._raise_if_failed()
+        self._queue.put(statements)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every statement queued so far is committed.
@@ -319,6 +328,25 @@ class Writer:
         self._thread.join()
         self._raise_if_failed()
 
+    def _insert_rows(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        """Run ``INSERT ... VALUES (?, ...)`` for many rows, as statements of up to `MAX_VARIABLES` values each.
+
+        One step of SQLite per statement, not per row: Python's ``sqlite3``
+        lets go of the GIL around each step, and taking it back is what
+        costs most while the event loop and the workers run.
+        """
+        values = sql[sql.rindex("VALUES") + len("VALUES") :]
+        per = max(1, MAX_VARIABLES // len(rows[0]))
+        conn = self._conn
+        start = 0
+        while start < len(rows):
+            chunk = rows[start : start + per]
+            start += per
+            many = self._many.get((sql, len(chunk)))
+            if many is None:
+                many = self._many[sql, len(chunk)] = sql + ("," + values) * (len(chunk) - 1)
+            conn.execute(many, list(itertools.chain.from_iterable(chunk)))
+
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise JournalError(self._name, f"a write failed ({self._error})") from self._error
@@ -337,6 +365,8 @@ class Writer:
                     stop = True
                 elif isinstance(item, threading.Event):
                     waiters.append(item)
+                elif isinstance(item, list):
+                    batch += item
                 else:
                     batch.append(item)
                 if stop or waiters or len(batch) >= self.BATCH:
@@ -354,10 +384,14 @@ class Writer:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            # Runs of one statement go to executemany: one call into SQLite
-            # for the run, not one Python call per row.
-            for sql, rows in itertools.groupby(batch, key=itemgetter(0)):
-                conn.executemany(sql, [params for _, params in rows])
+            # Runs of one statement go to SQLite together: an insert as
+            # statements of many rows each, anything else through executemany.
+            for sql, group in itertools.groupby(batch, key=itemgetter(0)):
+                rows = [params for _, params in group]
+                if len(rows) > 1 and sql.startswith("INSERT") and sql.endswith(")"):
+                    self._insert_rows(sql, rows)
+                else:
+                    conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException as exc:  # kept and raised in the caller's thread
             self._error = exc

@@ -247,3 +247,30 @@ def test_a_graph_takes_any_sequence_of_links_and_replace_keeps_working() -> None
     assert swapped.start_nodes == ("b", "c")
     direct = aioflow.Graph("g", "g", graph.nodes, (Link("a", "b"),))  # type: ignore[arg-type]
     assert direct.analysis.links_in["b"] == (0,)
+
+
+def test_a_graph_pickles_its_nodes_by_column_and_comes_back_equal() -> None:
+    """`Graph.__reduce__`: nodes as one tuple per field of `Node` (no record pickled), the analysis made again."""
+    from aioflow.graph import _model
+
+    assert _model._NODE_FIELDS == tuple(f.name for f in dataclasses.fields(aioflow.Node))
+    sub = {"graph": {"id": "sub"}, "nodes": [{"id": "x", "task_type": "method", "task_identifier": "m.g"}], "links": []}
+    doc = {
+        "graph": {"id": "g", "label": "G", "note": {"k": [1]}},
+        "nodes": [
+            {"id": "a", "task_type": "method", "task_identifier": "m.f", "force_start_node": True,
+             "default_inputs": [{"name": "p", "value": [1, 2]}], "comment": "kept"},
+            {"id": "s", "task_type": "graph", "task_identifier": sub},
+        ],
+        "links": [{"source": "a", "target": "s", "sub_target": "x", "map_all_data": True}],
+    }  # fmt: skip
+    graph = load_graph(doc)
+    data = pickle.dumps(graph, protocol=5)
+    assert b"Node" not in data  # records would name their class
+    again = pickle.loads(data)
+    assert again is not graph
+    assert (again.id, again.label, again.attributes) == (graph.id, graph.label, graph.attributes)
+    assert dict(again.nodes) == dict(graph.nodes)
+    assert list(again.nodes) == list(graph.nodes) == ["a", ("s", "x")]
+    assert again.links == graph.links
+    assert again.analysis == graph.analysis

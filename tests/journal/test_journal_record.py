@@ -181,3 +181,57 @@ def test_node_ids_and_digests() -> None:
     assert len({graph_digest(one), graph_digest(other_task), graph_digest(no_link)}) == 3
     assert MAX_OUTPUTS == 64 * 1024 * 1024
     assert pickle.loads(pickle.dumps(one.links)) == one.links
+
+
+def test_a_firing_still_running_is_in_the_journal_as_started_and_a_short_one_is_written_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A firing that outlasts a hand-over to the writer (10 ms) has a ``started`` row while it runs, updated at its
+    end; a firing that ends before it is written once, as it ends."""
+    import threading
+    import time
+
+    from aioflow.journal import _store
+
+    handed: list[tuple[str, Any]] = []
+    write_all = _store.Writer.write_all
+
+    def spy(self: _store.Writer, statements: list[Any]) -> None:
+        handed.extend(statements)
+        write_all(self, statements)
+
+    monkeypatch.setattr(_store.Writer, "write_all", spy)
+    path = tmp_path / "runs.sqlite"
+    graph = {
+        "graph": {"id": "slow"},
+        "nodes": [
+            _positional("quick", "operator.neg", 1),
+            {"id": "slow", "task_type": "method", "task_identifier": "time.sleep",
+             "default_inputs": [{"name": 0, "value": 1.0}]},
+        ],
+        "links": [],
+    }  # fmt: skip
+    done = threading.Event()
+
+    def run() -> None:
+        aioflow.execute_graph(graph, journal=JournalRun(path, run_id="r"), pool_type="thread")
+        done.set()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    seen = None
+    deadline = time.monotonic() + 30
+    while seen is None and time.monotonic() < deadline and not done.is_set():
+        try:
+            seen = next((f for f in run_firings(path, "r") if f.node_id == "slow" and f.status == "started"), None)
+        except aioflow.JournalError:
+            pass  # not created yet
+        time.sleep(0.02)
+    worker.join(60)
+    assert seen is not None, "the running firing was not in the journal while it ran"
+    assert [(f.node_id, f.status) for f in run_firings(path, "r")] == [("quick", "finished"), ("slow", "finished")]
+    of_quick = [(sql.split()[0], params) for sql, params in handed if params[:3] == ("r", 0, '"quick"') or (
+        sql.startswith("UPDATE") and params[-2:] == ("r", 0))]  # fmt: skip
+    assert [(verb, params[8]) for verb, params in of_quick] == [("INSERT", "finished")]
+    of_slow = [sql.split()[0] for sql, params in handed if params[:2] == ("r", 1) or params[-2:] == ("r", 1)]
+    assert of_slow == ["INSERT", "UPDATE"]

@@ -205,3 +205,25 @@ def test_processes_that_create_one_journal_at_once_all_get_it(tmp_path: Path) ->
             _, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err
         assert sorted(r.run_id for r in list_runs(path)) == [f"writer{i}" for i in range(4)]
+
+
+def test_many_rows_of_one_insert_go_as_statements_of_many_rows(tmp_path: Path) -> None:
+    """`Writer.write_all`: an insert's rows are sent `MAX_VARIABLES` values at a time, in order, all of them."""
+    from aioflow.journal._store import MAX_VARIABLES
+
+    conn = connect(tmp_path / "j.sqlite")
+    conn.execute("CREATE TABLE t (a INTEGER, b TEXT, c REAL)")
+    steps: list[str] = []
+    conn.set_trace_callback(steps.append)
+    writer = Writer(conn, "j")
+    count = 2 * (MAX_VARIABLES // 3) + 5  # two full statements and a short one
+    writer.write_all([("INSERT INTO t (a, b, c) VALUES (?, ?, ?)", (i, str(i), i / 2)) for i in range(count)])
+    writer.write_all([("UPDATE t SET b = ? WHERE a = ?", ("x", 1)), ("UPDATE t SET b = ? WHERE a = ?", ("y", 2))])
+    writer.close()
+    rows = conn.execute("SELECT a, b, c FROM t ORDER BY rowid").fetchall()
+    expected = [(i, str(i), i / 2) for i in range(count)]
+    expected[1], expected[2] = (1, "x", 0.5), (2, "y", 1.0)
+    assert rows == expected
+    inserts = [step for step in steps if step.startswith("INSERT")]
+    assert len(inserts) == 3
+    conn.close()
