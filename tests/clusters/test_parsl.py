@@ -655,3 +655,19 @@ def test_missing_parsl_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         match=r"aioflow.parsl.ParslPoolExecutor needs the 'parsl' package: pip install 'aioflow\[parsl\]'",
     ):
         ParslPoolExecutor()
+
+
+def test_a_parsl_run_is_journaled_and_a_second_one_comes_from_the_cache(parsl_dfk: Any, tmp_path: Path) -> None:
+    """The driver journals what the parsl pool runs: every firing, its outputs, and the cache answers a rerun."""
+    from aioflow.journal import JournalRun, run_firings
+
+    path = tmp_path / "runs.sqlite"
+    graph = chain(4)
+    first = aioflow.execute_graph(graph, journal=JournalRun(path, run_id="one", cache=True), **on(parsl_dfk))
+    assert first == {"return_value": 4}
+    assert [(f.node_id, f.status, f.outputs) for f in run_firings(path, "one")] == [
+        (i, "finished", {"return_value": i + 1}) for i in range(4)
+    ]
+    again = JournalRun(path, run_id="two", cache=True)
+    assert aioflow.execute_graph(graph, journal=again, **on(parsl_dfk)) == first
+    assert again.reused == 4

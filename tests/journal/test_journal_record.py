@@ -235,3 +235,35 @@ def test_a_firing_still_running_is_in_the_journal_as_started_and_a_short_one_is_
     assert [(verb, params[8]) for verb, params in of_quick] == [("INSERT", "finished")]
     of_slow = [sql.split()[0] for sql, params in handed if params[:2] == ("r", 1) or params[-2:] == ("r", 1)]
     assert of_slow == ["INSERT", "UPDATE"]
+
+
+GEVENT_PROGRAM = """
+from gevent import monkey
+
+monkey.patch_all()
+import sys
+
+import aioflow
+from aioflow.journal import JournalRun, list_runs
+
+path = sys.argv[1]
+graph = {"nodes": [{"id": i, "task_type": "method", "task_identifier": "operator.neg",
+                    "default_inputs": [{"name": 0, "value": i}]} for i in range(50)]}
+first = aioflow.execute_graph(graph, journal=JournalRun(path, cache=True), pool_type="gevent", merge_outputs=False)
+again = JournalRun(path, cache=True)
+second = aioflow.execute_graph(graph, journal=again, pool_type="gevent", merge_outputs=False)
+print(first == second, again.reused, [(r.state, r.finished) for r in list_runs(path)])
+"""
+
+
+def test_a_gevent_patched_program_journals_its_runs_on_the_gevent_pool(tmp_path: Path) -> None:
+    """The writer is a thread of the journal's own: under gevent's patching too, runs are recorded and cached."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", GEVENT_PROGRAM, str(tmp_path / "runs.sqlite")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True 50 [('finished', 50), ('finished', 50)]"
