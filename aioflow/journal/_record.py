@@ -1,9 +1,12 @@
 """Recording a run in a journal, and resuming one: the execution hooks that write its firings, and the digests they keep.
 
 `JournalRun` is one run's hooks (`aioflow.scheduler.ExecutionHooks`): entering
-the run adds its row to ``runs`` (state ``running``); each ``node.started``
-adds a firing (status ``started``), each ``node.finished`` or
-``node.failed`` ends it, and leaving the run sets the run's end and state.
+the run adds its row to ``runs`` (state ``running``); each firing gets a row
+in ``firings``, and leaving the run sets the run's end and state. A firing's
+row is held back from its ``node.started`` until the next hand-over to the
+writer (every `Writer.PERIOD`): a firing that has ended by then is written
+once, whole; one still running is written as ``started``, and updated when
+it ends.
 
 Resuming (``resume=RUN_ID``): a firing is the same as one of the resumed
 run when it is the same node's same execution (its number: 1, then 2... as
@@ -15,8 +18,15 @@ uninterrupted run computes, and a firing recorded as finished never runs
 again; a firing that finished in its worker but whose record was not yet
 committed when the driving process died runs again.
 The hooks run in the event loop's thread: they digest and pickle there
-(the values are the run's, and a task may change them later), and queue
-the statements for the journal's writer thread (`_store.Writer`).
+(the values are the run's, and a task may change them later), and gather
+the statements, which `_hand_over` gives the journal's writer thread
+(`_store.Writer`) in one list per period.
+
+The cache (``cache=True``, `TaskCache`): a firing is answered from any
+earlier finished firing in the journal with the same task identity
+(`aioflow.journal._code`) and the same inputs' digest; the run then keeps,
+for each firing, its task identity, its inputs as shown (`inputs_shown`, to
+explain a plan) and where an answer came from (``reused_from``).
 
 What is kept of a firing's outputs: their pickle (protocol 5) when it is at
 most `MAX_OUTPUTS` bytes; otherwise, or when they cannot be pickled, no
@@ -28,7 +38,7 @@ and identifiers, links; not the default inputs); a firing's inputs digest
 is over the pickle of its inputs, every dict and set in them sorted
 (``None`` when they cannot be pickled).
 
-Imports: `aioflow.scheduler` (the hooks' base class), `_store`.
+Imports: `aioflow.scheduler` (the hooks' base class), `_store`, `_code`.
 """
 
 from __future__ import annotations
