@@ -33,6 +33,12 @@ class Event:
         error: the exception, for ``node.failed``.
         total: for ``graph.started``, the number of nodes (loops and
             conditions may run more or fewer).
+        worker_pid / worker_host: for ``node.finished`` and ``node.failed``,
+            the process that ran the task, when the pool tells it: this
+            process on the ``thread`` and ``gevent`` pools, the worker on the
+            other local pools; ``None`` on the cluster pools, for a firing
+            answered without running (a resumed or cached run), and for a
+            call the pool refused or never gave a worker.
     """
 
     kind: EventKind
@@ -42,3 +48,5 @@ class Event:
     number: int = 0
     error: BaseException | None = field(default=None, repr=False)
     total: int = 0
+    worker_pid: int | None = None
+    worker_host: str | None = None

@@ -50,7 +50,12 @@ class RunSummary(NamedTuple):
 
 
 class FiringRecord(NamedTuple):
-    """One firing of a run, as the journal holds it."""
+    """One firing of a run, as the journal holds it.
+
+    ``worker_pid`` and ``worker_host``: the process that ran it, when the
+    pool told (`aioflow.events.Event`); ``reused_from``: the firing its
+    outputs were taken from (``RUN_ID:SEQ``) when it did not run.
+    """
 
     seq: int
     node_id: NodeId
@@ -62,6 +67,9 @@ class FiringRecord(NamedTuple):
     error: str | None
     outputs: dict[Any, Any] | None
     outputs_note: str | None
+    worker_pid: int | None = None
+    worker_host: str | None = None
+    reused_from: str | None = None
 
 
 _RUNS = """
@@ -73,7 +81,8 @@ GROUP BY r.run_id ORDER BY r.started, r.run_id
 """
 
 _FIRINGS = """
-SELECT seq, node_id, execution, status, inputs_digest, started, ended, error, outputs, outputs_note
+SELECT seq, node_id, execution, status, inputs_digest, started, ended, error, outputs, outputs_note,
+       worker_pid, worker_host, reused_from
 FROM firings WHERE run_id = ? ORDER BY seq
 """
 
@@ -98,9 +107,9 @@ def run_firings(path: str | os.PathLike[str], run_id: str) -> list[FiringRecord]
     return [
         FiringRecord(
             seq, node_from_key(node), execution, status, digest, started, ended, error,
-            pickle.loads(outputs) if outputs is not None else None, note,
+            pickle.loads(outputs) if outputs is not None else None, note, pid, host, source,
         )
-        for seq, node, execution, status, digest, started, ended, error, outputs, note in _fetch(
+        for seq, node, execution, status, digest, started, ended, error, outputs, note, pid, host, source in _fetch(
             path, _FIRINGS, (run_id,)
         )
     ]  # fmt: skip

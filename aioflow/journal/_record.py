@@ -107,14 +107,18 @@ _END_RUN = "UPDATE runs SET ended = ?, state = ? WHERE run_id = ?"
 # start (most do), else when it starts (status 'started'), then updated.
 _INSERT_FIRING = (
     "INSERT INTO firings (run_id, seq, node_id, execution, inputs_digest, started, task_digest, inputs_shown, "
-    "status, ended, outputs, outputs_note, reused_from, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "status, ended, outputs, outputs_note, reused_from, error, worker_pid, worker_host) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_STARTED = ("started", None, None, None, None, None)
+_STARTED = ("started", None, None, None, None, None, None, None)
 _FINISH_FIRING = (
-    "UPDATE firings SET status = 'finished', ended = ?, outputs = ?, outputs_note = ?, reused_from = ? "
+    "UPDATE firings SET status = 'finished', ended = ?, outputs = ?, outputs_note = ?, reused_from = ?, "
+    "worker_pid = ?, worker_host = ? WHERE run_id = ? AND seq = ?"
+)
+_FAIL_FIRING = (
+    "UPDATE firings SET status = 'failed', ended = ?, error = ?, worker_pid = ?, worker_host = ? "
     "WHERE run_id = ? AND seq = ?"
 )
-_FAIL_FIRING = "UPDATE firings SET status = 'failed', ended = ?, error = ? WHERE run_id = ? AND seq = ?"
 
 
 def node_key(node_id: NodeId) -> str:
@@ -468,16 +472,18 @@ class JournalRun(ExecutionHooks):
         if kind == "node.finished":
             data, note = _pickled_outputs(step.outputs)
             source = self._answered.pop(firing.order, None) if self._answered else None
+            worker = (event.worker_pid, event.worker_host)
             if held is None:
-                write((_FINISH_FIRING, (time.time(), data, note, source, self.run_id, firing.order)))
+                write((_FINISH_FIRING, (time.time(), data, note, source, *worker, self.run_id, firing.order)))
             else:
-                write((_INSERT_FIRING, (*held, "finished", time.time(), data, note, source, None)))
+                write((_INSERT_FIRING, (*held, "finished", time.time(), data, note, source, None, *worker)))
         elif kind == "node.failed":
             error = f"{type(event.error).__name__}: {event.error}" if event.error is not None else None
+            worker = (event.worker_pid, event.worker_host)
             if held is None:
-                write((_FAIL_FIRING, (time.time(), error, self.run_id, firing.order)))
+                write((_FAIL_FIRING, (time.time(), error, *worker, self.run_id, firing.order)))
             else:
-                write((_INSERT_FIRING, (*held, "failed", time.time(), None, None, None, error)))
+                write((_INSERT_FIRING, (*held, "failed", time.time(), None, None, None, error, *worker)))
 
     def _hand_over(self) -> None:
         """Give the writer, every `Writer.PERIOD` while the run goes on, what the events since the last time wrote.

@@ -133,6 +133,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import MissingExtraError, OptionError
 from ._base import Pool
+from ._futures import note_worker
 from ._lifecycle import kill_descendants, kill_process_trees, ready_to_fork, worker_initializer
 from ._options import DEFAULT_IDLE_TIMEOUT, PoolOptions
 from ._outcomes import BrokenBilliardPool, not_loadable, unpack_error
@@ -421,6 +422,7 @@ class BilliardExecutor(concurrent.futures.Executor):
             if job.started or job.future not in self._jobs:
                 return
             job.started = True
+            note_worker(job.future, pid)
             job.future.set_running_or_notify_cancel()
 
     def _on_result(self, job: _Job, payload: bytes) -> None:

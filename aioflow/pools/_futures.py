@@ -4,7 +4,8 @@
 stop one execution's calls alone; `in_place` puts the results a chained
 call waited for into its arguments. `settle` and `cancel_queued` end a
 `concurrent.futures.Future` from whichever thread learns its outcome, as
-an executor's worker would. A worker process imports this module with its
+an executor's worker would. `note_worker` notes on a call's future which
+worker process took it (`noted_worker` reads it). A worker process imports this module with its
 pool's: it imports nothing but `concurrent.futures`.
 """
 
@@ -16,7 +17,32 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Owned", "cancel_queued", "in_place", "settle"]
+__all__ = ["Owned", "cancel_queued", "in_place", "note_worker", "noted_worker", "settle", "this_host"]
+
+# The attribute of a call's future that names its worker (`note_worker`).
+_WORKER = "_aioflow_worker"
+
+_HOST: list[str] = []
+
+
+def this_host() -> str:
+    """This machine's host name, as a worker's is reported."""
+    if not _HOST:
+        import socket  # here: a worker process imports this module, and never asks
+
+        _HOST.append(socket.gethostname())
+    return _HOST[0]
+
+
+def note_worker(future: concurrent.futures.Future[Any], pid: int) -> None:
+    """Note on a call's future the process of this machine that took the call: its pid and host."""
+    setattr(future, _WORKER, (pid, this_host()))
+
+
+def noted_worker(future: concurrent.futures.Future[Any]) -> tuple[int, str] | None:
+    """What `note_worker` noted on ``future``, if anything."""
+    worker: tuple[int, str] | None = getattr(future, _WORKER, None)
+    return worker
 
 
 class Owned:

@@ -303,6 +303,7 @@ class GeventPool(Pool):
 
     name = "gevent"
     runs_in_gevent_hub = True
+    runs_in_this_process = True
 
     def __init__(self, options: PoolOptions) -> None:
         super().__init__(options)

@@ -119,7 +119,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._errors import OptionError
 from ._base import Pool
-from ._futures import settle
+from ._futures import note_worker, settle
 from ._lifecycle import ready_to_fork, worker_initializer
 from ._mp_internals import IDLE, TAKING, PipedPool, check_supported, weak_call
 from ._mp_start import non_daemonic_context
@@ -614,6 +614,8 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 return  # stopped, or sent again to a new generation: the worker skips it
             job.worker = worker
             worker.job = job_id
+            if worker.process.pid is not None:  # started: it has one
+                note_worker(job.future, worker.process.pid)
             if not (job.future.running() or job.future.done()):
                 job.future.set_running_or_notify_cancel()
 

@@ -27,7 +27,8 @@ What it says:
   `describe_lost_workers` and `discard_broken` say which worker died and
   drop an executor that broke.
 - **Where it lives**: `scope_to_running_loop`, for a pool only the running
-  loop uses; `afetch`, for results a pool kept on its workers.
+  loop uses; `afetch`, for results a pool kept on its workers; `worker_of`,
+  the process that ran a call.
 
 The protocol acts on the pool's executor state (``_executor``, guarded by
 ``_lock``), which `Pool.__init__` sets up and `Pool.executor` fills.
@@ -37,11 +38,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._broken import InitializerFailed
 from .._errors import PoolError, TransferError
+from ._futures import noted_worker, this_host
 from ._outcomes import TransferFailed, WorkerDied, unpicklable_type
 
 if TYPE_CHECKING:
@@ -105,6 +108,22 @@ class EngineProtocol:
     #: that `afetch` turns into the value. The data then goes from worker to
     #: worker; only what the caller asks for comes back.
     keeps_results_remote: ClassVar[bool] = False
+
+    #: Whether the workers are threads or greenlets of this process: every
+    #: call runs here (`worker_of`).
+    runs_in_this_process: ClassVar[bool] = False
+
+    def worker_of(self, future: concurrent.futures.Future[Any] | None) -> tuple[int, str] | None:
+        """The worker process that ran the call of ``future``: its pid and host; ``None`` when the pool does not tell.
+
+        Asked once the call is done. A pool of this process's threads or
+        greenlets answers this process; a pool of processes, what its
+        executor noted on the future when a worker took the call
+        (`note_worker`).
+        """
+        if self.runs_in_this_process:
+            return os.getpid(), this_host()
+        return noted_worker(future) if future is not None else None
 
     #: Whether the tasks run as greenlets of a gevent hub: the engine's event
     #: loop must then run in a thread of its own while the caller waits in the

@@ -526,6 +526,7 @@ class ThreadPool(Pool):
     """Tasks run in threads of this process: no pickling, shared memory, the GIL."""
 
     name = "thread"
+    runs_in_this_process = True
 
     def _validate(self, options: PoolOptions) -> None:
         if options.context is not None:

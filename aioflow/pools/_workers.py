@@ -62,7 +62,7 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from .._broken import InitializerFailed
-from ._futures import Owned, cancel_queued
+from ._futures import Owned, cancel_queued, note_worker
 from ._idle import Workers
 from ._lifecycle import join_or_kill, kill_process_trees, ready_to_fork, worker_initializer
 from ._outcomes import TransferFailed, WorkerDied, describe_exit, idle_exit_level, unpack_error
@@ -412,6 +412,7 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
                 continue
             with self._lock:
                 worker.item = item
+            note_worker(item.future, worker.pid)
             try:
                 worker.conn.send_bytes(payload)
             except OSError:

@@ -51,7 +51,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .._errors import (
     AioflowError,
@@ -314,18 +314,46 @@ class _Failure:
 class _InFlight:
     """A call in the pool: for which node, and which firing (``None`` while sent ahead and not adopted)."""
 
-    __slots__ = ("executor", "firing", "node_id", "parked", "remote")
+    __slots__ = ("call", "executor", "firing", "node_id", "parked", "remote")
 
     def __init__(
-        self, node_id: NodeId, firing: Firing | None, executor: concurrent.futures.Executor, remote: bool = False
+        self,
+        node_id: NodeId,
+        firing: Firing | None,
+        executor: concurrent.futures.Executor,
+        remote: bool = False,
+        call: concurrent.futures.Future[Any] | None = None,
     ) -> None:
         self.node_id = node_id
+        # The executor's own future, when the engine kept it (to ask the pool which worker ran it).
+        self.call = call
         # Its result stays on the pool's workers: the call resolves to a handle.
         self.remote = remote
         self.firing = firing
         self.executor = executor
         # Finished before the state machine fired its node: its outcome waits for the firing.
         self.parked = False
+
+
+class _Submitted:
+    """The executor `loop.run_in_executor` is given when the engine wants the executor's future too.
+
+    It passes the call to the real executor's ``submit`` and keeps the
+    `concurrent.futures.Future` it returns (the loop's future wraps it), so
+    that the pool can say, once the call is done, which worker ran it
+    (`aioflow.pools.Pool.worker_of`).
+    """
+
+    __slots__ = ("executor", "future")
+
+    def __init__(self) -> None:
+        self.executor: concurrent.futures.Executor | None = None
+        self.future: concurrent.futures.Future[Any] | None = None
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        assert self.executor is not None
+        future = self.future = self.executor.submit(fn, *args, **kwargs)
+        return future
 
 
 class _Execution:
@@ -373,6 +401,10 @@ class _Execution:
             from ..events import Event  # here: a run that nobody observes makes no event
 
             self._event_class: type[Event] = Event
+        # For the events of a run that is observed: the executor's future of each call
+        # (`_Submitted`), and the worker of each firing that ended, until its event.
+        self._submitted = _Submitted()
+        self._workers: dict[int, tuple[int, str]] = {}
         self._answering = bool(hooks.answering)
         # What the hooks give each node's calls (`ExecutionHooks.call_context`).
         self._contexts = hooks.call_contexts(graph)
@@ -435,6 +467,7 @@ class _Execution:
         if firing is None:
             event = make(kind=kind, graph_id=self.graph.id, time=time.monotonic(), total=total)
         else:
+            worker = self._workers.pop(firing.order, None) if kind != "node.started" and self._workers else None
             event = make(
                 kind=kind,
                 graph_id=self.graph.id,
@@ -442,6 +475,8 @@ class _Execution:
                 node_id=firing.node_id,
                 number=firing.number,
                 error=error,
+                worker_pid=worker[0] if worker is not None else None,
+                worker_host=worker[1] if worker is not None else None,
             )
         try:
             self._hooks.observe(Step(event, firing, outputs))
@@ -682,12 +717,20 @@ class _Execution:
                     self._settle(firing, dict(answered))
                     continue
             executor = None
+            call = None
             try:
                 executor = pool.executor
                 if plan is None:
-                    future = loop.run_in_executor(
-                        executor, pool.bind(executor, self, run_task), self._call(node, firing)
-                    )
+                    fn = pool.bind(executor, self, run_task)
+                    if self._observing and not pool.runs_in_this_process:
+                        submitted = self._submitted
+                        submitted.executor = executor
+                        # The loop only calls its ``submit``: it passes for an executor.
+                        stand_in = cast("concurrent.futures.Executor", submitted)
+                        future = loop.run_in_executor(stand_in, fn, self._call(node, firing))
+                        call, submitted.future = submitted.future, None
+                    else:
+                        future = loop.run_in_executor(executor, fn, self._call(node, firing))
                 else:
                     self._submit_fired(plan, executor, firing)
                     if self._in_order:
@@ -699,7 +742,7 @@ class _Execution:
             if self._in_order:
                 self._running_nodes.add(nid)
             pool.enter(self)
-            self._inflight[future] = _InFlight(nid, firing, executor)
+            self._inflight[future] = _InFlight(nid, firing, executor, call=call)
             future.add_done_callback(self._on_done)
 
     def _submit_fired(self, plan: _Planner, executor: concurrent.futures.Executor, firing: Firing) -> None:
@@ -827,6 +870,10 @@ class _Execution:
         executor = slot.executor
         assert self._pool is not None
         self._pool.leave(self)
+        if self._observing:
+            worker = self._pool.worker_of(slot.call)
+            if worker is not None:
+                self._workers[firing.order] = worker
         if future.cancelled():  # the pool gave up on the call (not this execution)
             lost = PoolError(f"graph {self.graph.id!r}: node {firing.node_id!r}: the pool cancelled the call")
             self._failed(firing, lost, future)
