@@ -33,6 +33,7 @@ ENGINE = {
     "chains_calls",
     "keeps_results_remote",
     "runs_in_gevent_hub",
+    "runs_in_this_process",
     "scope_to_running_loop",
     "bind",
     "bind_remote",
@@ -43,6 +44,7 @@ ENGINE = {
     "lost_worker",
     "translate",
     "discard_broken",
+    "worker_of",
 }
 
 #: Public members of one pool type only, and who reads them.
