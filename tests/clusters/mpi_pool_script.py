@@ -36,6 +36,22 @@ def fan(n: int, identifier: str) -> dict[str, Any]:
     return {"graph": {"id": "fan"}, "nodes": nodes}
 
 
+def journaled(pool: Any) -> list[Any]:
+    """A chain run twice with a journal and its cache: the second run's result, and how many firings it reused."""
+    import tempfile
+
+    from aioflow.journal import JournalRun, run_firings
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "runs.sqlite")
+        first = JournalRun(path, cache=True)
+        aioflow.execute_graph(chain(5), pool=pool, journal=first)
+        again = JournalRun(path, cache=True)
+        value = aioflow.execute_graph(chain(5), pool=pool, journal=again)["return_value"]
+        statuses = sorted({f.status for f in run_firings(path, first.run_id)})
+        return [value, again.reused, statuses]
+
+
 def run(mode: str) -> dict[str, Any]:
     import nb_tasks
     import tasks
@@ -50,6 +66,7 @@ def run(mode: str) -> dict[str, Any]:
             merge_outputs=False,
         )
         report["fan"] = sorted({where[i]["return_value"] for i in range(8)})
+        report["journal"] = journaled(pool)
         try:
             aioflow.execute_graph({"graph": {"id": "g"}, "nodes": [fan(1, "tasks.fail")["nodes"][0]]}, pool=pool)
         except aioflow.NodeError as exc:

@@ -64,6 +64,7 @@ def run(command: list[str], launcher: Launcher | None = None) -> dict[str, Any]:
 
 def check_work(report: dict[str, Any]) -> None:
     assert report["chain"] == 10
+    assert report["journal"] == [5, 5, ["finished"]]  # the driver journals; a rerun comes from the cache
     assert report["failure"] == [0, "ValueError"]
     assert report["chained"] == 12
     assert report["dependency"] == ["DependencyError", "ValueError"]
