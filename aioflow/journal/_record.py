@@ -123,6 +123,14 @@ _FAIL_FIRING = (
 
 def node_key(node_id: NodeId) -> str:
     """A node id as the journal stores it: JSON, a tuple id (a node of a subgraph) as a list."""
+    if (
+        isinstance(node_id, str)
+        and node_id.isascii()
+        and node_id.isprintable()
+        and '"' not in node_id
+        and "\\" not in node_id
+    ):
+        return f'"{node_id}"'  # what json.dumps gives, without its call (once per node of a run)
     return json.dumps(node_id, separators=(",", ":"))
 
 

@@ -156,8 +156,11 @@ def test_an_exception_digests_the_same_however_it_pickles() -> None:
 
 
 def test_node_ids_and_digests() -> None:
-    for nid in ("a", 3, ("sub", "a"), ("outer", ("inner", 2))):
+    import json
+
+    for nid in ("a", 3, ("sub", "a"), ("outer", ("inner", 2)), 'q"x', "b\\s", "é", "tab\t", "", "\x7f", "a b/c"):
         assert node_from_key(node_key(nid)) == nid
+        assert node_key(nid) == json.dumps(nid, separators=(",", ":"))
     assert inputs_digest({"b": 1, "a": 2}) == inputs_digest({"a": 2, "b": 1})
     assert inputs_digest({"a": 2}) != inputs_digest({"a": 3})
     assert inputs_digest({"a": Unpicklable()}) is None
