@@ -214,8 +214,8 @@ _COLUMNS = ("sources", "targets", "data_mappings", "map_all_data", "conditions",
             "cache_if_optional", "attributes")  # fmt: skip
 
 
-class _NoAttributes(Mapping[str, Any]):
-    """The attributes of a link that has none: empty, read-only, one for the process (pickled by name)."""
+class _NoAttributes(Mapping[Any, Any]):
+    """The attributes (or default inputs) of a link or node that has none: empty, read-only, one for the process (pickled by name)."""
 
     __slots__ = ()
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import aioflow
 from aioflow import GraphError, Link, load_graph
-from aioflow.graph import _normalise, _subgraphs
+from aioflow.graph import _model, _normalise, _subgraphs
 from aioflow.graph._model import Links
 
 NODES = ["a", "b", "c", "d"]
@@ -274,3 +274,23 @@ def test_a_graph_pickles_its_nodes_by_column_and_comes_back_equal() -> None:
     assert list(again.nodes) == list(graph.nodes) == ["a", ("s", "x")]
     assert again.links == graph.links
     assert again.analysis == graph.analysis
+
+
+def test_nodes_without_inputs_or_attributes_share_one_empty_mapping() -> None:
+    graph = load_graph(
+        {
+            "nodes": [
+                {"id": "a", "task_type": "method", "task_identifier": "m.f"},
+                {"id": "b", "task_type": "method", "task_identifier": "m.f", "comment": "x",
+                 "default_inputs": [{"name": "p", "value": 1}]},
+            ]
+        }
+    )  # fmt: skip
+    a, b = graph.nodes["a"], graph.nodes["b"]
+    assert a.default_inputs is a.attributes is _model.NO_ATTRIBUTES
+    assert a.default_inputs == {} == a.attributes
+    assert not a.default_inputs
+    assert (dict(b.default_inputs), dict(b.attributes)) == ({"p": 1}, {"comment": "x"})
+    with pytest.raises(TypeError):
+        a.default_inputs["p"] = 1  # type: ignore[index]
+    assert pickle.loads(pickle.dumps(graph)).nodes["a"].default_inputs is _model.NO_ATTRIBUTES
