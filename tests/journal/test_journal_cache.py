@@ -135,28 +135,47 @@ def test_a_second_run_takes_every_firing_from_the_cache(tasks: Tasks, tmp_path: 
     assert set(_reused_from(path, "one").values()) == {None}
 
 
-def test_editing_a_task_runs_it_again_and_what_its_new_outputs_reach(tasks: Tasks, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "why", "ran"),
+    [
+        # Its outputs change: so do b's inputs, and b runs too.
+        ("return x + 1", "return x + 10", "the code of `{name}.a` changed", {"a": 1, "b": 1}),
+        # A helper of its module, which is b's too: both run again.
+        ("def _log(name):", "def _log(name):  # edited", "the module of `{name}.a` changed (not `{name}.a` itself)",
+         {"a": 1, "b": 1}),
+    ],
+    ids=["task", "module"],
+)  # fmt: skip
+def test_editing_a_task_or_its_module_runs_it_again_and_what_its_new_outputs_reach(
+    tasks: Tasks, tmp_path: Path, old: str, new: str, why: str, ran: dict[str, int]
+) -> None:
     path = tmp_path / "runs.sqlite"
     aioflow.execute_graph(tasks.graph(), journal=path, cache=True, pool_type="thread")
     tasks.runs()
-    tasks.edit("return x + 1", "return x + 10")
+    tasks.edit(old, new)
     reasons = _reasons(tasks.graph(), path)
-    assert reasons["a"] == ("run", f"the code of `{tasks.name}.a` changed")
+    assert reasons["a"] == ("run", why.format(name=tasks.name))
     assert reasons["b"] == ("run", "its inputs come from `a`, which runs")
-    assert reasons["c"][0] == "reuse"
+    assert reasons["c"][0] == "reuse"  # another module
     assert tasks.runs() == {}  # planning runs no task
     aioflow.execute_graph(tasks.graph(), journal=path, cache=True, pool_type="process")
-    assert tasks.runs() == {"a": 1, "b": 1}
+    assert tasks.runs() == ran
 
 
-def test_editing_another_part_of_its_module_runs_a_task_again(tasks: Tasks, tmp_path: Path) -> None:
+def test_a_task_that_runs_again_and_gives_what_it_gave_leaves_what_follows_to_the_cache(
+    tasks: Tasks, tmp_path: Path
+) -> None:
     path = tmp_path / "runs.sqlite"
-    aioflow.execute_graph(tasks.graph(), journal=path, cache=True, pool_type="thread")
+    graph = tasks.graph()
+    graph["links"].append(
+        {"source": "a", "target": "c", "data_mapping": [{"source_output": "return_value", "target_input": "z"}]}
+    )
+    first = aioflow.execute_graph(graph, journal=path, cache=True, pool_type="thread", merge_outputs=False)
     tasks.runs()
-    tasks.edit("def _log(name):", "def _log(name):  # a helper, edited")
-    reasons = _reasons(tasks.graph(), path)
-    assert reasons["a"] == ("run", f"the module of `{tasks.name}.a` changed (not `{tasks.name}.a` itself)")
-    assert reasons["c"][0] == "reuse"  # another module
+    tasks.edit("def _log(name):", "def _log(name):  # edited")  # a and b run again; a gives 2 again
+    again = aioflow.execute_graph(graph, journal=path, cache=True, pool_type="thread", merge_outputs=False)
+    assert again == first
+    assert tasks.runs() == {"a": 1, "b": 1}  # c (another module) took its unchanged inputs from the cache
 
 
 def test_changed_inputs_run_again_and_say_which(tasks: Tasks, tmp_path: Path) -> None:
