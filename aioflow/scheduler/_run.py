@@ -398,9 +398,10 @@ class _Execution:
         self._hooks = hooks
         self._observing = bool(hooks.observing)
         if self._observing:
-            from ..events import Event  # here: a run that nobody observes makes no event
+            from ..events import Event, node_event  # here: a run that nobody observes makes no event
 
             self._event_class: type[Event] = Event
+            self._node_event = node_event
         # For the events of a run that is observed: the executor's future of each call
         # (`_Submitted`), and the worker of each firing that ended, until its event.
         self._submitted = _Submitted()
@@ -463,20 +464,13 @@ class _Execution:
         """Hand an event to the hooks that observe (``on_event`` among them); one that raises stops the run."""
         if not self._observing:
             return
-        make = self._event_class
         if firing is None:
-            event = make(kind=kind, graph_id=self.graph.id, time=time.monotonic(), total=total)
+            event = self._event_class(kind=kind, graph_id=self.graph.id, time=time.monotonic(), total=total)
         else:
             worker = self._workers.pop(firing.order, None) if kind != "node.started" and self._workers else None
-            event = make(
-                kind=kind,
-                graph_id=self.graph.id,
-                time=time.monotonic(),
-                node_id=firing.node_id,
-                number=firing.number,
-                error=error,
-                worker_pid=worker[0] if worker is not None else None,
-                worker_host=worker[1] if worker is not None else None,
+            pid, host = worker if worker is not None else (None, None)
+            event = self._node_event(
+                kind, self.graph.id, time.monotonic(), firing.node_id, firing.number, error, pid, host
             )
         try:
             self._hooks.observe(Step(event, firing, outputs))

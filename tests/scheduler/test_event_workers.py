@@ -96,3 +96,21 @@ def test_the_gevent_pool_names_this_process() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
+
+
+def test_the_engines_quick_node_event_is_the_event_the_class_makes() -> None:
+    """`aioflow.events.node_event` fills every field, as ``Event(...)`` does."""
+    import dataclasses
+
+    from aioflow.events import Event, node_event
+
+    error = ValueError("x")
+    quick = node_event("node.failed", "g", 1.5, ("s", 1), 2, error, 42, "h")
+    made = Event(kind="node.failed", graph_id="g", time=1.5, node_id=("s", 1), number=2, error=error,
+                 worker_pid=42, worker_host="h")  # fmt: skip
+    assert quick == made
+    assert hash(quick) == hash(made)
+    assert repr(quick) == repr(made)
+    assert set(vars(quick)) == {f.name for f in dataclasses.fields(Event)}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.number = 3  # type: ignore[misc]
