@@ -491,11 +491,11 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         _out(json.dumps([run._asdict() for run in runs], indent=2))
         return EXIT_OK
-    header = ("RUN", "GRAPH", "STARTED", "STATE", "DONE", "FAILED", "UNENDED")
+    header = ("RUN", "GRAPH", "STARTED", "STATE", "DONE", "FAILED", "UNENDED", "REUSED")
     rows = [
         (
             run.run_id, run.graph_id, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started)), run.state,
-            str(run.finished), str(run.failed), str(run.started_firings),
+            str(run.finished), str(run.failed), str(run.started_firings), str(run.reused),
         )
         for run in runs
     ]  # fmt: skip

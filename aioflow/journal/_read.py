@@ -35,6 +35,8 @@ class RunSummary(NamedTuple):
         host / pid: the process that drove it.
         finished / failed: how many of its firings ended so.
         started_firings: how many firings were started and not ended.
+        reused: how many of its finished firings were taken from the
+            journal (a resumed run's, a cached run's) instead of run.
     """
 
     run_id: str
@@ -47,6 +49,7 @@ class RunSummary(NamedTuple):
     finished: int
     failed: int
     started_firings: int
+    reused: int = 0
 
 
 class FiringRecord(NamedTuple):
@@ -75,7 +78,7 @@ class FiringRecord(NamedTuple):
 _RUNS = """
 SELECT r.run_id, r.graph_id, r.started, r.ended, r.state, r.host, r.pid,
        COALESCE(SUM(f.status = 'finished'), 0), COALESCE(SUM(f.status = 'failed'), 0),
-       COALESCE(SUM(f.status = 'started'), 0)
+       COALESCE(SUM(f.status = 'started'), 0), COALESCE(SUM(f.reused_from IS NOT NULL), 0)
 FROM runs AS r LEFT JOIN firings AS f ON f.run_id = r.run_id
 GROUP BY r.run_id ORDER BY r.started, r.run_id
 """

@@ -287,6 +287,8 @@ def test_plan_and_why_on_the_command_line(
     assert cli.main(["run", "g.json", "--journal", path, "--cache", "--pool", "thread"]) == 0
     assert tasks.runs() == {"a": 1, "b": 1, "c": 1}
     capsys.readouterr()
+    assert cli.main(["runs", path, "--json"]) == 0
+    assert [(run["finished"], run["reused"]) for run in json.loads(capsys.readouterr().out)] == [(3, 0), (3, 3)]
     assert cli.main(["plan", "g.json", "--journal", path, "-i", "a:x=3"]) == 0
     out, err = capsys.readouterr()
     lines = {node: (action, reason) for action, node, reason in (line.split(None, 2) for line in out.splitlines())}

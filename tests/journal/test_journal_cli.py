@@ -41,9 +41,9 @@ def test_run_records_in_the_journal_and_runs_lists_it(tmp_path: Path, capsys: py
 
     assert cli.main(["runs", str(journal)]) == cli.EXIT_OK
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["RUN", "GRAPH", "STARTED", "STATE", "DONE", "FAILED", "UNENDED"]
+    assert lines[0].split() == ["RUN", "GRAPH", "STARTED", "STATE", "DONE", "FAILED", "UNENDED", "REUSED"]
     assert lines[1].split()[:2] == [run_id, "sum"]
-    assert lines[1].split()[-4:] == ["finished", "1", "0", "0"]
+    assert lines[1].split()[-5:] == ["finished", "1", "0", "0", "0"]
 
     assert cli.main(["runs", str(journal), "--json"]) == cli.EXIT_OK
     [listed] = json.loads(capsys.readouterr().out)
