@@ -478,7 +478,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _node_name(node_id: Any, execution: int) -> str:
-    name = ":".join(map(str, node_id)) if isinstance(node_id, tuple) else str(node_id)
+    from .journal._plan import node_name
+
+    name = node_name(node_id)
     return f"{name} #{execution}" if execution > 1 else name
 
 

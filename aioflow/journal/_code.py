@@ -23,8 +23,9 @@ read here (the module does not import in this process), the identity is
 ``None``, with the reason: such a node is never answered from the cache.
 
 Digests are computed once per process for each identifier and file
-version (`_IDENTITIES`): a graph of 10,000 nodes of one task reads its
-module once.
+version (`_IDENTITIES`), and `task_identities` asks once per task of a
+graph: a graph of 10,000 nodes of one task reads and looks at its module
+once.
 
 Imports: `aioflow._tasks` (to import a callable as a worker does).
 """
@@ -38,9 +39,11 @@ import sys
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from ..graph import Node
+    from collections.abc import Iterable
 
-__all__ = ["TaskIdentity", "task_identity"]
+    from ..graph import Node, NodeId
+
+__all__ = ["TaskIdentity", "task_identities", "task_identity"]
 
 
 class TaskIdentity(NamedTuple):
@@ -64,9 +67,22 @@ class TaskIdentity(NamedTuple):
 _IDENTITIES: dict[tuple[Any, ...], tuple[tuple[tuple[str, int, int], ...], TaskIdentity]] = {}
 
 
+def task_identities(nodes: Iterable[Node]) -> dict[NodeId, TaskIdentity]:
+    """Each node's `task_identity`: once per task, however many nodes run it (its files looked at once)."""
+    by_task: dict[tuple[Any, ...], TaskIdentity] = {}
+    identities = {}
+    for node in nodes:
+        key = _key(node)
+        identity = by_task.get(key)
+        if identity is None:
+            identity = by_task[key] = task_identity(node)
+        identities[node.id] = identity
+    return identities
+
+
 def task_identity(node: Node) -> TaskIdentity:
     """The identity of ``node``'s task (see the module's docstring)."""
-    key = (node.task_type, _hashable(node.task_identifier), node.task_generator)
+    key = _key(node)
     known = _IDENTITIES.get(key)
     if known is not None and all(_stat(path) == (path, size, mtime) for path, size, mtime in known[0]):
         return known[1]
@@ -76,8 +92,10 @@ def task_identity(node: Node) -> TaskIdentity:
     return identity
 
 
-def _hashable(value: Any) -> Any:
-    return value if isinstance(value, str) else repr(value)
+def _key(node: Node) -> tuple[Any, ...]:
+    """What names a node's task: its type, identifier (a string, or its repr) and generator."""
+    identifier = node.task_identifier
+    return node.task_type, identifier if isinstance(identifier, str) else repr(identifier), node.task_generator
 
 
 def _compute(node: Node, files: list[tuple[str, int, int]]) -> TaskIdentity:

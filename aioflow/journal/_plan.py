@@ -23,7 +23,6 @@ Imports: `aioflow.scheduler` (to run the state machine), `_record`, `_store`.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -32,20 +31,21 @@ from ._record import TaskCache, inputs_digest, inputs_shown, node_key
 from ._store import connect_to_read
 
 if TYPE_CHECKING:
+    import os
     import sqlite3
     from collections.abc import Mapping
 
     from ..graph import Graph, Node, NodeId
     from ..scheduler._state import Firing
 
-__all__ = ["Plan", "PlannedFiring", "WouldRun", "plan", "plan_async"]
+__all__ = ["Plan", "PlannedFiring", "WouldRun", "node_name", "plan", "plan_async"]
 
-# The latest finished firing of a node (and execution number) in the runs of a graph id.
+# The finished firings of the runs of a graph id, oldest end first (`_Planner`
+# keeps the latest of each node and execution number). One read for the plan.
 _EARLIER = (
-    "SELECT f.task_digest, f.inputs_digest, f.inputs_shown, f.outputs IS NOT NULL, f.outputs_note, f.run_id, f.seq "
-    "FROM firings AS f JOIN runs AS r ON r.run_id = f.run_id "
-    "WHERE f.node_id = ? AND f.execution = ? AND f.status = 'finished' AND r.graph_id = ? "
-    "ORDER BY f.ended DESC LIMIT 1"
+    "SELECT f.node_id, f.execution, f.task_digest, f.inputs_digest, f.inputs_shown, f.outputs IS NOT NULL, "
+    "f.outputs_note, f.run_id, f.seq FROM firings AS f JOIN runs AS r ON r.run_id = f.run_id "
+    "WHERE f.status = 'finished' AND r.graph_id = ? ORDER BY f.ended"
 )
 
 
@@ -108,18 +108,11 @@ class Plan(NamedTuple):
 class _Planner(ExecutionHooks):
     """Hooks that answer every firing: from the cache, or with `WouldRun` outputs, noting why."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, conn: sqlite3.Connection, graph: Graph) -> None:
         self.firings: list[PlannedFiring] = []
-        self._conn: sqlite3.Connection | None = None
-        self._cache: TaskCache | None = None
-        self._graph: Graph | None = None
-        self._outputs_read: dict[NodeId, list[Any]] = {}
-
-    def running_with(self, conn: sqlite3.Connection, graph: Graph) -> None:
-        self._conn = conn
-        self._graph = graph
         self._cache = TaskCache(conn, graph)
+        # (node key, execution number) -> the rest of its latest `_EARLIER` row.
+        self._earlier = {(row[0], row[1]): row[2:] for row in conn.execute(_EARLIER, (graph.id,))}
         links = graph.links
         read: dict[NodeId, dict[Any, None]] = {nid: {} for nid in graph.nodes}
         for source, mapping, conditions in zip(links.sources, links.data_mappings, links.conditions, strict=True):
@@ -129,11 +122,10 @@ class _Planner(ExecutionHooks):
         self._outputs_read = {nid: list(names) for nid, names in read.items()}
 
     def answer(self, node: Node, firing: Firing) -> Mapping[Any, Any] | None:
-        assert self._cache is not None
         nid = firing.node_id
         running = _running_sources(firing.inputs)
         if running:
-            names = ", ".join(f"`{_show(r)}`" for r in running)
+            names = ", ".join(f"`{node_name(r)}`" for r in running)
             verb = "runs" if len(running) == 1 else "run"
             return self._runs(firing, f"its inputs come from {names}, which {verb}")
         identity = self._cache.identities[nid]
@@ -148,19 +140,17 @@ class _Planner(ExecutionHooks):
             )
             outputs: Mapping[Any, Any] = pickle.loads(data)  # the journal's own pickle
             return outputs
-        return self._runs(firing, self._why(node, firing, identity.digest, identity.name, digest))
+        return self._runs(firing, self._why(firing, identity.digest, identity.name, digest))
 
     def _runs(self, firing: Firing, reason: str) -> Mapping[Any, Any]:
         self.firings.append(PlannedFiring(firing.node_id, firing.number, "run", reason))
         marker = WouldRun(firing.node_id)
         return dict.fromkeys(self._outputs_read.get(firing.node_id, ()), marker)
 
-    def _why(self, node: Node, firing: Firing, task: str, name: str, digest: str | None) -> str:
-        assert self._conn is not None
-        assert self._graph is not None
-        row = self._conn.execute(_EARLIER, (node_key(firing.node_id), firing.number, self._graph.id)).fetchone()
+    def _why(self, firing: Firing, task: str, name: str, digest: str | None) -> str:
         if digest is None:
             return "its inputs cannot be compared (they cannot be pickled)"
+        row = self._earlier.get((node_key(firing.node_id), firing.number))
         if row is None:
             return "no earlier result"
         earlier_task, earlier_inputs, earlier_shown, kept, note, run_id, seq = row
@@ -204,8 +194,11 @@ def _inputs_changed(earlier_shown: str | None, inputs: Mapping[Any, Any]) -> str
     return "; ".join(changes) if changes else "its inputs changed"
 
 
-def _show(node_id: NodeId) -> str:
-    return ":".join(map(str, node_id)) if isinstance(node_id, tuple) else str(node_id)
+def node_name(node_id: NodeId) -> str:
+    """A node id as a plan shows it: a subgraph's node as its path, joined with ``:`` (as labels are)."""
+    from ..graph._build import _flatten_id
+
+    return ":".join(_flatten_id(node_id))
 
 
 async def plan_async(
@@ -220,11 +213,9 @@ async def plan_async(
     from ..scheduler import execute_graph_async
 
     loaded = load_graph(graph, inputs=inputs, **dict(load_options or {}))
-    path = os.fspath(journal)
-    conn = connect_to_read(path)
+    conn = connect_to_read(journal)
     try:
-        planner = _Planner(path)
-        planner.running_with(conn, loaded)
+        planner = _Planner(conn, loaded)
         await execute_graph_async(
             loaded, hooks=[planner], pool_type="thread", max_workers=1, raise_on_error=False, merge_outputs=False
         )
@@ -257,7 +248,7 @@ def _not_reached(graph: Graph, node_id: NodeId, running: set[NodeId]) -> str:
                 if source in running:
                     upstream_running.append(source)
     if upstream_running:
-        names = ", ".join(f"`{_show(r)}`" for r in sorted(upstream_running, key=repr))
+        names = ", ".join(f"`{node_name(r)}`" for r in sorted(upstream_running, key=repr))
         return f"whether it runs depends on what {names} will produce"
     return "it would not run: no link to it fires (a condition does not hold, or there is no error to handle)"
 

@@ -286,10 +286,10 @@ class TaskCache:
     """
 
     def __init__(self, conn: sqlite3.Connection, graph: Graph) -> None:
-        from ._code import task_identity
+        from ._code import task_identities
 
         self._conn = conn
-        self.identities = {nid: task_identity(node) for nid, node in graph.nodes.items()}
+        self.identities = task_identities(graph.nodes.values())
         digests = sorted({i.digest for i in self.identities.values() if i.digest is not None})
         self._index: dict[tuple[str, str], tuple[str, int]] = {}
         for chunk in range(0, len(digests), 500):  # SQLite's limit on parameters
