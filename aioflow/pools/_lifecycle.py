@@ -253,34 +253,41 @@ def _wait_exited(pids: list[int], timeout: float = 5.0) -> None:
     exits; elsewhere by looking at ``/proc`` every millisecond.
     """
     deadline = time.monotonic() + timeout
+    if _waited_on_pidfds(pids, deadline):
+        return
     alive = list(pids)
-    fds: list[int] = []
-    try:
-        try:
-            for pid in pids:
-                try:
-                    fds.append(os.pidfd_open(pid))
-                except ProcessLookupError:
-                    continue  # gone already
-        except (AttributeError, OSError):
-            pass  # no pidfds here: /proc below
-        else:
-            poller = select.poll()
-            for fd in fds:
-                poller.register(fd, select.POLLIN)
-            waiting = len(fds)
-            while waiting and (left := deadline - time.monotonic()) > 0:
-                for fd, _ in poller.poll(left * 1000):
-                    poller.unregister(fd)
-                    waiting -= 1
-            return
-    finally:
-        for fd in fds:
-            os.close(fd)
     while alive and time.monotonic() < deadline:
         alive = [pid for pid in alive if _alive_child(pid)]
         if alive:
             time.sleep(0.001)
+
+
+def _waited_on_pidfds(pids: list[int], deadline: float) -> bool:
+    """`_wait_exited` on pidfds; ``False``, having waited for nothing, where they cannot be had."""
+    open_pidfd = getattr(os, "pidfd_open", None)
+    if open_pidfd is None:
+        return False
+    fds: list[int] = []
+    try:
+        for pid in pids:
+            try:
+                fds.append(open_pidfd(pid))
+            except ProcessLookupError:
+                continue  # gone already
+            except OSError:
+                return False  # a kernel without pidfds
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        waiting = len(fds)
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            for fd, _ in poller.poll(left * 1000):
+                poller.unregister(fd)
+                waiting -= 1
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _alive_child(pid: int) -> bool:
