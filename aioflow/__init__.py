@@ -32,7 +32,9 @@ from ._errors import GraphError as GraphError
 from ._errors import IterationLimitError as IterationLimitError
 from ._errors import JournalError as JournalError
 from ._errors import MissingExtraError as MissingExtraError
+from ._errors import NodeCancelledError as NodeCancelledError
 from ._errors import NodeError as NodeError
+from ._errors import NodeTimeoutError as NodeTimeoutError
 from ._errors import OptionError as OptionError
 from ._errors import PoolClosedError as PoolClosedError
 from ._errors import PoolError as PoolError
@@ -50,9 +52,12 @@ if _typing.TYPE_CHECKING:
     from ._api import execute_graph_async as execute_graph_async
     from ._broken import InitializerFailed as InitializerFailed
     from ._executor import Executor as Executor
+    from ._handle import Run as Run
+    from ._handle import start as start
     from ._lost import WorkerLostError as WorkerLostError
     from ._results import MISSING as MISSING
     from ._results import Results as Results
+    from ._tasks import current_attempt as current_attempt
     from .events import Event as Event
     from .graph import Graph as Graph
     from .graph import Link as Link
@@ -77,6 +82,9 @@ _LAZY = {
     "open_pool": ".pools",
     "WorkerLostError": "._lost",
     "InitializerFailed": "._broken",
+    "current_attempt": "._tasks",
+    "start": "._handle",
+    "Run": "._handle",
     "execute_graph": "._api",
     "execute_graph_async": "._api",
 }
@@ -98,13 +106,16 @@ __all__ = [
     "Link",
     "MissingExtraError",
     "Node",
+    "NodeCancelledError",
     "NodeError",
+    "NodeTimeoutError",
     "OptionError",
     "Pool",
     "PoolClosedError",
     "PoolError",
     "RemoteError",
     "Results",
+    "Run",
     "SerialExecutionError",
     "SerialExecutionWarning",
     "TaskInputError",
@@ -114,10 +125,12 @@ __all__ = [
     "WorkerLostError",
     "__version__",
     "available_pools",
+    "current_attempt",
     "execute_graph",
     "execute_graph_async",
     "load_graph",
     "open_pool",
+    "start",
 ]
 
 

@@ -12,6 +12,7 @@ its own, a helper thread, or the gevent bridge).
 
 from __future__ import annotations
 
+import contextvars
 from typing import TYPE_CHECKING, Any
 
 from ._errors import OptionError
@@ -30,9 +31,13 @@ if TYPE_CHECKING:
     from .journal import JournalRun
     from .pools import Pool
     from .pools._options import PoolKeywords
-    from .scheduler import ExecutionHooks
+    from .scheduler import ExecutionHooks, Steering
 
 __all__ = ["execute_graph", "execute_graph_async"]
+
+# The steering of a run started by `aioflow.start`, set in its task's context
+# (`aioflow._handle`); the run takes it, and nothing it starts sees it.
+_STEERING: contextvars.ContextVar[Steering | None] = contextvars.ContextVar("aioflow_steering", default=None)
 
 
 @takes_pool_keywords
@@ -56,6 +61,9 @@ async def execute_graph_async(
     journal: str | os.PathLike[str] | JournalRun | None = None,
     resume: str | bool | None = None,
     cache: bool = False,
+    node_defaults: Mapping[str, Any] | None = None,
+    pools: Mapping[str, Mapping[str, Any] | Pool] | None = None,
+    default_pool: str | None = None,
     **pool_keywords: Unpack[PoolKeywords],
 ) -> Results:
     """Execute a graph and return its results.
@@ -103,6 +111,18 @@ async def execute_graph_async(
         cache: with a journal path: take a firing's outputs from any earlier
             firing in the journal of the same task, code included, and the
             same inputs (docs/journal.md, "The cache").
+        node_defaults: the per-node settings (``timeout``, ``retries``,
+            ``retry_delay``, ``retry_on``, ``priority``) of every node that
+            does not set them in its ``"aioflow"`` attribute
+            (docs/graph-format.md, "Per-node control").
+        pools: several pools in one execution: name -> the pool keywords of a
+            pool opened for it (``{"pool_type": "process", "max_workers":
+            8}``), or an open pool (`aioflow.open_pool`). A node runs on the
+            pool its ``"aioflow"`` attribute names (``"pool": "cpu"``), the
+            others on ``default_pool``, or on the execution's own pool (the
+            keywords above, or ``pool``) without one.
+        default_pool: the name in ``pools`` of the pool of the nodes that name
+            none (then ``pool`` and the pool keywords are not given).
 
     Returns:
         The selected outputs, as `aioflow.Results` (a dict).
@@ -116,6 +136,8 @@ async def execute_graph_async(
             the outputs of the nodes that finished.
         ExecutionTimeoutError: ``timeout`` expired.
         IterationLimitError: a node would run more than ``max_iterations`` times.
+        NodeTimeoutError: is the error of a node that ran past its
+            ``timeout`` (wrapped in `NodeError` when it stops the run).
     """
     return await _execute(
         graph,
@@ -131,8 +153,19 @@ async def execute_graph_async(
         startargs=startargs,
         load_options=load_options,
         hooks=[*_journal_hooks(journal, resume, cache), *_ewoks_hooks(varinfo, execinfo, task_options)],
+        node_defaults=node_defaults,
+        pools=pools,
+        default_pool=default_pool,
+        steering=_taken_steering(),
         **pool_keywords,
     )
+
+
+def _taken_steering() -> Steering | None:
+    steering = _STEERING.get()
+    if steering is not None:
+        _STEERING.set(None)
+    return steering
 
 
 def _journal_hooks(journal: Any, resume: Any = None, cache: Any = False) -> list[ExecutionHooks]:

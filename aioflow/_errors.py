@@ -65,7 +65,9 @@ __all__ = [
     "IterationLimitError",
     "JournalError",
     "MissingExtraError",
+    "NodeCancelledError",
     "NodeError",
+    "NodeTimeoutError",
     "OptionError",
     "PoolClosedError",
     "PoolError",
@@ -215,16 +217,73 @@ class NodeError(ExecutionError):
 
     Attributes:
         node_id: the failed node.
-        error: the task's exception (the same object as ``__cause__``).
+        error: the task's exception (the same object as ``__cause__``): that
+            of its last attempt.
+        attempts: the error of every attempt, in order (the last is
+            ``error``): one for a node without retries.
     """
 
     node_id: Any
     error: BaseException
+    attempts: tuple[BaseException, ...]
 
-    def __init__(self, graph_id: str, node_id: Any, error: BaseException, results: Results) -> None:
+    def __init__(
+        self,
+        graph_id: str,
+        node_id: Any,
+        error: BaseException,
+        results: Results,
+        attempts: Iterable[BaseException] = (),
+    ) -> None:
+        attempts = tuple(attempts) or (error,)
         what = f"{type(error).__name__}: {error}"
-        msg = f"graph {graph_id!r}: node {format_node_id(node_id)} failed: {what}"
-        super().__init__(msg, graph_id=graph_id, node_id=node_id, error=error, results=results)
+        tried = f" (attempt {len(attempts)} of {len(attempts)})" if len(attempts) > 1 else ""
+        msg = f"graph {graph_id!r}: node {format_node_id(node_id)} failed{tried}: {what}"
+        super().__init__(msg, graph_id=graph_id, node_id=node_id, error=error, results=results, attempts=attempts)
+
+
+class NodeTimeoutError(AioflowError, TimeoutError):
+    """One attempt of a node's task ran past the node's ``timeout`` (its ``"aioflow"`` attribute).
+
+    The node fails with it at its deadline. On a process pool the worker
+    that ran the task was killed, with the processes the task started, and
+    replaced; on the ``thread`` pool the task was interrupted where Python
+    code runs (`TaskInterrupted`), and may still run if it was blocked in a
+    C call (``stopped`` says which).
+
+    Attributes:
+        node_id: the node.
+        timeout: its limit, in seconds.
+        stopped: how the running task was stopped, in words.
+    """
+
+    node_id: Any
+    timeout: float
+    stopped: str
+
+    def __init__(self, graph_id: str, node_id: Any, timeout: float, stopped: str) -> None:
+        msg = f"graph {graph_id!r}: node {format_node_id(node_id)} ran past its timeout of {timeout:g} s ({stopped})"
+        super().__init__(msg, graph_id=graph_id, node_id=node_id, timeout=timeout, stopped=stopped)
+
+
+class NodeCancelledError(AioflowError):
+    """A node's firing was cancelled from outside while the execution went on (``run.cancel(node_id)``).
+
+    The node fails with it: its ``on_error`` links fire, and the execution
+    goes on as after any failure. Its task was stopped as for a timeout (see
+    `NodeTimeoutError`; ``stopped`` says how), or had not started.
+
+    Attributes:
+        node_id: the node.
+        stopped: how its task was stopped, in words.
+    """
+
+    node_id: Any
+    stopped: str
+
+    def __init__(self, graph_id: str, node_id: Any, stopped: str) -> None:
+        msg = f"graph {graph_id!r}: node {format_node_id(node_id)} was cancelled ({stopped})"
+        super().__init__(msg, graph_id=graph_id, node_id=node_id, stopped=stopped)
 
 
 class ExecutionTimeoutError(ExecutionError, TimeoutError):

@@ -46,10 +46,15 @@ class Results(dict[Any, Any]):
             ``on_error`` handler. Empty when everything succeeded.
         executions: node id -> how many times the node ran (loops run a node
             more than once; nodes that never ran are absent).
+        attempts: node id -> the error of every failed attempt of the node's
+            firings, in order, for the nodes that had one and have
+            ``retries`` (the ``"aioflow"`` node attribute), whether a later
+            attempt succeeded or not. Empty otherwise.
     """
 
     errors: dict[Any, BaseException]
     executions: dict[Any, int]
+    attempts: dict[Any, tuple[BaseException, ...]]
 
     def __init__(
         self,
@@ -57,10 +62,12 @@ class Results(dict[Any, Any]):
         *,
         errors: dict[Any, BaseException] | None = None,
         executions: dict[Any, int] | None = None,
+        attempts: dict[Any, tuple[BaseException, ...]] | None = None,
     ) -> None:
         super().__init__(data or {})
         self.errors = dict(errors or {})
         self.executions = dict(executions or {})
+        self.attempts = dict(attempts or {})
 
     @property
     def failed(self) -> bool:
@@ -71,7 +78,7 @@ class Results(dict[Any, Any]):
         return (
             Results,
             (dict(self),),
-            {"errors": self.errors, "executions": self.executions},
+            {"errors": self.errors, "executions": self.executions, "attempts": self.attempts},
         )
 
     def __repr__(self) -> str:

@@ -21,6 +21,7 @@ module once.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import importlib.util
 import inspect
@@ -40,6 +41,7 @@ __all__ = [
     "ChainedCall",
     "TaskCall",
     "TaskOutcome",
+    "current_attempt",
     "import_callable",
     "link_data",
     "run_chained",
@@ -78,6 +80,8 @@ class TaskCall(NamedTuple):
             the kind's.
         input_tags: input name -> the token of the upstream output the input's
             value came from (see `TaskOutcome`); ``None`` when no input has one.
+        attempt: which attempt of the firing this is: 1, then 2... as the
+            node's ``retries`` run it again (`current_attempt`).
     """
 
     node_id: Any
@@ -88,6 +92,7 @@ class TaskCall(NamedTuple):
     context: Any = None
     runner: str | None = None
     input_tags: Mapping[Any, Any] | None = None
+    attempt: int = 1
 
     @property
     def call_name(self) -> Any:
@@ -118,7 +123,26 @@ def run_task(call: TaskCall) -> dict[Any, Any] | TaskOutcome:
     runner: Callable[[TaskCall], dict[Any, Any] | TaskOutcome] = resolve(
         call.runner or task_kind(call.task_type).runner
     )
-    return runner(call)
+    if call.attempt == 1:
+        return runner(call)
+    token = _ATTEMPT.set(call.attempt)
+    try:
+        return runner(call)
+    finally:
+        _ATTEMPT.reset(token)
+
+
+# The attempt of the task running in this thread (`current_attempt`): set for retries only.
+_ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("aioflow_attempt", default=1)
+
+
+def current_attempt() -> int:
+    """Which attempt of its node's firing the calling task is: 1, then 2, 3... as the node's ``retries`` run it again.
+
+    Read in a task, on any pool (the attempt travels with the call); 1
+    outside a task.
+    """
+    return _ATTEMPT.get()
 
 
 def link_data(

@@ -63,6 +63,7 @@ import threading
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 from ._api import execute_graph
@@ -136,6 +137,56 @@ class _Parser(argparse.ArgumentParser):
 
 
 # --------------------------------------------------------------------------- -i NODE:NAME=VALUE
+
+
+def _object_arg(text: str, what: str) -> dict[str, Any]:
+    """A JSON object given inline, or a JSON or YAML file holding one.
+
+    Raises:
+        argparse.ArgumentTypeError: neither, or the file cannot be read.
+    """
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            msg = f"not a valid JSON object ({exc})"
+            raise argparse.ArgumentTypeError(msg) from None
+    else:
+        try:
+            content = Path(text).read_text(encoding="utf-8")
+        except OSError as exc:
+            msg = f"neither a JSON object nor a file that can be read ({exc.strerror or exc}: {text!r})"
+            raise argparse.ArgumentTypeError(msg) from None
+        try:
+            value = json.loads(content)
+        except json.JSONDecodeError:
+            import yaml  # a YAML file: PyYAML is a dependency of aioflow's graph loading
+
+            try:
+                value = yaml.safe_load(content)
+            except yaml.YAMLError as exc:
+                msg = f"{text!r} is neither JSON nor YAML ({exc})"
+                raise argparse.ArgumentTypeError(msg) from None
+    if not isinstance(value, dict):
+        msg = f"must be {what} (got a {type(value).__name__})"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def node_defaults_arg(text: str) -> dict[str, Any]:
+    """``--node-defaults``: a JSON object, or a JSON or YAML file holding one (checked by the run)."""
+    return _object_arg(text, "an object like a node's 'aioflow' attribute")
+
+
+def pool_config_arg(text: str) -> dict[str, Any]:
+    """``--pool-config``: ``{"pools": {name: pool keywords}, "default_pool": name}``, inline or in a JSON or YAML file."""
+    value = _object_arg(text, 'an object {"pools": {NAME: {"pool_type": ..., ...}}, "default_pool": NAME}')
+    unknown = set(value) - {"pools", "default_pool"}
+    if "pools" not in value or unknown:
+        found = f"its keys are {', '.join(map(repr, value))}" if value else "it is empty"
+        msg = f'must be an object {{"pools": {{NAME: {{"pool_type": ..., ...}}}}, "default_pool": NAME}} ({found})'
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 @dataclass(frozen=True)
@@ -425,6 +476,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "context": args.context,
         **({} if args.idle_timeout is None else {"idle_timeout": args.idle_timeout}),
         "max_iterations": args.max_iterations,
+        "node_defaults": getattr(args, "node_defaults", None),
+        **(getattr(args, "pool_config", None) or {}),
     }
     if args.journal is not None:
         from .journal import JournalRun
@@ -785,6 +838,27 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("--max-iterations", type=int, metavar="N", help="the most times any node may run (loops)")
+    run.add_argument(
+        "--node-defaults",
+        type=node_defaults_arg,
+        metavar="JSON|FILE",
+        help=(
+            "per-node settings for every node that does not set them in its 'aioflow' attribute, "
+            'as a JSON object or a JSON/YAML file: e.g. \'{"timeout": 60, "retries": 2}\' '
+            "(keys: timeout, retries, retry_delay, retry_on, priority)"
+        ),
+    )
+    run.add_argument(
+        "--pool-config",
+        type=pool_config_arg,
+        metavar="JSON|FILE",
+        help=(
+            "several pools in one run, for the nodes whose 'aioflow' attribute names one: "
+            '{"pools": {"cpu": {"pool_type": "process", "max_workers": 8}, "io": {"pool_type": "thread"}}, '
+            '"default_pool": "cpu"} as JSON or in a JSON/YAML file (without default_pool, the other nodes run '
+            "on --pool)"
+        ),
+    )
     run.add_argument(
         "--no-uvloop", action="store_true", help="use asyncio's own event loop even if uvloop is installed"
     )

@@ -4,7 +4,11 @@ Pass ``on_event=callback`` to `aioflow.execute_graph` or
 `aioflow.execute_graph_async`; the callback is called in the event loop's
 thread, in order, with one `Event` per step:
 
-``graph.started`` -> (``node.started`` -> ``node.finished`` | ``node.failed``)* -> ``graph.finished``
+``graph.started`` -> (``node.started`` -> ``node.retried``* -> ``node.finished`` | ``node.failed``)* -> ``graph.finished``
+
+``node.retried``: an attempt of the firing failed (``error``) and the node's
+``retries`` run it again (the ``"aioflow"`` node attribute); ``attempt``
+counts the attempts.
 
 Costs nothing when nobody listens. An exception raised by the callback stops
 the execution and is raised to the caller.
@@ -17,7 +21,7 @@ from typing import Any, Literal
 
 __all__ = ["Event", "EventKind"]
 
-EventKind = Literal["graph.started", "graph.finished", "node.started", "node.finished", "node.failed"]
+EventKind = Literal["graph.started", "graph.finished", "node.started", "node.retried", "node.finished", "node.failed"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class Event:
         node_id: the node (``None`` for graph events).
         number: the node's execution number (1 the first time; loops count up).
         time: ``time.monotonic()`` when it happened.
-        error: the exception, for ``node.failed``.
+        error: the exception, for ``node.failed`` and ``node.retried``.
         total: for ``graph.started``, the number of nodes (loops and
             conditions may run more or fewer).
         worker_pid / worker_host: for ``node.finished`` and ``node.failed``,
@@ -39,6 +43,9 @@ class Event:
             other local pools; ``None`` on the cluster pools, for a firing
             answered without running (a resumed or cached run), and for a
             call the pool refused or never gave a worker.
+        attempt: for node events, the attempt of the firing it is about: 1,
+            then 2, 3... as the node's ``retries`` run it again
+            (``node.retried`` is about the attempt that failed).
     """
 
     kind: EventKind
@@ -50,6 +57,7 @@ class Event:
     total: int = 0
     worker_pid: int | None = None
     worker_host: str | None = None
+    attempt: int = 1
 
 
 _new = object.__new__
@@ -64,6 +72,7 @@ def node_event(
     error: BaseException | None,
     worker_pid: int | None,
     worker_host: str | None,
+    attempt: int = 1,
 ) -> Event:
     """A node's `Event`, as ``Event(...)`` makes it, at a third of the cost: the engine makes two per firing.
 
@@ -74,6 +83,6 @@ def node_event(
     event: Event = _new(Event)
     event.__dict__.update(
         kind=kind, graph_id=graph_id, time=time, node_id=node_id, number=number, error=error, total=0,
-        worker_pid=worker_pid, worker_host=worker_host,
+        worker_pid=worker_pid, worker_host=worker_host, attempt=attempt,
     )  # fmt: skip
     return event

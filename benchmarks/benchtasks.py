@@ -98,3 +98,60 @@ def calibrate_cpu(target_s: float, repeats: int = 3) -> tuple[int, float]:
         times.append(time.perf_counter() - t0)
     times.sort()
     return n, times[len(times) // 2]
+
+
+def marked_spin(path: str, seconds: float = 30.0) -> str:
+    """Write ``time.monotonic()`` to ``path`` as the task starts, then run Python code for ``seconds``.
+
+    The clock is the machine's (``CLOCK_MONOTONIC``): the driver compares it
+    with its own to time how long after a node's deadline it fails. Interruptible
+    between bytecodes, so a thread pool can stop it too.
+
+    Args:
+        path: where to write the start time.
+        seconds: how long to run.
+
+    Returns:
+        ``path``.
+    """
+    with open(path, "w") as f:
+        f.write(repr(time.monotonic()))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.002)
+    return path
+
+
+def fail_first(failures: int, x: int = 0) -> int:
+    """Fail with ``OSError`` on the first ``failures`` attempts of the firing, then return ``x + 1``.
+
+    Args:
+        failures: how many attempts fail.
+        x: the upstream value.
+
+    Returns:
+        ``x + 1``.
+    """
+    import aioflow  # here: only the tasks that retry read their attempt
+
+    attempt = aioflow.current_attempt()
+    if attempt <= failures:
+        msg = f"attempt {attempt} of {failures + 1}"
+        raise OSError(msg)
+    return x + 1
+
+
+def spin(seconds: float, x: int = 0) -> int:
+    """Run Python code for ``seconds`` (a thread pool can interrupt it), then return ``x + 1``.
+
+    Args:
+        seconds: how long to run.
+        x: the upstream value.
+
+    Returns:
+        ``x + 1``.
+    """
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(0.002)
+    return x + 1

@@ -19,6 +19,7 @@ from aioflow import (
     IterationLimitError,
     MissingExtraError,
     NodeError,
+    NodeTimeoutError,
     OptionError,
     PoolClosedError,
     PoolError,
@@ -38,6 +39,8 @@ INSTANCES = [
     MissingExtraError("pool 'dask'", "distributed", "dask"),
     TaskInputError("fit", "missing the required input(s) 'x'", ["x"]),
     NodeError("g", "n", ValueError("boom"), RESULTS),
+    NodeError("g", "n", ValueError("third"), RESULTS, [OSError("first"), OSError("second"), ValueError("third")]),
+    NodeTimeoutError("g", "n", 1.5, "its worker process was killed"),
     ExecutionTimeoutError("g", 2.5, ["n1", ("sub", "n2")], RESULTS),
     IterationLimitError("g", "loop", 10, RESULTS),
     WorkerLostError("graph 'g': node 'n' lost its worker process", node_id="n"),
@@ -57,6 +60,8 @@ def test_every_error_pickles_round_trip(error: AioflowError) -> None:
     for name, value in error._fields.items():
         if isinstance(value, BaseException):
             assert type(getattr(copy, name)) is type(value)
+        elif isinstance(value, tuple) and value and isinstance(value[0], BaseException):
+            assert [(type(e), str(e)) for e in getattr(copy, name)] == [(type(e), str(e)) for e in value]
         else:
             assert getattr(copy, name) == value
 
@@ -71,6 +76,7 @@ def test_every_error_pickles_round_trip(error: AioflowError) -> None:
         (TransferError, (AioflowError, TypeError, pickle.PicklingError)),
         (NodeError, (ExecutionError,)),
         (ExecutionTimeoutError, (ExecutionError, TimeoutError)),
+        (NodeTimeoutError, (AioflowError, TimeoutError)),
         (IterationLimitError, (ExecutionError, RuntimeError)),
         (WorkerLostError, (PoolError, concurrent.futures.BrokenExecutor, concurrent.futures.process.BrokenProcessPool)),
         (PoolClosedError, (PoolError, RuntimeError)),
@@ -82,6 +88,15 @@ def test_errors_derive_from_the_matching_stdlib_class(cls: type, bases: tuple[ty
     assert issubclass(cls, AioflowError)
     for base in bases:
         assert issubclass(cls, base)
+
+
+def test_a_node_error_names_its_attempts() -> None:
+    """A node that failed after retries says how many attempts it had; its errors are all there, in order."""
+    errors = [OSError("first"), ValueError("second")]
+    error = NodeError("g", "n", errors[-1], RESULTS, errors)
+    assert str(error) == "graph 'g': node 'n' failed (attempt 2 of 2): ValueError: second"
+    assert error.attempts == tuple(errors)
+    assert NodeError("g", "n", errors[0], RESULTS).attempts == (errors[0],)
 
 
 def test_task_interrupted_is_not_swallowed_by_except_exception() -> None:

@@ -7,7 +7,7 @@ The layers, from the bottom::
 
     top       aioflow (the package's lazy names), aioflow.__main__
     cli       aioflow.cli
-    faces     aioflow._api, aioflow._executor, aioflow.parallel, aioflow.parsl
+    faces     aioflow._api, aioflow._handle, aioflow._executor, aioflow.parallel, aioflow.parsl
     plug-ins  aioflow.ewoks, aioflow.journal
     engine    aioflow.scheduler
     tasks     aioflow._tasks, _kinds    pools    aioflow.pools      (side by side: neither knows the other)
@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
     ("pools", 2, ("pools",)),
     ("engine", 3, ("scheduler",)),
     ("plug-ins", 4, ("ewoks", "journal")),
-    ("faces", 5, ("_api", "_executor", "parallel", "parsl")),
+    ("faces", 5, ("_api", "_handle", "_executor", "parallel", "parsl")),
     ("cli", 6, ("cli",)),
     ("top", 7, ("", "__main__")),
 ]

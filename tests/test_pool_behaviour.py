@@ -10,6 +10,7 @@ body in a fresh gevent-patched interpreter.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -464,3 +465,31 @@ def test_a_dead_worker_s_replacement_runs_the_error_handler_and_the_next_executi
     assert results.executions == {"boom": 1, "handler": 1}
     assert results["handler"]["return_value"] not in (os.getpid(), None)
     assert again["return_value"] == results["handler"]["return_value"]
+
+
+# --------------------------------------------------------------------------- forked while another thread imports
+
+
+@pytest.mark.needs("processes")
+def test_a_worker_forked_while_another_thread_imports_a_module_can_import_it(
+    local_pool: LocalPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked worker does not inherit a half-made import and its held lock: it imports the module afresh.
+
+    The parent's thread is inside the module's body when the worker forks;
+    the worker then unpickles a call of a function of that module. Without
+    `aioflow.pools._lifecycle.forget_unfinished_imports` it waits forever
+    for a lock whose holder does not exist in it.
+    """
+    (tmp_path / "slowly_imported.py").write_text("import time\ntime.sleep(1.5)\n\n\ndef value():\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slowly_imported", raising=False)
+    importer = threading.Thread(target=importlib.import_module, args=("slowly_imported",))
+    importer.start()
+    try:
+        time.sleep(0.3)  # the thread is in the module's body now
+        graph = {"nodes": [method_node("v", "slowly_imported.value")]}
+        results = aioflow.execute_graph(graph, timeout=DEADLINE, **local_pool.options(max_workers=1, context="fork"))
+    finally:
+        importer.join()
+    assert results == {"return_value": 42}

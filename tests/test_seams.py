@@ -92,10 +92,13 @@ def test_the_faces_keep_their_documented_signatures() -> None:
         "journal": None,
         "resume": None,
         "cache": False,
+        "node_defaults": None,
+        "pools": None,
+        "default_pool": None,
     }
     face = inspect.signature(aioflow.execute_graph_async).parameters
     assert {name: p.default for name, p in face.items()} == documented
     assert list(inspect.signature(aioflow.execute_graph).parameters) == ["graph", "uvloop", "options"]
     engine = inspect.signature(aioflow.scheduler.execute_graph_async).parameters
     faces_only = {"varinfo", "execinfo", "task_options", "journal", "resume", "cache"}
-    assert set(engine) == set(documented) - faces_only | {"hooks"}
+    assert set(engine) == set(documented) - faces_only | {"hooks", "steering"}

@@ -21,6 +21,7 @@ from itertools import repeat
 from operator import and_, contains, itemgetter
 from typing import TYPE_CHECKING, Any
 
+from ._control import CONTROL_KEY, check_control
 from ._model import TASK_TYPES
 from ._report import _At
 from ._show import _did_you_mean, _fmt, _show
@@ -179,6 +180,11 @@ def normalise_node(report: _Report, raw: Any, position: int, where: str) -> dict
     dea = node.get("default_error_attributes")
     if dea is not None:
         node["default_error_attributes"] = link_attributes(report, dea, here, "'default_error_attributes'")
+    if CONTROL_KEY in node:
+        if task_type == "graph":
+            report.problem(here, f"{CONTROL_KEY!r} settings go on task nodes (a graph node's would not apply)")
+        for problem in check_control(node[CONTROL_KEY]):
+            report.problem(here, f"{CONTROL_KEY!r}: {problem}")
     for key, value in node.items():
         if key not in _NODE_KEYS:
             node[key] = report.copied(value, here, f"the attribute {_show(key)}")

@@ -464,7 +464,7 @@ class JournalRun(ExecutionHooks):
             # Held back: a firing that ends before the next hand-over is
             # written once, as it ends (`_hand_over` writes the others).
             self._pending[firing.order] = row
-        else:
+        elif kind != "node.retried":  # an attempt that failed and runs again: the firing goes on
             self._ended(step)
         if self._hand_over_at is None and self._loop is not None:
             self._hand_over_at = self._loop.call_later(Writer.PERIOD, self._hand_over)

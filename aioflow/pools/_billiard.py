@@ -133,7 +133,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import MissingExtraError, OptionError
 from ._base import Pool
-from ._futures import note_worker
+from ._futures import note_worker, noted_worker, settle
 from ._lifecycle import kill_descendants, kill_process_trees, ready_to_fork, worker_initializer
 from ._options import DEFAULT_IDLE_TIMEOUT, PoolOptions
 from ._outcomes import BrokenBilliardPool, not_loadable, unpack_error
@@ -207,6 +207,7 @@ def _call_in_worker(call: bytes) -> bytes:
 class _Job:
     future: concurrent.futures.Future[Any]
     started: bool = False
+    stop: bool = False  # stopped before a worker took it (`stop_job`): that worker is killed as it does
 
 
 class BilliardExecutor(concurrent.futures.Executor):
@@ -424,6 +425,29 @@ class BilliardExecutor(concurrent.futures.Executor):
             job.started = True
             note_worker(job.future, pid)
             job.future.set_running_or_notify_cancel()
+            stop = job.stop
+        if stop:
+            kill_process_trees([pid])  # the worker just took it: nothing else runs there
+
+    def stop_job(self, future: concurrent.futures.Future[Any]) -> None:
+        """Stop one call: kill the worker running it, with the processes it started; one that takes it later dies too.
+
+        A job billiard queued runs once a worker takes it, cancelled or not:
+        its worker is killed as it acknowledges the job. The pool replaces a
+        killed worker; the other jobs go on.
+        """
+        pid = None
+        with self._lock:
+            job = self._jobs.get(future)
+            if job is None:
+                return  # over
+            if job.started:
+                worker = noted_worker(future)
+                pid = worker[0] if worker is not None else None
+            else:
+                job.stop = True
+        if pid is not None:
+            kill_process_trees([pid])
 
     def _on_result(self, job: _Job, payload: bytes) -> None:
         try:
@@ -452,10 +476,8 @@ class BilliardExecutor(concurrent.futures.Executor):
                 job.started = True
                 if not future.set_running_or_notify_cancel():
                     return  # cancelled while waiting for a worker
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+        # A job cancelled before a worker took it ran all the same: its future stays cancelled.
+        settle(future, result=result, error=error)
 
 
 # --------------------------------------------------------------------------- the pool
@@ -498,3 +520,11 @@ class BilliardPool(Pool):
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
         assert isinstance(executor, BilliardExecutor)
         executor.abort()
+
+    def stop_call(
+        self, executor: concurrent.futures.Executor, owner: object, future: concurrent.futures.Future[Any] | None
+    ) -> None:
+        # Not future.cancel(): a job billiard queued runs all the same (`BilliardExecutor.stop_job`).
+        if future is not None:
+            assert isinstance(executor, BilliardExecutor)
+            executor.stop_job(future)

@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolClosedError, PoolError
 from ._base import Pool
-from ._futures import Owned, in_place, settle
+from ._futures import Owned, in_place, owned_by, settle
 from ._outcomes import DaskTaskLost, unpicklable_type
 from ._threads import run_in_own_thread
 
@@ -397,7 +397,7 @@ class _DaskExecutor(concurrent.futures.Executor):
 
     def calls(self, owner: object | None = None) -> list[_Call]:
         with self._lock:
-            return [c for c in self._calls.values() if owner is None or c.owner is owner]
+            return [c for c in self._calls.values() if owner is None or owned_by(c.owner, owner)]
 
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
         with self._idle:

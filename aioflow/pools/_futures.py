@@ -1,7 +1,7 @@
 """Calls and futures as the pools and the engine's faces share them: whose call it is, and how it ends.
 
 `Owned` marks a call with the execution it belongs to, so that a pool can
-stop one execution's calls alone; `in_place` puts the results a chained
+stop one execution's calls alone (or one call: `OneCall`, `owned_by`); `in_place` puts the results a chained
 call waited for into its arguments. `settle` and `cancel_queued` end a
 `concurrent.futures.Future` from whichever thread learns its outcome, as
 an executor's worker would. `note_worker` notes on a call's future which
@@ -12,12 +12,23 @@ pool's: it imports nothing but `concurrent.futures`.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Owned", "cancel_queued", "in_place", "note_worker", "noted_worker", "settle", "this_host"]
+__all__ = [
+    "OneCall",
+    "Owned",
+    "cancel_queued",
+    "in_place",
+    "note_worker",
+    "noted_worker",
+    "owned_by",
+    "settle",
+    "this_host",
+]
 
 # The attribute of a call's future that names its worker (`note_worker`).
 _WORKER = "_aioflow_worker"
@@ -43,6 +54,23 @@ def noted_worker(future: concurrent.futures.Future[Any]) -> tuple[int, str] | No
     """What `note_worker` noted on ``future``, if anything."""
     worker: tuple[int, str] | None = getattr(future, _WORKER, None)
     return worker
+
+
+class OneCall:
+    """The owner of one call of an execution, so that the call can be stopped alone (a node's timeout).
+
+    Stopping the execution (``parent``) stops it too: see `owned_by`.
+    """
+
+    __slots__ = ("parent",)
+
+    def __init__(self, parent: object) -> None:
+        self.parent = parent
+
+
+def owned_by(owner_of_call: object, owner: object) -> bool:
+    """Whether a call of ``owner_of_call`` is ``owner``'s: the same owner, or one call (`OneCall`) of it."""
+    return owner_of_call is owner or (type(owner_of_call) is OneCall and owner_of_call.parent is owner)
 
 
 class Owned:
@@ -96,3 +124,32 @@ def cancel_queued(future: concurrent.futures.Future[Any]) -> None:
     """
     if future.cancel():
         future.set_running_or_notify_cancel()
+
+
+def note_start(future: concurrent.futures.Future[Any]) -> None:
+    """Note on ``future`` when a worker takes its call (at once if one has): `started_at` reads it.
+
+    Every local pool's executor calls the future's ``set_running_or_notify_cancel``
+    as a worker takes the call: this wraps it, for this future only.
+    """
+    original = future.set_running_or_notify_cancel
+
+    def set_running_or_notify_cancel() -> bool:
+        running = original()
+        if running:
+            setattr(future, _STARTED, time.monotonic())
+        return running
+
+    future.set_running_or_notify_cancel = set_running_or_notify_cancel  # type: ignore[method-assign]
+    if (future.running() or future.done()) and not hasattr(future, _STARTED):
+        setattr(future, _STARTED, time.monotonic())  # taken before this was set up: a moment ago
+
+
+def started_at(future: concurrent.futures.Future[Any]) -> float | None:
+    """When a worker took the call of ``future`` (``time.monotonic()``), if `note_start` noted it."""
+    started: float | None = getattr(future, _STARTED, None)
+    return started
+
+
+# The attribute of a call's future that holds when a worker took it (`note_start`).
+_STARTED = "_aioflow_started"

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._errors import AioflowError, MissingExtraError, OptionError, PoolError
 from .._gevent_bridge import bridge_hub, guard_tasks, is_patched, mark_task
 from ._base import Pool
+from ._futures import owned_by
 
 if TYPE_CHECKING:
     from ._options import PoolOptions
@@ -264,10 +265,10 @@ class _GeventExecutor(concurrent.futures.Executor):
             mine: list[_Call] = []
             for _ in range(len(self._queue)):
                 call = self._queue.popleft()
-                (mine if _owner_of(call) is owner else self._queue).append(call)
+                (mine if owned_by(_owner_of(call), owner) else self._queue).append(call)
             for call in mine:
                 _cancel(call[0])
-        victims = [g for g, o in self._running.items() if owner is None or o is owner]
+        victims = [g for g, o in self._running.items() if owner is None or owned_by(o, owner)]
         self._gevent.killall(victims, block=True, timeout=KILL_GRACE)
         return sum(1 for g in victims if not g.dead)
 

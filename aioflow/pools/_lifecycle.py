@@ -69,14 +69,47 @@ _EXIT_HOOK_PRIORITY = 1000
 def worker_initializer(owner_pid: int, user_initializer: Callable[..., Any] | None, initargs: tuple[Any, ...]) -> None:
     """In a new worker: ignore SIGINT, adopt its tasks' orphans, kill them on a clean exit, exit with the owner.
 
-    Then the user's ``initializer`` runs, with ``initargs``.
+    Then the user's ``initializer`` runs, with ``initargs``. First of all, a
+    worker forked from its owner forgets the imports other threads of the
+    owner had under way (`forget_unfinished_imports`).
     """
+    forget_unfinished_imports()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_subreaper(True)
     multiprocessing.util.Finalize(None, _kill_left_behind, args=(os.getpid(),), exitpriority=_EXIT_HOOK_PRIORITY)
     threading.Thread(target=_exit_with_owner, args=(owner_pid,), name="aioflow-parent-watch", daemon=True).start()
     if user_initializer is not None:
         user_initializer(*initargs)
+
+
+def forget_unfinished_imports() -> None:
+    """In a process just forked: drop the imports that threads of the parent had under way, and their locks.
+
+    A thread of the parent (a ``thread`` pool's task, in an execution with
+    several pools) may be running a module's body at the moment a worker is
+    forked: the worker inherits that module half-made in ``sys.modules`` and
+    its import lock held by a thread that does not exist in it, and would
+    wait forever the first time it imports the module (unpickling a call of
+    one of its functions). CPython re-makes its global import lock in a
+    forked child, not the per-module locks. So: every module still being
+    made is dropped from ``sys.modules`` (it is imported afresh when needed),
+    and the per-module locks are forgotten (new ones are made on demand). A
+    forked worker never returns into its parent's frames, so no import of
+    its own is cut short. After a ``spawn`` or ``forkserver`` start there is
+    nothing to forget.
+    """
+    import importlib._bootstrap as bootstrap  # the import system's own state, as the fork left it
+
+    for name, module in list(sys.modules.items()):
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and getattr(spec, "_initializing", False):
+            del sys.modules[name]
+    locks = getattr(bootstrap, "_module_locks", None)
+    if isinstance(locks, dict):
+        locks.clear()
+    blocking = getattr(bootstrap, "_blocking_on", None)
+    if isinstance(blocking, dict):
+        blocking.clear()
 
 
 def _kill_left_behind(worker_pid: int) -> None:

@@ -120,7 +120,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from .._errors import OptionError
 from ._base import Pool
 from ._futures import note_worker, settle
-from ._lifecycle import ready_to_fork, worker_initializer
+from ._lifecycle import kill_process_trees, ready_to_fork, worker_initializer
 from ._mp_internals import IDLE, TAKING, PipedPool, check_supported, weak_call
 from ._mp_start import non_daemonic_context
 from ._outcomes import (
@@ -342,6 +342,7 @@ class _Job:
     call: Sealed  # what a new generation is sent, if this one cannot run it
     generation: _Generation | None = None
     worker: _Worker | None = None  # the worker that reported ``start`` for it
+    stop: bool = False  # stopped before it started (`stop_job`): its worker is killed as it reports ``start``
 
 
 class _MultiprocessingExecutor(concurrent.futures.Executor):
@@ -618,6 +619,29 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 note_worker(job.future, worker.process.pid)
             if not (job.future.running() or job.future.done()):
                 job.future.set_running_or_notify_cancel()
+            doomed = worker.process.pid if job.stop else None
+        if doomed is not None:
+            kill_process_trees([doomed])
+
+    def stop_job(self, future: concurrent.futures.Future[Any]) -> None:
+        """Stop one call: kill the worker running it, with the processes it started; one that starts it later dies too.
+
+        A call ``apply_async`` queued runs once a worker takes it, cancelled
+        or not: its worker is killed as it reports ``start``. The pool
+        replaces a killed worker; the other calls go on.
+        """
+        pid = None
+        with self._lock:
+            found = next(((i, j) for i, j in self._jobs.items() if j.future is future), None)
+            if found is None:
+                return  # over
+            job_id, job = found
+            if job.worker is not None and job.worker.job == job_id:
+                pid = job.worker.process.pid
+            else:
+                job.stop = True
+        if pid is not None:
+            kill_process_trees([pid])
 
     def _on_skipped(self, worker: _Worker, job_id: int) -> None:
         """The worker saw the stop flag after ``start``: the call did not run."""
@@ -843,6 +867,14 @@ class MultiprocessingPool(Pool):
     def _abort_running(self, executor: concurrent.futures.Executor) -> None:
         assert isinstance(executor, _MultiprocessingExecutor)
         executor.abort()
+
+    def stop_call(
+        self, executor: concurrent.futures.Executor, owner: object, future: concurrent.futures.Future[Any] | None
+    ) -> None:
+        # Not future.cancel(): a call the pool queued runs all the same (`_MultiprocessingExecutor.stop_job`).
+        if future is not None:
+            assert isinstance(executor, _MultiprocessingExecutor)
+            executor.stop_job(future)
 
 
 class NonDaemonicMultiprocessingPool(MultiprocessingPool):

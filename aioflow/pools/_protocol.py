@@ -246,6 +246,41 @@ class EngineProtocol:
             self._executor = None
         executor.shutdown(wait=False, cancel_futures=True)
 
+    def stop_call(
+        self, executor: concurrent.futures.Executor, owner: object, future: concurrent.futures.Future[Any] | None
+    ) -> None:
+        """Stop one call (a node's timeout): bound with ``owner``, a `OneCall`, its executor's future ``future``. Blocking.
+
+        A call not started yet is cancelled. A running one is stopped as
+        `stops_one_call` says: a pool of this machine's processes kills its
+        worker, with the processes its task started (and the pool starts
+        another); threads and greenlets are interrupted; a cluster pool
+        cancels what it can. Other calls run on. By default, the pool's
+        `_abort_owner` stops the call (``owner`` owns it alone); a pool that
+        cannot single out an owner overrides this.
+        """
+        if future is not None and future.cancel():
+            return
+        if type(self)._abort_owner is not EngineProtocol._abort_owner:
+            self._abort_owner(executor, owner)  # the pool singles out one owner's calls
+
+    async def astop_call(
+        self, executor: concurrent.futures.Executor, owner: object, future: concurrent.futures.Future[Any] | None
+    ) -> None:
+        """`stop_call`, in a thread of its own: the loop goes on while a worker is killed."""
+        from ._threads import run_in_own_thread
+
+        await run_in_own_thread(self.stop_call, executor, owner, future)
+
+    @property
+    def stops_one_call(self) -> str:
+        """What `stop_call` does to a running call, in words (a `NodeTimeoutError` says it)."""
+        if self.runs_in_this_process:
+            return "its task was interrupted where Python code runs; one blocked in a C call runs on until it returns"
+        if self.workers_elsewhere:
+            return "the pool cannot stop a running task: it runs on in the background"
+        return "its worker process was killed, with the processes its task started, and replaced"
+
     def _abort_owner(self, executor: concurrent.futures.Executor, owner: object) -> None:
         """Stop the running tasks of one owner while others keep theirs. Blocking.
 

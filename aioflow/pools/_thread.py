@@ -85,7 +85,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .._broken import InitializerFailed
 from .._errors import OptionError, TaskInterrupted
 from ._base import Pool
-from ._futures import cancel_queued
+from ._futures import cancel_queued, owned_by
 from ._idle import Workers
 from ._outcomes import InterruptTaken
 
@@ -498,26 +498,28 @@ class _ThreadExecutor(concurrent.futures.Executor):
         else:
             hub.loop.run_callback_threadsafe(throw)
 
-    def interrupt(self, owner: object | None = None) -> list[str]:
+    def interrupt(self, owner: object | None = None, grace: float = INTERRUPT_GRACE) -> list[str]:
         """Interrupt the running tasks of ``owner`` (all when None) and wait for them.
 
         Returns the names of the threads still running one of them after
-        `INTERRUPT_GRACE` seconds.
+        ``grace`` seconds. A thread interrupted earlier (a node's timeout)
+        whose task still runs is stuck in a C call: it is not waited for again.
         """
 
         def busy() -> set[int]:
-            return {i for i, o in self._running.items() if owner is None or o is owner}
+            return {i for i, o in self._running.items() if owner is None or owned_by(o, owner)}
 
         with self._running_changed:
+            stuck_before = busy() & self._interrupted
             if self._green:
                 for ident, task in list(self._green_tasks.items()):
-                    if owner is None or task.owner is owner:
+                    if owner is None or owned_by(task.owner, owner):
                         self._kill_green(ident, task)
             else:
-                for ident in busy():
+                for ident in busy() - stuck_before:
                     self._interrupted.add(ident)
                     _async_raise(ident, TaskInterrupted)
-            self._running_changed.wait_for(lambda: not busy(), timeout=INTERRUPT_GRACE)
+            self._running_changed.wait_for(lambda: not (busy() - stuck_before), timeout=grace)
             stuck = busy()
         return [t.name for t in list(self._threads) if t.ident in stuck]
 
@@ -585,6 +587,16 @@ class ThreadPool(Pool):
     def _abort_owner(self, executor: concurrent.futures.Executor, owner: object) -> None:
         assert isinstance(executor, _ThreadExecutor)
         _warn_stuck(executor.interrupt(owner))
+
+    def stop_call(
+        self, executor: concurrent.futures.Executor, owner: object, future: concurrent.futures.Future[Any] | None
+    ) -> None:
+        # Interrupted, not waited for: a task blocked in a C call runs on, and
+        # the execution that stops it stops its calls when it ends (`aabort`).
+        if future is not None and future.cancel():
+            return
+        assert isinstance(executor, _ThreadExecutor)
+        executor.interrupt(owner, grace=0)
 
 
 def _warn_stuck(names: list[str]) -> None:

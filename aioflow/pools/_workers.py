@@ -62,7 +62,7 @@ from multiprocessing.connection import wait
 from typing import TYPE_CHECKING, Any
 
 from .._broken import InitializerFailed
-from ._futures import Owned, cancel_queued, note_worker
+from ._futures import Owned, cancel_queued, note_worker, owned_by
 from ._idle import Workers
 from ._lifecycle import join_or_kill, kill_process_trees, ready_to_fork, worker_initializer
 from ._outcomes import TransferFailed, WorkerDied, describe_exit, idle_exit_level, unpack_error
@@ -294,8 +294,8 @@ class WorkerProcessExecutor(concurrent.futures.Executor):
         Other owners' calls run on. Returns the pids of the killed workers. Blocking.
         """
         with self._lock:
-            self._cancel_pending(lambda item: item.owner is owner)
-            victims = self._take_workers(lambda worker: worker.item is not None and worker.item.owner is owner)
+            self._cancel_pending(lambda item: owned_by(item.owner, owner))
+            victims = self._take_workers(lambda worker: worker.item is not None and owned_by(worker.item.owner, owner))
         pids = [worker.pid for worker in victims]
         kill_process_trees(pids)
         self._wake()

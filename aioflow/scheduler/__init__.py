@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._hooks import CallContext as CallContext
 from ._hooks import ExecutionHooks as ExecutionHooks
 from ._hooks import Step as Step
+from ._run import Steering as Steering
 from ._run import execute_graph_async as execute_graph_async
 from ._run import preflight as preflight
 from ._sync import execute_graph as execute_graph
@@ -14,6 +15,7 @@ __all__ = [
     "CallContext",
     "ExecutionHooks",
     "Step",
+    "Steering",
     "execute_graph",
     "execute_graph_async",
     "preflight",

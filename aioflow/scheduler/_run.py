@@ -45,6 +45,8 @@ execution's loop (`Pool.scope_to_running_loop`), since nothing else uses it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import importlib.util
 import logging
 import math
@@ -60,7 +62,9 @@ from .._errors import (
     GraphError,
     IterationLimitError,
     MissingExtraError,
+    NodeCancelledError,
     NodeError,
+    NodeTimeoutError,
     OptionError,
     PoolClosedError,
     PoolError,
@@ -69,15 +73,18 @@ from .._kinds import KINDS, Extra, TaskKind, resolve
 from .._results import Results
 from .._tasks import ChainedCall, TaskCall, TaskOutcome, run_chained, run_task
 from ..graph import Graph, Node, NodeId, load_graph
+from ..graph._control import check_control, node_controls
 from ..pools import Pool
+from ..pools._futures import OneCall, note_start, started_at
 from ..pools._options import PoolSpec, takes_pool_keywords
+from ..pools._threads import run_in_own_thread
+from ._control import ReadyQueue, RunControl
 from ._hooks import EventCallback, ExecutionHooks, HookSet, Step
 from ._outputs import select_results, selected_nodes, validate_outputs
 from ._shield import shielded
 from ._state import ExecutionState, Firing, IterationLimitReached
 
 if TYPE_CHECKING:
-    import concurrent.futures
     from collections.abc import Callable, Sequence
     from typing import TypeAlias, Unpack
 
@@ -91,7 +98,7 @@ if TYPE_CHECKING:
     # The planner of the calls sent ahead on a chaining pool (whose calls are the pool's futures).
     _Planner: TypeAlias = AheadPlanner[_Call, concurrent.futures.Executor]
 
-__all__ = ["execute_graph_async", "preflight"]
+__all__ = ["Steering", "execute_graph_async", "preflight"]
 
 logger = logging.getLogger("aioflow")
 
@@ -99,6 +106,15 @@ logger = logging.getLogger("aioflow")
 # the pool at once (and at least _MIN_WINDOW): enough to keep workers fed
 # between two wake-ups of the loop, few enough to bound memory on wide fans.
 _MIN_WINDOW = 32
+
+# How often the driver checks the calls of nodes with a timeout (`_Execution._sweep`): a
+# twentieth of the shortest timeout, within these bounds (seconds). A node fails at most
+# that long after its deadline.
+_SWEEP_MIN, _SWEEP_MAX = 0.005, 0.05
+
+# Seconds the end of an execution waits for the tasks it stopped alone (a node's timeout,
+# a cancelled node) to be gone, before it stops them as a timeout of the run would.
+_STOP_GRACE = 1.0
 
 # Seconds to fetch, at the end, the results a pool kept on its workers. Only
 # a cluster that went away reaches it; the results are then reported lost.
@@ -121,6 +137,10 @@ async def execute_graph_async(
     startargs: Mapping[str, Any] | None = None,
     load_options: Mapping[str, Any] | None = None,
     hooks: Sequence[ExecutionHooks] = (),
+    node_defaults: Mapping[str, Any] | None = None,
+    pools: Mapping[str, Mapping[str, Any] | Pool] | None = None,
+    default_pool: str | None = None,
+    steering: Steering | None = None,
     **pool_keywords: Unpack[PoolKeywords],
 ) -> Results:
     """The engine's entry point: execute a graph and return its results.
@@ -130,6 +150,8 @@ async def execute_graph_async(
     turns them into the Ewoks plug-in's hooks), and:
 
     Args:
+        steering: how an execution handle (`aioflow.start`) reaches the run
+            while it goes on (`Steering`).
         hooks: the `ExecutionHooks` that take part in the run, in order
             (`aioflow.scheduler._hooks`). The hooks of the kinds the graph
             uses (`aioflow._kinds.TaskKind.hooks`) come after them, unless
@@ -141,6 +163,7 @@ async def execute_graph_async(
     """
     loaded = load_graph(graph, inputs=inputs, **_load_options(load_options))
     _check_options(timeout, max_iterations, merge_outputs, raise_on_error, startargs, on_event, pool, hooks)
+    _check_node_defaults(node_defaults)
     spec = PoolSpec.from_keywords("execute_graph_async", pool_type, pool_keywords)
     validate_outputs(loaded, outputs)
     run_hooks = [*hooks, *_kind_hooks(loaded, hooks)]
@@ -149,12 +172,19 @@ async def execute_graph_async(
     hook_set = HookSet(run_hooks)
     loaded = hook_set.prepare(loaded)
     preflight(loaded)
-    if pool is not None and (spec.pool_type, spec.max_workers, spec.context, spec.pool_options) != (None,) * 4:
+    configured = (spec.pool_type, spec.max_workers, spec.context, spec.pool_options) != (None,) * 4
+    if pool is not None and configured:
         expected = (
             "given without pool_type, max_workers, context and pool_options (they configure the pool it replaces)"
         )
         raise OptionError("pool", expected, pool)
-    async with hook_set.running(loaded):
+    named_specs = _named_pools(pools, default_pool)
+    if default_pool is not None and (pool is not None or configured):
+        expected = (
+            "given without pool, pool_type, max_workers, context and pool_options (the run's pool is one of pools=)"
+        )
+        raise OptionError("default_pool", expected, default_pool)
+    async with hook_set.running(loaded), contextlib.AsyncExitStack() as opened:
         execution = _Execution(
             loaded,
             outputs=outputs,
@@ -164,19 +194,92 @@ async def execute_graph_async(
             max_iterations=max_iterations,
             hooks=hook_set,
             startargs=startargs,
+            node_defaults=node_defaults,
+            steering=steering,
         )
         if not loaded.nodes:
             return Results({})
+        named = {name: _opened(given, opened) for name, given in named_specs.items()}
+        if default_pool is not None:
+            return await execution.run(named[default_pool], named)
         if pool is not None:
-            return await execution.run(pool)
-        owned = spec.open()
+            return await execution.run(pool, named)
+        return await execution.run(_opened(spec, opened), named)
+
+
+def _opened(given: PoolSpec | Pool, opened: contextlib.AsyncExitStack) -> Pool:
+    """``given`` itself if it is an open pool; else a pool opened from its spec, closed when ``opened`` closes."""
+    if isinstance(given, Pool):
+        return given
+    owned = given.open()
+    # Only this execution uses the pool, and it is closed on this loop: a pool
+    # bound to a loop may live on this one.
+    owned.scope_to_running_loop()
+    opened.push_async_callback(_close, owned)
+    return owned
+
+
+async def _close(pool: Pool) -> None:
+    await shielded(pool.aclose())
+
+
+def _named_pools(pools: Any, default_pool: Any) -> dict[str, PoolSpec | Pool]:
+    """``pools=`` checked: name -> the spec of a pool to open for the run, or an open pool.
+
+    Raises:
+        OptionError: not a mapping of names to pool keywords or open pools;
+            ``default_pool`` not one of its names.
+    """
+    if pools is None:
+        if default_pool is not None:
+            raise OptionError("default_pool", "given with pools= (the name of one of them)", default_pool)
+        return {}
+    if not isinstance(pools, Mapping) or not pools:
+        raise OptionError("pools", "a dict of pool names to pool keywords or open pools", pools)
+    named: dict[str, PoolSpec | Pool] = {}
+    for name, given in pools.items():
+        if not isinstance(name, str) or not name:
+            raise OptionError("pools", "a dict whose keys are pool names (non-empty strings)", pools)
+        if isinstance(given, Pool):
+            if given.closed:
+                raise PoolClosedError(given.name, f"pools[{name!r}] is closed; open a new one with aioflow.open_pool()")
+            named[name] = given
+            continue
+        if not isinstance(given, Mapping):
+            expected = "a dict of pool keywords (pool_type, max_workers, ...) or an open pool"
+            raise OptionError(f"pools[{name!r}]", expected, given)
+        keywords = dict(given)
+        pool_type = keywords.pop("pool_type", None)
         try:
-            # Only this execution uses the pool, and it is closed below on
-            # this loop: a pool bound to a loop may live on this one.
-            owned.scope_to_running_loop()
-            return await execution.run(owned)
-        finally:
-            await shielded(owned.aclose())
+            named[name] = PoolSpec.from_keywords(f"pools[{name!r}]", pool_type, keywords)
+        except TypeError:
+            expected = (
+                "a dict of pool keywords: pool_type, max_workers, scaling_workers, context, idle_timeout, pool_options"
+            )
+            raise OptionError(f"pools[{name!r}]", expected, given) from None
+    if default_pool is not None and default_pool not in named:
+        raise OptionError("default_pool", f"the name of one of pools= ({', '.join(map(repr, named))})", default_pool)
+    for name, given in named.items():
+        in_hub = given.runs_in_gevent_hub if isinstance(given, Pool) else _in_gevent_hub(given)
+        if in_hub:
+            raise OptionError(
+                f"pools[{name!r}]",
+                "",
+                given,
+                f"pools[{name!r}] runs its tasks in the gevent hub: it cannot share an execution with other "
+                "pools (run the graph on it alone, with pool_type='gevent')",
+            )
+    return named
+
+
+def _in_gevent_hub(spec: PoolSpec) -> bool:
+    """Whether a pool of this spec would run its tasks in the gevent hub (an unknown type: the run says so later)."""
+    from ..pools import default_pool_type, pool_class
+
+    try:
+        return pool_class(spec.pool_type or default_pool_type()).runs_in_gevent_hub
+    except OptionError:
+        return False
 
 
 # What load_options may hold: load_graph's keywords, but inputs (an argument of its own).
@@ -222,6 +325,15 @@ def _check_options(
         raise PoolClosedError(pool.name)
     if not isinstance(hooks, (list, tuple)) or not all(isinstance(hook, ExecutionHooks) for hook in hooks):
         raise OptionError("hooks", "a list or tuple of aioflow.scheduler.ExecutionHooks", hooks)
+
+
+def _check_node_defaults(node_defaults: Any) -> None:
+    if node_defaults is None:
+        return
+    problems = check_control(node_defaults)
+    if problems:
+        expected = "an object like a node's 'aioflow' attribute: " + "; ".join(problems)
+        raise OptionError("node_defaults", expected, node_defaults)
 
 
 def _kind_hooks(graph: Graph, given: Sequence[ExecutionHooks]) -> list[ExecutionHooks]:
@@ -287,6 +399,53 @@ def _check_extra(graph: Graph, node: Node, kind: TaskKind) -> None:
         raise MissingExtraError(what, extra.package, extra.name)
 
 
+class Steering:
+    """An execution handle's way into a running execution (`aioflow.start`): cancel a node, read the results so far.
+
+    Given to the engine's `execute_graph_async` (``steering=``), which
+    attaches the execution to it when the run starts. Its methods are called
+    in the event loop's thread of the run. Every call of a steered run can be
+    stopped alone, as a call of a node with a timeout can.
+    """
+
+    def __init__(self) -> None:
+        self._execution: _Execution | None = None
+        self._when_started: list[Callable[[], None]] = []
+
+    @property
+    def started(self) -> bool:
+        """Whether the run has started (it may be over)."""
+        return self._execution is not None
+
+    def when_started(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (in the run's thread) once the run has started: at once if it has."""
+        if self._execution is not None:
+            callback()
+        else:
+            self._when_started.append(callback)
+
+    def _attach(self, execution: _Execution) -> None:
+        self._execution = execution
+        callbacks, self._when_started = self._when_started, []
+        for callback in callbacks:
+            callback()
+
+    def cancel(self, node_id: NodeId) -> bool:
+        """Cancel the firings of ``node_id`` that run, wait for a retry or are ready to be sent.
+
+        Each fails with `NodeCancelledError` (its ``on_error`` links fire); a
+        running task is stopped as at a timeout. Returns whether there was
+        such a firing (``False``: the node is not running, or the run is over).
+        """
+        execution = self._execution
+        return execution is not None and execution.cancel_node(node_id)
+
+    def results(self) -> Results:
+        """The results of the nodes finished so far (as the run will select them)."""
+        execution = self._execution
+        return Results({}) if execution is None else execution.results()
+
+
 # The outcome of a call whose result stayed on the pool's workers
 # (`ExecutionState.succeeded_on_workers`; the hooks see None for its outputs).
 _ON_WORKERS = object()
@@ -295,11 +454,12 @@ _ON_WORKERS = object()
 class _NodeFailed:
     """Why an execution stopped: this node failed and no ``on_error`` link handles it."""
 
-    __slots__ = ("error", "node_id")
+    __slots__ = ("attempts", "error", "node_id")
 
-    def __init__(self, node_id: NodeId, error: BaseException) -> None:
+    def __init__(self, node_id: NodeId, error: BaseException, attempts: tuple[BaseException, ...] = ()) -> None:
         self.node_id = node_id
         self.error = error
+        self.attempts = attempts
 
 
 class _Failure:
@@ -314,7 +474,10 @@ class _Failure:
 class _InFlight:
     """A call in the pool: for which node, and which firing (``None`` while sent ahead and not adopted)."""
 
-    __slots__ = ("call", "executor", "firing", "node_id", "parked", "remote")
+    __slots__ = (
+        "call", "cancelled", "executor", "firing", "lane", "node_id", "owner", "parked", "pool", "remote", "started",
+        "timed_out",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -333,6 +496,29 @@ class _InFlight:
         self.executor = executor
         # Finished before the state machine fired its node: its outcome waits for the firing.
         self.parked = False
+        # For a call that may be stopped alone: its own owner (`OneCall`). For a node
+        # with a timeout: when it was sent, on a pool that does not say when a worker
+        # takes a call (else its future says: `started_at`), and whether it timed out.
+        self.owner: object = None
+        self.started: float | None = None
+        self.timed_out = False
+        # On a run with several pools (``pools=``): the pool of a call not on the run's
+        # own pool, and its lane (`_Lane`); ``None`` on the run's own pool.
+        self.pool: Pool | None = None
+        self.lane: _Lane | None = None
+        self.cancelled = False  # from outside (`_Execution.cancel_node`)
+
+
+class _Lane:
+    """The calls of one of a run's named pools (``pools=``) other than its own: the firings ready for it, its window."""
+
+    __slots__ = ("inflight", "pool", "ready", "window")
+
+    def __init__(self, pool: Pool, ready: deque[Firing] | ReadyQueue) -> None:
+        self.pool = pool
+        self.ready = ready
+        self.window = max(_MIN_WINDOW, pool.calls_in_flight)
+        self.inflight = 0  # its calls in `_Execution._inflight`
 
 
 class _Submitted:
@@ -388,6 +574,8 @@ class _Execution:
         max_iterations: int | None,
         hooks: HookSet,
         startargs: Mapping[str, Any] | None,
+        node_defaults: Mapping[str, Any] | None = None,
+        steering: Steering | None = None,
     ) -> None:
         self.graph = graph
         self.outputs = outputs
@@ -410,7 +598,37 @@ class _Execution:
         # What the hooks give each node's calls (`ExecutionHooks.call_context`).
         self._contexts = hooks.call_contexts(graph)
         self._pool: Pool | None = None
-        self._ready: deque[Firing] = deque()
+        # A run with several pools: a lane per named pool its nodes run on, other than the
+        # run's own pool (`run`), the lane of each such node, and their calls in flight.
+        self._lanes: list[_Lane] = []
+        self._lane_of: dict[NodeId, _Lane] = {}
+        self._lane_inflight = 0
+        # Per-node timeouts, retries, priorities: None when no node has any.
+        controls = node_controls(graph, node_defaults)
+        self._control = RunControl(graph, controls) if controls else None
+        self._ready: deque[Firing] | ReadyQueue = deque()
+        if self._control is not None and self._control.priorities:
+            self._ready = ReadyQueue(self._control)
+        # Firings whose failed attempt runs again once its delay is over (`_retry_later`), and
+        # how many wait for it; the timers of those delays and of the calls' deadlines.
+        self._retrying: deque[Firing] = deque()
+        self._retries_due = 0
+        self._retry_timers: dict[int, tuple[asyncio.TimerHandle, Firing]] = {}  # by `Firing.order`
+        # The calls in flight of nodes with a timeout, and their timeouts; the timer that checks
+        # them, every `_sweep_period` seconds while there are any (`_sweep`).
+        self._timed: dict[_Call, float] = {}
+        self._sweep_at: asyncio.TimerHandle | None = None
+        self._sweep_period = 0.05
+        if self._control is not None and self._control.timeouts:
+            shortest = min(c.timeout for c in controls.values() if c.timeout is not None)
+            self._sweep_period = min(_SWEEP_MAX, max(_SWEEP_MIN, shortest / 20))
+        # Every call of a steered run can be stopped alone (`cancel_node`).
+        self._steered = steering is not None
+        if steering is not None:
+            steering._attach(self)
+        # The calls past their deadline being stopped (`_timed_out`), and their executors' futures.
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._stopped: list[concurrent.futures.Future[Any]] = []
         self._inflight: dict[_Call, _InFlight] = {}
         # Finished calls, appended by the loop (`_on_done`) or, on a chaining
         # pool, by the pool's threads (`_arrived`): deque appends are atomic.
@@ -449,9 +667,11 @@ class _Execution:
         except Exception as exc:
             self._stop_reason = exc  # raised as it is, not as an internal error
             raise
-        if results is not None:
-            return results
-        return select_results(self.graph, self.state, self.outputs, self.merge_outputs)
+        if results is None:
+            results = select_results(self.graph, self.state, self.outputs, self.merge_outputs)
+        if self._control is not None and self._control.failed_attempts:
+            results.attempts = {nid: tuple(errors) for nid, errors in self._control.failed_attempts.items()}
+        return results
 
     def _emit(
         self,
@@ -460,6 +680,7 @@ class _Execution:
         outputs: Mapping[Any, Any] | None = None,
         error: BaseException | None = None,
         total: int = 0,
+        attempt: int = 1,
     ) -> None:
         """Hand an event to the hooks that observe (``on_event`` among them); one that raises stops the run."""
         if not self._observing:
@@ -470,7 +691,7 @@ class _Execution:
             worker = self._workers.pop(firing.order, None) if kind != "node.started" and self._workers else None
             pid, host = worker if worker is not None else (None, None)
             event = self._node_event(
-                kind, self.graph.id, time.monotonic(), firing.node_id, firing.number, error, pid, host
+                kind, self.graph.id, time.monotonic(), firing.node_id, firing.number, error, pid, host, attempt
             )
         try:
             self._hooks.observe(Step(event, firing, outputs))
@@ -482,8 +703,8 @@ class _Execution:
         if self._stop_reason is None:
             self._stop_reason = reason
 
-    async def run(self, pool: Pool) -> Results:
-        """Run the graph on ``pool``; see `execute_graph_async` for what it raises.
+    async def run(self, pool: Pool, named: Mapping[str, Pool] | None = None) -> Results:
+        """Run the graph on ``pool`` (and the nodes that name one on the ``named`` pools); see `execute_graph_async`.
 
         The safety net: an exception of aioflow's own making (a bug: not an
         aioflow error, not the ``on_event`` callback's, not a cancellation or
@@ -491,6 +712,7 @@ class _Execution:
         node, and is raised as an `ExecutionError` whose ``__cause__`` it is,
         with the results of the nodes that finished.
         """
+        self._route(pool, named or {})
         try:
             return await self._run(pool)
         except Exception as exc:
@@ -498,6 +720,40 @@ class _Execution:
                 raise
             cause = exc.exceptions[0] if isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1 else exc
             raise self._internal_error(cause) from cause
+
+    def _route(self, pool: Pool, named: Mapping[str, Pool]) -> None:
+        """Give each node that names a pool other than ``pool`` its lane.
+
+        Raises:
+            GraphError: a node names a pool the run does not have.
+        """
+        control = self._control
+        if control is None:
+            return
+        lanes: dict[int, _Lane] = {}
+        problems = []
+        for nid, settings in control.controls.items():
+            name = settings.pool
+            if name is None:
+                continue
+            target = named.get(name)
+            if target is None:
+                known = f"its pools are {', '.join(map(repr, named))}" if named else "it was given no pools="
+                problems.append(
+                    f"node {nid!r}: 'aioflow': 'pool' names the pool {name!r}, which this execution does not have "
+                    f"({known})"
+                )
+                continue
+            if target is pool:
+                continue
+            lane = lanes.get(id(target))
+            if lane is None:
+                ready: deque[Firing] | ReadyQueue = ReadyQueue(control) if control.priorities else deque()
+                lane = lanes[id(target)] = _Lane(target, ready)
+            self._lane_of[nid] = lane
+        if problems:
+            raise GraphError(self.graph.id, problems)
+        self._lanes = list(lanes.values())
 
     def _internal_error(self, cause: BaseException) -> ExecutionError:
         try:
@@ -518,11 +774,16 @@ class _Execution:
         # hands out the next ones; few enough that a 10,000-wide fan does not
         # hold 10,000 queued calls.
         self._window = max(_MIN_WINDOW, pool.calls_in_flight)
-        # A call sent ahead runs before its firing exists: no hook could answer that firing.
-        if pool.chains_calls and not self._answering:
+        # A call sent ahead runs before its firing exists: no hook could answer that
+        # firing, no deadline or retry could apply to it.
+        control = self._control
+        plain = control is None or not (control.timeouts or control.retries)
+        if pool.chains_calls and not self._answering and plain:
             from ._plan import AheadPlanner  # only a chaining pool (dask, parsl) has a planner
 
-            own_runner = {nid for nid, c in self._contexts.items() if c.runner}
+            # The nodes of other pools (``pools=``) are never sent ahead, nor chained to:
+            # their data go through the driver, as a node's with a runner of its own.
+            own_runner = {nid for nid, c in self._contexts.items() if c.runner} | self._lane_of.keys()
             self._plan = AheadPlanner.for_run(self.state, own_runner, pool.keeps_results_remote)
         self._emit("graph.started", total=len(self.graph.nodes))
         timed_out = False
@@ -537,24 +798,50 @@ class _Execution:
             timed_out = True
         finally:
             self._over = True
+            if self._sweep_at is not None:
+                self._sweep_at.cancel()
+            for timer, _ in self._retry_timers.values():
+                timer.cancel()
             if self._inflight:
                 # Calls we stopped waiting for: cancel the queued ones, stop the running ones.
                 # (Calls sent ahead whose node never fired did not start, as far as the graph goes.)
                 self._interrupted = [slot.node_id for slot in self._inflight.values() if slot.firing is not None]
-                for future in self._inflight:
+                lanes = {slot.lane for slot in self._inflight.values() if slot.lane is not None}
+                for future, slot in self._inflight.items():
                     future.cancel()
-                    pool.leave(self)
+                    (pool if slot.pool is None else slot.pool).leave(self)
                 self._inflight.clear()
-                try:
-                    await shielded(pool.aabort(self))
-                except KeyboardInterrupt:
-                    # A second Ctrl-C must not skip the stop: finish it here.
-                    pool.abort(self)
-                    raise
+                await self._abort(pool)
+                for lane in lanes:
+                    await self._abort(lane.pool)
+            if self._stopping:  # calls past their deadline: their workers are gone before the run returns
+                await shielded(self._all_stopped())
+            stopping = [call for call in self._stopped if not call.done()]
+            if stopping:
+                # Tasks stopped a moment ago may still be on their way out; one that
+                # is not gone after `_STOP_GRACE` could not be stopped (a thread blocked
+                # in a C call): as at a timeout of the run, the pool leaves it to finish
+                # in the background, with a warning.
+                await shielded(run_in_own_thread(concurrent.futures.wait, stopping, _STOP_GRACE))
+                if any(not call.done() for call in stopping):
+                    await self._abort(pool)
+                    for lane in self._lanes:
+                        await self._abort(lane.pool)
         if self._plan is not None and self.state.on_workers:
             await self._fetch_kept(self._plan)
         self._emit("graph.finished")
         return self._outcome(timed_out)
+
+    async def _abort(self, pool: Pool) -> None:
+        """Stop this execution's calls on ``pool`` (`Pool.aabort`), shielded; a second Ctrl-C does not skip it."""
+        try:
+            await shielded(pool.aabort(self))
+        except KeyboardInterrupt:
+            pool.abort(self)  # finish the stop here
+            raise
+
+    async def _all_stopped(self) -> None:
+        await asyncio.gather(*self._stopping, return_exceptions=True)
 
     async def _fetch_kept(self, plan: _Planner) -> None:
         """Fetch the selected outputs the pool kept on its workers: in one request, or node by node if that fails.
@@ -612,7 +899,7 @@ class _Execution:
         reason = self._stop_reason
         graph_id = self.graph.id
         if isinstance(reason, _NodeFailed):
-            raise NodeError(graph_id, reason.node_id, reason.error, results) from reason.error
+            raise NodeError(graph_id, reason.node_id, reason.error, results, reason.attempts) from reason.error
         if isinstance(reason, IterationLimitReached):
             raise IterationLimitError(graph_id, reason.node_id, reason.max_iterations, results)
         if reason is not None:
@@ -640,8 +927,8 @@ class _Execution:
                 self._send_ahead(plan)
             if self._stop_reason is not None:
                 return
-            if not self._inflight:
-                return  # nothing runs and nothing is ready: the execution is over
+            if not self._inflight and not self._retries_due:
+                return  # nothing runs, nothing is ready, nothing waits to run again: the execution is over
             if not self._completed:
                 self._handling = None
                 self._wakeup = loop.create_future()
@@ -685,16 +972,33 @@ class _Execution:
     def _submit_ready(self, loop: asyncio.AbstractEventLoop) -> None:
         pool = self._pool
         assert pool is not None
-        plan = self._plan
-        while self._ready and self._stop_reason is None:
+        while self._retrying and self._stop_reason is None:
+            # Attempts that run again (a node with retries): outside the window, which
+            # held outcomes may fill while they wait for this firing's.
+            firing = self._retrying.popleft()
+            self._retries_due -= 1
+            self._handling = firing.node_id
+            self._send(loop, self.graph.nodes[firing.node_id], firing)
+        self._drain(loop, pool, self._ready, None)
+        for lane in self._lanes:
+            self._drain(loop, lane.pool, lane.ready, lane)
+
+    def _drain(
+        self, loop: asyncio.AbstractEventLoop, pool: Pool, ready: deque[Firing] | ReadyQueue, lane: _Lane | None
+    ) -> None:
+        """Send the ready firings of one pool while its window has room (the run's own pool: ``lane`` None)."""
+        plan = self._plan if lane is None else None  # the planner sends only to the run's own pool
+        while ready and self._stop_reason is None:
             # The window bounds the calls in the pool, except for the firing
             # whose outcome the held ones wait for: calls sent ahead may fill
             # the window while their firings wait for it.
-            if len(self._inflight) >= self._window and not (
-                self._in_order and self._ready[0].order == self._next_order
-            ):
+            if lane is None:
+                full = len(self._inflight) - self._lane_inflight >= self._window
+            else:
+                full = lane.inflight >= lane.window
+            if full and not (self._in_order and ready[0].order == self._next_order):
                 break
-            firing = self._ready.popleft()
+            firing = ready.popleft()
             nid = self._handling = firing.node_id
             if self._in_order and nid in self._running_nodes:
                 self._waiting.setdefault(nid, deque()).append(firing)
@@ -710,34 +1014,107 @@ class _Execution:
                 if answered is not None:
                     self._settle(firing, dict(answered))
                     continue
+            if plan is None:
+                self._send(loop, node, firing)
+                continue
             executor = None
-            call = None
             try:
                 executor = pool.executor
-                if plan is None:
-                    fn = pool.bind(executor, self, run_task)
-                    if self._observing and not pool.runs_in_this_process:
-                        submitted = self._submitted
-                        submitted.executor = executor
-                        # The loop only calls its ``submit``: it passes for an executor.
-                        stand_in = cast("concurrent.futures.Executor", submitted)
-                        future = loop.run_in_executor(stand_in, fn, self._call(node, firing))
-                        call, submitted.future = submitted.future, None
-                    else:
-                        future = loop.run_in_executor(executor, fn, self._call(node, firing))
-                else:
-                    self._submit_fired(plan, executor, firing)
-                    if self._in_order:
-                        self._running_nodes.add(nid)
-                    continue
+                self._submit_fired(plan, executor, firing)
             except Exception as exc:  # the pool refused the call (closed, broken)
-                self._failed(firing, self._translate(exc, firing, executor) if executor is not None else exc)
+                self._refused(firing, exc, executor)
                 continue
             if self._in_order:
                 self._running_nodes.add(nid)
-            pool.enter(self)
-            self._inflight[future] = _InFlight(nid, firing, executor, call=call)
-            future.add_done_callback(self._on_done)
+
+    def _send(self, loop: asyncio.AbstractEventLoop, node: Node, firing: Firing) -> None:
+        """Send one attempt of a firing to its pool with ``loop.run_in_executor``; the pool refusing it fails the firing."""
+        nid = firing.node_id
+        lane = self._lane_of.get(nid) if self._lane_of else None
+        pool = self._pool if lane is None else lane.pool
+        assert pool is not None
+        control = self._control
+        timeout = control.of(nid).timeout if control is not None else None
+        stoppable = timeout is not None or self._steered
+        owner: object = OneCall(self) if stoppable else self
+        executor = None
+        call = None
+        try:
+            executor = pool.executor
+            fn = pool.bind(executor, owner, run_task)
+            task_call = self._call(node, firing)
+            if control is not None:
+                attempt = control.attempt(firing)
+                if attempt > 1:
+                    task_call = task_call._replace(attempt=attempt)
+            if stoppable or (self._observing and not pool.runs_in_this_process):
+                submitted = self._submitted
+                submitted.executor = executor
+                # The loop only calls its ``submit``: it passes for an executor.
+                stand_in = cast("concurrent.futures.Executor", submitted)
+                future = loop.run_in_executor(stand_in, fn, task_call)
+                call, submitted.future = submitted.future, None
+            else:
+                future = loop.run_in_executor(executor, fn, task_call)
+        except Exception as exc:  # the pool refused the call (closed, broken)
+            self._refused(firing, exc, executor, pool)
+            return
+        if self._in_order:
+            self._running_nodes.add(nid)
+        pool.enter(self)
+        slot = self._inflight[future] = _InFlight(nid, firing, executor, call=call)
+        if lane is not None:
+            slot.pool, slot.lane = pool, lane
+            lane.inflight += 1
+            self._lane_inflight += 1
+        future.add_done_callback(self._on_done)
+        if stoppable:
+            slot.owner = owner
+        if timeout is not None:
+            if pool.workers_elsewhere or call is None:
+                slot.started = time.monotonic()  # a cluster pool does not say when a worker takes it
+            else:
+                note_start(call)
+            self._timed[future] = timeout
+            if self._sweep_at is None:
+                self._sweep_at = loop.call_later(self._sweep_period, self._sweep)
+
+    def _refused(
+        self,
+        firing: Firing,
+        exc: BaseException,
+        executor: concurrent.futures.Executor | None = None,
+        pool: Pool | None = None,
+    ) -> None:
+        """The pool refused a firing's call (closed, broken): the firing fails."""
+        self._failed(firing, self._translate(exc, firing, executor, pool) if executor is not None else exc)
+
+    def _sweep(self) -> None:
+        """Fail the calls past their node's timeout (`_finish` stops them); check again in `_sweep_period` if any run.
+
+        A call's clock starts when a worker takes it (`note_start`: the pool's
+        thread notes the time on its future), so one timer checks every timed
+        call in flight, with no hop between threads per call. A node fails at
+        most `_sweep_period` after its deadline.
+        """
+        self._sweep_at = None
+        now = time.monotonic()
+        expired = False
+        for future, timeout in list(self._timed.items()):
+            slot = self._inflight.get(future)
+            if slot is None:
+                del self._timed[future]
+                continue
+            started = slot.started if slot.started is not None else started_at(slot.call) if slot.call else None
+            if started is not None and now - started >= timeout:
+                del self._timed[future]
+                slot.timed_out = True
+                self._completed.append(future)
+                expired = True
+        if expired:
+            self._wake()
+        if self._timed and self._loop is not None:
+            self._sweep_at = self._loop.call_later(self._sweep_period, self._sweep)
 
     def _submit_fired(self, plan: _Planner, executor: concurrent.futures.Executor, firing: Firing) -> None:
         """Submit a firing to a chaining pool: chained to the calls holding its inputs on the workers, if any.
@@ -757,13 +1134,13 @@ class _Execution:
         """Send ahead what the planner says, while the window has room."""
         pool = self._pool
         assert pool is not None
-        if len(self._inflight) >= self._window:
+        if len(self._inflight) - self._lane_inflight >= self._window:
             return
         try:
             executor = pool.executor
         except Exception:
             return  # the pool is closing or broken: nodes are sent, and fail, when they fire
-        while len(self._inflight) < self._window and self._stop_reason is None:
+        while len(self._inflight) - self._lane_inflight < self._window and self._stop_reason is None:
             send = plan.next_ahead(executor)
             if send is None:
                 return
@@ -820,9 +1197,18 @@ class _Execution:
         """Queue the firings the state machine unlocked; a firing of a node sent ahead adopts its call."""
         plan = self._plan
         if plan is None:
-            self._ready.extend(firings)
+            if not self._lane_of:
+                self._ready.extend(firings)
+                return
+            for firing in firings:
+                lane = self._lane_of.get(firing.node_id)
+                (self._ready if lane is None else lane.ready).append(firing)
             return
         for firing in firings:
+            lane = self._lane_of.get(firing.node_id) if self._lane_of else None
+            if lane is not None:
+                lane.ready.append(firing)
+                continue
             future = plan.adopt(firing.node_id)
             if future is None:
                 self._ready.append(firing)
@@ -859,23 +1245,40 @@ class _Execution:
             slot.parked = True
             return
         del self._inflight[future]
-        if self._in_order:
-            self._release(firing.node_id)
         executor = slot.executor
-        assert self._pool is not None
-        self._pool.leave(self)
+        pool = slot.pool or self._pool
+        assert pool is not None
+        pool.leave(self)
+        if slot.lane is not None:
+            slot.lane.inflight -= 1
+            self._lane_inflight -= 1
+        if self._timed:
+            self._timed.pop(future, None)
         if self._observing:
-            worker = self._pool.worker_of(slot.call)
+            worker = pool.worker_of(slot.call)
             if worker is not None:
                 self._workers[firing.order] = worker
-        if future.cancelled():  # the pool gave up on the call (not this execution)
-            lost = PoolError(f"graph {self.graph.id!r}: node {firing.node_id!r}: the pool cancelled the call")
-            self._failed(firing, lost, future)
-            return
-        error = future.exception()
+        error: BaseException | None
+        if slot.timed_out or slot.cancelled:
+            error = self._stop_call(future, slot)
+        elif future.cancelled():  # the pool gave up on the call (not this execution)
+            error = PoolError(f"graph {self.graph.id!r}: node {firing.node_id!r}: the pool cancelled the call")
+        else:
+            error = future.exception()
+            if error is not None:
+                error = self._translate(error, firing, executor, pool)
         if error is not None:
-            self._failed(firing, self._translate(error, firing, executor), future)
+            if self._control is not None:
+                delay = self._control.failed(firing, error)
+                if delay is not None:
+                    self._retry_later(firing, error, delay)
+                    return  # the node stays running (`_release`) until its last attempt
+            if self._in_order:
+                self._release(firing.node_id)
+            self._failed(firing, error, future)
             return
+        if self._in_order:
+            self._release(firing.node_id)
         plan = self._plan
         if plan is None:
             self._settle(firing, future.result())
@@ -884,12 +1287,94 @@ class _Execution:
         # Kept on the workers, the result is a handle the state machine never reads.
         self._settle(firing, _ON_WORKERS if slot.remote else future.result())
 
+    def _stop_call(self, future: _Call, slot: _InFlight) -> NodeTimeoutError | NodeCancelledError:
+        """Stop a call that ran past its node's timeout, or was cancelled (in the background); its firing's error."""
+        pool = slot.pool or self._pool
+        assert pool is not None
+        assert slot.firing is not None
+        future.cancel()  # its outcome, if it ever comes, is nobody's
+        stop = asyncio.ensure_future(pool.astop_call(slot.executor, slot.owner, slot.call))
+        if slot.call is not None:
+            self._stopped.append(slot.call)
+        self._stopping.add(stop)
+        stop.add_done_callback(self._stopping.discard)
+        nid = slot.firing.node_id
+        if slot.cancelled:
+            return NodeCancelledError(self.graph.id, nid, pool.stops_one_call)
+        assert self._control is not None
+        timeout = self._control.of(nid).timeout
+        assert timeout is not None
+        return NodeTimeoutError(self.graph.id, nid, timeout, pool.stops_one_call)
+
+    def cancel_node(self, nid: NodeId) -> bool:
+        """`Steering.cancel`: fail the firings of ``nid`` that run, wait to run again, or are ready."""
+        if self._over:
+            return False
+        found = False
+        for future, slot in self._inflight.items():
+            firing = slot.firing
+            if firing is not None and firing.node_id == nid and not (future.done() or slot.cancelled or slot.timed_out):
+                slot.cancelled = True
+                self._completed.append(future)  # `_finish` fails it and stops its call
+                found = True
+        # Failed attempts waiting to run again: the node counts as running meanwhile.
+        waiting = [f for f in self._retrying if f.node_id == nid]
+        for firing in waiting:
+            self._retrying.remove(firing)
+        for order, (timer, firing) in list(self._retry_timers.items()):
+            if firing.node_id == nid:
+                timer.cancel()
+                del self._retry_timers[order]
+                waiting.append(firing)
+        for firing in waiting:
+            self._retries_due -= 1
+            if self._in_order:
+                self._release(nid)
+            self._failed(firing, NodeCancelledError(self.graph.id, nid, "it was waiting to run again"))
+        # Ready, not sent yet (in the driver's queue, or behind a firing of the same node): they start and fail.
+        lane = self._lane_of.get(nid) if self._lane_of else None
+        queue = self._ready if lane is None else lane.ready
+        ready = [f for f in queue if f.node_id == nid]
+        ready += list(self._waiting.pop(nid, ()))
+        if ready:
+            kept = queue.without(nid) if isinstance(queue, ReadyQueue) else deque(f for f in queue if f.node_id != nid)
+            if lane is None:
+                self._ready = kept
+            else:
+                lane.ready = kept
+            for firing in ready:
+                self._emit("node.started", firing)
+                self._failed(firing, NodeCancelledError(self.graph.id, nid, "it had not started"))
+        found = found or bool(waiting) or bool(ready)
+        if found:
+            self._wake()
+        return found
+
+    def _retry_later(self, firing: Firing, error: BaseException, delay: float) -> None:
+        """An attempt of ``firing`` failed and its node retries it: once ``delay`` seconds have passed."""
+        assert self._control is not None
+        assert self._loop is not None
+        self._emit("node.retried", firing, error=error, attempt=self._control.attempt(firing) - 1)
+        self._retries_due += 1
+        if delay <= 0:
+            self._retrying.append(firing)
+            return
+        self._retry_timers[firing.order] = (self._loop.call_later(delay, self._retry_due, firing), firing)
+
+    def _retry_due(self, firing: Firing) -> None:
+        del self._retry_timers[firing.order]
+        self._retrying.append(firing)
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
     def _release(self, nid: NodeId) -> None:
         """``nid``'s call is over: its next waiting firing, if any, is the next to run."""
         self._running_nodes.discard(nid)
         waiting = self._waiting.get(nid)
         if waiting:
-            self._ready.appendleft(waiting.popleft())
+            lane = self._lane_of.get(nid) if self._lane_of else None
+            (self._ready if lane is None else lane.ready).appendleft(waiting.popleft())
             if not waiting:
                 del self._waiting[nid]
 
@@ -942,26 +1427,34 @@ class _Execution:
             outputs, tags = outcome.outputs, outcome.tags
         else:
             outputs, tags = outcome, None
-        self._emit("node.finished", firing, outputs)
+        if self._control is None:
+            self._emit("node.finished", firing, outputs)
+        else:
+            self._emit("node.finished", firing, outputs, attempt=self._control.attempt(firing))
+            self._control.done(firing)
         try:
             self._queue(self.state.succeeded(firing, outputs, tags))
         except IterationLimitReached as exc:
             self._stop(exc)
 
     def _fail(self, firing: Firing, error: BaseException) -> None:
-        self._emit("node.failed", firing, error=error)
+        attempts = self._control.errors(firing) if self._control is not None else ()
+        self._emit("node.failed", firing, error=error, attempt=max(1, len(attempts)))
         try:
             nxt = self.state.failed(firing, error)
         except IterationLimitReached as exc:
             self._stop(exc)
             return
         if firing.node_id in self.state.errors and self.raise_on_error:
-            self._stop(_NodeFailed(firing.node_id, error))
+            self._stop(_NodeFailed(firing.node_id, error, attempts))
             return
         self._queue(nxt)
 
-    def _translate(self, exc: BaseException, firing: Firing, executor: concurrent.futures.Executor) -> BaseException:
+    def _translate(
+        self, exc: BaseException, firing: Firing, executor: concurrent.futures.Executor, pool: Pool | None = None
+    ) -> BaseException:
         """Turn a pool's low-level failure into an error that says what happened and what to do."""
-        assert self._pool is not None
+        pool = pool or self._pool
+        assert pool is not None
         where = f"graph {self.graph.id!r}: node {firing.node_id!r}"
-        return self._pool.translate(exc, executor, where, node_id=firing.node_id)
+        return pool.translate(exc, executor, where, node_id=firing.node_id)

@@ -427,3 +427,71 @@ def test_missing_extra_names_the_dask_extra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE, check=True)
     assert out.stdout.strip() == "pool 'dask' needs the 'distributed' package: pip install 'aioflow[dask]'"
+
+
+# --------------------------------------------------------------------------- several pools
+
+
+def test_a_dask_pool_beside_a_local_pool_in_one_execution(local_cluster: Any) -> None:
+    """Nodes naming the cluster pool run on Dask workers, the others in this process; data crosses through the driver."""
+
+    def on(pool: str | None, node: dict[str, Any]) -> dict[str, Any]:
+        if pool is not None:
+            node["aioflow"] = {"pool": pool}
+        return node
+
+    graph = {
+        "graph": {"id": "mixed"},
+        "nodes": [
+            on("cluster", method_node("a", "tasks.inc", x=1)),
+            on(None, method_node("b", "tasks.inc")),
+            on("cluster", method_node("c", "tasks.inc")),
+            on("cluster", method_node("remote_pid", "clusters.dask_tasks.worker_pid")),
+            on(None, method_node("local_pid", "clusters.dask_tasks.worker_pid")),
+        ],
+        "links": [return_value_link("a", "b", "x"), return_value_link("b", "c", "x")],
+    }
+    results = aioflow.execute_graph(
+        graph,
+        pools={"cluster": {"pool_type": "dask", "pool_options": {"address": local_cluster.scheduler_address}}},
+        pool_type="thread",
+        outputs=[{"all": True}],
+        merge_outputs=False,
+        timeout=DEADLINE,
+    )
+    assert results["c"] == {"return_value": 4}
+    assert results["local_pid"]["return_value"] == os.getpid()
+    remote = results["remote_pid"]["return_value"]
+    assert remote != os.getpid()
+    assert remote in {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def test_outputs_stay_on_the_cluster_between_its_nodes_beside_a_local_pool(local_cluster: Any) -> None:
+    """With the cluster as the default pool, its nodes' outputs go from worker to worker; a local node's go through the driver."""
+    me = os.getpid()
+    local = method_node("local", "tasks.inc")
+    local["aioflow"] = {"pool": "local"}
+    graph = {
+        "nodes": [
+            method_node("make", "clusters.dask_tasks.make_forbidden", driver_pid=me, payload=40),
+            method_node("bump", "clusters.dask_tasks.bump_forbidden"),
+            method_node("read", "clusters.dask_tasks.read_forbidden"),
+            local,
+        ],
+        "links": [
+            return_value_link("make", "bump", "value"),
+            return_value_link("bump", "read", "value"),
+            return_value_link("read", "local", "x"),
+        ],
+    }
+    results = aioflow.execute_graph(
+        graph,
+        pools={
+            "cluster": {"pool_type": "dask", "pool_options": {"address": local_cluster.scheduler_address}},
+            "local": {"pool_type": "thread"},
+        },
+        default_pool="cluster",
+        timeout=DEADLINE,
+    )
+    assert results == {"return_value": 42}
+    assert results.executions == {"make": 1, "bump": 1, "read": 1, "local": 1}

@@ -45,6 +45,9 @@ ENGINE = {
     "translate",
     "discard_broken",
     "worker_of",
+    "stop_call",
+    "astop_call",
+    "stops_one_call",
 }
 
 #: Public members of one pool type only, and who reads them.
