@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import random
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -192,6 +193,8 @@ def _show(value: Any) -> str:
 
 def _read(value: Mapping[str, Any], base: NodeControl) -> NodeControl:
     """``base`` with the settings of a checked ``"aioflow"`` value."""
+    if base is NO_CONTROL and len(value) == 1 and "priority" in value:  # the commonest alone: no replace()
+        return NodeControl(priority=value["priority"])
     changes: dict[str, Any] = {}
     if "timeout" in value:
         changes["timeout"] = None if value["timeout"] is None else float(value["timeout"])
@@ -219,17 +222,31 @@ def _read(value: Mapping[str, Any], base: NodeControl) -> NodeControl:
     return replace(base, **changes) if changes else base
 
 
-def node_controls(graph: Graph, defaults: Mapping[str, Any] | None = None) -> dict[NodeId, NodeControl]:
+def node_controls(graph: Graph, defaults: Mapping[str, Any] | None = None) -> Mapping[NodeId, NodeControl]:
     """The control settings of ``graph``'s nodes that have any (their own over ``defaults``); checked values only.
 
     A node absent from the result has `NO_CONTROL`. ``defaults`` must have
     passed `check_control`; so must the nodes' values, which `load_graph`
-    checks (a graph made by hand is checked here).
+    checks (a graph made by hand is checked here). Without ``defaults``, the
+    result is kept with the graph (which never changes) for its next runs:
+    it must not be changed.
 
     Raises:
         GraphError: a node's value has problems (each named).
     """
-    base = _read(defaults, NO_CONTROL) if defaults else NO_CONTROL
+    if defaults:
+        return _controls(graph, _read(defaults, NO_CONTROL))
+    controls = _KEPT.get(graph)
+    if controls is None:
+        controls = _KEPT[graph] = _controls(graph, NO_CONTROL)
+    return controls
+
+
+# Each graph's settings without defaults, read once (a graph never changes).
+_KEPT: weakref.WeakKeyDictionary[Graph, dict[NodeId, NodeControl]] = weakref.WeakKeyDictionary()
+
+
+def _controls(graph: Graph, base: NodeControl) -> dict[NodeId, NodeControl]:
     controls: dict[NodeId, NodeControl] = {}
     for nid, node in graph.nodes.items():
         attributes = node.attributes

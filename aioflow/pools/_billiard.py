@@ -133,7 +133,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import MissingExtraError, OptionError
 from ._base import Pool
-from ._futures import note_worker, noted_worker, settle
+from ._futures import note_worker, settle
 from ._lifecycle import kill_descendants, kill_process_trees, ready_to_fork, worker_initializer
 from ._options import DEFAULT_IDLE_TIMEOUT, PoolOptions
 from ._outcomes import BrokenBilliardPool, not_loadable, unpack_error
@@ -207,7 +207,7 @@ def _call_in_worker(call: bytes) -> bytes:
 class _Job:
     future: concurrent.futures.Future[Any]
     started: bool = False
-    stop: bool = False  # stopped before a worker took it (`stop_job`): that worker is killed as it does
+    job_id: int | None = None  # billiard's
 
 
 class BilliardExecutor(concurrent.futures.Executor):
@@ -299,6 +299,7 @@ class BilliardExecutor(concurrent.futures.Executor):
             if result is None:  # the pool stopped (it only does when broken)
                 del self._jobs[future]
                 raise BrokenBilliardPool(self._broken or "the billiard pool stopped")
+            job.job_id = result._job
         if grow:
             pool.wake_supervisor()
         return future
@@ -425,29 +426,20 @@ class BilliardExecutor(concurrent.futures.Executor):
             job.started = True
             note_worker(job.future, pid)
             job.future.set_running_or_notify_cancel()
-            stop = job.stop
-        if stop:
-            kill_process_trees([pid])  # the worker just took it: nothing else runs there
 
     def stop_job(self, future: concurrent.futures.Future[Any]) -> None:
-        """Stop one call: kill the worker running it, with the processes it started; one that takes it later dies too.
+        """Stop one call: kill the worker running it, with the processes it started, or drop it if none took it.
 
         A job billiard queued runs once a worker takes it, cancelled or not:
-        its worker is killed as it acknowledges the job. The pool replaces a
-        killed worker; the other jobs go on.
+        the pool's switchboard, which knows which job each worker holds,
+        stops it (`_billiard_internals._Switchboard.stop_job`). The pool
+        replaces a killed worker; the other jobs go on.
         """
-        pid = None
         with self._lock:
             job = self._jobs.get(future)
-            if job is None:
-                return  # over
-            if job.started:
-                worker = noted_worker(future)
-                pid = worker[0] if worker is not None else None
-            else:
-                job.stop = True
-        if pid is not None:
-            kill_process_trees([pid])
+            job_id = job.job_id if job is not None else None
+        if job_id is not None:
+            self._pool.switchboard.stop_job(job_id)
 
     def _on_result(self, job: _Job, payload: bytes) -> None:
         try:

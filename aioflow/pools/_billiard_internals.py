@@ -48,6 +48,7 @@ would misbehave, not fail.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import functools
 import itertools
 import logging
@@ -324,6 +325,8 @@ class _Switchboard:
         self._stopped = False
         self._closed = False
         self._ends = 0  # billiard's end-of-results markers, not yet returned by poll
+        # Jobs written to a worker, not taken yet, to stop: its worker is killed as it takes one (`stop_job`).
+        self._doomed: set[int] = set()
         self._untaken_deaths = 0  # in a row
         self._last_exit = "none yet"  # how the last worker reaped ended
         # The result thread's own: messages read for billiard, and workers to bury (once billiard has
@@ -494,9 +497,13 @@ class _Switchboard:
             return None
         ack, ready, death = self._kinds
         kind = message[0]
-        if kind == ack:  # read and written by this thread only, once the job is written
-            link.acked = link.took_any = True
-            self._untaken_deaths = 0
+        if kind == ack:
+            with self._lock:  # `stop_job` reads ``acked`` under the lock
+                link.acked = link.took_any = True
+                self._untaken_deaths = 0
+                if link.task is not None and link.task[1][0] in self._doomed:
+                    self._doomed.discard(link.task[1][0])
+                    _kill_tree(link.pid)  # it has just taken the job: nothing else runs there
             return message
         with self._lock:
             if kind == ready:
@@ -555,6 +562,34 @@ class _Switchboard:
 
     # ------------------------------------------------------------ any thread
 
+    def stop_job(self, job_id: int) -> None:
+        """Stop one job: drop it if no worker has it, kill its worker (with what it started) if one took it.
+
+        Under the lock, a worker's job is the job until its READY is handled,
+        and a worker gets no other job before: the worker killed is the one
+        running this job, or done with it and idle, never one running another
+        job. A job written to a worker that has not taken it yet dooms that
+        worker when it does (`_open`): killed before, the job would go to
+        another worker.
+        """
+        dropped = None
+        with self._lock:
+            for task in self._pending:
+                if task[1][0] == job_id:
+                    dropped = task
+                    self._pending.remove(task)
+                    break
+            else:
+                link = next((x for x in self._links.values() if x.task is not None and x.task[1][0] == job_id), None)
+                if link is None:
+                    return  # done
+                if link.acked:
+                    _kill_tree(link.pid)
+                else:
+                    self._doomed.add(job_id)
+        if dropped is not None:
+            self._fail(dropped, concurrent.futures.CancelledError())
+
     def idle_expiry(self) -> tuple[int, float | None]:
         """How many idle workers have been idle for ``idle_timeout``, and seconds until the next one has."""
         with self._lock:
@@ -602,6 +637,22 @@ class _Switchboard:
 
 
 # --------------------------------------------------------------------------- billiard's pool and threads
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a worker and the processes below it, listed first; waits for nothing (callers hold a lock)."""
+    import psutil  # only to stop one job
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def run_guarded(thread: Any, pool: Any) -> None:

@@ -12,7 +12,6 @@ pool's: it imports nothing but `concurrent.futures`.
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -124,32 +123,3 @@ def cancel_queued(future: concurrent.futures.Future[Any]) -> None:
     """
     if future.cancel():
         future.set_running_or_notify_cancel()
-
-
-def note_start(future: concurrent.futures.Future[Any]) -> None:
-    """Note on ``future`` when a worker takes its call (at once if one has): `started_at` reads it.
-
-    Every local pool's executor calls the future's ``set_running_or_notify_cancel``
-    as a worker takes the call: this wraps it, for this future only.
-    """
-    original = future.set_running_or_notify_cancel
-
-    def set_running_or_notify_cancel() -> bool:
-        running = original()
-        if running:
-            setattr(future, _STARTED, time.monotonic())
-        return running
-
-    future.set_running_or_notify_cancel = set_running_or_notify_cancel  # type: ignore[method-assign]
-    if (future.running() or future.done()) and not hasattr(future, _STARTED):
-        setattr(future, _STARTED, time.monotonic())  # taken before this was set up: a moment ago
-
-
-def started_at(future: concurrent.futures.Future[Any]) -> float | None:
-    """When a worker took the call of ``future`` (``time.monotonic()``), if `note_start` noted it."""
-    started: float | None = getattr(future, _STARTED, None)
-    return started
-
-
-# The attribute of a call's future that holds when a worker took it (`note_start`).
-_STARTED = "_aioflow_started"

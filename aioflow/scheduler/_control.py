@@ -11,9 +11,10 @@ whose nodes have priorities. Neither does I/O or knows asyncio.
 
 from __future__ import annotations
 
+import bisect
 import builtins
-import heapq
 import importlib
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .._errors import GraphError, NodeCancelledError, NodeTimeoutError, RemoteError
@@ -134,54 +135,71 @@ class ReadyQueue:
     """The firings ready to be sent, the highest priority first; among equal ones, first in, first out.
 
     It stands in for the driver's deque of ready firings (the methods it uses
-    of one), for a run whose nodes have priorities.
+    of one), for a run whose nodes have priorities: a deque per priority, and
+    the priorities present, in order (a graph has few distinct ones: adding
+    and taking a firing cost O(1) but for a new priority).
     """
 
-    __slots__ = ("_first", "_heap", "_last", "_priority")
+    __slots__ = ("_buckets", "_levels", "_priority", "_size")
 
     def __init__(self, control: RunControl) -> None:
         self._priority = {nid: c.priority for nid, c in control.controls.items() if c.priority}
-        self._heap: list[tuple[int, int, Firing]] = []
-        self._last = 0  # order of arrival, for ties; appendleft goes before every arrival
-        self._first = 0
+        self._buckets: dict[int, deque[Firing]] = {}
+        self._levels: list[int] = []  # the priorities with firings, ascending
+        self._size = 0
+
+    def _bucket(self, firing: Firing) -> deque[Firing]:
+        level = self._priority.get(firing.node_id, 0)
+        bucket = self._buckets.get(level)
+        if bucket is None:
+            bucket = self._buckets[level] = deque()
+            bisect.insort(self._levels, level)
+        return bucket
 
     def append(self, firing: Firing) -> None:
-        self._last += 1
-        heapq.heappush(self._heap, (-self._priority.get(firing.node_id, 0), self._last, firing))
+        self._bucket(firing).append(firing)
+        self._size += 1
 
     def extend(self, firings: Iterable[Firing]) -> None:
-        heap, priority, last = self._heap, self._priority, self._last
         for firing in firings:
-            last += 1
-            heapq.heappush(heap, (-priority.get(firing.node_id, 0), last, firing))
-        self._last = last
+            self._bucket(firing).append(firing)
+            self._size += 1
 
     def appendleft(self, firing: Firing) -> None:
-        self._first -= 1
-        heapq.heappush(self._heap, (-self._priority.get(firing.node_id, 0), self._first, firing))
+        self._bucket(firing).appendleft(firing)
+        self._size += 1
 
     def popleft(self) -> Firing:
-        return heapq.heappop(self._heap)[2]
+        level = self._levels[-1]
+        bucket = self._buckets[level]
+        firing = bucket.popleft()
+        if not bucket:
+            del self._buckets[level]
+            self._levels.pop()
+        self._size -= 1
+        return firing
 
     def __getitem__(self, index: int) -> Firing:
-        if index != 0:
+        if index != 0 or not self._size:
             raise IndexError(index)
-        return self._heap[0][2]
+        return self._buckets[self._levels[-1]][0]
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
 
     def __iter__(self) -> Iterator[Firing]:
-        """The firings, in no particular order."""
-        return (entry[2] for entry in self._heap)
+        """The firings, in the order they would be sent."""
+        return (firing for level in reversed(self._levels) for firing in self._buckets[level])
 
     def without(self, nid: NodeId) -> ReadyQueue:
         """This queue but the firings of ``nid`` (a cancelled node's)."""
         kept = ReadyQueue.__new__(ReadyQueue)
-        kept._priority, kept._first, kept._last = self._priority, self._first, self._last
-        kept._heap = [entry for entry in self._heap if entry[2].node_id != nid]
-        heapq.heapify(kept._heap)
+        kept._priority, kept._buckets, kept._levels, kept._size = self._priority, {}, [], 0
+        for firing in self:
+            if firing.node_id != nid:
+                kept._bucket(firing).append(firing)
+                kept._size += 1
         return kept
-
-    def __bool__(self) -> bool:
-        return bool(self._heap)

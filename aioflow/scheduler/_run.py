@@ -75,7 +75,7 @@ from .._tasks import ChainedCall, TaskCall, TaskOutcome, run_chained, run_task
 from ..graph import Graph, Node, NodeId, load_graph
 from ..graph._control import check_control, node_controls
 from ..pools import Pool
-from ..pools._futures import OneCall, note_start, started_at
+from ..pools._futures import OneCall
 from ..pools._options import PoolSpec, takes_pool_keywords
 from ..pools._threads import run_in_own_thread
 from ._control import ReadyQueue, RunControl
@@ -109,8 +109,8 @@ _MIN_WINDOW = 32
 
 # How often the driver checks the calls of nodes with a timeout (`_Execution._sweep`): a
 # twentieth of the shortest timeout, within these bounds (seconds). A node fails at most
-# that long after its deadline.
-_SWEEP_MIN, _SWEEP_MAX = 0.005, 0.05
+# two periods after its deadline.
+_SWEEP_MIN, _SWEEP_MAX = 0.005, 0.025
 
 # Seconds the end of an execution waits for the tasks it stopped alone (a node's timeout,
 # a cancelled node) to be gone, before it stops them as a timeout of the run would.
@@ -497,8 +497,8 @@ class _InFlight:
         # Finished before the state machine fired its node: its outcome waits for the firing.
         self.parked = False
         # For a call that may be stopped alone: its own owner (`OneCall`). For a node
-        # with a timeout: when it was sent, on a pool that does not say when a worker
-        # takes a call (else its future says: `started_at`), and whether it timed out.
+        # with a timeout: when a worker took it (on a pool that does not say, when it
+        # was sent), and whether it timed out.
         self.owner: object = None
         self.started: float | None = None
         self.timed_out = False
@@ -1073,8 +1073,6 @@ class _Execution:
         if timeout is not None:
             if pool.workers_elsewhere or call is None:
                 slot.started = time.monotonic()  # a cluster pool does not say when a worker takes it
-            else:
-                note_start(call)
             self._timed[future] = timeout
             if self._sweep_at is None:
                 self._sweep_at = loop.call_later(self._sweep_period, self._sweep)
@@ -1092,10 +1090,11 @@ class _Execution:
     def _sweep(self) -> None:
         """Fail the calls past their node's timeout (`_finish` stops them); check again in `_sweep_period` if any run.
 
-        A call's clock starts when a worker takes it (`note_start`: the pool's
-        thread notes the time on its future), so one timer checks every timed
-        call in flight, with no hop between threads per call. A node fails at
-        most `_sweep_period` after its deadline.
+        A call's clock starts when a worker takes it: the first check that
+        finds its future running (every local pool's executor marks it so as
+        a worker takes the call) starts it. So one timer watches every timed
+        call in flight, with nothing to do per call in the pool's threads,
+        and a node fails at most two periods after its deadline.
         """
         self._sweep_at = None
         now = time.monotonic()
@@ -1105,8 +1104,13 @@ class _Execution:
             if slot is None:
                 del self._timed[future]
                 continue
-            started = slot.started if slot.started is not None else started_at(slot.call) if slot.call else None
-            if started is not None and now - started >= timeout:
+            started = slot.started
+            if started is None:
+                call = slot.call
+                if call is not None and (call.running() or call.done()):
+                    slot.started = now  # taken by a worker since the last check
+                continue
+            if now - started >= timeout:
                 del self._timed[future]
                 slot.timed_out = True
                 self._completed.append(future)
