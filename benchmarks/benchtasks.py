@@ -116,9 +116,7 @@ def marked_spin(path: str, seconds: float = 30.0) -> str:
     """
     with open(path, "w") as f:
         f.write(repr(time.monotonic()))
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        time.sleep(0.002)
+    spin(seconds)
     return path
 
 

@@ -66,8 +66,8 @@ def _options(pool: str) -> dict[str, Any]:
     return options
 
 
-def timeout_latency(pool: str, folder: Path) -> float:
-    """Seconds from a node's deadline to its failure event."""
+def _watch(folder: Path) -> tuple[Path, list[float], Any]:
+    """The file the task marks its start in (removed), the failure events' times, and the callback that notes them."""
     mark = folder / "start"
     mark.unlink(missing_ok=True)
     failed: list[float] = []
@@ -76,6 +76,12 @@ def timeout_latency(pool: str, folder: Path) -> float:
         if event.kind == "node.failed":
             failed.append(event.time)
 
+    return mark, failed, on_event
+
+
+def timeout_latency(pool: str, folder: Path) -> float:
+    """Seconds from a node's deadline to its failure event."""
+    mark, failed, on_event = _watch(folder)
     results = aioflow.execute_graph(_graph(mark, {"timeout": LIMIT}), on_event=on_event, **_options(pool))
     assert isinstance(results.errors["spin"], aioflow.NodeTimeoutError), results.errors
     return failed[0] - (float(mark.read_text()) + LIMIT)
@@ -83,13 +89,7 @@ def timeout_latency(pool: str, folder: Path) -> float:
 
 def cancel_latency(pool: str, folder: Path) -> float:
     """Seconds from ``run.cancel(node)`` to the node's failure event."""
-    mark = folder / "start"
-    mark.unlink(missing_ok=True)
-    failed: list[float] = []
-
-    def on_event(event: aioflow.Event) -> None:
-        if event.kind == "node.failed":
-            failed.append(event.time)
+    mark, failed, on_event = _watch(folder)
 
     async def main() -> float:
         async with aioflow.start(_graph(mark), on_event=on_event, **_options(pool)) as run:

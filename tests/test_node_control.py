@@ -43,6 +43,15 @@ def node(node_id: str, fn: str, control: dict[str, Any] | None = None, /, **inpu
     return raw
 
 
+def value_link(source: str, target: str) -> dict[str, Any]:
+    """A link giving ``source``'s return value to ``target``'s input ``value``."""
+    return {
+        "source": source,
+        "target": target,
+        "data_mapping": [{"source_output": "return_value", "target_input": "value"}],
+    }
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -421,16 +430,8 @@ def test_each_node_runs_on_the_pool_it_names(tmp_path: Path) -> None:
             _where("own_pid", None),
         ],
         "links": [
-            {
-                "source": "cpu",
-                "target": "io",
-                "data_mapping": [{"source_output": "return_value", "target_input": "value"}],
-            },
-            {
-                "source": "io",
-                "target": "own",
-                "data_mapping": [{"source_output": "return_value", "target_input": "value"}],
-            },
+            value_link("cpu", "io"),
+            value_link("io", "own"),
         ],
     }
     with aioflow.open_pool("process", max_workers=1, context="fork") as cpu:
@@ -554,16 +555,8 @@ def test_a_node_runs_on_the_named_pool_of_every_kind(local_pool: LocalPool, tmp_
             node("last", "count", directory=d, name="last"),
         ],
         "links": [
-            {
-                "source": "first",
-                "target": "named",
-                "data_mapping": [{"source_output": "return_value", "target_input": "value"}],
-            },
-            {
-                "source": "named",
-                "target": "last",
-                "data_mapping": [{"source_output": "return_value", "target_input": "value"}],
-            },
+            value_link("first", "named"),
+            value_link("named", "last"),
         ],
     }
     results = aioflow.execute_graph(
