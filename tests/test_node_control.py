@@ -52,6 +52,14 @@ def value_link(source: str, target: str) -> dict[str, Any]:
     }
 
 
+def aioflow_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m aioflow ARGS``, with the tests' task modules importable."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TASKS.parent), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-m", "aioflow", *args], capture_output=True, text=True, timeout=DEADLINE, check=False, env=env
+    )
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -129,13 +137,7 @@ def test_aioflow_check_reports_the_attribute_s_problems(tmp_path: Path) -> None:
     path.write_text(
         json.dumps({"graph": {"id": "g"}, "nodes": [{**method_node("a", "m.f"), "aioflow": {"retries": "2"}}]})
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "aioflow", "check", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-    )
+    done = aioflow_cli("check", str(path))
     assert done.returncode == 2
     assert "node 'a': 'aioflow': 'retries' must be an int" in done.stderr
 
@@ -184,20 +186,16 @@ def test_the_cli_takes_node_defaults(tmp_path: Path) -> None:
     path = tmp_path / "g.json"
     graph = {"graph": {"id": "g"}, "nodes": [node("f", "fails_until", directory=str(tmp_path), succeed_on=2)]}
     path.write_text(json.dumps(graph))
-    run = [sys.executable, "-m", "aioflow", "run", str(path), "--pool", "thread"]
-    failed = subprocess.run(run, capture_output=True, text=True, timeout=DEADLINE, check=False)
+    run = ["run", str(path), "--pool", "thread"]
+    failed = aioflow_cli(*run)
     assert failed.returncode == 1
     (tmp_path / "attempts").unlink()
     defaults = tmp_path / "defaults.yaml"
     defaults.write_text("retries: 1\n")
-    done = subprocess.run(
-        [*run, "--node-defaults", str(defaults)], capture_output=True, text=True, timeout=DEADLINE, check=False
-    )
+    done = aioflow_cli(*run, "--node-defaults", str(defaults))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"return_value": 2}
-    bad = subprocess.run(
-        [*run, "--node-defaults", '{"timeout": "1"}'], capture_output=True, text=True, timeout=DEADLINE, check=False
-    )
+    bad = aioflow_cli(*run, "--node-defaults", '{"timeout": "1"}')
     assert bad.returncode == 2
     assert "'timeout' must be a number of seconds > 0" in bad.stderr
 
@@ -515,31 +513,12 @@ def test_the_cli_takes_a_pool_config(tmp_path: Path) -> None:
     config.write_text(
         "pools:\n  cpu: {pool_type: process, max_workers: 1, context: fork}\n  io: {pool_type: thread}\ndefault_pool: io\n"
     )
-    command = [
-        sys.executable,
-        "-m",
-        "aioflow",
-        "run",
-        str(tmp_path / "g.json"),
-        "--outputs",
-        "all",
-        "--no-merge-outputs",
-    ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TASKS.parent), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run(
-        [*command, "--pool-config", str(config)], capture_output=True, text=True, timeout=DEADLINE, check=False, env=env
-    )
+    command = ["run", str(tmp_path / "g.json"), "--outputs", "all", "--no-merge-outputs"]
+    done = aioflow_cli(*command, "--pool-config", str(config))
     assert done.returncode == 0, done.stderr
     pids = {nid: r["return_value"] for nid, r in json.loads(done.stdout).items()}
     assert pids["a"] != pids["b"]  # a worker process; the CLI's own process
-    bad = subprocess.run(
-        [*command, "--pool-config", '{"cpu": {}}'],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-        env=env,
-    )
+    bad = aioflow_cli(*command, "--pool-config", '{"cpu": {}}')
     assert bad.returncode == 2
     assert "--pool-config: must be an object" in bad.stderr
 

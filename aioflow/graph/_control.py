@@ -193,8 +193,6 @@ def _show(value: Any) -> str:
 
 def _read(value: Mapping[str, Any], base: NodeControl) -> NodeControl:
     """``base`` with the settings of a checked ``"aioflow"`` value."""
-    if base is NO_CONTROL and len(value) == 1 and "priority" in value:  # the commonest alone: no replace()
-        return NodeControl(priority=value["priority"])
     changes: dict[str, Any] = {}
     if "timeout" in value:
         changes["timeout"] = None if value["timeout"] is None else float(value["timeout"])

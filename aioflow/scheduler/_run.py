@@ -274,10 +274,8 @@ def _named_pools(pools: Any, default_pool: Any) -> dict[str, PoolSpec | Pool]:
 
 def _in_gevent_hub(spec: PoolSpec) -> bool:
     """Whether a pool of this spec would run its tasks in the gevent hub (an unknown type: the run says so later)."""
-    from ..pools import default_pool_type, pool_class
-
     try:
-        return pool_class(spec.pool_type or default_pool_type()).runs_in_gevent_hub
+        return spec.pool_class().runs_in_gevent_hub
     except OptionError:
         return False
 
@@ -618,7 +616,7 @@ class _Execution:
         # them, every `_sweep_period` seconds while there are any (`_sweep`).
         self._timed: dict[_Call, float] = {}
         self._sweep_at: asyncio.TimerHandle | None = None
-        self._sweep_period = 0.05
+        self._sweep_period = _SWEEP_MAX
         if self._control is not None and self._control.timeouts:
             shortest = min(c.timeout for c in controls.values() if c.timeout is not None)
             self._sweep_period = min(_SWEEP_MAX, max(_SWEEP_MIN, shortest / 20))
@@ -940,6 +938,10 @@ class _Execution:
 
     def _on_done(self, future: asyncio.Future[Any]) -> None:
         self._completed.append(future)
+        self._rouse()
+
+    def _rouse(self) -> None:
+        """Wake the driver if it waits (in the loop's thread)."""
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
@@ -965,9 +967,7 @@ class _Execution:
 
     def _wake(self) -> None:
         self._wake_pending = False
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        self._rouse()
 
     def _submit_ready(self, loop: asyncio.AbstractEventLoop) -> None:
         pool = self._pool
@@ -1116,7 +1116,7 @@ class _Execution:
                 self._completed.append(future)
                 expired = True
         if expired:
-            self._wake()
+            self._rouse()
         if self._timed and self._loop is not None:
             self._sweep_at = self._loop.call_later(self._sweep_period, self._sweep)
 
@@ -1351,7 +1351,7 @@ class _Execution:
                 self._failed(firing, NodeCancelledError(self.graph.id, nid, "it had not started"))
         found = found or bool(waiting) or bool(ready)
         if found:
-            self._wake()
+            self._rouse()
         return found
 
     def _retry_later(self, firing: Firing, error: BaseException, delay: float) -> None:
@@ -1368,9 +1368,7 @@ class _Execution:
     def _retry_due(self, firing: Firing) -> None:
         del self._retry_timers[firing.order]
         self._retrying.append(firing)
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        self._rouse()
 
     def _release(self, nid: NodeId) -> None:
         """``nid``'s call is over: its next waiting firing, if any, is the next to run."""
