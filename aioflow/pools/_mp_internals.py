@@ -63,7 +63,7 @@ from ._mp_start import SUPPORTED, check_supported, start_context
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["IDLE", "SUPPORTED", "TAKING", "PipedPool", "check_supported", "weak_call"]
+__all__ = ["IDLE", "NO_JOB", "SUPPORTED", "TAKING", "PipedPool", "check_supported", "new_job_cell", "weak_call"]
 
 logger = logging.getLogger("aioflow.pools")
 
@@ -87,6 +87,20 @@ _ATOMIC_WRITE = select.PIPE_BUF
 
 # In a worker: its state cell (`PipedPool.Process` gives each worker one, `_start_worker` keeps it here).
 _STATE: Any = None
+
+
+#: A job cell's value while its worker runs no call.
+NO_JOB = -1
+
+
+def new_job_cell(ctx: Any) -> Any:
+    """A shared integer with a lock of its own: the id of the call a worker runs, or `NO_JOB`.
+
+    The worker sets it (under its lock) before it reports a call and clears it
+    before it sends the call's outcome; whoever holds the lock knows the
+    worker cannot move on to another call meanwhile.
+    """
+    return ctx.Value(ctypes.c_longlong, NO_JOB, lock=ctx.Lock())
 
 
 def weak_call(method: Callable[..., None], *args: Any) -> Callable[..., None]:
@@ -170,11 +184,12 @@ class _WorkerList(list[Any]):
 class PipedPool(multiprocessing.pool.Pool):
     """A `multiprocessing.Pool` whose workers report on pipes of their own, and that stops cleanly whatever its killed workers left in its pipes.
 
-    Each worker gets its own pipe and state cell (`Process`); once it has
-    started, ``on_started(process, reader, state)`` is called, in the thread
-    that started it. The pool's initializer receives them as its last two
-    arguments, ``(*initargs, writer, state)``. The queues are `_TaskQueue` and
-    `_ResultQueue`.
+    Each worker gets its own pipe, state cell and job cell (`Process`); once
+    it has started, ``on_started(process, reader, state, job)`` is called, in
+    the thread that started it. The pool's initializer receives them as its
+    last three arguments, ``(*initargs, writer, state, job)``. The job cell
+    (`new_job_cell`) is free for the executor's use. The queues are
+    `_TaskQueue` and `_ResultQueue`.
 
     Stopping. Both queues are pipes of length-prefixed pickles. A worker
     killed in the middle of reading a task leaves the rest of that message in
@@ -195,7 +210,7 @@ class PipedPool(multiprocessing.pool.Pool):
         self,
         *args: Any,
         on_results_lost: Callable[[str], None],
-        on_started: Callable[[Any, multiprocessing.connection.Connection, Any], None],
+        on_started: Callable[[Any, multiprocessing.connection.Connection, Any, Any], None],
         **kwargs: Any,
     ) -> None:
         # Pool.__init__ starts the first workers: what they need comes first.
@@ -255,13 +270,14 @@ class PipedPool(multiprocessing.pool.Pool):
     # ---------------------------------------------------------- the stdlib's hooks
 
     def Process(self, ctx: Any, *args: Any, **kwds: Any) -> Any:  # type: ignore[override]
-        """Called by the pool for each new worker: give it a pipe and a state cell of its own."""
+        """Called by the pool for each new worker: give it a pipe, a state cell and a job cell of its own."""
         reader, writer = ctx.Pipe(duplex=False)
         state = ctx.RawValue(ctypes.c_int, IDLE)
+        job = new_job_cell(ctx)
         inqueue, outqueue, initializer, initargs, *rest = kwds["args"]
-        kwds["args"] = (inqueue, outqueue, _start_worker, (state, initializer, (*initargs, writer, state)), *rest)
+        kwds["args"] = (inqueue, outqueue, _start_worker, (state, initializer, (*initargs, writer, state, job)), *rest)
         process = self._new_process(ctx, *args, **kwds)
-        self._starting[process] = (reader, writer, state)
+        self._starting[process] = (reader, writer, state, job)
         return process
 
     @staticmethod
@@ -269,9 +285,9 @@ class PipedPool(multiprocessing.pool.Pool):
         return start_context(ctx.get_start_method()).Process(*args, **kwds)
 
     def _started(self, process: Any) -> None:
-        reader, writer, state = self._starting.pop(process)
+        reader, writer, state, job = self._starting.pop(process)
         writer.close()  # the worker has its own: the pipe ends with it
-        self._on_started(process, reader, state)
+        self._on_started(process, reader, state, job)
 
     def _setup_queues(self) -> None:
         # Pool.__init__ calls it right after it made the worker list: the one place to replace both.

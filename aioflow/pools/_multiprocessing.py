@@ -10,8 +10,8 @@ Actors and who owns what:
   pool's workers takes it. ``_lock`` guards ``_jobs``, ``_state`` and the
   generations.
 - Every *worker* has a pipe of its own to the executor (`PipedPool.Process`
-  makes it, with a shared *state cell*, before the stdlib starts the
-  worker). On it the worker says ``ready`` once its initializer has run,
+  makes it, with a shared *state cell* and a *job cell*, before the stdlib
+  starts the worker). On it the worker says ``ready`` once its initializer has run,
   ``start`` with the job id before it runs a call, then the call's outcome
   (`aioflow.pools._wire.dump_outcome`), and ``bye`` when it
   exits cleanly (a `multiprocessing.util.Finalize` hook, which SIGKILL and
@@ -79,6 +79,12 @@ write lock, terminates the pool, then joins the watcher. A worker killed in
 the middle of reading a task leaves a pipe out of step: `PipedPool` terminates
 whatever the pipes hold (see there), and no error of the stop escapes.
 
+Stopping one call (a node's timeout, `stop_job`) kills the worker running
+it. A worker may already have sent that call's outcome and taken its next
+call: its job cell names the call it runs, set before ``start`` and cleared
+before the outcome goes out, and the worker is killed only while holding the
+cell's lock shows the call being stopped (`_kill_if_running`).
+
 Worker processes ignore SIGINT and exit with the owning process (see
 `aioflow.pools._lifecycle.worker_initializer`).
 
@@ -121,7 +127,7 @@ from .._errors import OptionError
 from ._base import Pool
 from ._futures import note_worker, settle
 from ._lifecycle import kill_process_trees, ready_to_fork, worker_initializer
-from ._mp_internals import IDLE, TAKING, PipedPool, check_supported, weak_call
+from ._mp_internals import IDLE, NO_JOB, TAKING, PipedPool, check_supported, weak_call
 from ._mp_start import non_daemonic_context
 from ._outcomes import (
     BrokenMultiprocessingPool,
@@ -157,6 +163,9 @@ _REAP_GRACE = 2.0
 #: Seconds between two looks at a closing pool's worker thread, which ends without telling anyone.
 _CLOSE_POLL = 0.02
 
+#: Seconds a stop waits for a worker's job cell before it takes the holder for a dead worker.
+_CELL_GRACE = 1.0
+
 
 # --------------------------------------------------------------------------- worker side
 
@@ -167,6 +176,7 @@ class _WorkerLink:
 
     conn: multiprocessing.connection.Connection  # this worker's own pipe to the executor
     state: Any  # this worker's shared c_int: IDLE or TAKING (`aioflow.pools._mp_internals`)
+    job: Any  # this worker's job cell: the call it runs (`aioflow.pools._mp_internals.new_job_cell`)
     stop: Any  # the generation's shared c_bool: calls picked up after it is set are skipped
     daemonic: bool
 
@@ -197,13 +207,14 @@ def _pool_initializer(
     initargs: tuple[Any, ...],
     conn: multiprocessing.connection.Connection,
     state: Any,
+    job: Any,
 ) -> None:
     """Run in each new worker: ignore SIGINT, watch the owner, run the user's initializer, say ``ready``.
 
-    ``conn`` and ``state`` are this worker's own (`PipedPool.Process` adds them).
+    ``conn``, ``state`` and ``job`` are this worker's own (`PipedPool.Process` adds them).
     """
     global _LINK
-    link = _LINK = _WorkerLink(conn, state, stop, daemonic)
+    link = _LINK = _WorkerLink(conn, state, job, stop, daemonic)
     # Runs when the worker leaves cleanly (pool closed, maxtasksperchild
     # reached, initializer failed), never after SIGKILL or os._exit.
     multiprocessing.util.Finalize(None, _say_bye, args=(link, os.getpid()), exitpriority=100)
@@ -229,11 +240,17 @@ def _call_in_worker(job_id: int, sealed: bytes) -> None:
     never runs in this generation (the executor may send it again). Every
     exception, `BaseException` included, is sent as an outcome: the pool's own
     worker loop only catches `Exception` and would exit on the others.
+
+    The job cell holds ``job_id`` from before ``start`` until before the
+    outcome goes out: the executor stops this call (`_MultiprocessingExecutor.stop_job`)
+    only while it does, never the next one.
     """
     link = _link()
+    link.job.value = job_id
     _send(link, ("start", job_id))
     link.state.value = IDLE
     if link.stop.value:
+        link.job.value = NO_JOB
         _send(link, ("skipped", job_id))
         return
     try:
@@ -242,15 +259,17 @@ def _call_in_worker(job_id: int, sealed: bytes) -> None:
         value = fn(*args, **kwargs)
     except BaseException as exc:
         error = clarify_daemonic(exc, "multiprocessing") if link.daemonic else exc
+        link.job.value = NO_JOB
         _send(link, dump_outcome(("done", job_id), False, error))
     else:
+        link.job.value = NO_JOB
         _send(link, dump_outcome(("done", job_id), True, value))
 
 
 class _Worker:
     """A worker process as the watcher sees it: its pipe, its state cell, and the call it reported."""
 
-    __slots__ = ("clean", "conn", "generation", "inbox", "job", "process", "ready", "state")
+    __slots__ = ("clean", "conn", "generation", "inbox", "job", "job_cell", "process", "ready", "state")
 
     def __init__(
         self,
@@ -258,12 +277,14 @@ class _Worker:
         process: multiprocessing.process.BaseProcess,
         conn: multiprocessing.connection.Connection,
         state: Any,
+        job_cell: Any,
     ) -> None:
         self.generation = generation
         self.process = process
         self.conn = conn
         self.inbox = Inbox(conn.fileno())
         self.state = state
+        self.job_cell = job_cell  # the call it runs, as it says itself (`_call_in_worker`)
         self.job: int | None = None  # the call it reported ``start`` for and has not finished
         self.ready = False  # its initializer ran
         self.clean = False  # it said ``bye``
@@ -343,6 +364,26 @@ class _Job:
     generation: _Generation | None = None
     worker: _Worker | None = None  # the worker that reported ``start`` for it
     stop: bool = False  # stopped before it started (`stop_job`): its worker is killed as it reports ``start``
+
+
+def _kill_if_running(worker: _Worker, job_id: int) -> None:
+    """Kill ``worker``, with every process its task started, if it still runs call ``job_id``.
+
+    A worker sends a call's outcome and takes the next call from the queue on
+    its own: the call the executor last heard of may be over. Its job cell
+    says which call it runs; holding the cell's lock, the worker cannot move
+    on before it is killed. A worker killed while it held the lock (only for
+    a moment, to set it) is dead already: after `_CELL_GRACE` it is left alone.
+    """
+    pid = worker.process.pid
+    lock = worker.job_cell.get_lock()
+    if pid is None or not lock.acquire(timeout=_CELL_GRACE):
+        return
+    try:
+        if worker.job_cell.get_obj().value == job_id:
+            kill_process_trees([pid])
+    finally:
+        lock.release()
 
 
 class _MultiprocessingExecutor(concurrent.futures.Executor):
@@ -490,8 +531,8 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
 
     # ------------------------------------------------------------ callbacks from the pools' threads
 
-    def _on_started(self, generation: _Generation, process: Any, conn: Any, state: Any) -> None:
-        self._arrivals.append(_Worker(generation, process, conn, state))
+    def _on_started(self, generation: _Generation, process: Any, conn: Any, state: Any, job_cell: Any) -> None:
+        self._arrivals.append(_Worker(generation, process, conn, state, job_cell))
         self._wake()
 
     def _on_error(self, job_id: int, generation: _Generation, exc: BaseException) -> None:
@@ -619,29 +660,30 @@ class _MultiprocessingExecutor(concurrent.futures.Executor):
                 note_worker(job.future, worker.process.pid)
             if not (job.future.running() or job.future.done()):
                 job.future.set_running_or_notify_cancel()
-            doomed = worker.process.pid if job.stop else None
-        if doomed is not None:
-            kill_process_trees([doomed])
+            doomed = job.stop
+        if doomed:
+            _kill_if_running(worker, job_id)
 
     def stop_job(self, future: concurrent.futures.Future[Any]) -> None:
         """Stop one call: kill the worker running it, with the processes it started; one that starts it later dies too.
 
         A call ``apply_async`` queued runs once a worker takes it, cancelled
         or not: its worker is killed as it reports ``start``. The pool
-        replaces a killed worker; the other calls go on.
+        replaces a killed worker; the other calls go on. A call that ended
+        before its worker is killed is not stopped: its outcome stands.
         """
-        pid = None
+        worker = None
         with self._lock:
             found = next(((i, j) for i, j in self._jobs.items() if j.future is future), None)
             if found is None:
                 return  # over
             job_id, job = found
             if job.worker is not None and job.worker.job == job_id:
-                pid = job.worker.process.pid
+                worker = job.worker
             else:
                 job.stop = True
-        if pid is not None:
-            kill_process_trees([pid])
+        if worker is not None:
+            _kill_if_running(worker, job_id)
 
     def _on_skipped(self, worker: _Worker, job_id: int) -> None:
         """The worker saw the stop flag after ``start``: the call did not run."""

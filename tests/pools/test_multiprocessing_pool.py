@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import random
 import re
 import signal
 import struct
@@ -411,3 +412,39 @@ def test_inbox_returns_whole_messages_and_never_waits_for_the_rest() -> None:
     finally:
         writer.close()
         reader.close()
+
+
+# --------------------------------------------------------------------------- stopping one call stops that call only
+
+
+@pytest.mark.parametrize("daemonic", [True, False], ids=["multiprocessing", "ndmultiprocessing"])
+def test_stopping_a_call_as_it_ends_never_kills_the_next_call_of_its_worker(daemonic: bool) -> None:
+    """A worker sends a call's outcome and takes its next call before the pool reads that outcome.
+
+    Stopping the first call in that moment must leave the second alone: each
+    call ``a`` below is stopped at about the time it ends, with the call ``b``
+    queued behind it on the pool's only worker; ``b`` must always succeed,
+    whatever became of ``a`` (done, or stopped: its worker killed).
+    """
+    executor = _MultiprocessingExecutor(processes=1, context=multiprocessing.get_context("fork"), daemonic=daemonic)
+    rng = random.Random(7)
+    stopped = 0
+    try:
+        for _ in range(150):
+            a = executor.submit(time.sleep, 0.002)
+            b = executor.submit(os.getpid)
+            deadline = time.monotonic() + HANG_LIMIT / 2
+            while not (a.running() or a.done()):
+                assert time.monotonic() < deadline, "the call did not start"
+            # Around the moment the call ends: before, at, and just after.
+            until = time.monotonic() + 0.002 + rng.uniform(-0.0015, 0.001)
+            while time.monotonic() < until:
+                pass
+            executor.stop_job(a)
+            assert isinstance(b.result(timeout=HANG_LIMIT / 2), int)
+            if isinstance(a.exception(timeout=HANG_LIMIT / 2), WorkerDied):
+                stopped += 1
+    finally:
+        executor.abort()
+    # Some calls were stopped for real (else the test proves nothing), some ended first.
+    assert 0 < stopped < 150
