@@ -18,7 +18,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .._errors import GraphError, NodeCancelledError, NodeTimeoutError, RemoteError
-from ..graph._control import CONTROL_KEY, NO_CONTROL, NodeControl
+from ..graph._control import CONTROL_KEY, NodeControl
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -44,12 +44,19 @@ class RunControl:
 
     def __init__(self, graph: Graph, controls: Mapping[NodeId, NodeControl]) -> None:
         self.controls = controls
-        self.timeouts = any(c.timeout is not None for c in controls.values())
-        self.retries = any(c.retries for c in controls.values())
-        self.priorities = any(c.priority for c in controls.values())
+        # Node id -> its timeout, for the nodes that have one (the driver asks per call).
+        self.timeout_of: dict[NodeId, float] = {}
+        self.retries = False
+        self.priorities = False
         self._retry_on: dict[tuple[str, ...], tuple[type[BaseException], ...]] = {}
         problems = []
         for nid, control in controls.items():
+            if control.timeout is not None:
+                self.timeout_of[nid] = control.timeout
+            if control.retries:
+                self.retries = True
+            if control.priority:
+                self.priorities = True
             names = control.retry_on
             if names is None or names in self._retry_on:
                 continue
@@ -62,17 +69,16 @@ class RunControl:
             self._retry_on[names] = tuple(classes)
         if problems:
             raise GraphError(graph.id, problems)
-        # Firing order -> the errors of its failed attempts so far.
-        self._errors: dict[int, list[BaseException]] = {}
+        self.timeouts = bool(self.timeout_of)
+        # Firing order -> the errors of its failed attempts so far: empty while
+        # no attempt has failed (every firing's attempt is then 1).
+        self.failing: dict[int, list[BaseException]] = {}
         # Node id -> the errors of every failed attempt of its firings (`Results.attempts`).
         self.failed_attempts: dict[NodeId, list[BaseException]] = {}
 
-    def of(self, nid: NodeId) -> NodeControl:
-        return self.controls.get(nid, NO_CONTROL)
-
     def attempt(self, firing: Firing) -> int:
         """The attempt of ``firing`` to be sent next: 1, then 2... after each failed one."""
-        errors = self._errors.get(firing.order)
+        errors = self.failing.get(firing.order)
         return 1 if errors is None else len(errors) + 1
 
     def failed(self, firing: Firing, error: BaseException) -> float | None:
@@ -82,7 +88,7 @@ class RunControl:
         failure is one its ``retry_on`` names (without ``retry_on``: any but
         a timeout); a cancellation never is.
         """
-        errors = self._errors.setdefault(firing.order, [])
+        errors = self.failing.setdefault(firing.order, [])
         errors.append(error)
         self.failed_attempts.setdefault(firing.node_id, []).append(error)
         control = self.controls.get(firing.node_id)
@@ -92,12 +98,12 @@ class RunControl:
 
     def errors(self, firing: Firing) -> tuple[BaseException, ...]:
         """The errors of ``firing``'s failed attempts, in order; forgotten here (the firing is over)."""
-        return tuple(self._errors.pop(firing.order, ()))
+        return tuple(self.failing.pop(firing.order, ()))
 
     def done(self, firing: Firing) -> None:
         """``firing`` is over (it succeeded, or was answered): forget its attempts."""
-        if self._errors:
-            self._errors.pop(firing.order, None)
+        if self.failing:
+            self.failing.pop(firing.order, None)
 
     def _retried(self, control: NodeControl, error: BaseException) -> bool:
         if isinstance(error, NodeCancelledError):

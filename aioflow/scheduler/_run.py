@@ -591,6 +591,8 @@ class _Execution:
         # For the events of a run that is observed: the executor's future of each call
         # (`_Submitted`), and the worker of each firing that ended, until its event.
         self._submitted = _Submitted()
+        # The loop only calls its ``submit``: it passes for an executor.
+        self._stand_in = cast("concurrent.futures.Executor", self._submitted)
         self._workers: dict[int, tuple[int, str]] = {}
         self._answering = bool(hooks.answering)
         # What the hooks give each node's calls (`ExecutionHooks.call_context`).
@@ -617,8 +619,10 @@ class _Execution:
         self._timed: dict[_Call, float] = {}
         self._sweep_at: asyncio.TimerHandle | None = None
         self._sweep_period = _SWEEP_MAX
+        self._timeout_of: dict[NodeId, float] = {}
         if self._control is not None and self._control.timeouts:
-            shortest = min(c.timeout for c in controls.values() if c.timeout is not None)
+            self._timeout_of = self._control.timeout_of
+            shortest = min(self._timeout_of.values())
             self._sweep_period = min(_SWEEP_MAX, max(_SWEEP_MIN, shortest / 20))
         # Every call of a steered run can be stopped alone (`cancel_node`).
         self._steered = steering is not None
@@ -1033,8 +1037,7 @@ class _Execution:
         lane = self._lane_of.get(nid) if self._lane_of else None
         pool = self._pool if lane is None else lane.pool
         assert pool is not None
-        control = self._control
-        timeout = control.of(nid).timeout if control is not None else None
+        timeout = self._timeout_of.get(nid) if self._timeout_of else None
         stoppable = timeout is not None or self._steered
         owner: object = OneCall(self) if stoppable else self
         executor = None
@@ -1043,16 +1046,15 @@ class _Execution:
             executor = pool.executor
             fn = pool.bind(executor, owner, run_task)
             task_call = self._call(node, firing)
-            if control is not None:
+            control = self._control
+            if control is not None and control.failing:
                 attempt = control.attempt(firing)
                 if attempt > 1:
                     task_call = task_call._replace(attempt=attempt)
             if stoppable or (self._observing and not pool.runs_in_this_process):
                 submitted = self._submitted
                 submitted.executor = executor
-                # The loop only calls its ``submit``: it passes for an executor.
-                stand_in = cast("concurrent.futures.Executor", submitted)
-                future = loop.run_in_executor(stand_in, fn, task_call)
+                future = loop.run_in_executor(self._stand_in, fn, task_call)
                 call, submitted.future = submitted.future, None
             else:
                 future = loop.run_in_executor(executor, fn, task_call)
@@ -1305,9 +1307,7 @@ class _Execution:
         nid = slot.firing.node_id
         if slot.cancelled:
             return NodeCancelledError(self.graph.id, nid, pool.stops_one_call)
-        assert self._control is not None
-        timeout = self._control.of(nid).timeout
-        assert timeout is not None
+        timeout = self._timeout_of[nid]
         return NodeTimeoutError(self.graph.id, nid, timeout, pool.stops_one_call)
 
     def cancel_node(self, nid: NodeId) -> bool:
@@ -1429,11 +1429,12 @@ class _Execution:
             outputs, tags = outcome.outputs, outcome.tags
         else:
             outputs, tags = outcome, None
-        if self._control is None:
+        control = self._control
+        if control is None or not control.failing:
             self._emit("node.finished", firing, outputs)
         else:
-            self._emit("node.finished", firing, outputs, attempt=self._control.attempt(firing))
-            self._control.done(firing)
+            self._emit("node.finished", firing, outputs, attempt=control.attempt(firing))
+            control.done(firing)
         try:
             self._queue(self.state.succeeded(firing, outputs, tags))
         except IterationLimitReached as exc:
