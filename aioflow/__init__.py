@@ -29,6 +29,8 @@ from ._errors import DependencyError as DependencyError
 from ._errors import ExecutionError as ExecutionError
 from ._errors import ExecutionTimeoutError as ExecutionTimeoutError
 from ._errors import GraphError as GraphError
+from ._errors import GraphvizError as GraphvizError
+from ._errors import GraphvizNotFoundError as GraphvizNotFoundError
 from ._errors import IterationLimitError as IterationLimitError
 from ._errors import JournalError as JournalError
 from ._errors import MissingExtraError as MissingExtraError
@@ -88,7 +90,7 @@ _LAZY = {
     "execute_graph": "._api",
     "execute_graph_async": "._api",
 }
-_SUBPACKAGES = ("cli", "events", "ewoks", "graph", "journal", "parallel", "parsl", "pools", "scheduler")
+_SUBPACKAGES = ("cli", "events", "ewoks", "graph", "journal", "observe", "parallel", "parsl", "pools", "scheduler")
 
 __all__ = [
     "MISSING",
@@ -100,6 +102,8 @@ __all__ = [
     "ExecutionTimeoutError",
     "Graph",
     "GraphError",
+    "GraphvizError",
+    "GraphvizNotFoundError",
     "InitializerFailed",
     "IterationLimitError",
     "JournalError",

@@ -13,6 +13,7 @@ its own, a helper thread, or the gevent bridge).
 from __future__ import annotations
 
 import contextvars
+import sys
 from typing import TYPE_CHECKING, Any
 
 from ._errors import OptionError
@@ -53,6 +54,7 @@ async def execute_graph_async(
     pool: Pool | None = None,
     max_iterations: int | None = None,
     on_event: Callable[[Event], None] | None = None,
+    trace: str | os.PathLike[str] | None = None,
     startargs: Mapping[str, Any] | None = None,
     load_options: Mapping[str, Any] | None = None,
     varinfo: Mapping[str, Any] | None = None,
@@ -64,6 +66,7 @@ async def execute_graph_async(
     node_defaults: Mapping[str, Any] | None = None,
     pools: Mapping[str, Mapping[str, Any] | Pool] | None = None,
     default_pool: str | None = None,
+    display: bool | None = None,
     **pool_keywords: Unpack[PoolKeywords],
 ) -> Results:
     """Execute a graph and return its results.
@@ -90,6 +93,10 @@ async def execute_graph_async(
         max_iterations: the most times any node may run (a guard against
             runaway loops); ``None`` for no limit.
         on_event: called with an `aioflow.events.Event` for every step.
+        trace: write the run's timeline to this file, in the Chrome trace-event
+            format (Perfetto, chrome://tracing; docs/observe.md), when the run
+            ends, whatever the outcome: one slice per firing, one track per
+            worker process. The ``on_event`` callback still sees every event.
         startargs: inputs given to every start node (under its links' data).
         load_options: keyword arguments for `aioflow.load_graph` (``root_dir``...).
         varinfo: ewokscore persistence, e.g. ``{"root_uri": dir, "scheme": "json"}``:
@@ -123,6 +130,11 @@ async def execute_graph_async(
             keywords above, or ``pool``) without one.
         default_pool: the name in ``pools`` of the pool of the nodes that name
             none (then ``pool`` and the pool keywords are not given).
+        display: in a Jupyter notebook (an IPython kernel), show the run's
+            progress in the cell's output, updated in place (docs/observe.md,
+            "In Jupyter"): ``None``, on unless the environment variable
+            ``AIOFLOW_DISPLAY`` is ``0``; ``True``, on; ``False``, off.
+            Outside a kernel nothing is shown, whatever the value.
 
     Returns:
         The selected outputs, as `aioflow.Results` (a dict).
@@ -152,7 +164,12 @@ async def execute_graph_async(
         on_event=on_event,
         startargs=startargs,
         load_options=load_options,
-        hooks=[*_journal_hooks(journal, resume, cache), *_ewoks_hooks(varinfo, execinfo, task_options)],
+        hooks=[
+            *_display_hooks(display),
+            *_journal_hooks(journal, resume, cache),
+            *_ewoks_hooks(varinfo, execinfo, task_options),
+            *_trace_hooks(trace),
+        ],
         node_defaults=node_defaults,
         pools=pools,
         default_pool=default_pool,
@@ -188,6 +205,30 @@ def _ewoks_hooks(varinfo: Any, execinfo: Any, task_options: Any) -> list[Executi
     from .ewoks._hooks import EwoksRun
 
     return [EwoksRun(varinfo=varinfo, execinfo=execinfo, task_options=task_options)]
+
+
+def _display_hooks(display: Any) -> list[ExecutionHooks]:
+    """The notebook display's hook for the ``display`` option, or none.
+
+    Only a process that has imported IPython can be a kernel: elsewhere this
+    costs one dict lookup, and `aioflow.observe._notebook` is not imported.
+    """
+    if display is not None and display is not True and display is not False:
+        raise OptionError("display", "True, False or None", display)
+    if display is False or "IPython" not in sys.modules:
+        return []
+    from .observe._notebook import notebook_hooks
+
+    return notebook_hooks(display)
+
+
+def _trace_hooks(trace: Any) -> list[ExecutionHooks]:
+    """The timeline's hook for the ``trace`` option, or none (`aioflow.observe._trace` imported only then)."""
+    if trace is None:
+        return []
+    from .observe._trace import TraceHooks
+
+    return [TraceHooks(trace)]
 
 
 def execute_graph(graph: Any, *, uvloop: bool | None = None, **options: Any) -> Results:

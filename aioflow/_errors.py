@@ -62,6 +62,8 @@ __all__ = [
     "ExecutionError",
     "ExecutionTimeoutError",
     "GraphError",
+    "GraphvizError",
+    "GraphvizNotFoundError",
     "IterationLimitError",
     "JournalError",
     "MissingExtraError",
@@ -163,6 +165,35 @@ class JournalError(AioflowError):
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"journal {path!r}: {reason}", path=path, reason=reason)
+
+
+class GraphvizError(AioflowError, RuntimeError):
+    """Graphviz's ``dot`` program could not draw a graph: it failed, or did not finish in time.
+
+    Attributes:
+        program: the ``dot`` program that was run.
+        reason: what went wrong, with what ``dot`` wrote on stderr.
+    """
+
+    program: str
+    reason: str
+
+    def __init__(self, program: str, reason: str) -> None:
+        super().__init__(f"Graphviz's {program!r} could not draw the graph: {reason}", program=program, reason=reason)
+
+
+class GraphvizNotFoundError(GraphvizError):
+    """Graphviz's ``dot`` program is not installed, or ``AIOFLOW_DOT`` names no program.
+
+    Attributes:
+        program: the program looked for: ``dot``, or the value of ``AIOFLOW_DOT``.
+        reason: why it cannot be used.
+    """
+
+    def __init__(self, program: str, reason: str) -> None:
+        AioflowError.__init__(
+            self, f"drawing a graph needs Graphviz's `dot` program: {reason}", program=program, reason=reason
+        )
 
 
 class TaskInputError(AioflowError, TypeError):

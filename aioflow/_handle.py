@@ -23,6 +23,15 @@ Leaving the block waits for the run to end and raises its error, unless the
 run was awaited (``await run``, ``run.result()``), which raised it there;
 leaving it with an exception cancels the run, waits for its workers to
 stop, and lets the exception through.
+
+Its events (`aioflow.events`), as the ``on_event`` callback sees them, are
+also read with ``async for event in run.events()`` or ``for event in
+run.events()`` (`EventStream`). The run never waits for a reader: the handle
+keeps the last `BACKLOG` events, so that a reader that starts late sees the
+run from its start (or from its last `BACKLOG` events), and each reader
+has a buffer of its own; a reader that falls more than its buffer behind
+loses the oldest events it has not read, and reads one ``events.lost``
+event in their place, with their number (``total``).
 """
 
 from __future__ import annotations
@@ -31,20 +40,26 @@ import asyncio
 import concurrent.futures
 import inspect
 import threading
+import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._api import _STEERING, execute_graph_async
 from ._errors import OptionError
 from ._results import Results
+from .events import Event
 from .scheduler import Steering
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator
+    from collections.abc import AsyncIterator, Callable, Generator, Iterator
     from types import TracebackType
 
     from .graph import NodeId
 
-__all__ = ["Run", "start"]
+__all__ = ["BACKLOG", "EventStream", "Run", "start"]
+
+#: The events a run handle keeps for the readers that start late (`Run.events`), and a reader's buffer by default.
+BACKLOG = 10_000
 
 T = TypeVar("T")
 
@@ -69,7 +84,10 @@ class Run:
 
     def __init__(self, graph: Any, options: dict[str, Any]) -> None:
         self._graph = graph
-        self._options = options
+        self._feed = _Feed()
+        user = options.get("on_event")
+        tap = self._feed.tap
+        self._options = {**options, "on_event": tap if user is None else _Both(user, tap)}
         self._steering = Steering()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Results] | None = None
@@ -179,6 +197,7 @@ class Run:
         except BaseException as exc:
             self._outcome.set_exception(exc)
         finally:
+            self._feed.close()
             started.set()  # a run that could not start: its error is the outcome
 
     def result(self, timeout: float | None = None) -> Results:
@@ -235,12 +254,30 @@ class Run:
         """Whether the run is over."""
         return self._outcome.done()
 
+    def events(self, buffer: int = BACKLOG) -> EventStream:
+        """The run's events, from its start, for ``async for`` or ``for``; the stream ends with the run.
+
+        A reader that falls more than ``buffer`` events behind loses the
+        oldest it has not read: it reads one ``events.lost`` event in their
+        place (``total``: how many). A reader that starts late first reads
+        the events the handle kept (the last `BACKLOG`). Several readers may
+        read at once, each its own stream. The run never waits for them.
+        """
+        if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 1:
+            raise OptionError("buffer", "an int >= 1", buffer)
+        return self._feed.reader(buffer, self._graph_id())
+
+    def _graph_id(self) -> str:
+        graph_id = getattr(self._graph, "id", None)
+        return graph_id if isinstance(graph_id, str) else ""
+
     def _claim(self) -> None:
         if self._loop is not None or self._thread is not None:
             msg = "a run handle is used once: call aioflow.start() again"
             raise RuntimeError(msg)
 
     def _settle(self, task: asyncio.Task[Results]) -> None:
+        self._feed.close()
         if task.cancelled():
             self._outcome.set_exception(asyncio.CancelledError())
         elif task.exception() is not None:
@@ -275,3 +312,167 @@ def _in_thread_of(loop: asyncio.AbstractEventLoop) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+class _Both:
+    """Two ``on_event`` callbacks in one: the caller's, then the handle's."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: Callable[[Event], None], second: Callable[[Event], None]) -> None:
+        self.first = first
+        self.second = second
+
+    def __call__(self, event: Event) -> None:
+        self.first(event)
+        self.second(event)
+
+
+class _Feed:
+    """A run's events for its readers: the last `BACKLOG` of them, and the streams reading them.
+
+    `tap` is the run's ``on_event`` callback (the loop's thread); readers may
+    be in any thread. One lock guards it all; `tap` holds it for O(readers).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._backlog: deque[Event] = deque(maxlen=BACKLOG)
+        self._fell_off = 0  # events no longer in the backlog
+        self._streams: list[EventStream] = []
+        self._closed = False
+
+    def tap(self, event: Event) -> None:
+        with self._lock:
+            backlog = self._backlog
+            if len(backlog) == BACKLOG:
+                self._fell_off += 1
+            backlog.append(event)
+            for stream in self._streams:
+                stream._put(event)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            streams, self._streams = self._streams, []
+        for stream in streams:
+            stream._close()
+
+    def reader(self, buffer: int, graph_id: str) -> EventStream:
+        with self._lock:
+            stream = EventStream(buffer, graph_id, self._backlog, self._fell_off)
+            if self._closed:
+                stream._close()
+            else:
+                self._streams.append(stream)
+        return stream
+
+
+class EventStream:
+    """The events of a run, read with ``async for`` or ``for`` (`Run.events`); it ends when the run does.
+
+    Attributes:
+        lost: how many events this reader lost, having fallen too far behind.
+    """
+
+    def __init__(self, buffer: int, graph_id: str, backlog: deque[Event], fell_off: int) -> None:
+        self._buffer = buffer
+        self._graph_id = graph_id
+        self._events: deque[Event] = deque(list(backlog)[-buffer:])
+        self._missed = fell_off + max(0, len(backlog) - buffer)  # lost, not yet reported
+        self.lost = self._missed
+        self._ended = False
+        self._ready = threading.Condition(threading.Lock())
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+
+    # ------------------------------------------------------------------ the feed's side (holding its lock)
+
+    def _put(self, event: Event) -> None:
+        with self._ready:
+            events = self._events
+            if len(events) >= self._buffer:
+                events.popleft()
+                self._missed += 1
+                self.lost += 1
+            events.append(event)
+            self._ready.notify()
+            self._wake()
+
+    def _close(self) -> None:
+        with self._ready:
+            self._ended = True
+            self._ready.notify_all()
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            return
+        self._waiter = None
+        loop, future = waiter
+        if _in_thread_of(loop):
+            if not future.done():
+                future.set_result(None)
+        else:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    # ------------------------------------------------------------------ the reader's side
+
+    def _next(self) -> Event | None:
+        """The next event, an ``events.lost`` event, or ``None`` if there is none yet. Holding ``_ready``."""
+        if self._missed:
+            lost = Event("events.lost", self._graph_id, time.monotonic(), total=self._missed, wall=time.time())
+            self._missed = 0
+            return lost
+        if self._events:
+            return self._events.popleft()
+        return None
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            with self._ready:
+                event = self._next()
+                if event is not None:
+                    return event
+                if self._ended:
+                    raise StopAsyncIteration
+                loop = asyncio.get_running_loop()
+                future = loop.create_future()
+                self._waiter = (loop, future)
+            try:
+                await future
+            finally:
+                with self._ready:
+                    if self._waiter is not None and self._waiter[1] is future:
+                        self._waiter = None
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        if _running_loop() is not None:
+            msg = "read a run's events with 'async for' in a coroutine: 'for' would block its event loop"
+            raise RuntimeError(msg)
+        with self._ready:
+            while True:
+                event = self._next()
+                if event is not None:
+                    return event
+                if self._ended:
+                    raise StopIteration
+                self._ready.wait()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

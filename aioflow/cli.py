@@ -8,6 +8,9 @@
     aioflow resume FILE RUN_ID [--graph GRAPH]             continue a run of a journal
     aioflow plan GRAPH --journal FILE [--json]             what a cached run would run, reuse, and why
     aioflow why GRAPH NODE --journal FILE                  why a node would run (or be reused)
+    aioflow show GRAPH [-o OUT]                            a picture of the graph (SVG, DOT, PNG, PDF)
+    aioflow trace FILE RUN_ID [-o OUT]                     a run's timeline, for Perfetto or chrome://tracing
+    aioflow ui FILE [--host HOST] [--port PORT]            a journal's runs in a web browser
     aioflow --version
 
 `main` returns the exit code instead of exiting, so that it can be called from
@@ -21,7 +24,8 @@ code meaning
      or a worker process was lost
 2    the graph is invalid or cannot run, an option is invalid, an extra is
      missing, or the command line is wrong
-130  interrupted (Ctrl-C, SIGINT); every worker was stopped first
+130  interrupted (Ctrl-C, SIGINT), or cancelled from the live view (``--ui``); every
+     worker was stopped first
 143  terminated (SIGTERM); every worker was stopped first
 ==== ==========================================================================
 
@@ -67,7 +71,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 from ._api import execute_graph
-from ._errors import ExecutionError, GraphError, JournalError, MissingExtraError, OptionError, PoolError
+from ._errors import (
+    ExecutionError,
+    GraphError,
+    GraphvizError,
+    GraphvizNotFoundError,
+    JournalError,
+    MissingExtraError,
+    OptionError,
+    PoolError,
+)
 from ._version import __version__
 from .graph import load_graph
 from .pools import available_pools
@@ -122,6 +135,12 @@ _OUTPUTS: dict[str, list[dict[str, Any]] | None] = {
 _ALL_NODES = "*"
 # Node ids typed on the command line are text; these are tried as int ids too.
 _INT_TEXT = re.compile(r"-?[0-9]+")
+
+# The help of --trace: 'aioflow run' and 'aioflow resume' alike.
+_TRACE_HELP = (
+    "write the run's timeline to OUT when it ends, whatever the outcome, as a Chrome trace-event JSON file "
+    "(one slice per firing, one track per worker process): open it in ui.perfetto.dev or chrome://tracing"
+)
 
 
 class _UsageError(Exception):
@@ -398,9 +417,9 @@ class ProgressBar:
         """Advance the bar for one event."""
         if event.kind == "graph.started":
             self.total = event.total
-        elif event.kind in ("node.finished", "node.failed"):
+        elif event.kind in ("node.finished", "node.failed", "node.cancelled"):
             self.completed += 1
-            self.failed += event.kind == "node.failed"
+            self.failed += event.kind != "node.finished"
             if self.total is not None and self.completed > self.total:
                 self.total = self.completed  # a loop ran some node again
         else:
@@ -479,14 +498,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "node_defaults": getattr(args, "node_defaults", None),
         **(getattr(args, "pool_config", None) or {}),
     }
+    if args.trace is not None:
+        from .observe._trace import check_trace_path
+
+        options["trace"] = check_trace_path(args.trace, "--trace")
+        _err(f"{PROG}: the run's timeline goes to {args.trace} when it ends")
     if args.journal is not None:
         from .journal import JournalRun
 
         options["journal"] = run = JournalRun(args.journal, resume=resume, cache=args.cache)
         resuming = f", resuming {resume}" if resume is not None else ""
         _err(f"{PROG}: run {run.run_id} recorded in {args.journal}{resuming}")
+    ui_options = (getattr(args, f"ui_{name}", None) for name in ("host", "port", "token"))
+    if getattr(args, "ui", False) or any(value is not None for value in ui_options):
+        return _run_with_view(args, graph, options)
     with _progress(graph.label) as on_event:
         results: Results = execute_graph(graph, uvloop=False if args.no_uvloop else None, on_event=on_event, **options)
+    return _results_out(args, graph, results)
+
+
+def _results_out(args: argparse.Namespace, graph: Graph, results: Results) -> int:
+    """Print the results of ``aioflow run`` on stdout, name the nodes that failed; the exit code."""
     _out(to_json(results))
     if not results.errors:
         return EXIT_OK
@@ -535,6 +567,79 @@ def _node_name(node_id: Any, execution: int) -> str:
 
     name = node_name(node_id)
     return f"{name} #{execution}" if execution > 1 else name
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    """``aioflow trace``: a run of a journal as a Chrome trace-event file."""
+    from .observe._trace import check_trace_path, trace_from_journal, trace_json, write_trace
+
+    output = args.output
+    if output is None:
+        output = re.sub(r"[^A-Za-z0-9._-]", "_", args.run_id) + ".trace.json"
+    if output != "-":
+        check_trace_path(output, "--output")  # before reading the journal
+    trace = trace_from_journal(args.journal, args.run_id)
+    if output == "-":
+        sys.stdout.write(trace_json(trace))
+        return EXIT_OK
+    write_trace(trace, output)
+    _err(f"{PROG}: timeline of run {args.run_id} written to {output}")
+    return EXIT_OK
+
+
+def _run_with_view(args: argparse.Namespace, graph: Graph, options: dict[str, Any]) -> int:
+    """``aioflow run --ui``: the run, followed in a web page whose Cancel button cancels it.
+
+    The run goes through `aioflow.start`, whose handle the page's Cancel
+    button calls; a run cancelled so exits with `EXIT_INTERRUPTED`, as after
+    Ctrl-C. Once the run is over and the page shows how it ended: with stderr
+    a terminal, the page is served until Ctrl-C (the exit code stays the
+    run's); otherwise the server stops at once.
+    """
+    import asyncio
+
+    from ._handle import start
+    from .observe._ui import require_extra
+
+    require_extra("aioflow run --ui")
+    from .observe._ui import LiveView
+
+    with LiveView(graph, host=args.ui_host or "127.0.0.1", port=args.ui_port or 0, token=args.ui_token) as view:
+        _err(f"{PROG}: live view at {view.url}")
+        try:
+            with _progress(graph.label) as on_event:
+                results: Results = view.run(start, graph, on_event=on_event, **options)
+            code = _results_out(args, graph, results)
+        except asyncio.CancelledError:
+            _err(f"{PROG}: the run was cancelled from the live view")
+            code = EXIT_INTERRUPTED
+        except (ExecutionError, PoolError) as exc:
+            _report(exc, show_traceback=args.traceback)
+            code = EXIT_FAILED
+        if _stderr_is_terminal():
+            _err(f"{PROG}: the run is over; the live view stays at {view.url} until Ctrl-C")
+            view.wait_until_interrupted()
+    return code
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    """``aioflow ui``: the runs of a journal in a web browser, served until Ctrl-C."""
+    import time
+
+    from .observe._ui import require_extra
+
+    require_extra("aioflow ui")
+    from .observe._ui import JournalSite, ViewServer
+
+    site = JournalSite(args.journal)
+    with ViewServer(site, host=args.host, port=args.port, token=args.token) as server:
+        _err(f"{PROG}: the runs of {args.journal} at {server.url} (Ctrl-C to stop)")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return EXIT_OK
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
@@ -621,6 +726,55 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if problems:
         _error(message)
         return EXIT_USAGE
+    return EXIT_OK
+
+
+# The formats of 'aioflow show', by the suffix of the file written.
+_SHOW_SUFFIXES = {".svg": "svg", ".dot": "dot", ".gv": "dot", ".png": "png", ".pdf": "pdf"}
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    """``aioflow show``: a picture of the graph, drawn by Graphviz's ``dot``."""
+    from .graph._draw import draw
+
+    output: str | None = args.output
+    fmt: str | None = args.format
+    if output is None:
+        output = Path(args.graph).stem + "." + (fmt or "svg")
+    elif output == "-":
+        fmt = fmt or "svg"
+    if fmt is None:
+        fmt = _SHOW_SUFFIXES.get(Path(output).suffix.lower())
+        if fmt is None:
+            suffixes = ", ".join(_SHOW_SUFFIXES)
+            _error(f"cannot tell the format of {output!r} from its suffix: use {suffixes}, or --format")
+            return EXIT_USAGE
+    if output != "-" and not Path(output).resolve().parent.is_dir():
+        _error(f"cannot write {output!r}: its directory does not exist")
+        return EXIT_USAGE
+    graph = _load(args)
+    try:
+        picture = draw(graph, fmt)
+    except GraphvizNotFoundError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except GraphvizError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    if output == "-":
+        if fmt in ("svg", "dot"):
+            sys.stdout.write(picture.decode("utf-8"))
+        else:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(picture)
+            sys.stdout.buffer.flush()
+        return EXIT_OK
+    try:
+        Path(output).write_bytes(picture)
+    except OSError as exc:
+        _error(f"cannot write {output!r}: {exc.strerror or exc}")
+        return EXIT_USAGE
+    _err(f"{PROG}: picture of graph {graph.id!r} written to {output}")
     return EXIT_OK
 
 
@@ -878,6 +1032,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --journal: take a firing's outputs from the journal when an earlier run with --cache ran "
         "the same task (its code included) on the same inputs (see 'aioflow plan')",
     )
+    run.add_argument("--trace", metavar="OUT", help=_TRACE_HELP)
+    run.add_argument(
+        "--ui",
+        action="store_true",
+        help="follow the run in a web browser: its graph, each node coloured by its state, and a Cancel button "
+        "(needs aioflow[ui]); the page's address is printed on stderr",
+    )
+    run.add_argument(
+        "--ui-host",
+        metavar="HOST",
+        help="the address the live view listens on (implies --ui; default: 127.0.0.1, this machine only; "
+        "on any other, the page needs a token)",
+    )
+    run.add_argument("--ui-port", type=int, metavar="PORT", help="its port (implies --ui; default: any free port)")
+    run.add_argument(
+        "--ui-token",
+        metavar="TOKEN",
+        help="the token the page needs (implies --ui; default: none on a loopback address, a random one otherwise)",
+    )
     run.set_defaults(handler=_cmd_run)
 
     resume = commands.add_parser(
@@ -897,6 +1070,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--pool", choices=available_pools(), help="pool type (default: process)")
     resume.add_argument("--max-workers", type=int, metavar="N", help="the most tasks that run at once")
     resume.add_argument("--traceback", action="store_true", help="print full tracebacks instead of one-line errors")
+    resume.add_argument("--trace", metavar="OUT", help=_TRACE_HELP)
     resume.set_defaults(
         handler=_cmd_run, inputs=[], outputs="end", merge_outputs=True, raise_on_error=True, timeout=None,
         context=None, idle_timeout=None, max_iterations=None, no_uvloop=False, root_dir=None, cache=False,
@@ -939,6 +1113,49 @@ def build_parser() -> argparse.ArgumentParser:
         )
         explain.set_defaults(handler=_cmd_plan)
 
+    timeline = commands.add_parser(
+        "trace",
+        help="write the timeline of a run of a journal, for Perfetto or chrome://tracing",
+        description=(
+            "Write the timeline of run RUN_ID of the journal FILE as a Chrome trace-event JSON file: one slice "
+            "per firing, one track per worker process (open it in ui.perfetto.dev, or chrome://tracing). The "
+            "path written is printed on stderr. Exit codes: 0 written, 2 the file is not a journal, it has no "
+            "such run, or OUT cannot be written."
+        ),
+    )
+    timeline.add_argument("journal", metavar="FILE", help="the journal file")
+    timeline.add_argument("run_id", metavar="RUN_ID", help="the run ('aioflow runs FILE' lists them)")
+    timeline.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="the file to write (default: RUN_ID.trace.json in the current directory; '-': stdout)",
+    )
+    timeline.set_defaults(handler=_cmd_trace)
+
+    web = commands.add_parser(
+        "ui",
+        help="look at a journal's runs in a web browser",
+        description=(
+            "Serve the runs a journal holds (aioflow run --journal FILE) as web pages: a list of its runs, and for "
+            "each its graph, every node coloured by the state of its firings; a run still running in another "
+            "process is followed as the file changes. The address is printed on stderr. Serves until Ctrl-C "
+            "(needs aioflow[ui]). Exit codes: 0 stopped, 2 the file is not a journal, the address cannot be "
+            "used, or the extra is missing."
+        ),
+    )
+    web.add_argument("journal", metavar="FILE", help="the journal file")
+    web.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default: 127.0.0.1, this machine only; on any other, the page needs a token)",
+    )
+    web.add_argument("--port", type=int, default=0, help="the port (default: any free port)")
+    web.add_argument(
+        "--token", help="the token the page needs (default: none on a loopback address, a random one otherwise)"
+    )
+    web.set_defaults(handler=_cmd_ui)
+
     runs = commands.add_parser(
         "runs",
         help="list the runs a journal holds",
@@ -966,6 +1183,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--root-dir", metavar="DIR", help="directory against which relative paths in the graph are resolved"
     )
     check.set_defaults(handler=_cmd_check)
+
+    show = commands.add_parser(
+        "show",
+        help="draw a graph: SVG, DOT, PNG or PDF",
+        description=(
+            "Draw a graph with Graphviz's dot program (a system package: apt install graphviz, conda install "
+            "graphviz, brew install graphviz; the environment variable AIOFLOW_DOT names another dot): a box per "
+            "node, an arrow per link, a box around the nodes of each subgraph. The format is taken from the "
+            "suffix of OUT (.svg, .dot, .png, .pdf), or --format; .dot is the DOT text and needs no Graphviz. "
+            "The path written is printed on stderr. Exit codes: 0 written, 2 invalid graph, unknown format, "
+            "OUT cannot be written or dot is missing, 1 dot failed."
+        ),
+    )
+    show.add_argument("graph", metavar="GRAPH", help="graph file (JSON or YAML; the suffix may be left out)")
+    show.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="the file to write (default: the graph file's name with .svg, in the current directory; '-': stdout)",
+    )
+    show.add_argument(
+        "--format", choices=("svg", "dot", "png", "pdf"), help="the format, whatever the suffix of OUT (default: svg)"
+    )
+    show.add_argument(
+        "--root-dir", metavar="DIR", help="directory against which relative paths in the graph are resolved"
+    )
+    show.set_defaults(handler=_cmd_show)
     return parser
 
 

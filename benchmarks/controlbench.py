@@ -11,7 +11,7 @@ process pools, in this process; ``gevent`` in a fresh gevent-patched interpreter
   the latency is the time of its ``node.failed`` event minus (its start + 0.5 s).
   Target: <= 100 ms on every process pool;
 - **cancel latency**: the same task under ``aioflow.start``; once it has started,
-  ``run.cancel(node)``: the time from that call to the node's ``node.failed``
+  ``run.cancel(node)``: the time from that call to the node's ``node.cancelled``
   event. Target: <= 100 ms on every process pool;
 - **overhead**: fanout:10000 on ``thread`` x2 with every node given a priority (each
   its own), with every node given ``retries=2`` (none fails), and with every node
@@ -73,7 +73,7 @@ def _watch(folder: Path) -> tuple[Path, list[float], Any]:
     failed: list[float] = []
 
     def on_event(event: aioflow.Event) -> None:
-        if event.kind == "node.failed":
+        if event.kind in ("node.failed", "node.cancelled"):
             failed.append(event.time)
 
     return mark, failed, on_event

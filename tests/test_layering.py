@@ -8,7 +8,7 @@ The layers, from the bottom::
     top       aioflow (the package's lazy names), aioflow.__main__
     cli       aioflow.cli
     faces     aioflow._api, aioflow._handle, aioflow._executor, aioflow.parallel, aioflow.parsl
-    plug-ins  aioflow.ewoks, aioflow.journal
+    plug-ins  aioflow.ewoks, aioflow.journal, aioflow.observe
     engine    aioflow.scheduler
     tasks     aioflow._tasks, _kinds    pools    aioflow.pools      (side by side: neither knows the other)
     model     aioflow.graph
@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, int, tuple[str, ...]]] = [
     ("tasks", 2, ("_tasks", "_kinds")),
     ("pools", 2, ("pools",)),
     ("engine", 3, ("scheduler",)),
-    ("plug-ins", 4, ("ewoks", "journal")),
+    ("plug-ins", 4, ("ewoks", "journal", "observe")),
     ("faces", 5, ("_api", "_handle", "_executor", "parallel", "parsl")),
     ("cli", 6, ("cli",)),
     ("top", 7, ("", "__main__")),

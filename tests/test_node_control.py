@@ -231,6 +231,7 @@ def test_a_failed_attempt_runs_again_until_it_succeeds(local_pool: LocalPool, tm
     assert [(type(e), str(e)) for e in results.attempts["flaky"]] == [(OSError, "attempt 1"), (OSError, "attempt 2")]
     flaky = [(kind, attempt, error) for kind, nid, attempt, error in events if nid == "flaky"]
     assert flaky == [
+        ("node.queued", 1, "None"),
         ("node.started", 1, "None"),
         ("node.retried", 1, "OSError('attempt 1')"),
         ("node.retried", 2, "OSError('attempt 2')"),

@@ -15,7 +15,18 @@ def test_all_names_exist_and_public_names_are_listed() -> None:
         assert hasattr(aioflow, name), name
     public = {n for n in vars(aioflow) if not n.startswith("_")}
     subpackages = set(aioflow._SUBPACKAGES)
-    assert subpackages == {"cli", "events", "ewoks", "graph", "journal", "parallel", "parsl", "pools", "scheduler"}
+    assert subpackages == {
+        "cli",
+        "events",
+        "ewoks",
+        "graph",
+        "journal",
+        "observe",
+        "parallel",
+        "parsl",
+        "pools",
+        "scheduler",
+    }
     public.discard("annotations")  # from __future__ import annotations
     assert public - subpackages <= set(aioflow.__all__)
 

@@ -78,7 +78,7 @@ async def test_cancelling_a_running_node_fails_it_and_the_run_goes_on(local_pool
     assert sorted(lines(tmp_path / "executions")) == ["after", "handler"]
     assert lines(tmp_path / "other")[-1] == "end"
     assert "end" not in lines(tmp_path / "long")
-    (failed,) = [e for e in events if e.kind == "node.failed"]
+    (failed,) = [e for e in events if e.kind == "node.cancelled"]
     assert failed.node_id == "long"
     assert isinstance(failed.error, aioflow.NodeCancelledError)
     assert "was cancelled" in str(failed.error)

@@ -84,6 +84,7 @@ def test_the_faces_keep_their_documented_signatures() -> None:
         "pool": None,
         "max_iterations": None,
         "on_event": None,
+        "trace": None,
         "startargs": None,
         "load_options": None,
         "varinfo": None,
@@ -95,10 +96,11 @@ def test_the_faces_keep_their_documented_signatures() -> None:
         "node_defaults": None,
         "pools": None,
         "default_pool": None,
+        "display": None,
     }
     face = inspect.signature(aioflow.execute_graph_async).parameters
     assert {name: p.default for name, p in face.items()} == documented
     assert list(inspect.signature(aioflow.execute_graph).parameters) == ["graph", "uvloop", "options"]
     engine = inspect.signature(aioflow.scheduler.execute_graph_async).parameters
-    faces_only = {"varinfo", "execinfo", "task_options", "journal", "resume", "cache"}
+    faces_only = {"varinfo", "execinfo", "task_options", "journal", "resume", "cache", "trace", "display"}
     assert set(engine) == set(documented) - faces_only | {"hooks", "steering"}

@@ -286,6 +286,16 @@ class Graph:
     def __repr__(self) -> str:
         return f"<Graph {self.id!r}: {len(self.nodes)} nodes, {len(self.links)} links>"
 
+    def _repr_svg_(self) -> str | None:
+        """The graph drawn as SVG by Graphviz's ``dot``, for Jupyter.
+
+        None (Jupyter then shows the text repr) when ``dot`` is not installed
+        or fails, or the graph has more than 1,000 nodes.
+        """
+        from ._draw import repr_svg  # here: drawing is rare, `import aioflow` need not load it
+
+        return repr_svg(self)
+
     def __reduce__(self) -> tuple[Any, ...]:
         # The nodes by column, as the links are: one tuple per field of
         # `Node`, which pickles in C (a record each would go through

@@ -4,7 +4,7 @@
   (``execute_graph(..., journal="runs.sqlite")`` adds them), and with
   ``resume=RUN_ID`` continue an earlier one without running again what it
   finished;
-- `list_runs`, `run_firings`, `stored_graph`: what a journal holds;
+- `list_runs`, `run_firings` (`FiringRecord`, `AttemptRecord`), `stored_graph`: what a journal holds;
 - `plan` (`plan_async`): what a run with ``cache=True`` would run and
   reuse, and why, without running a task;
 - `JournalError`: a file that is not a journal, of another schema version,
@@ -24,6 +24,7 @@ if _typing.TYPE_CHECKING:
     from ._plan import PlannedFiring as PlannedFiring
     from ._plan import plan as plan
     from ._plan import plan_async as plan_async
+    from ._read import AttemptRecord as AttemptRecord
     from ._read import FiringRecord as FiringRecord
     from ._read import RunSummary as RunSummary
     from ._read import list_runs as list_runs
@@ -33,6 +34,7 @@ if _typing.TYPE_CHECKING:
     from ._store import JournalError as JournalError
 
 _WHERE = {
+    "AttemptRecord": "._read",
     "FiringRecord": "._read",
     "RunSummary": "._read",
     "list_runs": "._read",
@@ -47,6 +49,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "AttemptRecord",
     "FiringRecord",
     "JournalError",
     "JournalRun",

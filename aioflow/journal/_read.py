@@ -19,7 +19,7 @@ from ._store import JournalError, connect_to_read
 if TYPE_CHECKING:
     from ..graph import Graph, NodeId
 
-__all__ = ["FiringRecord", "RunSummary", "list_runs", "run_firings", "stored_graph"]
+__all__ = ["AttemptRecord", "FiringRecord", "RunSummary", "list_runs", "run_firings", "stored_graph"]
 
 
 class RunSummary(NamedTuple):
@@ -57,7 +57,9 @@ class FiringRecord(NamedTuple):
 
     ``worker_pid`` and ``worker_host``: the process that ran it, when the
     pool told (`aioflow.events.Event`); ``reused_from``: the firing its
-    outputs were taken from (``RUN_ID:SEQ``) when it did not run.
+    outputs were taken from (``RUN_ID:SEQ``) when it did not run;
+    ``attempts``: its failed attempts that its node's ``retries`` ran again,
+    in order (the row itself is about its last attempt).
     """
 
     seq: int
@@ -73,6 +75,17 @@ class FiringRecord(NamedTuple):
     worker_pid: int | None = None
     worker_host: str | None = None
     reused_from: str | None = None
+    attempts: tuple[AttemptRecord, ...] = ()
+
+
+class AttemptRecord(NamedTuple):
+    """A failed attempt of a firing that ran again (a ``node.retried`` event), as the journal holds it."""
+
+    attempt: int
+    ended: float
+    error: str | None
+    worker_pid: int | None = None
+    worker_host: str | None = None
 
 
 _RUNS = """
@@ -87,6 +100,10 @@ _FIRINGS = """
 SELECT seq, node_id, execution, status, inputs_digest, started, ended, error, outputs, outputs_note,
        worker_pid, worker_host, reused_from
 FROM firings WHERE run_id = ? ORDER BY seq
+"""
+
+_ATTEMPTS = """
+SELECT seq, attempt, ended, error, worker_pid, worker_host FROM attempts WHERE run_id = ? ORDER BY seq, attempt
 """
 
 
@@ -107,10 +124,15 @@ def run_firings(path: str | os.PathLike[str], run_id: str) -> list[FiringRecord]
     """
     if not _fetch(path, "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)):
         raise JournalError(os.fspath(path), f"has no run {run_id!r}")
+    attempts: dict[int, list[AttemptRecord]] = {}
+    if _fetch(path, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'attempts'"):  # version 3
+        for seq, *attempt in _fetch(path, _ATTEMPTS, (run_id,)):
+            attempts.setdefault(seq, []).append(AttemptRecord(*attempt))
     return [
         FiringRecord(
             seq, node_from_key(node), execution, status, digest, started, ended, error,
             pickle.loads(outputs) if outputs is not None else None, note, pid, host, source,
+            tuple(attempts.get(seq, ())),
         )
         for seq, node, execution, status, digest, started, ended, error, outputs, note, pid, host, source in _fetch(
             path, _FIRINGS, (run_id,)

@@ -115,6 +115,9 @@ _FINISH_FIRING = (
     "UPDATE firings SET status = 'finished', ended = ?, outputs = ?, outputs_note = ?, reused_from = ?, "
     "worker_pid = ?, worker_host = ? WHERE run_id = ? AND seq = ?"
 )
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (run_id, seq, attempt, ended, error, worker_pid, worker_host) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 _FAIL_FIRING = (
     "UPDATE firings SET status = 'failed', ended = ?, error = ?, worker_pid = ?, worker_host = ? "
     "WHERE run_id = ? AND seq = ?"
@@ -464,7 +467,11 @@ class JournalRun(ExecutionHooks):
             # Held back: a firing that ends before the next hand-over is
             # written once, as it ends (`_hand_over` writes the others).
             self._pending[firing.order] = row
-        elif kind != "node.retried":  # an attempt that failed and runs again: the firing goes on
+        elif kind == "node.retried":  # a failed attempt that runs again: the firing goes on
+            error = f"{type(event.error).__name__}: {event.error}" if event.error is not None else None
+            row = (self.run_id, firing.order, event.attempt, time.time(), error, event.worker_pid, event.worker_host)
+            self._batch.append((_INSERT_ATTEMPT, row))
+        elif kind != "node.queued":
             self._ended(step)
         if self._hand_over_at is None and self._loop is not None:
             self._hand_over_at = self._loop.call_later(Writer.PERIOD, self._hand_over)
@@ -485,7 +492,7 @@ class JournalRun(ExecutionHooks):
                 write((_FINISH_FIRING, (time.time(), data, note, source, *worker, self.run_id, firing.order)))
             else:
                 write((_INSERT_FIRING, (*held, "finished", time.time(), data, note, source, None, *worker)))
-        elif kind == "node.failed":
+        elif kind == "node.failed" or kind == "node.cancelled":  # cancelled: NodeCancelledError
             error = f"{type(event.error).__name__}: {event.error}" if event.error is not None else None
             worker = (event.worker_pid, event.worker_host)
             if held is None:

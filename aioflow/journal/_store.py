@@ -19,7 +19,14 @@ SQLite's ``user_version``; the file is marked as a journal by its
   why they are not (``outputs_note``). A run with the cache on also keeps
   each firing's inputs as shown to explain a plan (``inputs_shown``: JSON,
   name -> [digest, short repr]), and where a firing's outputs were taken
-  from instead of running it (``reused_from``: ``RUN_ID:SEQ``).
+  from instead of running it (``reused_from``: ``RUN_ID:SEQ``);
+- ``attempts``: one row per failed attempt of a firing that its node's
+  ``retries`` ran again (a ``node.retried`` event), keyed by ``(run_id, seq,
+  attempt)``: when it ended, its error, and its worker. The firing's row
+  holds its last attempt.
+
+A journal of schema version 2 (without ``attempts``) is read as it is, and
+gains the table, becoming version 3, when a run is written to it.
 
 Writes go through `Writer`: a thread of its own takes them from a queue and
 commits them in batches, one transaction per batch, so that the event loop
@@ -75,7 +82,23 @@ __all__ = [
 APPLICATION_ID = 0x61696F66
 
 #: The version of the tables below (``PRAGMA user_version``).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+#: The statements that bring a journal of an older version to the next one, by version.
+_MIGRATIONS = {
+    2: """
+CREATE TABLE attempts (
+    run_id TEXT NOT NULL REFERENCES runs (run_id),
+    seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    ended REAL NOT NULL,
+    error TEXT,
+    worker_pid INTEGER,
+    worker_host TEXT,
+    PRIMARY KEY (run_id, seq, attempt)
+) WITHOUT ROWID;
+""",
+}
 
 #: Seconds a connection waits for another process's transaction on the file.
 BUSY_TIMEOUT = 30.0
@@ -120,7 +143,7 @@ CREATE TABLE firings (
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX firings_by_identity ON firings (task_digest, inputs_digest) WHERE task_digest IS NOT NULL;
-"""
+""" + _MIGRATIONS[2]
 
 # The first bytes of every SQLite database file.
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -244,7 +267,7 @@ def _check_existing(name: str, *, reading: bool = False) -> None:
                 raise JournalError(name, "is empty: not a journal yet")
             return  # an empty database: it becomes a journal
         raise JournalError(name, "is an SQLite database, but not an aioflow journal")
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION and version not in _MIGRATIONS:
         raise JournalError(
             name,
             f"has schema version {version}; this aioflow reads version {SCHEMA_VERSION} "
@@ -254,16 +277,29 @@ def _check_existing(name: str, *, reading: bool = False) -> None:
         raise JournalError(name, "is corrupt (its tables are missing)")
 
 
+def _execute_all(conn: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 def _create_if_new(conn: sqlite3.Connection, name: str) -> None:
-    """Create the tables in a new file (or an empty database); another process may be doing the same."""
+    """Create the tables in a new file (or an empty database), or bring an older journal's up to date.
+
+    Another process may be doing the same: the first one's transaction does it.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            _execute_all(conn, _SCHEMA)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        else:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            while version < SCHEMA_VERSION:
+                _execute_all(conn, _MIGRATIONS[version])
+                version += 1
+                conn.execute(f"PRAGMA user_version = {version}")
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         conn.execute("ROLLBACK")

@@ -50,6 +50,7 @@ import contextlib
 import importlib.util
 import logging
 import math
+import sys
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -88,7 +89,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import TypeAlias, Unpack
 
-    from ..events import Event, EventKind
+    from ..events import Event, EventKind, RunState
     from ..pools._options import PoolKeywords
     from ._plan import AheadPlanner, Send
 
@@ -683,17 +684,31 @@ class _Execution:
         error: BaseException | None = None,
         total: int = 0,
         attempt: int = 1,
+        state: RunState | None = None,
     ) -> None:
         """Hand an event to the hooks that observe (``on_event`` among them); one that raises stops the run."""
         if not self._observing:
             return
         if firing is None:
-            event = self._event_class(kind=kind, graph_id=self.graph.id, time=time.monotonic(), total=total)
+            event = self._event_class(
+                kind=kind, graph_id=self.graph.id, time=time.monotonic(), total=total, wall=time.time(), state=state
+            )
         else:
-            worker = self._workers.pop(firing.order, None) if kind != "node.started" and self._workers else None
+            ends = kind != "node.started" and kind != "node.queued"
+            worker = self._workers.pop(firing.order, None) if ends and self._workers else None
             pid, host = worker if worker is not None else (None, None)
             event = self._node_event(
-                kind, self.graph.id, time.monotonic(), firing.node_id, firing.number, error, pid, host, attempt
+                kind,
+                self.graph.id,
+                time.monotonic(),
+                firing.node_id,
+                firing.number,
+                error,
+                pid,
+                host,
+                attempt,
+                firing.order,
+                time.time(),
             )
         try:
             self._hooks.observe(Step(event, firing, outputs))
@@ -789,6 +804,7 @@ class _Execution:
             self._plan = AheadPlanner.for_run(self.state, own_runner, pool.keeps_results_remote)
         self._emit("graph.started", total=len(self.graph.nodes))
         timed_out = False
+        ended = False  # else the run was cancelled (or interrupted): its last event says so
         deadline = asyncio.timeout(self.timeout)
         try:
             async with deadline:
@@ -798,6 +814,8 @@ class _Execution:
             if not deadline.expired():
                 raise  # not the deadline's: a bug, raised as an internal error by `run`
             timed_out = True
+        else:
+            ended = True
         finally:
             self._over = True
             if self._sweep_at is not None:
@@ -829,9 +847,19 @@ class _Execution:
                     await self._abort(pool)
                     for lane in self._lanes:
                         await self._abort(lane.pool)
+            if not (ended or timed_out):
+                escaping = sys.exc_info()[1]
+                cancelled = escaping is None or isinstance(escaping, (asyncio.CancelledError, KeyboardInterrupt))
+                self._emit("graph.finished", state="cancelled" if cancelled else "failed")
         if self._plan is not None and self.state.on_workers:
-            await self._fetch_kept(self._plan)
-        self._emit("graph.finished")
+            try:
+                await self._fetch_kept(self._plan)
+            except BaseException:
+                self._emit("graph.finished", state="cancelled" if self._stop_reason is None else "failed")
+                raise
+        self._emit(
+            "graph.finished", state="timeout" if timed_out else "finished" if self._stop_reason is None else "failed"
+        )
         return self._outcome(timed_out)
 
     async def _abort(self, pool: Pool) -> None:
@@ -1201,6 +1229,9 @@ class _Execution:
 
     def _queue(self, firings: list[Firing]) -> None:
         """Queue the firings the state machine unlocked; a firing of a node sent ahead adopts its call."""
+        if self._observing:
+            for firing in firings:
+                self._emit("node.queued", firing)
         plan = self._plan
         if plan is None:
             if not self._lane_of:
@@ -1442,7 +1473,8 @@ class _Execution:
 
     def _fail(self, firing: Firing, error: BaseException) -> None:
         attempts = self._control.errors(firing) if self._control is not None else ()
-        self._emit("node.failed", firing, error=error, attempt=max(1, len(attempts)))
+        kind: EventKind = "node.cancelled" if isinstance(error, NodeCancelledError) else "node.failed"
+        self._emit(kind, firing, error=error, attempt=max(1, len(attempts)))
         try:
             nxt = self.state.failed(firing, error)
         except IterationLimitReached as exc:

@@ -36,7 +36,7 @@ async def test_owned_pool_runs_on_the_execution_loop(local_cluster: Any) -> None
     hook = ThreadsSeen()
     results = await aioflow.execute_graph_async(chain(5), on_event=hook, **_address(local_cluster))
     assert results == {"return_value": 5}
-    assert len(hook.seen) == 2 + 2 * 5  # graph started/finished, each node started/finished
+    assert len(hook.seen) == 2 + 3 * 5  # graph started/finished, each node queued/started/finished
     assert all(threads == [] for threads in hook.seen)
     assert dask_threads() == []
 

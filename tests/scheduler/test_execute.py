@@ -341,19 +341,22 @@ async def test_empty_graph_returns_empty_results(execute: ExecuteFn) -> None:
 
 
 async def test_events_are_emitted_in_order(execute: ExecuteFn) -> None:
-    """graph.started, node.started/finished per node, graph.finished."""
+    """graph.started, node.queued/started/finished per node, graph.finished."""
     events: list[aioflow.Event] = []
     graph = {"graph": {"id": "ev"}, "nodes": [node("a"), node("b")], "links": [rv("a", "b")]}
     await execute(graph, on_event=events.append)
-    assert [(e.kind, e.node_id) for e in events] == [
-        ("graph.started", None),
-        ("node.started", "a"),
-        ("node.finished", "a"),
-        ("node.started", "b"),
-        ("node.finished", "b"),
-        ("graph.finished", None),
+    assert [(e.kind, e.node_id, e.seq) for e in events] == [
+        ("graph.started", None, 0),
+        ("node.queued", "a", 0),
+        ("node.started", "a", 0),
+        ("node.finished", "a", 0),
+        ("node.queued", "b", 1),
+        ("node.started", "b", 1),
+        ("node.finished", "b", 1),
+        ("graph.finished", None, 0),
     ]
     assert events[0].total == 2
+    assert events[-1].state == "finished"
 
 
 async def test_callback_error_stops_the_execution(execute: ExecuteFn) -> None:

@@ -53,10 +53,13 @@ async def test_observers_see_every_event_in_order_with_its_firing_and_outputs(po
     kinds = [(s.event.kind, s.event.node_id) for s in recorder.steps]
     assert kinds == [
         ("graph.started", None),
+        ("node.queued", "a"),
         ("node.started", "a"),
         ("node.finished", "a"),
+        ("node.queued", "b"),
         ("node.started", "b"),
         ("node.finished", "b"),
+        ("node.queued", "c"),
         ("node.started", "c"),
         ("node.finished", "c"),
         ("graph.finished", None),
@@ -152,7 +155,9 @@ async def test_an_answer_that_raises_stops_the_run(pool_config: dict[str, Any]) 
     recorder = Recorder()
     with pytest.raises(LookupError, match="no record of 'a'"):
         await run(pool_config, CHAIN, Broken(), recorder)
-    assert [s.event.kind for s in recorder.steps] == ["graph.started", "node.started", "graph.finished"]
+    kinds = [s.event.kind for s in recorder.steps]
+    assert kinds == ["graph.started", "node.queued", "node.started", "graph.finished"]
+    assert recorder.steps[-1].event.state == "failed"
 
 
 async def test_a_hook_selects_the_results_from_the_final_state(pool_config: dict[str, Any]) -> None:

@@ -107,7 +107,7 @@ async def test_kept_outputs_are_fetched_at_the_end(pool: KeepingPool) -> None:
     assert got["c3"] == {"return_value": 4}
     assert set(pool.kept) == {Handle(f"c{i}") for i in range(4)}
     assert pool.fetched == ["c0", "c1", "c2", "c3"]
-    assert [e.kind for e in log.events if e.node_id == "c1"] == ["node.started", "node.finished"]
+    assert [e.kind for e in log.events if e.node_id == "c1"] == ["node.queued", "node.started", "node.finished"]
 
 
 async def test_only_the_selected_kept_outputs_are_fetched(pool: KeepingPool) -> None:

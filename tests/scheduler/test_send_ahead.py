@@ -431,7 +431,8 @@ class EventLog:
         self.events.append(event)
 
     def kinds(self, node_id: Any) -> list[str]:
-        return [e.kind for e in self.events if e.node_id == node_id]
+        """The node's events but ``node.queued`` (`assert_sane` checks that one precedes each start)."""
+        return [e.kind for e in self.events if e.node_id == node_id and e.kind != "node.queued"]
 
     def index(self, kind: str, node_id: Any) -> int:
         return next(i for i, e in enumerate(self.events) if e.kind == kind and e.node_id == node_id)
@@ -447,9 +448,10 @@ class EventLog:
         ended = Counter(self.nodes("node.finished") + self.nodes("node.failed"))
         assert started == ended
         for nid in started:
-            kinds = self.kinds(nid)
-            assert kinds[0::2] == ["node.started"] * started[nid], nid
-            assert all(k in ("node.finished", "node.failed") for k in kinds[1::2]), nid
+            kinds = [e.kind for e in self.events if e.node_id == nid]
+            assert kinds[0::3] == ["node.queued"] * started[nid], nid
+            assert kinds[1::3] == ["node.started"] * started[nid], nid
+            assert all(k in ("node.finished", "node.failed") for k in kinds[2::3]), nid
 
 
 # --------------------------------------------------------------------------- shapes
