@@ -146,13 +146,14 @@ class ReadyQueue:
     and taking a firing cost O(1) but for a new priority).
     """
 
-    __slots__ = ("_buckets", "_levels", "_priority", "_size")
+    __slots__ = ("_buckets", "_levels", "_priority", "_size", "_top")
 
     def __init__(self, control: RunControl) -> None:
         self._priority = {nid: c.priority for nid, c in control.controls.items() if c.priority}
         self._buckets: dict[int, deque[Firing]] = {}
         self._levels: list[int] = []  # the priorities with firings, ascending
         self._size = 0
+        self._top: deque[Firing] = deque()  # the bucket of the highest priority (empty: none)
 
     def _bucket(self, firing: Firing) -> deque[Firing]:
         level = self._priority.get(firing.node_id, 0)
@@ -160,6 +161,8 @@ class ReadyQueue:
         if bucket is None:
             bucket = self._buckets[level] = deque()
             bisect.insort(self._levels, level)
+            if self._levels[-1] == level:
+                self._top = bucket
         return bucket
 
     def append(self, firing: Firing) -> None:
@@ -176,19 +179,18 @@ class ReadyQueue:
         self._size += 1
 
     def popleft(self) -> Firing:
-        level = self._levels[-1]
-        bucket = self._buckets[level]
-        firing = bucket.popleft()
-        if not bucket:
-            del self._buckets[level]
-            self._levels.pop()
+        top = self._top
+        firing = top.popleft()  # IndexError when empty, as a deque's
         self._size -= 1
+        if not top:
+            del self._buckets[self._levels.pop()]
+            self._top = self._buckets[self._levels[-1]] if self._levels else top
         return firing
 
     def __getitem__(self, index: int) -> Firing:
         if index != 0 or not self._size:
             raise IndexError(index)
-        return self._buckets[self._levels[-1]][0]
+        return self._top[0]
 
     def __len__(self) -> int:
         return self._size
@@ -203,7 +205,7 @@ class ReadyQueue:
     def without(self, nid: NodeId) -> ReadyQueue:
         """This queue but the firings of ``nid`` (a cancelled node's)."""
         kept = ReadyQueue.__new__(ReadyQueue)
-        kept._priority, kept._buckets, kept._levels, kept._size = self._priority, {}, [], 0
+        kept._priority, kept._buckets, kept._levels, kept._size, kept._top = self._priority, {}, [], 0, deque()
         for firing in self:
             if firing.node_id != nid:
                 kept._bucket(firing).append(firing)

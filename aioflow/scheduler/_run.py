@@ -1229,6 +1229,8 @@ class _Execution:
 
     def _queue(self, firings: list[Firing]) -> None:
         """Queue the firings the state machine unlocked; a firing of a node sent ahead adopts its call."""
+        if not firings:
+            return
         if self._observing:
             for firing in firings:
                 self._emit("node.queued", firing)
