@@ -345,6 +345,8 @@ class JournalRun(ExecutionHooks):
     outputs, so that it can be resumed in turn.
     """
 
+    wants_queued = False  # ``node.queued`` says nothing it records
+
     def __new__(cls, *args: Any, resume: str | bool | None = None, cache: bool = False, **kwargs: Any) -> JournalRun:
         # Only a run that resumes or caches answers firings: a hook that
         # answers keeps a chaining pool from running nodes ahead

@@ -249,6 +249,8 @@ class TraceHooks(ExecutionHooks):
     failed write is logged as a warning on the ``aioflow`` logger.
     """
 
+    wants_queued = False  # ``node.queued`` says nothing it records
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = check_trace_path(path)
         self.recorder = TraceRecorder()

@@ -37,7 +37,7 @@ no hook overrides costs the driver nothing.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -146,15 +146,19 @@ class ExecutionHooks:
         """
         return None
 
+    #: Whether `observe` reads ``node.queued`` events: a run whose observers all say
+    #: no makes none (one event less per firing).
+    wants_queued: ClassVar[bool] = True
+
     def observe(self, step: Step) -> None:
         """See one event of the run (``step.event``), with its firing and outputs.
 
-        Called for every event, in the order of the run: ``graph.started``,
-        then each node's ``node.started`` and ``node.finished`` or
-        ``node.failed``, then ``graph.finished`` (also after a failure or a
-        timeout). An exception stops the run, as the ``on_event``
-        callback's does, and is raised to the caller; the later hooks do
-        not see that event.
+        Called for every event, in the order of the run (`aioflow.events`):
+        ``graph.started``, then each firing's ``node.queued`` (unless no
+        observer `wants_queued`), ``node.started``, ``node.retried`` events
+        and its end, then ``graph.finished`` (always the last). An exception
+        stops the run, as the ``on_event`` callback's does, and is raised to
+        the caller; the later hooks do not see that event.
         """
 
     def results(self, state: ExecutionState) -> Results | None:
@@ -190,9 +194,10 @@ class HookSet:
         hooks: every hook, in order.
         answering: the hooks that override `ExecutionHooks.answer`.
         observing: the hooks that override `ExecutionHooks.observe`.
+        queued: whether one of them `wants_queued`.
     """
 
-    __slots__ = ("_contexts", "_preparing", "_results", "_wrapping", "answering", "hooks", "observing")
+    __slots__ = ("_contexts", "_preparing", "_results", "_wrapping", "answering", "hooks", "observing", "queued")
 
     def __init__(self, hooks: Iterable[ExecutionHooks]) -> None:
         self.hooks = tuple(hooks)
@@ -201,6 +206,7 @@ class HookSet:
         self._contexts = _overriding(self.hooks, "call_context")
         self.answering = _overriding(self.hooks, "answer")
         self.observing = _overriding(self.hooks, "observe")
+        self.queued = any(hook.wants_queued for hook in self.observing)
         self._results = _overriding(self.hooks, "results")
 
     def prepare(self, graph: Graph) -> Graph:

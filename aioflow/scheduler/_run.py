@@ -584,6 +584,7 @@ class _Execution:
         self.state = ExecutionState(graph, max_iterations=max_iterations, start_inputs=startargs)
         self._hooks = hooks
         self._observing = bool(hooks.observing)
+        self._queued_observed = hooks.queued
         if self._observing:
             from ..events import Event, node_event  # here: a run that nobody observes makes no event
 
@@ -1231,7 +1232,7 @@ class _Execution:
         """Queue the firings the state machine unlocked; a firing of a node sent ahead adopts its call."""
         if not firings:
             return
-        if self._observing:
+        if self._queued_observed:
             for firing in firings:
                 self._emit("node.queued", firing)
         plan = self._plan

@@ -74,6 +74,23 @@ async def test_observers_see_every_event_in_order_with_its_firing_and_outputs(po
     assert all(s.firing is None for s in recorder.steps if s.event.kind.startswith("graph."))
 
 
+class NoQueue(Recorder):
+    """An observer that does not read ``node.queued``."""
+
+    wants_queued = False
+
+
+async def test_queued_events_are_made_only_for_an_observer_that_wants_them(pool_config: dict[str, Any]) -> None:
+    alone = NoQueue()
+    await run(pool_config, CHAIN, alone)
+    assert [s.event.kind for s in alone.steps].count("node.queued") == 0
+    assert [s.event.kind for s in alone.steps].count("node.started") == 3
+    beside, events = NoQueue(), list[aioflow.Event]()
+    await run(pool_config, CHAIN, beside, on_event=events.append)  # the callback reads every kind
+    assert [e.kind for e in events].count("node.queued") == 3
+    assert [s.event for s in beside.steps] == events
+
+
 async def test_a_failed_firing_is_observed_with_its_error(pool_config: dict[str, Any]) -> None:
     recorder = Recorder()
     graph = {"graph": {"id": "g"}, "nodes": [node("a", "tasks.fail")]}

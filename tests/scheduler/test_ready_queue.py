@@ -44,6 +44,7 @@ def test_the_queue_sends_the_highest_priority_first_and_in_arrival_order_among_e
     priorities: list[int], operations: list[tuple[str, Any]]
 ) -> None:
     queue = ReadyQueue(_Control(priorities))  # type: ignore[arg-type]
+    priority_of: dict[Any, int] = dict(enumerate(priorities))
     # The model: one deque per priority, highest first.
     model: dict[int, deque[Firing]] = {}
     made = 0
@@ -53,7 +54,7 @@ def test_the_queue_sends_the_highest_priority_first_and_in_arrival_order_among_e
             firings = [_firing(nid, made + i) for i, nid in enumerate(nids)]
             made += len(firings)
             for firing in firings:
-                bucket = model.setdefault(priorities[firing.node_id], deque())
+                bucket = model.setdefault(priority_of[firing.node_id], deque())
                 bucket.appendleft(firing) if name == "appendleft" else bucket.append(firing)
             if name == "extend":
                 queue.extend(firings)
@@ -66,7 +67,7 @@ def test_the_queue_sends_the_highest_priority_first_and_in_arrival_order_among_e
                 continue
             assert queue[0] is expected[0]
             assert queue.popleft() is expected[0]
-            model[priorities[expected[0].node_id]].popleft()
+            model[priority_of[expected[0].node_id]].popleft()
         else:
             queue = queue.without(arg)
             model = {level: deque(f for f in bucket if f.node_id != arg) for level, bucket in model.items()}
