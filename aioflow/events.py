@@ -66,12 +66,13 @@ class Event:
             ``node.retried`` (`error_summary`: the one line to show).
         total: for ``graph.started``, the number of nodes (loops and
             conditions may run more or fewer).
-        worker_pid / worker_host: for ``node.finished`` and ``node.failed``,
+        worker_pid / worker_host: for the end of a firing and ``node.retried``,
             the process that ran the task, when the pool tells it: this
             process on the ``thread`` and ``gevent`` pools, the worker on the
-            other local pools; ``None`` on the cluster pools, for a firing
-            answered without running (a resumed or cached run), and for a
-            call the pool refused or never gave a worker.
+            other local pools and on ``dask`` (the worker that holds its
+            result); ``None`` on ``parsl`` and ``mpi``, for a failed ``dask``
+            call, for a firing answered without running (a resumed or cached
+            run), and for a call the pool refused or never gave a worker.
         attempt: for node events, the attempt of the firing it is about: 1,
             then 2, 3... as the node's ``retries`` run it again
             (``node.retried`` is about the attempt that failed).

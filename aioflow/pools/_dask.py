@@ -40,6 +40,19 @@ results of the calls that finished meanwhile are fetched with one
 on a task: a thousand calls in flight are a thousand suspended coroutines on
 one loop.
 
+Which worker ran a call. Once calls are done, one request to the scheduler
+per batch (``who_has``, sent alongside the ``client.gather`` of their
+results when they are fetched) names the worker that holds each result: the one that computed it,
+unless the scheduler copied it since. The process behind each worker address
+(its pid and host name) is asked of the workers themselves (``client.run``):
+those the cluster has as the client connects at once, in the background, and
+a new or restarted worker when its address first appears; then kept. The
+answer is noted on the call's future before it is settled (`note_worker`),
+for the engine's events. It is never worth a slower or failed call: whatever
+goes wrong leaves the worker unknown (``None``), and a scheduler too slow to
+answer (`LOCATE_TIMEOUT`) stops the asking for the rest of the connection. A
+failed call names no worker: the cluster keeps no result of it to ask about.
+
 Failures. A task's exception comes back as itself, with the worker's
 traceback. A worker that dies while it runs a task ends that call with
 `distributed.KilledWorker` once the cluster's ``allowed-failures`` budget is
@@ -78,12 +91,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import MissingExtraError, OptionError, PoolClosedError, PoolError
 from ._base import Pool
-from ._futures import Owned, in_place, owned_by, settle
+from ._futures import Owned, in_place, note_worker, owned_by, settle, this_host
 from ._outcomes import DaskTaskLost, unpicklable_type
 from ._threads import run_in_own_thread
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable, Coroutine, Iterable
 
     from ._options import PoolOptions
 
@@ -102,6 +115,12 @@ CONNECT_TIMEOUT = 30.0
 #: Stopping a ``LocalCluster`` of a few workers takes one to three seconds;
 #: only a hung cluster reaches this.
 STOP_TIMEOUT = 60.0
+
+#: Seconds to wait for the scheduler to say which workers hold the results
+#: of finished calls (or for new workers to say which process they are).
+#: Calls wait for the answer before they are settled; a scheduler that takes
+#: longer is not asked again (`_Workers`).
+LOCATE_TIMEOUT = 5.0
 
 _KNOWN_OPTIONS = ("address", "client", "local_cluster", "connect_timeout")
 
@@ -140,6 +159,11 @@ def _apply(payload: _Payload) -> Any:
 def _apply_chained(payload: _Payload, positions: tuple[int, ...], *upstream: Any) -> Any:
     """On a worker: run one call, with the results of the calls it waited for in their places."""
     return payload.fn(*in_place(payload.args, positions, upstream), **payload.kwargs)
+
+
+def _whoami() -> tuple[int, str]:
+    """On a worker (``client.run``): its process, as `note_worker` names a worker: pid and host name."""
+    return os.getpid(), this_host()
 
 
 # --------------------------------------------------------------------------- the connection
@@ -193,6 +217,7 @@ class _Connection:
         self.loop: asyncio.AbstractEventLoop = loop
         self.client: Any = None
         self.cluster: Any = None
+        self.workers = _Workers()
         self._ready: asyncio.Task[Any] | None = None  # touched on the home loop only
         self.closed = False
 
@@ -247,6 +272,7 @@ class _Connection:
         distributed = _import_distributed()
         if self._given_client is not None:
             self.client = self._given_client
+            self.workers.start(self.client)
             return self.client
         if self._address is not None:
             where = f"the Dask scheduler at {self._address!r}"
@@ -282,6 +308,7 @@ class _Connection:
                 msg = f"the {self._pool_name!r} pool could not connect to {where}: {exc}"
                 raise PoolError(msg) from exc
             raise
+        self.workers.start(self.client)
         return self.client
 
     async def cancel(self, dask_futures: list[Any]) -> None:
@@ -296,6 +323,7 @@ class _Connection:
         self.closed = True
         if self._ready is not None and not self._ready.done():
             await asyncio.wait([self._ready])  # a connection half made is closed, not leaked
+        await self.workers.stop()
         client, self.client = self.client, None
         if client is not None and client is not self._given_client:
             await client.close()
@@ -310,6 +338,86 @@ class _Connection:
         """Stop the pool's own loop thread (from another thread)."""
         if self._home is not None:
             self._home.stop()
+
+
+class _Workers:
+    """Which worker process holds the results of finished calls, as the scheduler and the workers tell it.
+
+    Home loop only. Keeps worker address -> (pid, host) for the connection's
+    life. The workers the cluster has when the client connects are asked at
+    once, in the background (`start`), so that the first calls do not wait
+    for it; a worker that joins later (or restarts: it comes back under a
+    new address) is asked when its address first appears. Addresses that did
+    not answer are not asked again.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[int, str]] = {}
+        self._silent: set[str] = set()
+        self._given_up = False
+        self._first: asyncio.Task[None] | None = None
+
+    def start(self, client: Any) -> None:
+        """Ask the cluster's current workers which process they are, in the background."""
+        if self._first is None:
+            self._first = asyncio.get_running_loop().create_task(self._learn(client, None))
+
+    async def stop(self) -> None:
+        """Stop asking (the connection closes)."""
+        first, self._first = self._first, None
+        if first is not None and not first.done():
+            first.cancel()
+            await asyncio.wait([first])
+
+    async def locate(self, client: Any, keys: list[Any]) -> dict[Any, tuple[int, str]]:
+        """The worker process (pid, host) holding each key's result; keys it cannot tell are left out.
+
+        One ``who_has`` request to the scheduler, plus one ``client.run`` for
+        the addresses not known yet. Never raises but the home loop's
+        cancellation: a failure leaves the keys out.
+        """
+        if self._given_up or not keys:
+            return {}
+        try:
+            async with asyncio.timeout(LOCATE_TIMEOUT):
+                holders: dict[Any, Any] = await client.scheduler.who_has(keys=keys)
+        except TimeoutError:
+            self._given_up = True
+            logger.warning(
+                "the Dask scheduler took over %s s to say which workers hold results: "
+                "events will name no Dask worker for the rest of this connection",
+                LOCATE_TIMEOUT,
+            )
+            return {}
+        except Exception:  # the connection is going away: the calls settle without a worker
+            logger.debug("could not ask the Dask scheduler which workers hold results", exc_info=True)
+            return {}
+        where = {key: addresses[0] for key, addresses in holders.items() if addresses}
+        if self._first is not None and not self._first.done() and not self._knows(where.values()):
+            await asyncio.wait([self._first])  # the workers are being asked already
+        known = self._known
+        unknown = {address for address in where.values() if address not in known and address not in self._silent}
+        if unknown:
+            await self._learn(client, sorted(unknown))
+        return {key: known[address] for key, address in where.items() if address in known}
+
+    def _knows(self, addresses: Iterable[str]) -> bool:
+        return all(address in self._known or address in self._silent for address in addresses)
+
+    async def _learn(self, client: Any, addresses: list[str] | None) -> None:
+        """Ask workers (``None``: all the cluster has) which process they are."""
+        try:
+            async with asyncio.timeout(LOCATE_TIMEOUT):
+                answers = await client.run(_whoami, workers=addresses, on_error="return", asynchronous=True)
+        except Exception:  # a timeout, or the scheduler refused: these workers stay unknown
+            logger.debug("could not ask Dask workers %s for their pid", addresses or "(all)", exc_info=True)
+            answers = {}
+        for address in answers if addresses is None else addresses:
+            answer = answers.get(address)
+            if isinstance(answer, (tuple, list)) and len(answer) == 2:
+                self._known[address] = (int(answer[0]), str(answer[1]))
+            elif addresses is not None:  # one asked by name that did not answer
+                self._silent.add(address)
 
 
 # --------------------------------------------------------------------------- the executor
@@ -356,10 +464,13 @@ class _DaskExecutor(concurrent.futures.Executor):
         self._idle = threading.Condition(self._lock)
         self._calls: dict[concurrent.futures.Future[Any], _Call] = {}
         self._shutdown = False
-        # Home loop only: calls to send to the cluster, and calls done there whose results are to be fetched.
+        # Home loop only: calls to send to the cluster, calls done there whose results are to be fetched,
+        # and calls done there whose results stay there, waiting to learn which worker holds them.
         self._to_submit: list[tuple[_Call, Callable[..., Any], tuple[Any, ...], dict[str, Any], tuple[int, ...]]] = []
         self._to_gather: list[_Call] = []
         self._gathering = False
+        self._to_locate: list[_Call] = []
+        self._locating = False
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
         owner = None
@@ -567,15 +678,18 @@ class _DaskExecutor(concurrent.futures.Executor):
         self._conn.loop.create_task(self._watch(call, client))
 
     async def _watch(self, call: _Call, client: Any) -> None:
-        """On the home loop: wait until the cluster says a call is done, then queue it for gathering."""
+        """On the home loop: wait until the cluster says a call is done, then queue it to be gathered (or located)."""
         try:
             # Waits for the future's state (a message the scheduler pushes), fetching nothing.
             await _import_distributed().client.done_callback(call.dask_future, _ignore)
         except BaseException as exc:  # cancelled: the home loop is closing
             self._done(call, error=PoolError(f"the Dask call was abandoned: {type(exc).__name__}"))
             raise
-        if call.remote and call.dask_future.status == "finished":
-            self._done(call, result=_Remote(call.dask_future))  # nothing to fetch
+        if call.remote and call.dask_future.status == "finished":  # nothing to fetch
+            self._to_locate.append(call)
+            if not self._locating:
+                self._locating = True
+                self._conn.loop.create_task(self._settle_remote(client))
             return
         self._to_gather.append(call)
         if not self._gathering:
@@ -587,28 +701,33 @@ class _DaskExecutor(concurrent.futures.Executor):
 
         Results of calls that finished while a fetch was on its way are
         fetched together by the next one: under load, one request per batch
-        rather than one per call.
+        rather than one per call. Which workers hold them is asked of the
+        scheduler at the same time (`_Workers.locate`).
         """
         try:
             while self._to_gather:
                 batch, self._to_gather = self._to_gather, []
                 finished = [c for c in batch if c.dask_future.status == "finished"]
                 one_by_one = [c for c in batch if c.dask_future.status != "finished"]
+                located: dict[Any, tuple[int, str]] = {}
                 if finished:
-                    try:
-                        values = await client.gather([c.dask_future for c in finished], asynchronous=True)
-                    except Exception:
+                    keys = [c.dask_future.key for c in finished]
+                    located, values = await asyncio.gather(
+                        self._conn.workers.locate(client, keys), _fetch(client, [c.dask_future for c in finished])
+                    )
+                    if values is None:
                         one_by_one += finished  # one of them went wrong meanwhile: find which
                     else:
-                        for call, value in zip(finished, values, strict=True):
-                            self._done(call, result=value)
+                        for call, key, value in zip(finished, keys, values, strict=True):
+                            self._done(call, result=value, worker=located.get(key))
                 for call in one_by_one:
+                    key = call.dask_future.key
                     try:
                         value = await client.gather(call.dask_future, asynchronous=True)
                     except Exception as exc:
                         self._done(call, error=self._describe(exc))
                     else:
-                        self._done(call, result=value)
+                        self._done(call, result=value, worker=located.get(key))
         except BaseException as exc:  # cancelled: the home loop is closing
             for call in self._to_gather:
                 self._done(call, error=PoolError(f"the Dask call was abandoned: {type(exc).__name__}"))
@@ -617,8 +736,39 @@ class _DaskExecutor(concurrent.futures.Executor):
         finally:
             self._gathering = False
 
-    def _done(self, call: _Call, *, result: Any = None, error: BaseException | None = None) -> None:
+    async def _settle_remote(self, client: Any) -> None:
+        """On the home loop: settle finished calls whose results stay on the cluster, naming the workers that hold them.
+
+        Calls that finished while the scheduler was being asked are asked
+        about together next: one request per batch, as in `_gather`.
+        """
+        batch: list[_Call] = []
+        try:
+            while self._to_locate:
+                batch, self._to_locate = self._to_locate, []
+                located = await self._conn.workers.locate(client, [c.dask_future.key for c in batch])
+                for call in batch:
+                    self._done(call, result=_Remote(call.dask_future), worker=located.get(call.dask_future.key))
+        except BaseException:  # cancelled: the home loop is closing; the results are there all the same
+            for call in batch + self._to_locate:
+                if call.dask_future is not None:
+                    self._done(call, result=_Remote(call.dask_future))
+            self._to_locate = []
+            raise
+        finally:
+            self._locating = False
+
+    def _done(
+        self,
+        call: _Call,
+        *,
+        result: Any = None,
+        error: BaseException | None = None,
+        worker: tuple[int, str] | None = None,
+    ) -> None:
         call.dask_future = None
+        if worker is not None:
+            note_worker(call.future, *worker)
         settle(call.future, result=result, error=error)
         self._forget(call.future)
 
@@ -632,6 +782,15 @@ class _DaskExecutor(concurrent.futures.Executor):
             return exc
         lost.__cause__ = exc
         return lost
+
+
+async def _fetch(client: Any, dask_futures: list[Any]) -> list[Any] | None:
+    """The results of finished calls, in one ``client.gather``; ``None`` if one of them went wrong meanwhile."""
+    try:
+        values: list[Any] = await client.gather(dask_futures, asynchronous=True)
+    except Exception:
+        return None
+    return values
 
 
 def _key_name(fn: Callable[..., Any], args: tuple[Any, ...]) -> str:

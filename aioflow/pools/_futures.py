@@ -5,7 +5,7 @@ stop one execution's calls alone (or one call: `OneCall`, `owned_by`); `in_place
 call waited for into its arguments. `settle` and `cancel_queued` end a
 `concurrent.futures.Future` from whichever thread learns its outcome, as
 an executor's worker would. `note_worker` notes on a call's future which
-worker process took it (`noted_worker` reads it). A worker process imports this module with its
+worker process took it, on this machine or a cluster's (`noted_worker` reads it). A worker process imports this module with its
 pool's: it imports nothing but `concurrent.futures`.
 """
 
@@ -44,9 +44,9 @@ def this_host() -> str:
     return _HOST[0]
 
 
-def note_worker(future: concurrent.futures.Future[Any], pid: int) -> None:
-    """Note on a call's future the process of this machine that took the call: its pid and host."""
-    setattr(future, _WORKER, (pid, this_host()))
+def note_worker(future: concurrent.futures.Future[Any], pid: int, host: str | None = None) -> None:
+    """Note on a call's future the process that took the call: its pid and host (by default, this machine)."""
+    setattr(future, _WORKER, (pid, this_host() if host is None else host))
 
 
 def noted_worker(future: concurrent.futures.Future[Any]) -> tuple[int, str] | None:

@@ -119,7 +119,8 @@ class EngineProtocol:
         Asked once the call is done. A pool of this process's threads or
         greenlets answers this process; a pool of processes, what its
         executor noted on the future when a worker took the call
-        (`note_worker`).
+        (`note_worker`); the ``dask`` pool, what it noted before settling
+        the future: the Dask worker that holds the call's result.
         """
         if self.runs_in_this_process:
             return os.getpid(), this_host()

@@ -1295,7 +1295,10 @@ class _Execution:
         if self._timed:
             self._timed.pop(future, None)
         if self._observing:
-            worker = pool.worker_of(slot.call)
+            call = slot.call
+            if call is None and isinstance(future, concurrent.futures.Future):
+                call = future  # a chaining pool's own future (`_submit_to`)
+            worker = pool.worker_of(call)
             if worker is not None:
                 self._workers[firing.order] = worker
         error: BaseException | None
