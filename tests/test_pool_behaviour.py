@@ -493,3 +493,27 @@ def test_a_worker_forked_while_another_thread_imports_a_module_can_import_it(
     finally:
         importer.join()
     assert results == {"return_value": 42}
+
+
+def test_the_modules_are_copied_whole_even_if_they_change_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked worker reads ``sys.modules`` while a finalizer or another thread may import: it copies again."""
+    from aioflow.pools import _lifecycle
+
+    class Changing(dict[str, Any]):
+        """A modules dict whose first two copies fail as a dict that changed size does."""
+
+        failures = 2
+
+        def copy(self) -> dict[str, Any]:
+            if Changing.failures:
+                Changing.failures -= 1
+                msg = "dictionary changed size during iteration"
+                raise RuntimeError(msg)
+            return dict(self)
+
+    modules = Changing(sys.modules)
+    monkeypatch.setattr(sys, "modules", modules)
+    copied = _lifecycle._modules_now()
+    monkeypatch.undo()
+    assert Changing.failures == 0
+    assert dict(copied) == dict(modules)

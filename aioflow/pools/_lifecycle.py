@@ -82,6 +82,15 @@ def worker_initializer(owner_pid: int, user_initializer: Callable[..., Any] | No
         user_initializer(*initargs)
 
 
+def _modules_now() -> list[tuple[str, Any]]:
+    """``sys.modules``' items, copied whole even if another thread (or a finalizer the copy runs) imports meanwhile."""
+    while True:
+        try:
+            return list(sys.modules.copy().items())
+        except RuntimeError:  # it changed size while it was copied: copy again
+            continue
+
+
 def forget_unfinished_imports() -> None:
     """In a process just forked: drop the imports that threads of the parent had under way, and their locks.
 
@@ -100,7 +109,7 @@ def forget_unfinished_imports() -> None:
     """
     import importlib._bootstrap as bootstrap  # the import system's own state, as the fork left it
 
-    for name, module in list(sys.modules.items()):
+    for name, module in _modules_now():
         spec = getattr(module, "__spec__", None)
         if spec is not None and getattr(spec, "_initializing", False):
             del sys.modules[name]
