@@ -3,7 +3,7 @@
 - `TraceRecorder`, `trace_from_events`, `trace_from_journal`, `write_trace`:
   a run's timeline in the Chrome trace-event format (Perfetto, chrome://tracing);
   firings with no worker reported go to the pseudo process `NO_WORKER_PID`;
-- `graph_to_svg`, `graph_to_dot`, `draw`, `element_id`: a picture of a graph,
+- `graph_to_svg`, `graph_to_dot`, `draw`, `element_id` (from `aioflow.graph._draw`): a picture of a graph,
   laid out by Graphviz's ``dot`` (`FORMATS`; ``AIOFLOW_DOT`` names another ``dot``).
 
 See docs/observe.md. Names are imported on first access: ``import aioflow``
@@ -16,11 +16,11 @@ import importlib as _importlib
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
-    from ._draw import FORMATS as FORMATS
-    from ._draw import draw as draw
-    from ._draw import element_id as element_id
-    from ._draw import graph_to_dot as graph_to_dot
-    from ._draw import graph_to_svg as graph_to_svg
+    from ..graph._draw import FORMATS as FORMATS
+    from ..graph._draw import draw as draw
+    from ..graph._draw import element_id as element_id
+    from ..graph._draw import graph_to_dot as graph_to_dot
+    from ..graph._draw import graph_to_svg as graph_to_svg
     from ._trace import NO_WORKER_PID as NO_WORKER_PID
     from ._trace import TraceRecorder as TraceRecorder
     from ._trace import trace_from_events as trace_from_events
@@ -28,11 +28,11 @@ if _typing.TYPE_CHECKING:
     from ._trace import write_trace as write_trace
 
 _WHERE = {
-    "FORMATS": "._draw",
-    "draw": "._draw",
-    "element_id": "._draw",
-    "graph_to_dot": "._draw",
-    "graph_to_svg": "._draw",
+    "FORMATS": "..graph._draw",
+    "draw": "..graph._draw",
+    "element_id": "..graph._draw",
+    "graph_to_dot": "..graph._draw",
+    "graph_to_svg": "..graph._draw",
     "NO_WORKER_PID": "._trace",
     "TraceRecorder": "._trace",
     "trace_from_events": "._trace",
